@@ -1,0 +1,226 @@
+"""The live connection registry and its counters, read by the status side as snapshots.
+
+The echo path only does integer additions on a `Connection`; everything else (totals,
+idle times, per-listener figures) is computed when somebody asks. No Tornado imports, so
+this module is trivially unit-testable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+
+class Connection:
+    """One accepted connection as the registry sees it.
+
+    The echo protocol subclasses this, so a connection's record and its protocol are one
+    small object. `bytes_sent` counts bytes handed to the transport; `unsent_bytes` says how
+    many of those are still queued, so snapshots report what actually left.
+    """
+
+    __slots__ = (
+        "id",
+        "peer",
+        "listener",
+        "connected_at",
+        "bytes_received",
+        "bytes_sent",
+        "last_activity",
+        "_activity_mark",
+    )
+
+    def __init__(self, peer: str, listener: ListenerStats) -> None:
+        self.id = 0
+        self.peer = peer
+        self.listener = listener
+        self.connected_at = 0.0
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.last_activity = 0.0
+        self._activity_mark = 0
+
+    def unsent_bytes(self) -> int:
+        """Bytes counted in `bytes_sent` that still wait in a user-space buffer."""
+        return 0
+
+
+@dataclass(slots=True)
+class ListenerStats:
+    """Counters of one echo listener; `port` is the bound port, never 0."""
+
+    name: str
+    host: str
+    port: int
+    tls: bool = False
+    active: int = 0
+    accepted: int = 0
+
+
+@dataclass(frozen=True)
+class ListenerSnapshot:
+    name: str
+    host: str
+    port: int
+    tls: bool
+    active: int
+    accepted: int
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """Totals at one instant; `bytes_*` include connections that already closed."""
+
+    taken_at: float
+    uptime_seconds: float
+    accepting: bool
+    active: int
+    accepted: int
+    closed: int
+    rejected: dict[str, int]
+    bytes_received: int
+    bytes_sent: int
+    listeners: tuple[ListenerSnapshot, ...]
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+
+@dataclass(frozen=True)
+class ConnectionSnapshot:
+    id: int
+    peer: str
+    listener: str
+    connected_at: float
+    age_s: float
+    idle_s: float
+    bytes_received: int
+    bytes_sent: int
+
+
+class Registry:
+    """Every open connection plus lifetime totals; single-threaded, owned by the event loop.
+
+    `wall_clock` stamps what people read (connected-at, ages); `clock` is monotonic and
+    measures uptime and idle times, so a clock step cannot make a connection look idle.
+    """
+
+    def __init__(
+        self,
+        wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.wall_clock = wall_clock
+        self.clock = clock
+        self.accepting = False
+        self.listeners: list[ListenerStats] = []
+        self.accepted = 0
+        self.closed = 0
+        self.rejected: Counter[str] = Counter()
+        self._active: dict[int, Connection] = {}
+        self._next_id = 1
+        self._closed_bytes_received = 0
+        self._closed_bytes_sent = 0
+        self._started = clock()
+        self.on_last_close: Callable[[], object] | None = None
+        """Called when the last active connection closes; used to wait for a drain."""
+
+    def add_listener(self, name: str, host: str, port: int, tls: bool = False) -> ListenerStats:
+        stats = ListenerStats(name, host, port, tls)
+        self.listeners.append(stats)
+        return stats
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    def open(self, conn: Connection) -> None:
+        """Count `conn` as accepted and active from this moment on."""
+        conn.id = self._next_id
+        self._next_id += 1
+        conn.connected_at = self.wall_clock()
+        conn.last_activity = self.clock()
+        self._active[conn.id] = conn
+        self.accepted += 1
+        conn.listener.accepted += 1
+        conn.listener.active += 1
+
+    def close(self, conn: Connection) -> None:
+        """Move `conn` from active to closed; calling it twice for one connection is harmless."""
+        if self._active.pop(conn.id, None) is None:
+            return
+        self.closed += 1
+        conn.listener.active -= 1
+        self._closed_bytes_received += conn.bytes_received
+        self._closed_bytes_sent += conn.bytes_sent - conn.unsent_bytes()
+        if not self._active and self.on_last_close is not None:
+            self.on_last_close()
+
+    def reject(self, reason: str) -> None:
+        """Count a connection that was closed at accept time, by reason (e.g. ``max_connections``)."""
+        self.rejected[reason] += 1
+
+    def sweep(self) -> None:
+        """Stamp `last_activity` on every connection whose byte counts moved since last sweep.
+
+        Called about once a second, this keeps the per-read cost at an integer addition;
+        idle times are therefore accurate to the sweep interval.
+        """
+        now = self.clock()
+        for conn in self._active.values():
+            mark = conn.bytes_received + conn.bytes_sent
+            if mark != conn._activity_mark:
+                conn._activity_mark = mark
+                conn.last_activity = now
+
+    def active_connections(self) -> Iterable[Connection]:
+        return self._active.values()
+
+    def snapshot(self) -> StatsSnapshot:
+        received = self._closed_bytes_received
+        sent = self._closed_bytes_sent
+        for conn in self._active.values():
+            received += conn.bytes_received
+            sent += conn.bytes_sent - conn.unsent_bytes()
+        listeners = tuple(
+            ListenerSnapshot(s.name, s.host, s.port, s.tls, s.active, s.accepted)
+            for s in self.listeners
+        )
+        return StatsSnapshot(
+            taken_at=self.wall_clock(),
+            uptime_seconds=self.clock() - self._started,
+            accepting=self.accepting,
+            active=len(self._active),
+            accepted=self.accepted,
+            closed=self.closed,
+            rejected=dict(self.rejected),
+            bytes_received=received,
+            bytes_sent=sent,
+            listeners=listeners,
+        )
+
+    def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:
+        """Open connections, most bytes moved first, at most `limit` of them."""
+        now = self.clock()
+        wall_now = self.wall_clock()
+        ranked = sorted(
+            self._active.values(),
+            key=lambda c: c.bytes_received + c.bytes_sent,
+            reverse=True,
+        )
+        return [
+            ConnectionSnapshot(
+                id=c.id,
+                peer=c.peer,
+                listener=c.listener.name,
+                connected_at=c.connected_at,
+                age_s=max(0.0, wall_now - c.connected_at),
+                idle_s=max(0.0, now - c.last_activity),
+                bytes_received=c.bytes_received,
+                bytes_sent=c.bytes_sent - c.unsent_bytes(),
+            )
+            for c in ranked[:limit]
+        ]

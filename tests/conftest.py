@@ -1,0 +1,54 @@
+"""Shared fixtures: a fresh event loop per test and a real echostat service on port 0."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+from tornado.ioloop import IOLoop
+
+from server.config import Config, ListenerConfig, StatusConfig
+from server.service import Service
+
+
+@pytest.fixture
+def io_loop() -> Iterator[IOLoop]:
+    """A new asyncio loop per test, wrapped by Tornado without the deprecated make_current.
+
+    Overrides pytest-tornasync's fixture of the same name, which predates Tornado 6.2.
+    """
+    loop = asyncio.new_event_loop()
+
+    async def current() -> IOLoop:
+        return IOLoop.current()
+
+    io_loop = loop.run_until_complete(current())
+    yield io_loop
+    io_loop.close(all_fds=True)
+
+
+def loopback_config(**changes: object) -> Config:
+    """A config bound to 127.0.0.1 on free ports; `changes` replace top-level fields."""
+    base = Config(
+        listeners=(ListenerConfig(name="main", host="127.0.0.1", port=0),),
+        status=StatusConfig(host="127.0.0.1", port=0),
+        shutdown_grace_s=1.0,
+    )
+    fields = {**base.__dict__, **changes}
+    return Config(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def config() -> Config:
+    """The config `service` starts with; override this fixture in a module to change it."""
+    return loopback_config()
+
+
+@pytest.fixture
+def service(io_loop: IOLoop, config: Config) -> Iterator[Service]:
+    """A started echostat service; stopped (and drained) after the test."""
+    svc = Service(config)
+    io_loop.run_sync(svc.start)
+    yield svc
+    io_loop.run_sync(svc.stop)

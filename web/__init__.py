@@ -1,0 +1,1 @@
+"""echostat status side: the dashboard, JSON API and health endpoints."""

@@ -1,0 +1,38 @@
+"""Builds the status `tornado.web.Application` from the registry and the config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tornado.web import Application
+
+from server.config import Config
+from server.stats import Registry
+from web.feed import StatsFeed
+from web.handlers import (
+    ConnectionsHandler,
+    EventsHandler,
+    HealthHandler,
+    PageHandler,
+    StatsHandler,
+)
+
+_HERE = Path(__file__).parent
+
+
+def make_app(registry: Registry, config: Config, feed: StatsFeed) -> Application:
+    """The status application; it only reads `registry`, never changes the echo side."""
+    state = {"registry": registry, "config": config, "feed": feed}
+    return Application(
+        [
+            (r"/", PageHandler, state),
+            (r"/api/stats", StatsHandler, state),
+            (r"/api/connections", ConnectionsHandler, state),
+            (r"/api/events", EventsHandler, state),
+            (r"/healthz", HealthHandler, state),
+        ],
+        template_path=str(_HERE / "templates"),
+        static_path=str(_HERE / "static"),
+        autoescape="xhtml_escape",
+        compress_response=False,
+    )

@@ -1,0 +1,92 @@
+"""HTTP handlers: the dashboard page, the JSON API, the push channel and health checks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tornado.iostream import StreamClosedError
+from tornado.web import HTTPError, RequestHandler
+
+from server import __version__
+from server.config import Config
+from server.stats import Registry
+from web.feed import StatsFeed
+from web.schema import connection_document, stats_document
+
+
+class BaseHandler(RequestHandler):
+    """Shared state and the headers every response carries."""
+
+    registry: Registry
+    config: Config
+    feed: StatsFeed
+
+    def initialize(self, registry: Registry, config: Config, feed: StatsFeed) -> None:
+        self.registry = registry
+        self.config = config
+        self.feed = feed
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+
+    def write_json(self, document: Any) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(document))
+
+
+class PageHandler(BaseHandler):
+    def get(self) -> None:
+        self.render("index.html", version=__version__)
+
+
+class StatsHandler(BaseHandler):
+    def get(self) -> None:
+        self.write_json(stats_document(self.registry.snapshot()))
+
+
+class ConnectionsHandler(BaseHandler):
+    """``GET /api/connections?limit=N``: open connections, most bytes moved first."""
+
+    def get(self) -> None:
+        raw = self.get_query_argument("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+            raise HTTPError(400, reason="limit must be an integer 1..100000")
+        rows = self.registry.connections(int(raw))
+        self.write_json(
+            {
+                "total": self.registry.active,
+                "connections": [connection_document(row) for row in rows],
+            }
+        )
+
+
+class EventsHandler(BaseHandler):
+    """``GET /api/events``: Server-Sent Events, one stats document per tick."""
+
+    async def get(self) -> None:
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-store")
+        self.write("retry: 1000\n\n")
+        tick = 0
+        while (message := await self.feed.next(tick)) is not None:
+            tick, data = message
+            self.write(b"data: " + data + b"\n\n")
+            try:
+                await self.flush()
+            except StreamClosedError:
+                return
+
+
+class HealthHandler(BaseHandler):
+    """``GET /healthz``: 200 while the echo listeners accept connections, else 503."""
+
+    def get(self) -> None:
+        if not self.registry.accepting:
+            self.set_status(503)
+            self.finish("shutting down\n")
+            return
+        self.finish("ok\n")

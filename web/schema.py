@@ -1,0 +1,54 @@
+"""The JSON documents of the API, built from `server.stats` snapshots.
+
+These shapes are public interface: scripts read them, so fields are only ever added.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server import __version__
+from server.stats import ConnectionSnapshot, StatsSnapshot
+
+
+def stats_document(snap: StatsSnapshot) -> dict[str, Any]:
+    """The body of ``GET /api/stats`` and of every pushed update."""
+    return {
+        "version": __version__,
+        "taken_at": snap.taken_at,
+        "uptime_seconds": round(snap.uptime_seconds, 3),
+        "accepting": snap.accepting,
+        "connections": {
+            "active": snap.active,
+            "accepted": snap.accepted,
+            "closed": snap.closed,
+            "rejected": snap.rejected_total,
+            "rejected_by_reason": dict(sorted(snap.rejected.items())),
+        },
+        "bytes": {"received": snap.bytes_received, "sent": snap.bytes_sent},
+        "listeners": [
+            {
+                "name": listener.name,
+                "host": listener.host,
+                "port": listener.port,
+                "tls": listener.tls,
+                "active": listener.active,
+                "accepted": listener.accepted,
+            }
+            for listener in snap.listeners
+        ],
+    }
+
+
+def connection_document(conn: ConnectionSnapshot) -> dict[str, Any]:
+    """One row of ``GET /api/connections``."""
+    return {
+        "id": conn.id,
+        "peer": conn.peer,
+        "listener": conn.listener,
+        "connected_at": conn.connected_at,
+        "age_s": round(conn.age_s, 3),
+        "idle_s": round(conn.idle_s, 3),
+        "bytes_received": conn.bytes_received,
+        "bytes_sent": conn.bytes_sent,
+    }
