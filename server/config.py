@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import ssl
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -33,12 +34,23 @@ def _range(low: float, high: float) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class TLSConfig:
+    """Certificate and key of a TLS listener; `context` is built from them at load time."""
+
+    cert: str
+    key: str
+    handshake_timeout_s: float = field(default=10.0, metadata=_range(0.1, 300))
+    context: ssl.SSLContext | None = field(default=None, init=False, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class ListenerConfig:
-    """One echo listener: a named TCP address."""
+    """One echo listener: a named TCP address, optionally speaking TLS."""
 
     name: str = "main"
     host: str = "127.0.0.1"
     port: int = field(default=7007, metadata=_range(0, 65535))
+    tls: TLSConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -51,8 +63,12 @@ class StatusConfig:
 
 @dataclass(frozen=True)
 class LimitsConfig:
-    """Per-connection resource bounds."""
+    """Bounds on connections and on what each may cost; 0 means "no limit" where allowed."""
 
+    max_connections: int = field(default=10000, metadata=_range(1, 1_000_000))
+    max_connections_per_ip: int = field(default=100, metadata=_range(0, 1_000_000))
+    idle_timeout_s: float = field(default=300.0, metadata=_range(0, 7 * 86400))
+    max_lifetime_s: float = field(default=0.0, metadata=_range(0, 365 * 86400))
     max_buffer_bytes: int = field(default=262144, metadata=_range(1024, 64 * 1024 * 1024))
 
 
@@ -91,6 +107,7 @@ def load_config(
         raw = _override(raw, key.strip(), value, f"--set {key.strip()}")
     config = _build(Config, raw, source, "")
     _check_consistency(config, source)
+    _load_tls(config, Path(path).parent, source)
     return config
 
 
@@ -178,12 +195,17 @@ def _build(cls: type[Any], raw: Any, source: str, path: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {path or 'top level'}: expected a mapping, got {_show(raw)}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(str(key) for key in raw if key not in fields)
     if unknown:
         allowed = ", ".join(fields)
         where = f"{path}.{unknown[0]}" if path else unknown[0]
         raise ConfigError(f"{source}: {where}: unknown key (allowed here: {allowed})")
+    for name, fld in fields.items():
+        required = fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING
+        if required and name not in raw:
+            where = f"{path}.{name}" if path else name
+            raise ConfigError(f"{source}: {where}: missing (this key is required)")
     values = {}
     for name, value in raw.items():
         key_path = f"{path}.{name}" if path else name
@@ -242,6 +264,33 @@ def _check_consistency(config: Config, source: str) -> None:
     for index, name in enumerate(names):
         if name in names[:index]:
             raise ConfigError(f"{source}: listeners[{index}].name: duplicate listener name {name!r}")
+
+
+def _load_tls(config: Config, base: Path, source: str) -> None:
+    """Build each TLS listener's context now, so bad files fail at start, not at first client.
+
+    Relative paths are taken from the config file's directory.
+    """
+    for index, listener in enumerate(config.listeners):
+        tls = listener.tls
+        if tls is None:
+            continue
+        where = f"{source}: listeners[{index}].tls"
+        cert, key = base / tls.cert, base / tls.key
+        for name, file in (("cert", cert), ("key", key)):
+            if not file.is_file():
+                raise ConfigError(f"{where}.{name}: file not found: {file}")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc.strerror or exc
+            raise ConfigError(
+                f"{where}: cannot use cert {cert} with key {key}: {reason}"
+                " (both must be PEM files and the key must belong to the certificate)"
+            ) from None
+        object.__setattr__(tls, "context", context)
 
 
 def _fmt(number: float) -> str:

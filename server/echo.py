@@ -10,38 +10,26 @@ the loop offers.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
-import ssl
-from collections.abc import Callable, Iterable
+import typing
+from collections.abc import Iterable
 from typing import Any
 
-from tornado.ioloop import IOLoop
+from tornado.ioloop import PeriodicCallback
 from tornado.tcpserver import TCPServer
 
+from server.accept import RateLimitedLog, watch_accepts
+from server.config import LimitsConfig, TLSConfig
 from server.stats import Connection, ListenerStats, Registry
 
 log = logging.getLogger(__name__)
 
-_ACCEPTS_PER_WAKEUP = 128
-"""Accept at most this many connections per readiness event, so a flood can't starve echoes."""
-
-_ACCEPT_BACKOFF_S = (0.05, 1.0)
-"""First and longest pause of the accept loop after the process ran out of descriptors."""
-
-_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_HOUSEKEEPING_S = 1.0
+"""How often idle times are refreshed and time limits enforced."""
 
 _EOF_LINGER_S = 2.0
 """After sending EOF at shutdown, how long a connection may stay open for its client's EOF."""
-
-
-def format_peer(address: Any) -> str:
-    """``host:port`` for IPv4, ``[host]:port`` for IPv6, the path for Unix sockets."""
-    if isinstance(address, tuple):
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return str(address)
 
 
 class EchoProtocol(Connection, asyncio.Protocol):
@@ -55,17 +43,17 @@ class EchoProtocol(Connection, asyncio.Protocol):
     __slots__ = ("_transport", "_registry", "_buffer_bytes")
 
     def __init__(
-        self, peer: str, listener: ListenerStats, registry: Registry, buffer_bytes: int
+        self, ip: str, port: int, listener: ListenerStats, registry: Registry, buffer_bytes: int
     ) -> None:
-        super().__init__(peer, listener)
+        super().__init__(ip, port, listener)
         self._transport: asyncio.Transport | None = None
         self._registry = registry
         self._buffer_bytes = buffer_bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.set_write_buffer_limits(high=self._buffer_bytes)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = typing.cast(asyncio.Transport, transport)
+        self._transport.set_write_buffer_limits(high=self._buffer_bytes)
         log.debug("connection %d from %s on %s", self.id, self.peer, self.listener.name)
 
     def data_received(self, data: bytes) -> None:
@@ -113,8 +101,13 @@ class EchoProtocol(Connection, asyncio.Protocol):
         else:
             transport.close()
 
-    def abort(self) -> None:
-        """Close at once, dropping anything still queued."""
+    def expire(self, reason: str) -> None:
+        """End the connection for `reason`, counted as closed by the server.
+
+        Nothing queued is worth waiting for here (the client stopped reading, or time is
+        up), so the connection is aborted rather than flushed.
+        """
+        self._registry.close(self, reason)
         if self._transport is not None:
             self._transport.abort()
 
@@ -136,20 +129,23 @@ class EchoServer(TCPServer):
     """Echoes every byte back on the connection it came from, counting it in a `Registry`.
 
     Use `add_sockets` with sockets from `tornado.netutil.bind_sockets`; `stop` stops
-    accepting; `drain` then ends the open connections gracefully.
+    accepting; `drain` then ends the open connections gracefully. Limits are checked when a
+    connection is accepted, before anything is scheduled for it, so a burst can't overshoot.
     """
 
-    def __init__(self, registry: Registry, buffer_bytes: int) -> None:
+    def __init__(self, registry: Registry, limits: LimitsConfig) -> None:
         super().__init__()
         self.registry = registry
-        self.buffer_bytes = buffer_bytes
+        self.limits = limits
         self._setups: set[asyncio.Task[Any]] = set()
+        self._rejections = RateLimitedLog(log, interval_s=10.0)
+        self._housekeeping = PeriodicCallback(self._expire_connections, _HOUSEKEEPING_S * 1000)
 
     def add_sockets(
         self,
         sockets: Iterable[socket.socket],
         listener: ListenerStats | None = None,
-        ssl_context: ssl.SSLContext | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
         """Start accepting on `sockets`, counting their connections under `listener`.
 
@@ -159,8 +155,15 @@ class EchoServer(TCPServer):
             if listener is None:
                 host, port = sock.getsockname()[:2]
                 listener = self.registry.add_listener("main", host, port)
+            stats = listener
+
+            def on_accept(connection: socket.socket, address: Any) -> None:
+                self._start_connection(connection, address, stats, tls)
+
             self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = self._watch(sock, listener, ssl_context)
+            self._handlers[sock.fileno()] = watch_accepts(sock, on_accept, stats.name)
+        if not self._housekeeping.is_running():
+            self._housekeeping.start()
 
     async def drain(self, grace_s: float) -> int:
         """Wait up to `grace_s` for clients to close, then finish the rest; return how many."""
@@ -172,7 +175,8 @@ class EchoServer(TCPServer):
         await self._wait_for_no_connections(_EOF_LINGER_S)
         for conn in list(self.registry.active_connections()):
             if isinstance(conn, EchoProtocol):
-                conn.abort()
+                conn.expire("shutdown")
+        self._housekeeping.stop()
         return len(remaining)
 
     async def _wait_for_no_connections(self, timeout_s: float) -> None:
@@ -187,76 +191,66 @@ class EchoServer(TCPServer):
         finally:
             self.registry.on_last_close = None
 
-    def _watch(
-        self, sock: socket.socket, listener: ListenerStats, ssl_context: ssl.SSLContext | None
-    ) -> Callable[[], None]:
-        """Register the accept handler of `sock`; return the callable that unregisters it."""
-        io_loop = IOLoop.current()
-        backoff_s = _ACCEPT_BACKOFF_S[0]
-        retry: Any = None
-
-        def on_readable(fd: Any, events: int) -> None:
-            nonlocal backoff_s, retry
-            for _ in range(_ACCEPTS_PER_WAKEUP):
-                try:
-                    conn, address = sock.accept()
-                except BlockingIOError:
-                    backoff_s = _ACCEPT_BACKOFF_S[0]
-                    return
-                except ConnectionAbortedError:
-                    continue  # the client gave up while queued; nothing to do
-                except OSError as exc:
-                    if exc.errno not in _OUT_OF_RESOURCES:
-                        raise
-                    # Out of descriptors or memory: the pending connection stays queued and
-                    # the socket stays readable, so retrying at once would spin. Pause instead.
-                    log.warning(
-                        "listener %s: cannot accept (%s); pausing accepts for %.2f s",
-                        listener.name,
-                        exc.strerror,
-                        backoff_s,
-                    )
-                    io_loop.remove_handler(sock)
-                    retry = io_loop.call_later(backoff_s, resume)
-                    backoff_s = min(backoff_s * 2, _ACCEPT_BACKOFF_S[1])
-                    return
-                self._start_connection(conn, address, listener, ssl_context)
-
-        def resume() -> None:
-            nonlocal retry
-            retry = None
-            io_loop.add_handler(sock, on_readable, IOLoop.READ)
-
-        def unwatch() -> None:
-            if retry is not None:
-                io_loop.remove_timeout(retry)
-            else:
-                io_loop.remove_handler(sock)
-
-        io_loop.add_handler(sock, on_readable, IOLoop.READ)
-        return unwatch
-
     def _start_connection(
         self,
-        conn: socket.socket,
+        connection: socket.socket,
         address: Any,
         listener: ListenerStats,
-        ssl_context: ssl.SSLContext | None,
+        tls: TLSConfig | None,
     ) -> None:
-        protocol = EchoProtocol(format_peer(address), listener, self.registry, self.buffer_bytes)
+        ip, port = address[0], address[1]
+        reason = self._over_limit(ip)
+        if reason is not None:
+            connection.close()
+            self.registry.reject(reason)
+            self._rejections.warning("rejected %s on %s: %s reached", ip, listener.name, reason)
+            return
+        protocol = EchoProtocol(ip, port, listener, self.registry, self.limits.max_buffer_bytes)
         self.registry.open(protocol)
         loop = asyncio.get_running_loop()
         setup = loop.create_task(
-            loop.connect_accepted_socket(lambda: protocol, conn, ssl=ssl_context)
+            loop.connect_accepted_socket(
+                lambda: protocol,
+                connection,
+                ssl=tls.context if tls else None,
+                ssl_handshake_timeout=tls.handshake_timeout_s if tls else None,
+            )
         )
         self._setups.add(setup)
-        setup.add_done_callback(lambda task: self._setup_done(task, protocol, conn))
+        setup.add_done_callback(lambda task: self._setup_done(task, protocol, connection))
+
+    def _over_limit(self, ip: str) -> str | None:
+        """The name of the limit a new connection from `ip` would exceed, if any."""
+        if self.registry.active >= self.limits.max_connections:
+            return "max_connections"
+        per_ip = self.limits.max_connections_per_ip
+        if per_ip and self.registry.active_from(ip) >= per_ip:
+            return "max_connections_per_ip"
+        return None
 
     def _setup_done(
-        self, task: asyncio.Task[Any], protocol: EchoProtocol, conn: socket.socket
+        self, task: asyncio.Task[Any], protocol: EchoProtocol, connection: socket.socket
     ) -> None:
+        """Clean up a connection whose transport never came up (e.g. a failed TLS handshake)."""
         self._setups.discard(task)
         if task.cancelled() or task.exception() is not None:
-            log.debug("connection from %s failed in setup: %r", protocol.peer, task.exception())
-            conn.close()
-            self.registry.close(protocol)
+            error = "cancelled" if task.cancelled() else repr(task.exception())
+            log.debug("connection from %s failed in setup: %s", protocol.peer, error)
+            connection.close()
+            self.registry.close(protocol, "setup_failed")
+
+    def _expire_connections(self) -> None:
+        """Once a second: refresh idle times, then end connections past a time limit."""
+        self.registry.sweep()
+        limits = self.limits
+        if not (limits.idle_timeout_s or limits.max_lifetime_s):
+            return
+        now = self.registry.clock()
+        wall_now = self.registry.wall_clock()
+        for conn in list(self.registry.active_connections()):
+            if not isinstance(conn, EchoProtocol):
+                continue
+            if limits.idle_timeout_s and now - conn.last_activity >= limits.idle_timeout_s:
+                conn.expire("idle_timeout")
+            elif limits.max_lifetime_s and wall_now - conn.connected_at >= limits.max_lifetime_s:
+                conn.expire("max_lifetime")

@@ -12,14 +12,17 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from server import __version__
 from server.config import Config, ConfigError
+from server.accept import watch_accepts
 from server.echo import EchoServer
+from server.resources import reserve_descriptors
 from server.stats import Registry
 from web.app import make_app
 from web.feed import StatsFeed
@@ -33,14 +36,15 @@ class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.registry = Registry()
-        self.echo = EchoServer(self.registry, config.limits.max_buffer_bytes)
+        self.echo = EchoServer(self.registry, config.limits)
         self.feed = StatsFeed(self.registry)
-        self.http = HTTPServer(make_app(self.registry, config, self.feed))
+        self.http = StatusServer(make_app(self.registry, config, self.feed))
         self.status_port = 0
         self._stopped = False
 
     async def start(self) -> None:
         """Bind every socket first (raising `ConfigError` if one can't be), then serve."""
+        reserve_descriptors(self.config.limits.max_connections)
         bound: list[socket.socket] = []
         try:
             echo_sockets = []
@@ -57,10 +61,13 @@ class Service:
             raise
         for listener, sockets in echo_sockets:
             port = sockets[0].getsockname()[1]
-            stats = self.registry.add_listener(listener.name, listener.host, port)
-            self.echo.add_sockets(sockets, stats)
+            stats = self.registry.add_listener(
+                listener.name, listener.host, port, tls=listener.tls is not None
+            )
+            self.echo.add_sockets(sockets, stats, listener.tls)
         self.http.add_sockets(status_sockets)
         self.status_port = status_sockets[0].getsockname()[1]
+        asyncio.get_running_loop().set_exception_handler(_log_in_one_line)
         self.feed.start()
         self.registry.accepting = True
         echo = ", ".join(f"{s.name} on {s.host}:{s.port}" for s in self.registry.listeners)
@@ -95,6 +102,21 @@ class Service:
         self.http.stop()
         await self.http.close_all_connections()
         log.info("stopped; %d connections were still open after the grace period", finished)
+
+
+class StatusServer(HTTPServer):
+    """Tornado's HTTP server with the accept loop that survives descriptor exhaustion.
+
+    When echo clients use up the descriptors, the status page must keep answering once
+    some free up, rather than spin in Tornado's accept handler.
+    """
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            # _handle_connection is TCPServer's per-connection entry point (wraps TLS, then
+            # calls handle_stream); only the accept loop around it is replaced.
+            self._handlers[sock.fileno()] = watch_accepts(sock, self._handle_connection, "status")
 
 
 async def serve(
@@ -140,6 +162,15 @@ def _restore_signals() -> None:
     loop = asyncio.get_running_loop()
     for signum in _SIGNALS:
         loop.remove_signal_handler(signum)
+
+
+def _log_in_one_line(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Loop errors (e.g. a bug in one connection's callbacks, which closes that connection)
+    get one log line; the traceback goes to the debug log."""
+    exc = context.get("exception")
+    log.error("%s: %r", context.get("message", "unexpected error"), exc)
+    if exc is not None:
+        log.debug("traceback of %r", exc, exc_info=exc)
 
 
 def _bind(key: str, host: str, port: int) -> list[socket.socket]:

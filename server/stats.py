@@ -23,7 +23,8 @@ class Connection:
 
     __slots__ = (
         "id",
-        "peer",
+        "ip",
+        "port",
         "listener",
         "connected_at",
         "bytes_received",
@@ -32,15 +33,21 @@ class Connection:
         "_activity_mark",
     )
 
-    def __init__(self, peer: str, listener: ListenerStats) -> None:
+    def __init__(self, ip: str, port: int, listener: ListenerStats) -> None:
         self.id = 0
-        self.peer = peer
+        self.ip = ip
+        self.port = port
         self.listener = listener
         self.connected_at = 0.0
         self.bytes_received = 0
         self.bytes_sent = 0
         self.last_activity = 0.0
         self._activity_mark = 0
+
+    @property
+    def peer(self) -> str:
+        """The client as ``host:port``, or ``[host]:port`` for IPv6."""
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
 
     def unsent_bytes(self) -> int:
         """Bytes counted in `bytes_sent` that still wait in a user-space buffer."""
@@ -80,6 +87,7 @@ class StatsSnapshot:
     accepted: int
     closed: int
     rejected: dict[str, int]
+    closed_by_server: dict[str, int]
     bytes_received: int
     bytes_sent: int
     listeners: tuple[ListenerSnapshot, ...]
@@ -120,6 +128,8 @@ class Registry:
         self.accepted = 0
         self.closed = 0
         self.rejected: Counter[str] = Counter()
+        self.closed_by_server: Counter[str] = Counter()
+        self._per_ip: Counter[str] = Counter()
         self._active: dict[int, Connection] = {}
         self._next_id = 1
         self._closed_bytes_received = 0
@@ -144,14 +154,25 @@ class Registry:
         conn.connected_at = self.wall_clock()
         conn.last_activity = self.clock()
         self._active[conn.id] = conn
+        self._per_ip[conn.ip] += 1
         self.accepted += 1
         conn.listener.accepted += 1
         conn.listener.active += 1
 
-    def close(self, conn: Connection) -> None:
-        """Move `conn` from active to closed; calling it twice for one connection is harmless."""
+    def close(self, conn: Connection, reason: str | None = None) -> None:
+        """Move `conn` from active to closed; calling it twice for one connection is harmless.
+
+        `reason` is given when the server, not the client, ended it (``idle_timeout``...).
+        """
         if self._active.pop(conn.id, None) is None:
             return
+        if reason is not None:
+            self.closed_by_server[reason] += 1
+        remaining = self._per_ip[conn.ip] - 1
+        if remaining:
+            self._per_ip[conn.ip] = remaining
+        else:
+            del self._per_ip[conn.ip]
         self.closed += 1
         conn.listener.active -= 1
         self._closed_bytes_received += conn.bytes_received
@@ -159,19 +180,24 @@ class Registry:
         if not self._active and self.on_last_close is not None:
             self.on_last_close()
 
+    def active_from(self, ip: str) -> int:
+        """How many open connections come from `ip`."""
+        return self._per_ip[ip]
+
     def reject(self, reason: str) -> None:
         """Count a connection that was closed at accept time, by reason (e.g. ``max_connections``)."""
         self.rejected[reason] += 1
 
     def sweep(self) -> None:
-        """Stamp `last_activity` on every connection whose byte counts moved since last sweep.
+        """Stamp `last_activity` on every connection that read or wrote since the last sweep.
 
         Called about once a second, this keeps the per-read cost at an integer addition;
-        idle times are therefore accurate to the sweep interval.
+        idle times are therefore accurate to the sweep interval. Bytes still queued don't
+        count as written, so a client that stops reading goes idle too.
         """
         now = self.clock()
         for conn in self._active.values():
-            mark = conn.bytes_received + conn.bytes_sent
+            mark = conn.bytes_received + conn.bytes_sent - conn.unsent_bytes()
             if mark != conn._activity_mark:
                 conn._activity_mark = mark
                 conn.last_activity = now
@@ -197,6 +223,7 @@ class Registry:
             accepted=self.accepted,
             closed=self.closed,
             rejected=dict(self.rejected),
+            closed_by_server=dict(self.closed_by_server),
             bytes_received=received,
             bytes_sent=sent,
             listeners=listeners,

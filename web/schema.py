@@ -24,6 +24,7 @@ def stats_document(snap: StatsSnapshot) -> dict[str, Any]:
             "closed": snap.closed,
             "rejected": snap.rejected_total,
             "rejected_by_reason": dict(sorted(snap.rejected.items())),
+            "closed_by_server": dict(sorted(snap.closed_by_server.items())),
         },
         "bytes": {"received": snap.bytes_received, "sent": snap.bytes_sent},
         "listeners": [

@@ -1,0 +1,100 @@
+"""An accept loop that backs off when the process runs out of descriptors instead of spinning.
+
+Tornado's own accept handler re-raises EMFILE; the listening socket stays readable, so the
+loop spins at full CPU logging a traceback per wakeup. Here the listener is unwatched for a
+short, growing pause and watched again afterwards; queued clients wait in the backlog.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tornado.ioloop import IOLoop
+
+log = logging.getLogger(__name__)
+
+ACCEPTS_PER_WAKEUP = 128
+"""Accept at most this many connections per readiness event, so a flood can't starve echoes."""
+
+BACKOFF_S = (0.05, 1.0)
+"""First and longest pause after an accept failed for lack of descriptors or memory."""
+
+_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def watch_accepts(
+    sock: socket.socket, on_accept: Callable[[socket.socket, Any], None], name: str
+) -> Callable[[], None]:
+    """Call `on_accept(connection, address)` for each client of `sock`; return an unwatch.
+
+    `name` identifies the listener in the (rate-limited) warning logged while backing off.
+    """
+    io_loop = IOLoop.current()
+    backoff_s = BACKOFF_S[0]
+    retry: Any = None
+    warnings = RateLimitedLog(log, interval_s=10.0)
+
+    def on_readable(fd: Any, events: int) -> None:
+        nonlocal backoff_s, retry
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                connection, address = sock.accept()
+            except BlockingIOError:
+                backoff_s = BACKOFF_S[0]
+                return
+            except ConnectionAbortedError:
+                continue  # the client gave up while queued
+            except OSError as exc:
+                if exc.errno not in _OUT_OF_RESOURCES:
+                    raise
+                warnings.warning(
+                    "%s: cannot accept (%s); pausing accepts, clients wait in the backlog",
+                    name,
+                    exc.strerror,
+                )
+                io_loop.remove_handler(sock)
+                retry = io_loop.call_later(backoff_s, resume)
+                backoff_s = min(backoff_s * 2, BACKOFF_S[1])
+                return
+            on_accept(connection, address)
+
+    def resume() -> None:
+        nonlocal retry
+        retry = None
+        io_loop.add_handler(sock, on_readable, IOLoop.READ)
+
+    def unwatch() -> None:
+        if retry is not None:
+            io_loop.remove_timeout(retry)
+        else:
+            io_loop.remove_handler(sock)
+
+    io_loop.add_handler(sock, on_readable, IOLoop.READ)
+    return unwatch
+
+
+class RateLimitedLog:
+    """Logs a warning at most once per `interval_s`, then says how many were suppressed."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float) -> None:
+        self._logger = logger
+        self._interval_s = interval_s
+        self._next_at = 0.0
+        self._suppressed = 0
+
+    def warning(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next_at:
+            self._suppressed += 1
+            return
+        if self._suppressed:
+            message += " (%d similar messages suppressed)"
+            args += (self._suppressed,)
+        self._logger.warning(message, *args)
+        self._next_at = now + self._interval_s
+        self._suppressed = 0
