@@ -9,6 +9,7 @@ The dataclasses below are the schema: their fields are the only keys accepted.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import ssl
 import types
@@ -55,10 +56,27 @@ class ListenerConfig:
 
 @dataclass(frozen=True)
 class StatusConfig:
-    """Where the status page, JSON API and metrics are served."""
+    """Where the status page, JSON API and metrics are served, and who may see them."""
 
     host: str = "127.0.0.1"
     port: int = field(default=7070, metadata=_range(0, 65535))
+    token: str | None = field(default=None, repr=False)
+    allowed_hosts: tuple[str, ...] = ()
+    open_paths: tuple[str, ...] = ("/healthz", "/readyz")
+
+    @property
+    def on_loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses, the only binds safe without a token."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -105,7 +123,7 @@ def load_config(
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. status.port=8080")
         raw = _override(raw, key.strip(), value, f"--set {key.strip()}")
-    config = _build(Config, raw, source, "")
+    config: Config = _build(Config, raw, source, "")
     _check_consistency(config, source)
     _load_tls(config, Path(path).parent, source)
     return config
@@ -119,7 +137,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}") from None
     if data is None:
@@ -143,7 +161,7 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -159,7 +177,7 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
     items are addressed by index, and the index one past the end appends a new item.
     """
     try:
-        value = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        value = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: invalid value {text!r}: {_yaml_problem(exc)}") from None
     parts = dotted.split(".")
@@ -190,7 +208,7 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
     return root
 
 
-def _build(cls: type[Any], raw: Any, source: str, path: str) -> Any:
+def _build(cls: Any, raw: Any, source: str, path: str) -> Any:
     """Validate the mapping `raw` against dataclass `cls`, recursively."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: {path or 'top level'}: expected a mapping, got {_show(raw)}")
@@ -222,10 +240,16 @@ def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, source: str, pa
             return None
         (inner,) = (a for a in args if a is not type(None))
         return _convert(inner, fld, value, source, path)
-    if origin is tuple:
+    if origin is tuple and dataclasses.is_dataclass(args[0]):
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{source}: {path}: expected a non-empty list, got {_show(value)}")
         return tuple(_build(args[0], item, source, f"{path}[{i}]") for i, item in enumerate(value))
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {path}: expected a list, got {_show(value)}")
+        return tuple(
+            _convert(args[0], fld, item, source, f"{path}[{i}]") for i, item in enumerate(value)
+        )
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, source, path)
     if origin is Literal:
@@ -258,12 +282,36 @@ def _convert_number(
     return hint(value)  # type: ignore[no-any-return]
 
 
+MIN_TOKEN_CHARS = 16
+
+
 def _check_consistency(config: Config, source: str) -> None:
     """Rules that span several keys."""
+    status = config.status
+    if status.token is not None and len(status.token) < MIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"{source}: status.token: too short ({len(status.token)} characters, need at least"
+            f" {MIN_TOKEN_CHARS}); generate one with: python3 -c 'import secrets;"
+            " print(secrets.token_urlsafe(32))'"
+        )
+    if status.token is None and not status.on_loopback:
+        raise ConfigError(
+            f"{source}: status.token: required because status.host {status.host} is not a"
+            " loopback address; set a token (python3 -c 'import secrets;"
+            " print(secrets.token_urlsafe(32))') or bind status.host to 127.0.0.1"
+        )
+    for index, open_path in enumerate(status.open_paths):
+        if not open_path.startswith("/"):
+            raise ConfigError(
+                f"{source}: status.open_paths[{index}]: expected a path starting with /,"
+                f" got {open_path!r}"
+            )
     names = [listener.name for listener in config.listeners]
     for index, name in enumerate(names):
         if name in names[:index]:
-            raise ConfigError(f"{source}: listeners[{index}].name: duplicate listener name {name!r}")
+            raise ConfigError(
+                f"{source}: listeners[{index}].name: duplicate listener name {name!r}"
+            )
 
 
 def _load_tls(config: Config, base: Path, source: str) -> None:

@@ -10,6 +10,7 @@ the loop offers.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import typing
@@ -155,13 +156,9 @@ class EchoServer(TCPServer):
             if listener is None:
                 host, port = sock.getsockname()[:2]
                 listener = self.registry.add_listener("main", host, port)
-            stats = listener
-
-            def on_accept(connection: socket.socket, address: Any) -> None:
-                self._start_connection(connection, address, stats, tls)
-
+            on_accept = functools.partial(self._start_connection, listener=listener, tls=tls)
             self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = watch_accepts(sock, on_accept, stats.name)
+            self._handlers[sock.fileno()] = watch_accepts(sock, on_accept, listener.name)
         if not self._housekeeping.is_running():
             self._housekeeping.start()
 
@@ -182,8 +179,13 @@ class EchoServer(TCPServer):
     async def _wait_for_no_connections(self, timeout_s: float) -> None:
         if not self.registry.active:
             return
-        all_closed = asyncio.get_running_loop().create_future()
-        self.registry.on_last_close = lambda: all_closed.done() or all_closed.set_result(None)
+        all_closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_last_close() -> None:
+            if not all_closed.done():
+                all_closed.set_result(None)
+
+        self.registry.on_last_close = on_last_close
         try:
             await asyncio.wait_for(all_closed, timeout_s)
         except TimeoutError:

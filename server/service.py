@@ -19,8 +19,8 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from server import __version__
-from server.config import Config, ConfigError
 from server.accept import watch_accepts
+from server.config import Config, ConfigError
 from server.echo import EchoServer
 from server.resources import reserve_descriptors
 from server.stats import Registry

@@ -185,7 +185,7 @@ class Registry:
         return self._per_ip[ip]
 
     def reject(self, reason: str) -> None:
-        """Count a connection that was closed at accept time, by reason (e.g. ``max_connections``)."""
+        """Count a connection closed at accept time, by reason (e.g. ``max_connections``)."""
         self.rejected[reason] += 1
 
     def sweep(self) -> None:

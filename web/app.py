@@ -8,11 +8,14 @@ from tornado.web import Application
 
 from server.config import Config
 from server.stats import Registry
+from web.access import AccessPolicy
 from web.feed import StatsFeed
 from web.handlers import (
     ConnectionsHandler,
     EventsHandler,
     HealthHandler,
+    LoginHandler,
+    NotFoundHandler,
     PageHandler,
     StatsHandler,
 )
@@ -22,10 +25,12 @@ _HERE = Path(__file__).parent
 
 def make_app(registry: Registry, config: Config, feed: StatsFeed) -> Application:
     """The status application; it only reads `registry`, never changes the echo side."""
-    state = {"registry": registry, "config": config, "feed": feed}
+    policy = AccessPolicy.from_config(config.status)
+    state = {"registry": registry, "config": config, "feed": feed, "policy": policy}
     return Application(
         [
             (r"/", PageHandler, state),
+            (r"/login", LoginHandler, state),
             (r"/api/stats", StatsHandler, state),
             (r"/api/connections", ConnectionsHandler, state),
             (r"/api/events", EventsHandler, state),
@@ -35,4 +40,6 @@ def make_app(registry: Registry, config: Config, feed: StatsFeed) -> Application
         static_path=str(_HERE / "static"),
         autoescape="xhtml_escape",
         compress_response=False,
+        default_handler_class=NotFoundHandler,
+        default_handler_args=state,
     )

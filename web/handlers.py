@@ -11,21 +11,50 @@ from tornado.web import HTTPError, RequestHandler
 from server import __version__
 from server.config import Config
 from server.stats import Registry
+from web.access import COOKIE_NAME, AccessPolicy
 from web.feed import StatsFeed
 from web.schema import connection_document, stats_document
 
 
 class BaseHandler(RequestHandler):
-    """Shared state and the headers every response carries."""
+    """Shared state, access control and the headers every response carries."""
 
     registry: Registry
     config: Config
     feed: StatsFeed
+    policy: AccessPolicy
 
-    def initialize(self, registry: Registry, config: Config, feed: StatsFeed) -> None:
+    def initialize(
+        self, registry: Registry, config: Config, feed: StatsFeed, policy: AccessPolicy
+    ) -> None:
         self.registry = registry
         self.config = config
         self.feed = feed
+        self.policy = policy
+
+    def prepare(self) -> None:
+        """Refuse unknown Host names (421) and requests without the token (401 or login)."""
+        if not self.policy.host_allowed(self.request.host):
+            self._refuse(421, "unknown Host name; add it to status.allowed_hosts")
+        elif self.policy.needs_token(self.request.path) and not self._authenticated():
+            if self.request.method == "GET" and self.request.path == "/":
+                self.redirect("/login")
+                return
+            self.set_header("WWW-Authenticate", 'Bearer realm="echostat"')
+            self._refuse(401, "missing or wrong token (Authorization: Bearer <token>)")
+
+    def _refuse(self, status: int, message: str) -> None:
+        """End the request here; unlike raising HTTPError, this keeps the headers set so far."""
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(message + "\n")
+
+    def _authenticated(self) -> bool:
+        authorization = self.request.headers.get("Authorization")
+        if authorization is not None:
+            return self.policy.bearer_ok(authorization)
+        cookie = self.get_cookie(COOKIE_NAME)
+        return cookie is not None and self.policy.session_ok(cookie)
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
@@ -36,6 +65,34 @@ class BaseHandler(RequestHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(document))
+
+
+class LoginHandler(BaseHandler):
+    """``/login``: a form that trades the token for a session cookie, for browsers."""
+
+    def prepare(self) -> None:
+        if not self.policy.host_allowed(self.request.host):
+            self._refuse(421, "unknown Host name; add it to status.allowed_hosts")
+        elif self.policy.token is None:
+            self.redirect("/")
+
+    def get(self) -> None:
+        self.render("login.html", version=__version__, failed=False)
+
+    def post(self) -> None:
+        self.check_xsrf_cookie()
+        if not self.policy.token_ok(self.get_body_argument("token", "")):
+            self.set_status(403)
+            self.render("login.html", version=__version__, failed=True)
+            return
+        self.set_cookie(
+            COOKIE_NAME,
+            self.policy.session_value(),
+            httponly=True,
+            samesite="Strict",
+            secure=self.request.protocol == "https",
+        )
+        self.redirect("/")
 
 
 class PageHandler(BaseHandler):
@@ -79,6 +136,13 @@ class EventsHandler(BaseHandler):
                 await self.flush()
             except StreamClosedError:
                 return
+
+
+class NotFoundHandler(BaseHandler):
+    """Any other path: 404, with the same headers and access rules as everything else."""
+
+    def get(self) -> None:
+        raise HTTPError(404)
 
 
 class HealthHandler(BaseHandler):

@@ -1,0 +1,68 @@
+"""Who may see the status side: a Host allow-list against DNS rebinding, and a bearer token.
+
+Browsers authenticate once through ``/login``, which sets a cookie holding a keyed digest of
+the token (never the token itself); scripts send ``Authorization: Bearer <token>``. Every
+comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from server.config import StatusConfig
+
+COOKIE_NAME = "echostat_session"
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """The rules of `StatusConfig`, ready to check requests against."""
+
+    token: str | None
+    allowed_hosts: frozenset[str] | None
+    open_paths: frozenset[str]
+
+    @classmethod
+    def from_config(cls, status: StatusConfig) -> AccessPolicy:
+        """Loopback binds only answer to loopback names (plus `allowed_hosts`); other binds
+        answer to `allowed_hosts` when it is set, else to any name (the token guards them)."""
+        hosts = {host.lower() for host in status.allowed_hosts}
+        if status.on_loopback:
+            hosts |= _LOOPBACK_NAMES
+        return cls(status.token, frozenset(hosts) or None, frozenset(status.open_paths))
+
+    def host_allowed(self, host_header: str) -> bool:
+        if self.allowed_hosts is None:
+            return True
+        return _host_name(host_header) in self.allowed_hosts
+
+    def needs_token(self, path: str) -> bool:
+        return self.token is not None and path not in self.open_paths
+
+    def bearer_ok(self, authorization: str) -> bool:
+        scheme, _, credential = authorization.partition(" ")
+        return scheme.lower() == "bearer" and self.token_ok(credential.strip())
+
+    def token_ok(self, candidate: str) -> bool:
+        assert self.token is not None
+        return hmac.compare_digest(candidate.encode(), self.token.encode())
+
+    def session_value(self) -> str:
+        """The cookie value that proves a browser logged in with the current token."""
+        assert self.token is not None
+        return hmac.new(self.token.encode(), b"echostat session", hashlib.sha256).hexdigest()
+
+    def session_ok(self, cookie: str) -> bool:
+        return hmac.compare_digest(cookie.encode(), self.session_value().encode())
+
+
+def _host_name(host_header: str) -> str:
+    """The name in a Host header, without port or IPv6 brackets, lower-cased."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
