@@ -70,6 +70,7 @@ class Service:
         asyncio.get_running_loop().set_exception_handler(_log_in_one_line)
         self.feed.start()
         self.registry.accepting = True
+        self.registry.ready = True
         echo = ", ".join(f"{s.name} on {s.host}:{s.port}" for s in self.registry.listeners)
         log.info(
             "echostat %s (pid %d) echoing: %s; status page on http://%s:%d/",
@@ -85,18 +86,22 @@ class Service:
         return next(s.port for s in self.registry.listeners if s.name == name)
 
     async def stop(self) -> None:
-        """Stop accepting, give clients the grace period, finish the rest, stop the page."""
+        """Turn /readyz to 503, keep accepting for `shutdown_delay_s`, stop accepting, give
+        clients the grace period, finish the rest, stop the page. Safe to call twice."""
         if self._stopped:
             return
         self._stopped = True
+        self.registry.ready = False
+        delay_s, grace_s = self.config.shutdown_delay_s, self.config.shutdown_grace_s
+        log.info(
+            "shutting down: /readyz is 503; accepting for %g s more, then waiting up to %g s"
+            " for open connections",
+            delay_s,
+            grace_s,
+        )
+        await asyncio.sleep(delay_s)
         self.registry.accepting = False
         self.echo.stop()
-        grace_s = self.config.shutdown_grace_s
-        log.info(
-            "shutting down: no longer accepting; waiting up to %g s for %d open connections",
-            grace_s,
-            self.registry.active,
-        )
         finished = await self.echo.drain(grace_s)
         self.feed.stop()
         self.http.stop()

@@ -83,6 +83,7 @@ class StatsSnapshot:
     taken_at: float
     uptime_seconds: float
     accepting: bool
+    ready: bool
     active: int
     accepted: int
     closed: int
@@ -124,6 +125,8 @@ class Registry:
         self.wall_clock = wall_clock
         self.clock = clock
         self.accepting = False
+        self.ready = False
+        """False from the moment shutdown begins, even while still accepting (see /readyz)."""
         self.listeners: list[ListenerStats] = []
         self.accepted = 0
         self.closed = 0
@@ -219,6 +222,7 @@ class Registry:
             taken_at=self.wall_clock(),
             uptime_seconds=self.clock() - self._started,
             accepting=self.accepting,
+            ready=self.ready,
             active=len(self._active),
             accepted=self.accepted,
             closed=self.closed,

@@ -17,6 +17,7 @@ from web.handlers import (
     LoginHandler,
     NotFoundHandler,
     PageHandler,
+    ReadyHandler,
     StatsHandler,
 )
 
@@ -35,6 +36,7 @@ def make_app(registry: Registry, config: Config, feed: StatsFeed) -> Application
             (r"/api/connections", ConnectionsHandler, state),
             (r"/api/events", EventsHandler, state),
             (r"/healthz", HealthHandler, state),
+            (r"/readyz", ReadyHandler, state),
         ],
         template_path=str(_HERE / "templates"),
         static_path=str(_HERE / "static"),

@@ -149,8 +149,18 @@ class HealthHandler(BaseHandler):
     """``GET /healthz``: 200 while the echo listeners accept connections, else 503."""
 
     def get(self) -> None:
-        if not self.registry.accepting:
+        self._answer(self.registry.accepting, "not accepting")
+
+    def _answer(self, ok: bool, why_not: str) -> None:
+        self.set_header("Cache-Control", "no-store")
+        if not ok:
             self.set_status(503)
-            self.finish("shutting down\n")
-            return
-        self.finish("ok\n")
+        self.finish("ok\n" if ok else why_not + "\n")
+
+
+class ReadyHandler(HealthHandler):
+    """``GET /readyz``: 200 while new connections are welcome; 503 from the moment shutdown
+    begins, while listeners still accept for `shutdown_delay_s` so load balancers can notice."""
+
+    def get(self) -> None:
+        self._answer(self.registry.ready, "shutting down")

@@ -18,6 +18,7 @@ def stats_document(snap: StatsSnapshot) -> dict[str, Any]:
         "taken_at": snap.taken_at,
         "uptime_seconds": round(snap.uptime_seconds, 3),
         "accepting": snap.accepting,
+        "ready": snap.ready,
         "connections": {
             "active": snap.active,
             "accepted": snap.accepted,
