@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
 
-import uvloop
-
 from server import __version__
 from server.config import ENV_PREFIX, ConfigError, load_config
+from server.runtime import configure_logging, run
 from server.service import serve
+from server.sockets import systemd_sockets
+from server.supervisor import Supervisor
 
 EXIT_BAD_CONFIG = 2
 
@@ -61,16 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         print(f"echostat: {args.config}: configuration is valid")
         return 0
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if config.log_level != "debug":
-        # One line per HTTP request would drown the lifecycle lines; errors still show.
-        logging.getLogger("tornado.access").setLevel(logging.WARNING)
-    run = uvloop.run if config.event_loop == "uvloop" else asyncio.run
+    configure_logging(config)
+    inherited = systemd_sockets(os.environ)
+    if config.worker_count > 1:
+        main = Supervisor(config, args.config, args.overrides, inherited).run()
+    else:
+        main = serve(config, inherited=inherited)
     try:
-        run(serve(config))
+        run(config, main)
     except ConfigError as exc:
         logging.getLogger("server").error("%s", exc)
         return EXIT_BAD_CONFIG

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import math
+import os
 import ssl
 import types
 import typing
@@ -95,12 +96,20 @@ class Config:
     """The whole service: echo listeners, status endpoint, limits and lifecycle."""
 
     listeners: tuple[ListenerConfig, ...] = (ListenerConfig(),)
+    workers: int | Literal["auto"] = field(default=1, metadata=_range(1, 256))
     status: StatusConfig = StatusConfig()
     limits: LimitsConfig = LimitsConfig()
     shutdown_delay_s: float = field(default=0.0, metadata=_range(0, 600))
     shutdown_grace_s: float = field(default=10.0, metadata=_range(0, 3600))
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def worker_count(self) -> int:
+        """`workers`, with ``auto`` resolved to the number of CPUs this process may use."""
+        if self.workers == "auto":
+            return len(os.sched_getaffinity(0))
+        return self.workers
 
 
 def load_config(
@@ -239,8 +248,13 @@ def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, source: str, pa
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in args:
             return None
-        (inner,) = (a for a in args if a is not type(None))
-        return _convert(inner, fld, value, source, path)
+        wanted = []
+        for inner in (a for a in args if a is not type(None)):
+            try:
+                return _convert(inner, fld, value, source, path)
+            except ConfigError as exc:
+                wanted.append(str(exc).partition(": expected ")[2].rpartition(", got ")[0])
+        raise ConfigError(f"{source}: {path}: expected {' or '.join(wanted)}, got {_show(value)}")
     if origin is tuple and dataclasses.is_dataclass(args[0]):
         if not isinstance(value, list) or not value:
             raise ConfigError(f"{source}: {path}: expected a non-empty list, got {_show(value)}")

@@ -7,40 +7,47 @@ SIGTERM/SIGINT to a graceful shutdown and a second signal to an immediate exit.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from tornado.httpserver import HTTPServer
-from tornado.netutil import bind_sockets
-
 from server import __version__
-from server.accept import watch_accepts
-from server.config import Config, ConfigError
+from server.config import Config, ConfigError, ListenerConfig, StatusConfig
 from server.echo import EchoServer
 from server.resources import reserve_descriptors
+from server.signals import first_stop_signal, restore_stop_signals
+from server.sockets import bind
 from server.stats import Registry
-from web.app import make_app
-from web.feed import StatsFeed
+from server.status import StatusSide, url_host
 
 log = logging.getLogger(__name__)
 
 
 class Service:
-    """Echo listeners and the status page, sharing one registry on the running loop."""
+    """Echo listeners and, unless `with_status` is false, the status page, on the running loop.
 
-    def __init__(self, config: Config) -> None:
+    `inherited` maps listener names (and ``status``) to already-bound listening sockets, from
+    systemd socket activation or a supervisor; everything else is bound from the config.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        inherited: Mapping[str, list[socket.socket]] | None = None,
+        with_status: bool = True,
+    ) -> None:
         self.config = config
         self.registry = Registry()
         self.echo = EchoServer(self.registry, config.limits)
-        self.feed = StatsFeed(self.registry)
-        self.http = StatusServer(make_app(self.registry, config, self.feed))
-        self.status_port = 0
+        self.status = StatusSide(self.registry, config) if with_status else None
+        self._inherited = dict(inherited or {})
         self._stopped = False
+
+    @property
+    def status_port(self) -> int:
+        return self.status.port if self.status else 0
 
     async def start(self) -> None:
         """Bind every socket first (raising `ConfigError` if one can't be), then serve."""
@@ -49,11 +56,11 @@ class Service:
         try:
             echo_sockets = []
             for index, listener in enumerate(self.config.listeners):
-                sockets = _bind(f"listeners[{index}]", listener.host, listener.port)
+                sockets = self._listening(f"listeners[{index}]", listener.name, listener)
                 bound += sockets
                 echo_sockets.append((listener, sockets))
             status = self.config.status
-            status_sockets = _bind("status", status.host, status.port)
+            status_sockets = self._listening("status", "status", status) if self.status else []
             bound += status_sockets
         except ConfigError:
             for sock in bound:
@@ -65,21 +72,26 @@ class Service:
                 listener.name, listener.host, port, tls=listener.tls is not None
             )
             self.echo.add_sockets(sockets, stats, listener.tls)
-        self.http.add_sockets(status_sockets)
-        self.status_port = status_sockets[0].getsockname()[1]
         asyncio.get_running_loop().set_exception_handler(_log_in_one_line)
-        self.feed.start()
+        if self.status:
+            self.status.start(status_sockets)
         self.registry.accepting = True
         self.registry.ready = True
         echo = ", ".join(f"{s.name} on {s.host}:{s.port}" for s in self.registry.listeners)
+        page = f"; status page on http://{url_host(status.host)}:{self.status_port}/"
         log.info(
-            "echostat %s (pid %d) echoing: %s; status page on http://%s:%d/",
+            "echostat %s (pid %d) echoing: %s%s",
             __version__,
             os.getpid(),
             echo,
-            _url_host(status.host),
-            self.status_port,
+            page if self.status else "",
         )
+
+    def _listening(
+        self, key: str, name: str, address: ListenerConfig | StatusConfig
+    ) -> list[socket.socket]:
+        inherited = self._inherited.pop(name, None)
+        return inherited or bind(key, address.host, address.port)
 
     def echo_port(self, name: str) -> int:
         """The bound port of the listener called `name` (useful with port 0)."""
@@ -103,70 +115,28 @@ class Service:
         self.registry.accepting = False
         self.echo.stop()
         finished = await self.echo.drain(grace_s)
-        self.feed.stop()
-        self.http.stop()
-        await self.http.close_all_connections()
+        if self.status:
+            await self.status.stop()
         log.info("stopped; %d connections were still open after the grace period", finished)
 
 
-class StatusServer(HTTPServer):
-    """Tornado's HTTP server with the accept loop that survives descriptor exhaustion.
-
-    When echo clients use up the descriptors, the status page must keep answering once
-    some free up, rather than spin in Tornado's accept handler.
-    """
-
-    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
-        for sock in sockets:
-            self._sockets[sock.fileno()] = sock
-            # _handle_connection is TCPServer's per-connection entry point (wraps TLS, then
-            # calls handle_stream); only the accept loop around it is replaced.
-            self._handlers[sock.fileno()] = watch_accepts(sock, self._handle_connection, "status")
-
-
 async def serve(
-    config: Config, shutdown_trigger: Callable[[], Awaitable[object]] | None = None
+    config: Config,
+    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
+    inherited: Mapping[str, list[socket.socket]] | None = None,
 ) -> None:
     """Run until `shutdown_trigger` returns, or until SIGTERM/SIGINT when none is given.
 
     With signals, a second SIGTERM/SIGINT during the drain exits at once with status 1.
     """
-    service = Service(config)
+    service = Service(config, inherited)
     await service.start()
     try:
-        if shutdown_trigger is None:
-            await _first_signal()
-        else:
-            await shutdown_trigger()
+        await (shutdown_trigger or first_stop_signal)()
         await service.stop()
     finally:
         if shutdown_trigger is None:
-            _restore_signals()
-
-
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-async def _first_signal() -> None:
-    loop = asyncio.get_running_loop()
-    received = asyncio.Event()
-
-    def on_signal(signum: int) -> None:
-        if received.is_set():
-            log.warning("%s again: exiting now", signal.Signals(signum).name)
-            logging.shutdown()
-            os._exit(1)
-        received.set()
-
-    for signum in _SIGNALS:
-        loop.add_signal_handler(signum, on_signal, signum)
-    await received.wait()
-
-
-def _restore_signals() -> None:
-    loop = asyncio.get_running_loop()
-    for signum in _SIGNALS:
-        loop.remove_signal_handler(signum)
+            restore_stop_signals()
 
 
 def _log_in_one_line(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -176,24 +146,3 @@ def _log_in_one_line(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -
     log.error("%s: %r", context.get("message", "unexpected error"), exc)
     if exc is not None:
         log.debug("traceback of %r", exc, exc_info=exc)
-
-
-def _bind(key: str, host: str, port: int) -> list[socket.socket]:
-    """`bind_sockets`, with failures turned into a `ConfigError` that names the config key."""
-    try:
-        return bind_sockets(port, host)
-    except socket.gaierror as exc:
-        raise ConfigError(f"{key}.host: cannot resolve {host!r}: {exc.strerror}") from None
-    except OSError as exc:
-        hint = {
-            errno.EADDRINUSE: " (another process uses it; pick another port, or 0 for any)",
-            errno.EACCES: " (ports below 1024 need privileges; pick a higher port)",
-            errno.EADDRNOTAVAIL: " (this host has no such address)",
-        }.get(exc.errno or 0, "")
-        raise ConfigError(
-            f"{key}.port: cannot listen on {host}:{port}: {exc.strerror}{hint}"
-        ) from None
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host

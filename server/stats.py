@@ -7,10 +7,13 @@ this module is trivially unit-testable.
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 
 class Connection:
@@ -25,6 +28,7 @@ class Connection:
         "id",
         "ip",
         "port",
+        "via",
         "listener",
         "connected_at",
         "bytes_received",
@@ -37,6 +41,7 @@ class Connection:
         self.id = 0
         self.ip = ip
         self.port = port
+        self.via: str | None = None
         self.listener = listener
         self.connected_at = 0.0
         self.bytes_received = 0
@@ -77,6 +82,18 @@ class ListenerSnapshot:
 
 
 @dataclass(frozen=True)
+class WorkerSnapshot:
+    """One worker process's share of the totals."""
+
+    pid: int
+    active: int
+    accepted: int
+    closed: int
+    bytes_received: int
+    bytes_sent: int
+
+
+@dataclass(frozen=True)
 class StatsSnapshot:
     """Totals at one instant; `bytes_*` include connections that already closed."""
 
@@ -92,22 +109,57 @@ class StatsSnapshot:
     bytes_received: int
     bytes_sent: int
     listeners: tuple[ListenerSnapshot, ...]
+    workers: tuple[WorkerSnapshot, ...]
 
     @property
     def rejected_total(self) -> int:
         return sum(self.rejected.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, for sending between processes as JSON."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StatsSnapshot:
+        """The inverse of `to_dict`."""
+        return cls(
+            **{
+                **data,
+                "listeners": tuple(ListenerSnapshot(**item) for item in data["listeners"]),
+                "workers": tuple(WorkerSnapshot(**item) for item in data["workers"]),
+            }
+        )
 
 
 @dataclass(frozen=True)
 class ConnectionSnapshot:
     id: int
     peer: str
+    via: str | None
+    worker: int
     listener: str
     connected_at: float
     age_s: float
     idle_s: float
     bytes_received: int
     bytes_sent: int
+
+
+class StatsSource(Protocol):
+    """What the status side reads: a `Registry`, or the aggregate of several workers."""
+
+    @property
+    def accepting(self) -> bool: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def active(self) -> int: ...
+
+    def snapshot(self) -> StatsSnapshot: ...
+
+    def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]: ...
 
 
 class Registry:
@@ -138,6 +190,7 @@ class Registry:
         self._closed_bytes_received = 0
         self._closed_bytes_sent = 0
         self._started = clock()
+        self.pid = os.getpid()
         self.on_last_close: Callable[[], object] | None = None
         """Called when the last active connection closes; used to wait for a drain."""
 
@@ -231,6 +284,11 @@ class Registry:
             bytes_received=received,
             bytes_sent=sent,
             listeners=listeners,
+            workers=(
+                WorkerSnapshot(
+                    self.pid, len(self._active), self.accepted, self.closed, received, sent
+                ),
+            ),
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:
@@ -246,6 +304,8 @@ class Registry:
             ConnectionSnapshot(
                 id=c.id,
                 peer=c.peer,
+                via=c.via,
+                worker=self.pid,
                 listener=c.listener.name,
                 connected_at=c.connected_at,
                 age_s=max(0.0, wall_now - c.connected_at),

@@ -7,7 +7,7 @@ from pathlib import Path
 from tornado.web import Application
 
 from server.config import Config
-from server.stats import Registry
+from server.stats import StatsSource
 from web.access import AccessPolicy
 from web.feed import StatsFeed
 from web.handlers import (
@@ -24,7 +24,7 @@ from web.handlers import (
 _HERE = Path(__file__).parent
 
 
-def make_app(registry: Registry, config: Config, feed: StatsFeed) -> Application:
+def make_app(registry: StatsSource, config: Config, feed: StatsFeed) -> Application:
     """The status application; it only reads `registry`, never changes the echo side."""
     policy = AccessPolicy.from_config(config.status)
     state = {"registry": registry, "config": config, "feed": feed, "policy": policy}

@@ -11,14 +11,14 @@ import json
 
 from tornado.ioloop import PeriodicCallback
 
-from server.stats import Registry
+from server.stats import StatsSource
 from web.schema import stats_document
 
 
 class StatsFeed:
     """Publishes ``(tick, json_bytes)`` about every `interval_s`; `next` waits for a newer one."""
 
-    def __init__(self, registry: Registry, interval_s: float = 1.0) -> None:
+    def __init__(self, registry: StatsSource, interval_s: float = 1.0) -> None:
         self._registry = registry
         self._tick = 0
         self._message = b""

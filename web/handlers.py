@@ -10,7 +10,7 @@ from tornado.web import HTTPError, RequestHandler
 
 from server import __version__
 from server.config import Config
-from server.stats import Registry
+from server.stats import StatsSource
 from web.access import COOKIE_NAME, AccessPolicy
 from web.feed import StatsFeed
 from web.schema import connection_document, stats_document
@@ -19,13 +19,13 @@ from web.schema import connection_document, stats_document
 class BaseHandler(RequestHandler):
     """Shared state, access control and the headers every response carries."""
 
-    registry: Registry
+    registry: StatsSource
     config: Config
     feed: StatsFeed
     policy: AccessPolicy
 
     def initialize(
-        self, registry: Registry, config: Config, feed: StatsFeed, policy: AccessPolicy
+        self, registry: StatsSource, config: Config, feed: StatsFeed, policy: AccessPolicy
     ) -> None:
         self.registry = registry
         self.config = config

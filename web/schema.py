@@ -39,6 +39,17 @@ def stats_document(snap: StatsSnapshot) -> dict[str, Any]:
             }
             for listener in snap.listeners
         ],
+        "workers": [
+            {
+                "pid": worker.pid,
+                "active": worker.active,
+                "accepted": worker.accepted,
+                "closed": worker.closed,
+                "bytes_received": worker.bytes_received,
+                "bytes_sent": worker.bytes_sent,
+            }
+            for worker in snap.workers
+        ],
     }
 
 
@@ -47,6 +58,8 @@ def connection_document(conn: ConnectionSnapshot) -> dict[str, Any]:
     return {
         "id": conn.id,
         "peer": conn.peer,
+        "via": conn.via,
+        "worker": conn.worker,
         "listener": conn.listener,
         "connected_at": conn.connected_at,
         "age_s": round(conn.age_s, 3),

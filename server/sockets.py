@@ -1,0 +1,62 @@
+"""Listening sockets: bound from the config, or inherited (systemd socket activation, or a
+supervisor handing its sockets to worker processes)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from collections.abc import Iterable, Mapping
+
+from tornado.netutil import bind_sockets
+
+from server.config import ConfigError
+
+SD_LISTEN_FDS_START = 3
+"""systemd passes sockets as descriptors 3, 4, ... (sd_listen_fds(3))."""
+
+
+def bind(key: str, host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
+    """`bind_sockets`, with failures turned into a `ConfigError` that names the config key."""
+    try:
+        return bind_sockets(port, host, reuse_port=reuse_port)
+    except socket.gaierror as exc:
+        raise ConfigError(f"{key}.host: cannot resolve {host!r}: {exc.strerror}") from None
+    except OSError as exc:
+        hint = {
+            errno.EADDRINUSE: " (another process uses it; pick another port, or 0 for any)",
+            errno.EACCES: " (ports below 1024 need privileges; pick a higher port)",
+            errno.EADDRNOTAVAIL: " (this host has no such address)",
+        }.get(exc.errno or 0, "")
+        raise ConfigError(
+            f"{key}.port: cannot listen on {host}:{port}: {exc.strerror}{hint}"
+        ) from None
+
+
+def adopt(fds: Iterable[int]) -> list[socket.socket]:
+    """Wrap inherited listening descriptors as non-blocking socket objects."""
+    sockets = []
+    for fd in fds:
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        sockets.append(sock)
+    return sockets
+
+
+def systemd_sockets(env: Mapping[str, str]) -> dict[str, list[socket.socket]]:
+    """Sockets passed by systemd socket activation, by FileDescriptorName.
+
+    Empty unless ``LISTEN_PID`` is this process. The variables are removed afterwards so
+    that processes we start don't take the sockets for theirs.
+    """
+    if env.get("LISTEN_PID") != str(os.getpid()):
+        return {}
+    count = int(env.get("LISTEN_FDS", "0"))
+    names = env.get("LISTEN_FDNAMES", "").split(":")
+    for variable in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(variable, None)
+    found: dict[str, list[socket.socket]] = {}
+    for index, sock in enumerate(adopt(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))):
+        name = names[index] if index < len(names) and names[index] else "main"
+        found.setdefault(name, []).append(sock)
+    return found

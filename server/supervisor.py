@@ -1,0 +1,190 @@
+"""Several worker processes on one host: the supervisor binds, spawns, watches and drains.
+
+The supervisor binds every listener once per worker with SO_REUSEPORT (so the kernel spreads
+connections over the workers), or once for all workers when the sockets came from systemd;
+starts each worker as a fresh ``python -m server.worker`` process that inherits its sockets;
+owns the status port and serves the page from `FleetStats`, fed by each worker's report pipe;
+restarts a worker that dies; and on SIGTERM/SIGINT runs the same drain as a single process.
+A worker's listening sockets stay open in the supervisor while it restarts, so clients that
+arrive meanwhile wait in the backlog instead of being refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping
+
+from tornado.iostream import PipeIOStream, StreamClosedError
+
+from server import __version__
+from server.config import Config
+from server.fleet import FleetStats
+from server.resources import reserve_descriptors
+from server.signals import first_stop_signal, restore_stop_signals
+from server.sockets import bind
+from server.status import StatusSide, url_host
+from server.worker import WorkerSpec
+
+log = logging.getLogger(__name__)
+
+RESTART_PAUSE_S = 1.0
+"""A worker that dies sooner than this after starting is restarted after this pause."""
+
+EXIT_MARGIN_S = 5.0
+"""Time beyond the workers' own drain before the supervisor kills stragglers."""
+
+
+class Supervisor:
+    """Runs `config.worker_count` workers; `run` returns once all have exited after a signal."""
+
+    def __init__(
+        self,
+        config: Config,
+        config_path: str,
+        overrides: list[str],
+        inherited: Mapping[str, list[socket.socket]] | None = None,
+    ) -> None:
+        self.config = config
+        self.fleet = FleetStats()
+        self.status = StatusSide(self.fleet, config)
+        self._config_path = os.path.abspath(config_path)
+        # Workers start accepting at once and leave the readiness delay to the supervisor.
+        self._worker_overrides = [*overrides, "workers=1", "shutdown_delay_s=0"]
+        self._inherited = dict(inherited or {})
+        self._processes: dict[int, asyncio.subprocess.Process] = {}
+        self._held: list[socket.socket] = []
+        """Listening sockets of every worker; held open, never accepted on, by the supervisor."""
+        self._stopping = False
+
+    async def run(self) -> None:
+        reserve_descriptors(self.config.limits.max_connections)
+        slots = self._bind_all()
+        status_sockets = self._inherited.pop("status", [])
+        self.status.start(status_sockets or self._bind_status())
+        keepers = [asyncio.ensure_future(self._keep_running(n, fds)) for n, fds in slots.items()]
+        self.fleet.accepting = self.fleet.ready = True
+        log.info(
+            "echostat %s supervisor (pid %d) running %d workers; status page on http://%s:%d/",
+            __version__,
+            os.getpid(),
+            len(slots),
+            url_host(self.config.status.host),
+            self.status.port,
+        )
+        try:
+            await first_stop_signal(on_second=self._kill_all)
+            await self._drain(keepers)
+        finally:
+            restore_stop_signals()
+        await self.status.stop()
+
+    def _bind_all(self) -> dict[int, dict[str, list[int]]]:
+        """Listening descriptors for each worker slot, by listener name."""
+        count = self.config.worker_count
+        slots: dict[int, dict[str, list[int]]] = {n: {} for n in range(count)}
+        for index, listener in enumerate(self.config.listeners):
+            key = f"listeners[{index}]"
+            shared = self._inherited.pop(listener.name, None)
+            if shared is None and not hasattr(socket, "SO_REUSEPORT"):
+                shared = bind(key, listener.host, listener.port)
+            if shared is not None:
+                per_slot = [shared] * count
+                self._held += shared
+            else:
+                first = bind(key, listener.host, listener.port, reuse_port=True)
+                port = first[0].getsockname()[1]
+                per_slot = [first]
+                per_slot += [bind(key, listener.host, port, True) for _ in range(count - 1)]
+                self._held += [sock for sockets in per_slot for sock in sockets]
+            for n, sockets in enumerate(per_slot):
+                slots[n][listener.name] = [sock.fileno() for sock in sockets]
+        return slots
+
+    def _bind_status(self) -> list[socket.socket]:
+        return bind("status", self.config.status.host, self.config.status.port)
+
+    async def _keep_running(self, slot: int, listeners: dict[str, list[int]]) -> None:
+        """Run the worker of `slot`, restarting it whenever it dies, until shutdown."""
+        while True:
+            started = time.monotonic()
+            process, reports = await self._spawn(slot, listeners)
+            await self._read_reports(process.pid, reports)
+            code = await process.wait()
+            self.fleet.retire(process.pid)
+            del self._processes[slot]
+            if self._stopping:
+                log.info("worker %d (pid %d) exited with status %d", slot, process.pid, code)
+                return
+            log.warning(
+                "worker %d (pid %d) died (%s); restarting it",
+                slot,
+                process.pid,
+                _describe_exit(code),
+            )
+            if time.monotonic() - started < RESTART_PAUSE_S:
+                await asyncio.sleep(RESTART_PAUSE_S)
+
+    async def _spawn(
+        self, slot: int, listeners: dict[str, list[int]]
+    ) -> tuple[asyncio.subprocess.Process, PipeIOStream]:
+        read_fd, write_fd = os.pipe()
+        spec = WorkerSpec(slot, self._config_path, self._worker_overrides, listeners, write_fd)
+        fds = [write_fd, *(fd for group in listeners.values() for fd in group)]
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "server.worker",
+                spec.to_json(),
+                pass_fds=fds,
+                start_new_session=True,  # a terminal's Ctrl-C goes to the supervisor only
+            )
+        finally:
+            os.close(write_fd)
+        self._processes[slot] = process
+        return process, PipeIOStream(read_fd)
+
+    async def _read_reports(self, pid: int, reports: PipeIOStream) -> None:
+        """Feed `pid`'s report lines to the fleet until its pipe closes (it exited)."""
+        try:
+            while True:
+                self.fleet.update(pid, await reports.read_until(b"\n", max_bytes=1 << 22))
+        except StreamClosedError:
+            reports.close()
+
+    async def _drain(self, keepers: list[asyncio.Task[None]]) -> None:
+        config = self.config
+        self.fleet.ready = False
+        log.info(
+            "shutting down: /readyz is 503; workers accept for %g s more, then drain for up to"
+            " %g s",
+            config.shutdown_delay_s,
+            config.shutdown_grace_s,
+        )
+        await asyncio.sleep(config.shutdown_delay_s)
+        self._stopping = True
+        self.fleet.accepting = False
+        for process in self._processes.values():
+            process.send_signal(signal.SIGTERM)
+        _, pending = await asyncio.wait(keepers, timeout=config.shutdown_grace_s + EXIT_MARGIN_S)
+        if pending:
+            log.warning("%d workers did not exit in time; killing them", len(pending))
+            self._kill_all()
+            await asyncio.wait(pending)
+        log.info("stopped; all workers exited")
+
+    def _kill_all(self) -> None:
+        for process in self._processes.values():
+            process.kill()
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit status {code}"

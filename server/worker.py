@@ -1,0 +1,115 @@
+"""A worker process: echoes on sockets inherited from the supervisor and reports its stats.
+
+Started by `server.supervisor` as ``python -m server.worker SPEC`` with SPEC a JSON object:
+the config path and overrides, the inherited listening descriptors by listener name, and
+the descriptor of the pipe that carries one report line per tick back to the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass
+
+from tornado.ioloop import PeriodicCallback
+from tornado.iostream import PipeIOStream, StreamClosedError
+
+from server.config import Config, load_config
+from server.fleet import CONNECTIONS_PER_REPORT, REPORT_INTERVAL_S, encode_report
+from server.runtime import configure_logging, run
+from server.service import Service
+from server.signals import first_stop_signal
+from server.sockets import adopt
+from server.stats import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs from its supervisor."""
+
+    slot: int
+    config_path: str
+    overrides: list[str]
+    listeners: dict[str, list[int]]
+    report_fd: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        return cls(**json.loads(text))
+
+
+class Reporter:
+    """Sends the registry's snapshot to the supervisor every tick; notices if it is gone."""
+
+    def __init__(self, registry: Registry, report_fd: int) -> None:
+        self._registry = registry
+        self._pipe = PipeIOStream(report_fd)
+        self.supervisor_gone = asyncio.Event()
+        self._timer = PeriodicCallback(self.publish, REPORT_INTERVAL_S * 1000)
+
+    def start(self) -> None:
+        self.publish()
+        self._timer.start()
+
+    def publish(self) -> None:
+        """Queue one report unless the previous one is still in the pipe."""
+        if self._pipe.writing() or self._pipe.closed():
+            return
+        report = encode_report(
+            self._registry.snapshot(), self._registry.connections(CONNECTIONS_PER_REPORT)
+        )
+        self._pipe.write(report).add_done_callback(self._written)
+
+    def _written(self, future: asyncio.Future[None]) -> None:
+        if isinstance(future.exception(), StreamClosedError):
+            self.supervisor_gone.set()
+
+    async def close(self) -> None:
+        """Send a last report, wait until it is in the pipe, stop."""
+        self._timer.stop()
+        if not self._pipe.closed():
+            try:
+                await self._pipe.write(
+                    encode_report(self._registry.snapshot(), self._registry.connections(0))
+                )
+            except StreamClosedError:
+                pass
+            self._pipe.close()
+
+
+async def run_worker(config: Config, spec: WorkerSpec) -> None:
+    """Serve until SIGTERM (or until the supervisor disappears), then drain like a single
+    process would."""
+    inherited = {name: adopt(fds) for name, fds in spec.listeners.items()}
+    service = Service(config, inherited, with_status=False)
+    await service.start()
+    reporter = Reporter(service.registry, spec.report_fd)
+    reporter.start()
+    signal_task = asyncio.ensure_future(first_stop_signal())
+    gone_task = asyncio.ensure_future(reporter.supervisor_gone.wait())
+    await asyncio.wait([signal_task, gone_task], return_when=asyncio.FIRST_COMPLETED)
+    if gone_task.done():
+        log.warning("supervisor is gone; shutting down")
+    gone_task.cancel()
+    await service.stop()
+    await reporter.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec = WorkerSpec.from_json((argv or sys.argv)[1])
+    config = load_config(spec.config_path, os.environ, spec.overrides)
+    configure_logging(config, prefix=f"worker {spec.slot}: ")
+    run(config, run_worker(config, spec))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
