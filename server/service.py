@@ -17,7 +17,7 @@ from server import __version__
 from server.config import Config, ConfigError, ListenerConfig, StatusConfig
 from server.echo import EchoServer
 from server.resources import reserve_descriptors
-from server.signals import first_stop_signal, restore_stop_signals
+from server.signals import catch_stop_signals, restore_stop_signals
 from server.sockets import bind
 from server.stats import Registry
 from server.status import StatusSide, url_host
@@ -130,12 +130,17 @@ async def serve(
     With signals, a second SIGTERM/SIGINT during the drain exits at once with status 1.
     """
     service = Service(config, inherited)
-    await service.start()
+    if shutdown_trigger is None:
+        shutdown_trigger = catch_stop_signals().wait
+        own_signals = True
+    else:
+        own_signals = False
     try:
-        await (shutdown_trigger or first_stop_signal)()
+        await service.start()
+        await shutdown_trigger()
         await service.stop()
     finally:
-        if shutdown_trigger is None:
+        if own_signals:
             restore_stop_signals()
 
 

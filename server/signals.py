@@ -14,9 +14,10 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def first_stop_signal(on_second: Callable[[], object] = lambda: None) -> None:
-    """Return when the first SIGTERM/SIGINT arrives; handlers stay installed afterwards so a
-    second signal calls `on_second` and exits the process immediately."""
+def catch_stop_signals(on_second: Callable[[], object] = lambda: None) -> asyncio.Event:
+    """Map the first SIGTERM/SIGINT to the returned event; a second one calls `on_second` and
+    exits the process immediately. Install this before announcing readiness, so that a
+    signal sent right after the startup line is not lost."""
     loop = asyncio.get_running_loop()
     received = asyncio.Event()
 
@@ -30,7 +31,7 @@ async def first_stop_signal(on_second: Callable[[], object] = lambda: None) -> N
 
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
-    await received.wait()
+    return received
 
 
 def restore_stop_signals() -> None:

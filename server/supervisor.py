@@ -26,7 +26,7 @@ from server import __version__
 from server.config import Config
 from server.fleet import FleetStats
 from server.resources import reserve_descriptors
-from server.signals import first_stop_signal, restore_stop_signals
+from server.signals import catch_stop_signals, restore_stop_signals
 from server.sockets import bind
 from server.status import StatusSide, url_host
 from server.worker import WorkerSpec
@@ -63,6 +63,13 @@ class Supervisor:
         self._stopping = False
 
     async def run(self) -> None:
+        stop_requested = catch_stop_signals(on_second=self._kill_all)
+        try:
+            await self._run(stop_requested)
+        finally:
+            restore_stop_signals()
+
+    async def _run(self, stop_requested: asyncio.Event) -> None:
         reserve_descriptors(self.config.limits.max_connections)
         slots = self._bind_all()
         status_sockets = self._inherited.pop("status", [])
@@ -77,11 +84,8 @@ class Supervisor:
             url_host(self.config.status.host),
             self.status.port,
         )
-        try:
-            await first_stop_signal(on_second=self._kill_all)
-            await self._drain(keepers)
-        finally:
-            restore_stop_signals()
+        await stop_requested.wait()
+        await self._drain(keepers)
         await self.status.stop()
 
     def _bind_all(self) -> dict[int, dict[str, list[int]]]:

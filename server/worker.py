@@ -21,7 +21,7 @@ from server.config import Config, load_config
 from server.fleet import CONNECTIONS_PER_REPORT, REPORT_INTERVAL_S, encode_report
 from server.runtime import configure_logging, run
 from server.service import Service
-from server.signals import first_stop_signal
+from server.signals import catch_stop_signals
 from server.sockets import adopt
 from server.stats import Registry
 
@@ -88,12 +88,13 @@ class Reporter:
 async def run_worker(config: Config, spec: WorkerSpec) -> None:
     """Serve until SIGTERM (or until the supervisor disappears), then drain like a single
     process would."""
+    stop_requested = catch_stop_signals()
     inherited = {name: adopt(fds) for name, fds in spec.listeners.items()}
     service = Service(config, inherited, with_status=False)
     await service.start()
     reporter = Reporter(service.registry, spec.report_fd)
     reporter.start()
-    signal_task = asyncio.ensure_future(first_stop_signal())
+    signal_task = asyncio.ensure_future(stop_requested.wait())
     gone_task = asyncio.ensure_future(reporter.supervisor_gone.wait())
     await asyncio.wait([signal_task, gone_task], return_when=asyncio.FIRST_COMPLETED)
     if gone_task.done():
