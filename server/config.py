@@ -26,6 +26,9 @@ ENV_PREFIX = "ECHOSTAT_"
 """Environment variables ``ECHOSTAT_<KEY>`` override single keys; ``__`` separates levels."""
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 class ConfigError(Exception):
     """A configuration a person must fix; the message is one line that names the key."""
 
@@ -53,6 +56,14 @@ class ListenerConfig:
     host: str = "127.0.0.1"
     port: int = field(default=7007, metadata=_range(0, 65535))
     tls: TLSConfig | None = None
+    proxy_protocol: bool = False
+    proxy_trusted: tuple[str, ...] = ()
+    proxy_header_timeout_s: float = field(default=5.0, metadata=_range(0.1, 300))
+
+    @property
+    def trusted_networks(self) -> tuple[IPNetwork, ...]:
+        """`proxy_trusted` as networks (validated when the config was loaded)."""
+        return tuple(ipaddress.ip_network(cidr) for cidr in self.proxy_trusted)
 
 
 @dataclass(frozen=True)
@@ -321,12 +332,33 @@ def _check_consistency(config: Config, source: str) -> None:
                 f"{source}: status.open_paths[{index}]: expected a path starting with /,"
                 f" got {open_path!r}"
             )
+    for index, listener in enumerate(config.listeners):
+        _check_proxy_protocol(listener, f"{source}: listeners[{index}]")
     names = [listener.name for listener in config.listeners]
     for index, name in enumerate(names):
         if name in names[:index]:
             raise ConfigError(
                 f"{source}: listeners[{index}].name: duplicate listener name {name!r}"
             )
+
+
+def _check_proxy_protocol(listener: ListenerConfig, where: str) -> None:
+    """PROXY headers are believed only from networks listed explicitly, never guessed."""
+    for index, cidr in enumerate(listener.proxy_trusted):
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.proxy_trusted[{index}]: {exc}") from None
+    if listener.proxy_protocol and not listener.proxy_trusted:
+        raise ConfigError(
+            f"{where}.proxy_trusted: required with proxy_protocol: true; list the networks of"
+            " your load balancers, e.g. [10.0.0.0/8]"
+        )
+    if listener.proxy_protocol and listener.tls is not None:
+        raise ConfigError(
+            f"{where}.proxy_protocol: cannot be combined with tls on one listener; terminate"
+            " TLS on the load balancer or use a plain TCP listener"
+        )
 
 
 def _load_tls(config: Config, base: Path, source: str) -> None:
