@@ -21,7 +21,8 @@ from tornado.ioloop import PeriodicCallback
 from tornado.tcpserver import TCPServer
 
 from server.accept import RateLimitedLog, watch_accepts
-from server.config import LimitsConfig, TLSConfig
+from server.config import LimitsConfig, ListenerConfig
+from server.proxy_protocol import Endpoint, ProxyHeaderParser, ProxyProtocolError, is_trusted
 from server.stats import Connection, ListenerStats, Registry
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,80 @@ class _Discard(asyncio.Protocol):
         self._echo.connection_lost(exc)
 
 
+class _ProxyHeader(asyncio.Protocol):
+    """Reads a PROXY protocol header, then hands the connection to its `EchoProtocol`.
+
+    The echo protocol is registered only once the header names the real client, under
+    that client's address, with the balancer's as `via`; a missing, malformed or slow
+    header closes the connection and counts it as rejected instead.
+    """
+
+    def __init__(self, echo: EchoProtocol, server: EchoServer, timeout_s: float) -> None:
+        self._echo = echo
+        self._server = server
+        self._timeout_s = timeout_s
+        self._parser = ProxyHeaderParser()
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._outcome: str | None = None
+        server._awaiting_header += 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = typing.cast(asyncio.Transport, transport)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._timeout_s, self._fail, "proxy_header_timeout")
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            result = self._parser.feed(data)
+        except ProxyProtocolError as exc:
+            log.debug("connection from %s: bad PROXY header: %s", self._echo.peer, exc.reason)
+            self._fail("proxy_header_invalid")
+            return
+        if result is not None:
+            self._hand_over(result.source, result.remainder)
+
+    def eof_received(self) -> None:
+        self._fail("proxy_header_invalid")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail("proxy_header_invalid")
+
+    def _hand_over(self, source: Endpoint | None, remainder: bytes) -> None:
+        echo, server, transport = self._echo, self._server, self._transport
+        assert transport is not None
+        if source is not None:
+            echo.via = echo.peer
+            echo.ip, echo.port = source
+        per_ip = server.limits.max_connections_per_ip
+        if per_ip and server.registry.active_from(echo.ip) >= per_ip:
+            self._fail("max_connections_per_ip")
+            return
+        self._settle("registered")
+        server.registry.open(echo)
+        transport.set_protocol(echo)
+        echo.connection_made(transport)
+        if remainder:
+            echo.data_received(remainder)
+
+    def _fail(self, reason: str) -> None:
+        """Reject the connection for `reason`, unless its fate is already settled."""
+        if self._settle(reason):
+            self._server._reject(reason, self._echo.ip, self._echo.listener.name)
+            if self._transport is not None:
+                self._transport.abort()
+
+    def _settle(self, outcome: str) -> bool:
+        """Record the first outcome only; True if this call was it."""
+        if self._outcome is not None:
+            return False
+        self._outcome = outcome
+        self._server._awaiting_header -= 1
+        if self._timer is not None:
+            self._timer.cancel()
+        return True
+
+
 class EchoServer(TCPServer):
     """Echoes every byte back on the connection it came from, counting it in a `Registry`.
 
@@ -139,26 +214,29 @@ class EchoServer(TCPServer):
         self.registry = registry
         self.limits = limits
         self._setups: set[asyncio.Task[Any]] = set()
+        self._awaiting_header = 0
         self._rejections = RateLimitedLog(log, interval_s=10.0)
         self._housekeeping = PeriodicCallback(self._expire_connections, _HOUSEKEEPING_S * 1000)
 
     def add_sockets(
         self,
         sockets: Iterable[socket.socket],
-        listener: ListenerStats | None = None,
-        tls: TLSConfig | None = None,
+        stats: ListenerStats | None = None,
+        config: ListenerConfig | None = None,
     ) -> None:
-        """Start accepting on `sockets`, counting their connections under `listener`.
+        """Start accepting on `sockets`, counting their connections under `stats`, with the
+        TLS and PROXY protocol settings of `config`.
 
-        Without `listener`, each socket is registered as a listener named ``main``.
+        Without `stats`, each socket is registered as a plain listener named ``main``.
         """
+        config = config or ListenerConfig()
         for sock in sockets:
-            if listener is None:
+            if stats is None:
                 host, port = sock.getsockname()[:2]
-                listener = self.registry.add_listener("main", host, port)
-            on_accept = functools.partial(self._start_connection, listener=listener, tls=tls)
+                stats = self.registry.add_listener(config.name, host, port)
+            on_accept = functools.partial(self._start_connection, stats=stats, config=config)
             self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = watch_accepts(sock, on_accept, listener.name)
+            self._handlers[sock.fileno()] = watch_accepts(sock, on_accept, stats.name)
         if not self._housekeeping.is_running():
             self._housekeeping.start()
 
@@ -197,18 +275,27 @@ class EchoServer(TCPServer):
         self,
         connection: socket.socket,
         address: Any,
-        listener: ListenerStats,
-        tls: TLSConfig | None,
+        stats: ListenerStats,
+        config: ListenerConfig,
     ) -> None:
         ip, port = address[0], address[1]
-        reason = self._over_limit(ip)
+        if config.proxy_protocol:
+            reason = self._over_limit(None)
+            if reason is None and not is_trusted(ip, config.trusted_networks):
+                reason = "proxy_untrusted"
+        else:
+            reason = self._over_limit(ip)
         if reason is not None:
             connection.close()
-            self.registry.reject(reason)
-            self._rejections.warning("rejected %s on %s: %s reached", ip, listener.name, reason)
+            self._reject(reason, ip, stats.name)
             return
-        protocol = EchoProtocol(ip, port, listener, self.registry, self.limits.max_buffer_bytes)
-        self.registry.open(protocol)
+        echo = EchoProtocol(ip, port, stats, self.registry, self.limits.max_buffer_bytes)
+        protocol: asyncio.Protocol = echo
+        if config.proxy_protocol:
+            protocol = _ProxyHeader(echo, self, config.proxy_header_timeout_s)
+        else:
+            self.registry.open(echo)
+        tls = config.tls
         loop = asyncio.get_running_loop()
         setup = loop.create_task(
             loop.connect_accepted_socket(
@@ -219,16 +306,24 @@ class EchoServer(TCPServer):
             )
         )
         self._setups.add(setup)
-        setup.add_done_callback(lambda task: self._setup_done(task, protocol, connection))
+        setup.add_done_callback(lambda task: self._setup_done(task, echo, connection))
 
-    def _over_limit(self, ip: str) -> str | None:
-        """The name of the limit a new connection from `ip` would exceed, if any."""
-        if self.registry.active >= self.limits.max_connections:
+    def _over_limit(self, ip: str | None) -> str | None:
+        """The name of the limit a new connection from `ip` would exceed, if any.
+
+        Connections still sending their PROXY header count against `max_connections`; with
+        `ip` None (a balancer's address) the per-IP limit waits for the real client's.
+        """
+        if self.registry.active + self._awaiting_header >= self.limits.max_connections:
             return "max_connections"
         per_ip = self.limits.max_connections_per_ip
-        if per_ip and self.registry.active_from(ip) >= per_ip:
+        if ip is not None and per_ip and self.registry.active_from(ip) >= per_ip:
             return "max_connections_per_ip"
         return None
+
+    def _reject(self, reason: str, ip: str, listener: str) -> None:
+        self.registry.reject(reason)
+        self._rejections.warning("rejected %s on %s: %s", ip, listener, reason)
 
     def _setup_done(
         self, task: asyncio.Task[Any], protocol: EchoProtocol, connection: socket.socket

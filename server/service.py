@@ -71,7 +71,7 @@ class Service:
             stats = self.registry.add_listener(
                 listener.name, listener.host, port, tls=listener.tls is not None
             )
-            self.echo.add_sockets(sockets, stats, listener.tls)
+            self.echo.add_sockets(sockets, stats, listener)
         asyncio.get_running_loop().set_exception_handler(_log_in_one_line)
         if self.status:
             self.status.start(status_sockets)
