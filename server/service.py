@@ -18,7 +18,7 @@ from server.config import Config, ConfigError, ListenerConfig, StatusConfig
 from server.echo import EchoServer
 from server.resources import reserve_descriptors
 from server.signals import catch_stop_signals, restore_stop_signals
-from server.sockets import bind
+from server.sockets import bind, check_inherited_status
 from server.stats import Registry
 from server.status import StatusSide, url_host
 
@@ -91,7 +91,11 @@ class Service:
         self, key: str, name: str, address: ListenerConfig | StatusConfig
     ) -> list[socket.socket]:
         inherited = self._inherited.pop(name, None)
-        return inherited or bind(key, address.host, address.port)
+        if not inherited:
+            return bind(key, address.host, address.port)
+        if isinstance(address, StatusConfig):
+            check_inherited_status(inherited, address)
+        return inherited
 
     def echo_port(self, name: str) -> int:
         """The bound port of the listener called `name` (useful with port 0)."""

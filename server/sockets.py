@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 
 from tornado.netutil import bind_sockets
 
-from server.config import ConfigError
+from server.config import ConfigError, StatusConfig, is_loopback
 
 SD_LISTEN_FDS_START = 3
 """systemd passes sockets as descriptors 3, 4, ... (sd_listen_fds(3))."""
@@ -60,3 +60,18 @@ def systemd_sockets(env: Mapping[str, str]) -> dict[str, list[socket.socket]]:
         name = names[index] if index < len(names) and names[index] else "main"
         found.setdefault(name, []).append(sock)
     return found
+
+
+def check_inherited_status(sockets: list[socket.socket], status: StatusConfig) -> None:
+    """Refuse an inherited status socket that is reachable off loopback without a token.
+
+    The token rule is decided from ``status.host``; an activation unit listening elsewhere
+    must not silently bypass it.
+    """
+    for sock in sockets:
+        host = sock.getsockname()[0]
+        if status.token is None and not is_loopback(host):
+            raise ConfigError(
+                f"status: the inherited status socket listens on {host}, not on loopback,"
+                " but status.token is not set; set a token or bind the socket unit to 127.0.0.1"
+            )

@@ -27,7 +27,7 @@ from server.config import Config
 from server.fleet import FleetStats
 from server.resources import reserve_descriptors
 from server.signals import catch_stop_signals, restore_stop_signals
-from server.sockets import bind
+from server.sockets import bind, check_inherited_status
 from server.status import StatusSide, url_host
 from server.worker import WorkerSpec
 
@@ -73,6 +73,7 @@ class Supervisor:
         reserve_descriptors(self.config.limits.max_connections)
         slots = self._bind_all()
         status_sockets = self._inherited.pop("status", [])
+        check_inherited_status(status_sockets, self.config.status)
         self.status.start(status_sockets or self._bind_status())
         keepers = [asyncio.ensure_future(self._keep_running(n, fds)) for n, fds in slots.items()]
         self.fleet.accepting = self.fleet.ready = True
