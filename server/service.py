@@ -105,22 +105,24 @@ async def serve(
     With signals, a second SIGTERM/SIGINT during the drain exits at once with status 1.
     """
     service = Service(config)
-    await service.start()
+    own_signals = shutdown_trigger is None
+    if shutdown_trigger is None:
+        # Handlers go in before start() logs readiness, so a signal sent right after it drains.
+        shutdown_trigger = _catch_signals().wait
     try:
-        if shutdown_trigger is None:
-            await _first_signal()
-        else:
-            await shutdown_trigger()
+        await service.start()
+        await shutdown_trigger()
         await service.stop()
     finally:
-        if shutdown_trigger is None:
+        if own_signals:
             _restore_signals()
 
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def _first_signal() -> None:
+def _catch_signals() -> asyncio.Event:
+    """Map SIGTERM/SIGINT to the returned event; a second one exits the process at once."""
     loop = asyncio.get_running_loop()
     received = asyncio.Event()
 
@@ -133,7 +135,7 @@ async def _first_signal() -> None:
 
     for signum in _SIGNALS:
         loop.add_signal_handler(signum, on_signal, signum)
-    await received.wait()
+    return received
 
 
 def _restore_signals() -> None:
