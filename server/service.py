@@ -109,15 +109,16 @@ class Service:
         self._stopped = True
         self.registry.ready = False
         delay_s, grace_s = self.config.shutdown_delay_s, self.config.shutdown_grace_s
-        log.info(
-            "shutting down: /readyz is 503; accepting for %g s more, then waiting up to %g s"
-            " for open connections",
-            delay_s,
-            grace_s,
-        )
-        await asyncio.sleep(delay_s)
+        if delay_s:
+            log.info("shutdown requested: /readyz is 503; closing the listeners in %g s", delay_s)
+            await asyncio.sleep(delay_s)
         self.registry.accepting = False
         self.echo.stop()
+        log.info(
+            "shutting down: no longer accepting; waiting up to %g s for %d open connections",
+            grace_s,
+            self.registry.active,
+        )
         finished = await self.echo.drain(grace_s)
         if self.status:
             await self.status.stop()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 from tornado.ioloop import IOLoop
 
-from server.config import Config, ListenerConfig, StatusConfig
+from server.config import Config, LimitsConfig, ListenerConfig, StatusConfig
 from server.service import Service
 
 
@@ -29,14 +30,17 @@ def io_loop() -> Iterator[IOLoop]:
 
 
 def loopback_config(**changes: object) -> Config:
-    """A config bound to 127.0.0.1 on free ports; `changes` replace top-level fields."""
+    """A config bound to 127.0.0.1 on free ports; `changes` replace top-level fields.
+
+    Every test client comes from 127.0.0.1, so the per-IP limit is off unless a test sets it.
+    """
     base = Config(
         listeners=(ListenerConfig(name="main", host="127.0.0.1", port=0),),
         status=StatusConfig(host="127.0.0.1", port=0),
+        limits=LimitsConfig(max_connections_per_ip=0),
         shutdown_grace_s=1.0,
     )
-    fields = {**base.__dict__, **changes}
-    return Config(**fields)  # type: ignore[arg-type]
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import pytest
 from server.config import Config, LimitsConfig, ListenerConfig
 from server.service import Service
 from tests.conftest import loopback_config
-
-DEADLINE_S = 10.0
+from tests.helpers import DEADLINE_S, wait_until
 
 
 def listener(**changes: object) -> ListenerConfig:
@@ -59,13 +58,6 @@ async def exchange(port: int, chunks: list[bytes], expect: int) -> bytes:
     return data
 
 
-async def wait_for(condition: object, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE_S
-    while not condition():  # type: ignore[operator]
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.01)
-
-
 async def test_v1_header_names_the_real_client_and_the_balancer(service: Service) -> None:
     """The client from the header is `peer`; the connection's own address is `via`."""
     reader, writer = await asyncio.open_connection("127.0.0.1", service.echo_port("lb"))
@@ -89,7 +81,7 @@ async def test_missing_header_is_rejected_with_its_own_reason(service: Service) 
     """A client that speaks without a header gets nothing back and is counted."""
     echoed = await exchange(service.echo_port("lb"), [b"GET / HTTP/1.0\r\n\r\n"], expect=0)
     assert echoed == b""
-    await wait_for(lambda: service.registry.rejected["proxy_header_invalid"] == 1, "rejected")
+    await wait_until(lambda: service.registry.rejected["proxy_header_invalid"] == 1)
     assert service.registry.accepted == 0
 
 

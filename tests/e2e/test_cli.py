@@ -1,0 +1,73 @@
+"""The ``echostat`` command line run as a subprocess: bad config, --check-config, overrides."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import StartEchostat
+from tests.helpers import BAD_CONFIGS, LOCAL_PORTS, recv_exactly, run_cli
+
+EXIT_BAD_CONFIG = 2
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess[str], message: str) -> None:
+    """Exit status 2 and a stderr of exactly one line that ends with `message`."""
+    assert result.returncode == EXIT_BAD_CONFIG, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].endswith(message), lines[0]
+
+
+@pytest.mark.parametrize("mode", [(), ("--check-config",)], ids=["start", "check-config"])
+@pytest.mark.parametrize(("text", "flags", "message"), BAD_CONFIGS)
+def test_bad_config_exits_2_with_one_line_naming_the_problem(
+    tmp_path: Path, mode: Sequence[str], text: str | None, flags: Sequence[str], message: str
+) -> None:
+    """Each kind of bad config exits 2 with one line naming the key or file, no traceback."""
+    if text is not None:
+        (tmp_path / "config.yaml").write_text(text)
+    result = run_cli(*mode, "--config", "config.yaml", *flags, cwd=tmp_path)
+    _assert_one_line_error(result, f"echostat: {message}")
+
+
+@pytest.mark.parametrize(
+    ("flag", "key"), [("listeners.0.port", "listeners[0].port"), ("status.port", "status.port")]
+)
+def test_port_in_use_exits_2_naming_the_key(flag: str, key: str) -> None:
+    """A port another socket listens on exits 2 with one line naming the key and the port."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli(*LOCAL_PORTS, "--set", f"{flag}={port}")
+    _assert_one_line_error(
+        result,
+        f"{key}: cannot listen on 127.0.0.1:{port}: Address already in use"
+        " (another process uses it; pick another port, or 0 for any)",
+    )
+
+
+def test_check_config_accepts_the_repository_config() -> None:
+    """--check-config exits 0 on the documented default config.yaml."""
+    result = run_cli("--check-config", "--config", "config.yaml")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "echostat: config.yaml: configuration is valid\n"
+
+
+def test_environment_and_set_overrides_take_effect(start_echostat: StartEchostat) -> None:
+    """ECHOSTAT_STATUS__PORT=0 and --set listeners.0.port=0 move both ports off config.yaml's."""
+    echostat = start_echostat("--set", "listeners.0.port=0", env={"ECHOSTAT_STATUS__PORT": "0"})
+    assert echostat.echo_port not in (0, 7007)
+    assert echostat.status_port not in (0, 7070)
+    with socket.create_connection(("127.0.0.1", echostat.echo_port)) as client:
+        client.sendall(b"ping")
+        assert recv_exactly(client, 4) == b"ping"
+    status = http.client.HTTPConnection("127.0.0.1", echostat.status_port, timeout=30)
+    status.request("GET", "/healthz")
+    assert status.getresponse().status == 200
+    status.close()

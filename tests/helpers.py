@@ -1,0 +1,247 @@
+"""Clients and waits shared by the tests: echo round trips, JSON fetches, echostat subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+REPO = Path(__file__).resolve().parent.parent
+"""The source tree: its config.yaml is the documented default deployment."""
+
+DEADLINE_S = 30.0
+"""How long any condition may take before a test fails; generous for a noisy 2-core machine."""
+
+LOCAL_PORTS = ("--set", "listeners.0.port=0", "--set", "status.port=0")
+"""CLI flags that move every listener of the repo's config.yaml to a free port."""
+
+T = TypeVar("T")
+
+_STARTUP = re.compile(r"echoing: main on [^ ]+:(\d+); status page on http://[^ ]+:(\d+)/")
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    """`size` reproducible pseudo-random bytes, different for each `seed`."""
+    return random.Random(f"{size}/{seed}").randbytes(size)
+
+
+async def wait_until(condition: Callable[[], bool], timeout_s: float = DEADLINE_S) -> None:
+    """Return once `condition()` is true; fail the test if it isn't within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        await asyncio.sleep(0.01)
+
+
+async def within_deadline(awaitable: Awaitable[T], timeout_s: float = DEADLINE_S) -> T:
+    """`awaitable`'s result, failing the test if it takes longer than `timeout_s`."""
+    return await asyncio.wait_for(awaitable, timeout_s)
+
+
+async def half_close_echo(port: int, data: bytes) -> bytes:
+    """Send `data`, shut down the write side, and return everything read until EOF.
+
+    Reading runs alongside writing, as an echo client must: the server stops reading
+    from a client that doesn't read its echo.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    received = asyncio.ensure_future(reader.read())
+    writer.write(data)
+    writer.write_eof()
+    await writer.drain()
+    echoed = await received
+    writer.close()
+    await writer.wait_closed()
+    return echoed
+
+
+async def get_json(port: int, path: str) -> Any:
+    """GET ``http://127.0.0.1:port/path`` and decode its JSON body."""
+    response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}{path}")
+    return json.loads(response.body)
+
+
+def reset_on_close(sock: socket.socket) -> None:
+    """Make `sock.close()` send a TCP reset instead of an orderly EOF (SO_LINGER 0)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    """Read exactly `size` bytes from blocking `sock`; fail on an early EOF."""
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise AssertionError(f"EOF after {len(chunks)} of {size} bytes")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def recv_to_eof(sock: socket.socket) -> bytes:
+    """Read from blocking `sock` until the peer's EOF; a reset raises."""
+    chunks = bytearray()
+    while chunk := sock.recv(65536):
+        chunks += chunk
+    return bytes(chunks)
+
+
+def run_cli(
+    *args: str, cwd: Path = REPO, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m server ARGS`` to completion and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+
+
+class EchostatProcess:
+    """``python -m server ARGS`` running in the background, its log lines collected.
+
+    `start` returns once the startup line names the bound ports; `stop` ends the process
+    by PID if a test left it running.
+    """
+
+    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "server", *args],
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.log: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
+        self.echo_port = 0
+        self.status_port = 0
+
+    def start(self) -> EchostatProcess:
+        """Wait for the startup line and read the real ports from it."""
+        match = _STARTUP.search(self.wait_for_line("echoing:"))
+        assert match, self.log
+        self.echo_port, self.status_port = int(match[1]), int(match[2])
+        return self
+
+    def wait_for_line(self, text: str) -> str:
+        """The next log line containing `text`; fail if none comes within the deadline."""
+        deadline = time.monotonic() + DEADLINE_S
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line is None:
+                raise AssertionError(f"echostat exited before logging {text!r}: {self.log}")
+            if text in line:
+                return line
+        raise AssertionError(f"echostat logged no {text!r} within {DEADLINE_S} s: {self.log}")
+
+    def signal(self, signum: signal.Signals) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self) -> int:
+        """The exit status, once the process has exited and its log is complete."""
+        status = self.process.wait(timeout=DEADLINE_S)
+        self._reader.join(timeout=DEADLINE_S)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+        return status
+
+    def stop(self) -> None:
+        """Kill the process if it still runs; safe to call twice."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.wait()
+
+    def _collect(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.log.append(line.rstrip("\n"))
+            self._lines.put(line)
+        self._lines.put(None)
+
+
+BAD_CONFIGS = [
+    pytest.param(
+        "status:\n  host: 127.0.0.1\n  prot: 7070\n",
+        (),
+        "config.yaml: status.prot: unknown key"
+        " (allowed here: host, port, token, allowed_hosts, open_paths)",
+        id="unknown-key",
+    ),
+    pytest.param(
+        'status:\n  port: "x"\n',
+        (),
+        "config.yaml: status.port: expected an integer 0..65535, got 'x'",
+        id="string-for-number",
+    ),
+    pytest.param(
+        "status:\n  port: true\n",
+        (),
+        "config.yaml: status.port: expected an integer 0..65535, got true",
+        id="bool-for-number",
+    ),
+    pytest.param(
+        "listeners:\n  - port: 70000\n",
+        (),
+        "config.yaml: listeners[0].port: expected an integer 0..65535, got 70000",
+        id="port-out-of-range",
+    ),
+    pytest.param(
+        None,
+        (),
+        "config.yaml: file not found (pass --config PATH)",
+        id="missing-file",
+    ),
+    pytest.param(
+        "status: [1, 2\n",
+        (),
+        "config.yaml: invalid YAML: expected ',' or ']', but got '<stream end>'"
+        " at line 2, column 1",
+        id="yaml-syntax-error",
+    ),
+    pytest.param(
+        "status:\n  port: 1\nstatus:\n  port: 2\n",
+        (),
+        "config.yaml: invalid YAML: duplicate key 'status' at line 3, column 1",
+        id="duplicate-key",
+    ),
+    pytest.param(
+        "listeners: []\n",
+        (),
+        "config.yaml: listeners: expected a non-empty list, got an empty list",
+        id="empty-listeners",
+    ),
+    pytest.param(
+        "",
+        ("--set", "listeners.0.port"),
+        "--set 'listeners.0.port': expected KEY=VALUE, e.g. status.port=8080",
+        id="set-without-value",
+    ),
+]
+"""Config files (None: absent) and CLI flags that are wrong, with the one-line error each gives."""

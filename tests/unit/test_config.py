@@ -1,0 +1,167 @@
+"""Config loading, validation and overrides, without sockets: values and exact error messages."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from server.config import Config, ConfigError, LimitsConfig, ListenerConfig, load_config
+from tests.helpers import BAD_CONFIGS, REPO
+
+
+@pytest.fixture
+def write_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Work in `tmp_path`, so messages name ``config.yaml``; return that file's path."""
+    monkeypatch.chdir(tmp_path)
+    return Path("config.yaml")
+
+
+def _load(path: Path, text: str, env: dict[str, str] | None = None, *overrides: str) -> Config:
+    path.write_text(text)
+    return load_config(path, env or {}, overrides)
+
+
+def test_repository_config_documents_the_defaults() -> None:
+    """The repo's config.yaml spells out exactly the defaults of the schema."""
+    assert load_config(REPO / "config.yaml", {}) == Config()
+
+
+def test_empty_file_gives_the_defaults(write_config: Path) -> None:
+    """A file with no keys is a valid config with every default."""
+    assert _load(write_config, "") == Config()
+
+
+def test_file_values_are_typed(write_config: Path) -> None:
+    """Listeners become a tuple of dataclasses; an integer is accepted for a float key."""
+    config = _load(
+        write_config,
+        "listeners:\n  - {name: a, host: '::1', port: 0}\n  - {name: b}\nshutdown_grace_s: 3\n",
+    )
+    assert config.listeners == (
+        ListenerConfig(name="a", host="::1", port=0),
+        ListenerConfig(name="b"),
+    )
+    assert config.shutdown_grace_s == 3.0 and isinstance(config.shutdown_grace_s, float)
+
+
+@pytest.mark.parametrize(("text", "flags", "message"), BAD_CONFIGS)
+def test_bad_config_is_one_line_naming_the_problem(
+    write_config: Path, text: str | None, flags: Sequence[str], message: str
+) -> None:
+    """Each bad config raises ConfigError whose one-line message names key or file and fault."""
+    if text is not None:
+        write_config.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config(write_config, {}, flags[1::2])
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        (
+            "status:\n  port: 80.5\n",
+            (),
+            "config.yaml: status.port: expected an integer 0..65535, got 80.5",
+        ),
+        (
+            "shutdown_grace_s: -1\n",
+            (),
+            "config.yaml: shutdown_grace_s: expected a number 0..3600, got -1",
+        ),
+        (
+            "shutdown_grace_s: .nan\n",
+            (),
+            "config.yaml: shutdown_grace_s: expected a number 0..3600, got nan",
+        ),
+        (
+            "limits:\n  max_buffer_bytes: 10\n",
+            (),
+            "config.yaml: limits.max_buffer_bytes: expected an integer 1024..67108864, got 10",
+        ),
+        (
+            "event_loop: trio\n",
+            (),
+            "config.yaml: event_loop: expected one of asyncio | uvloop, got 'trio'",
+        ),
+        (
+            "status:\n  host: ''\n",
+            (),
+            "config.yaml: status.host: expected a non-empty string, got ''",
+        ),
+        ("status: 7070\n", (), "config.yaml: status: expected a mapping, got 7070"),
+        ("- port: 1\n", (), "config.yaml: expected a mapping of keys at the top level"),
+        (
+            "listeners:\n  - {name: a, port: 1}\n  - {name: a, port: 2}\n",
+            (),
+            "config.yaml: listeners[1].name: duplicate listener name 'a'",
+        ),
+        (
+            "",
+            ("status.port=[1",),
+            (
+                "--set status.port: invalid value '[1': expected ',' or ']', but got '<stream end>'"
+                " at line 1, column 3"
+            ),
+        ),
+        (
+            "",
+            ("listeners.1.port=0",),
+            "--set listeners.1.port: cannot set 'listeners.1.port': 'listeners' has no item '1'",
+        ),
+        (
+            "status: 7070\n",
+            ("status.port=1",),
+            "--set status.port: cannot set 'status.port': 'status' is 7070",
+        ),
+        ("", ("=1",), "--set '=1': expected KEY=VALUE, e.g. status.port=8080"),
+    ],
+)
+def test_invalid_value_message(
+    write_config: Path, text: str, overrides: Sequence[str], message: str
+) -> None:
+    """Wrong numbers, choices, shapes and overrides each get a message naming the key."""
+    with pytest.raises(ConfigError) as error:
+        _load(write_config, text, None, *overrides)
+    assert str(error.value) == message
+
+
+def test_environment_variable_overrides_the_file(write_config: Path) -> None:
+    """ECHOSTAT_STATUS__PORT sets status.port; variables without the prefix are ignored."""
+    config = _load(
+        write_config,
+        "status:\n  port: 7070\n",
+        {"ECHOSTAT_STATUS__PORT": "8080", "ECHOSTAT_LIMITS__MAX_BUFFER_BYTES": "2048", "PORT": "1"},
+    )
+    assert config.status.port == 8080
+    assert config.limits == LimitsConfig(max_buffer_bytes=2048)
+
+
+def test_set_overrides_the_environment(write_config: Path) -> None:
+    """--set wins over an environment variable for the same key."""
+    config = _load(write_config, "", {"ECHOSTAT_STATUS__PORT": "8080"}, "status.port=9090")
+    assert config.status.port == 9090
+
+
+def test_set_addresses_listeners_by_index(write_config: Path) -> None:
+    """listeners.N.KEY changes listener N, and N one past the end appends a listener."""
+    config = _load(
+        write_config,
+        "listeners:\n  - name: main\n",
+        None,
+        "listeners.0.port=0",
+        "listeners.1.name=extra",
+        "listeners.1.port=7008",
+    )
+    assert config.listeners == (
+        ListenerConfig(name="main", port=0),
+        ListenerConfig(name="extra", port=7008),
+    )
+
+
+def test_set_listener_port_works_without_a_listeners_section(write_config: Path) -> None:
+    """--set listeners.0.port=0 on a file that leaves listeners out changes the default one."""
+    config = _load(write_config, "log_level: debug\n", {"ECHOSTAT_LISTENERS__0__PORT": "0"})
+    assert config.listeners == (ListenerConfig(port=0),)
