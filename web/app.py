@@ -13,22 +13,32 @@ from web.handlers import (
     ConnectionsHandler,
     EventsHandler,
     HealthHandler,
+    HistoryHandler,
+    MetricsHandler,
     PageHandler,
     StatsHandler,
 )
+from web.metrics import metrics_registry
 
 _HERE = Path(__file__).parent
 
 
 def make_app(registry: Registry, config: Config, feed: StatsFeed) -> Application:
     """The status application; it only reads `registry`, never changes the echo side."""
-    state = {"registry": registry, "config": config, "feed": feed}
+    state = {
+        "registry": registry,
+        "config": config,
+        "feed": feed,
+        "metrics": metrics_registry(registry),
+    }
     return Application(
         [
             (r"/", PageHandler, state),
             (r"/api/stats", StatsHandler, state),
             (r"/api/connections", ConnectionsHandler, state),
+            (r"/api/history", HistoryHandler, state),
             (r"/api/events", EventsHandler, state),
+            (r"/metrics", MetricsHandler, state),
             (r"/healthz", HealthHandler, state),
         ],
         template_path=str(_HERE / "templates"),

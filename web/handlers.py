@@ -1,10 +1,11 @@
-"""HTTP handlers: the dashboard page, the JSON API, the push channel and health checks."""
+"""HTTP handlers: the dashboard page, the JSON API, the push channel, metrics and health."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 
@@ -12,7 +13,7 @@ from server import __version__
 from server.config import Config
 from server.stats import Registry
 from web.feed import StatsFeed
-from web.schema import connection_document, stats_document
+from web.schema import connections_document, limits_document, stats_document
 
 
 class BaseHandler(RequestHandler):
@@ -21,11 +22,15 @@ class BaseHandler(RequestHandler):
     registry: Registry
     config: Config
     feed: StatsFeed
+    metrics: CollectorRegistry
 
-    def initialize(self, registry: Registry, config: Config, feed: StatsFeed) -> None:
+    def initialize(
+        self, registry: Registry, config: Config, feed: StatsFeed, metrics: CollectorRegistry
+    ) -> None:
         self.registry = registry
         self.config = config
         self.feed = feed
+        self.metrics = metrics
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
@@ -33,9 +38,13 @@ class BaseHandler(RequestHandler):
         self.set_header("Referrer-Policy", "no-referrer")
 
     def write_json(self, document: Any) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.write_bytes("application/json; charset=utf-8", json.dumps(document).encode())
+
+    def write_bytes(self, content_type: str, body: bytes) -> None:
+        """Finish with `body`, never cached: every API answer describes the present."""
+        self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(document))
+        self.finish(body)
 
 
 class PageHandler(BaseHandler):
@@ -44,8 +53,11 @@ class PageHandler(BaseHandler):
 
 
 class StatsHandler(BaseHandler):
+    """``GET /api/stats``: totals now, rates over the last tick, the limits in force."""
+
     def get(self) -> None:
-        self.write_json(stats_document(self.registry.snapshot()))
+        document = stats_document(self.registry.snapshot(), self.feed.rates)
+        self.write_json({**document, "limits": limits_document(self.config)})
 
 
 class ConnectionsHandler(BaseHandler):
@@ -56,21 +68,29 @@ class ConnectionsHandler(BaseHandler):
         if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
             raise HTTPError(400, reason="limit must be an integer 1..100000")
         rows = self.registry.connections(int(raw))
-        self.write_json(
-            {
-                "total": self.registry.active,
-                "connections": [connection_document(row) for row in rows],
-            }
-        )
+        self.write_json(connections_document(self.registry.active, rows))
+
+
+class HistoryHandler(BaseHandler):
+    """``GET /api/history``: the last five minutes of the feed, one point per tick."""
+
+    def get(self) -> None:
+        self.write_bytes("application/json; charset=utf-8", self.feed.history_message())
 
 
 class EventsHandler(BaseHandler):
-    """``GET /api/events``: Server-Sent Events, one stats document per tick."""
+    """``GET /api/events``: Server-Sent Events.
+
+    On connect a ``config`` event (the limits) and a ``history`` event; then one unnamed
+    event per tick, the stats document plus ``top_connections``, shared by all subscribers.
+    """
 
     async def get(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
-        self.write("retry: 1000\n\n")
+        self.write(b"retry: 1000\n\n")
+        self.write(b"event: config\ndata: " + json.dumps(limits_document(self.config)).encode())
+        self.write(b"\n\nevent: history\ndata: " + self.feed.history_message() + b"\n\n")
         tick = 0
         while (message := await self.feed.next(tick)) is not None:
             tick, data = message
@@ -79,6 +99,13 @@ class EventsHandler(BaseHandler):
                 await self.flush()
             except StreamClosedError:
                 return
+
+
+class MetricsHandler(BaseHandler):
+    """``GET /metrics``: Prometheus text exposition, collected at scrape time."""
+
+    def get(self) -> None:
+        self.write_bytes(CONTENT_TYPE_LATEST, generate_latest(self.metrics))
 
 
 class HealthHandler(BaseHandler):
