@@ -99,7 +99,8 @@ async def test_connections_lists_most_active_first_up_to_limit(service: Service)
     assert_shape(row, CONNECTION_FIELDS)
     assert row["bytes_received"] == row["bytes_sent"] == 1000
     assert row["listener"] == "main"
-    assert row["peer"] == "127.0.0.1:{}".format(busy[1].get_extra_info("sockname")[1])
+    busy_port = busy[1].get_extra_info("sockname")[1]
+    assert row["peer"] == f"127.0.0.1:{busy_port}"
     await close_all([quiet[1], busy[1]])
 
 
