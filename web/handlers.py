@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 
@@ -102,10 +103,11 @@ class EventsHandler(BaseHandler):
 
 
 class MetricsHandler(BaseHandler):
-    """``GET /metrics``: Prometheus text exposition, collected at scrape time."""
+    """``GET /metrics``: Prometheus text (or OpenMetrics, if asked for), collected per scrape."""
 
     def get(self) -> None:
-        self.write_bytes(CONTENT_TYPE_LATEST, generate_latest(self.metrics))
+        encode, content_type = choose_encoder(self.request.headers.get("Accept", ""))
+        self.write_bytes(content_type, encode(self.metrics))
 
 
 class HealthHandler(BaseHandler):

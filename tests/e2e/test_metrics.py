@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from tornado.httpclient import AsyncHTTPClient
 
 from server import __version__
 from server.service import Service
@@ -72,3 +73,13 @@ async def test_each_service_has_its_own_metrics_registry(service: Service) -> No
         await close_all([writer])
     finally:
         await other.stop()
+
+
+async def test_metrics_speak_openmetrics_when_asked(service: Service) -> None:
+    """A scraper that asks for OpenMetrics gets it, terminated by the mandatory # EOF."""
+    response = await AsyncHTTPClient().fetch(
+        f"http://127.0.0.1:{service.status_port}/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+    )
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert response.body.endswith(b"# EOF\n")
