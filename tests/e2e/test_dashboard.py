@@ -69,10 +69,27 @@ async def test_page_counts_clients_as_they_come_and_go(service: Service, browser
     clients = await open_clients(service, 3)
     await expect(active).to_have_text("3", timeout=SEEN_WITHIN_MS)
     await expect(page.locator("#connections tr")).to_have_count(3, timeout=SEEN_WITHIN_MS)
+    await expect(page.locator(".plot canvas")).to_have_count(2)
     await close_all(clients)
     await expect(active).to_have_text("0", timeout=SEEN_WITHIN_MS)
 
     assert errors == []
+
+
+async def test_table_lists_100_rows_then_says_how_many_more(
+    service: Service, browser: Browser
+) -> None:
+    """With 103 clients the table shows 100 rows and "and 3 more", not 103 rows."""
+    page = await open_dashboard(browser, service, errors=[])
+    clients = await asyncio.gather(
+        *(echo_once(service.echo_port("main"), b"x" * n) for n in range(1, 104))
+    )
+    await expect(page.locator("#connections-note")).to_have_text(
+        "and 3 more (103 open)", timeout=SEEN_WITHIN_MS
+    )
+    await expect(page.locator("#connections tr")).to_have_count(100)
+    await expect(page.locator("#connections tr").first.locator("td").nth(3)).to_have_text("103 B")
+    await close_all([writer for _, writer in clients])
 
 
 async def test_page_shows_disconnected_then_recovers_after_restart(

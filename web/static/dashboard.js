@@ -250,6 +250,8 @@ function renderListeners(listeners) {
         cell("td", `${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port}${l.tls ? " (TLS)" : ""}`, "mono"),
         cell("td", numbers.format(l.active), "num"),
         cell("td", numbers.format(l.accepted), "num wide"),
+        // Every accepted connection is either still active or closed.
+        cell("td", numbers.format(l.accepted - l.active), "num wide"),
       ]),
     ),
   );
