@@ -16,6 +16,8 @@ from server.stats import Registry
 from web.feed import StatsFeed
 from web.schema import connections_document, limits_document, stats_document
 
+_JSON = "application/json; charset=utf-8"
+
 
 class BaseHandler(RequestHandler):
     """Shared state and the headers every response carries."""
@@ -39,7 +41,7 @@ class BaseHandler(RequestHandler):
         self.set_header("Referrer-Policy", "no-referrer")
 
     def write_json(self, document: Any) -> None:
-        self.write_bytes("application/json; charset=utf-8", json.dumps(document).encode())
+        self.write_bytes(_JSON, json.dumps(document).encode())
 
     def write_bytes(self, content_type: str, body: bytes) -> None:
         """Finish with `body`, never cached: every API answer describes the present."""
@@ -76,7 +78,7 @@ class HistoryHandler(BaseHandler):
     """``GET /api/history``: the last five minutes of the feed, one point per tick."""
 
     def get(self) -> None:
-        self.write_bytes("application/json; charset=utf-8", self.feed.history_message())
+        self.write_bytes(_JSON, self.feed.history_message())
 
 
 class EventsHandler(BaseHandler):
@@ -90,16 +92,22 @@ class EventsHandler(BaseHandler):
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
         self.write(b"retry: 1000\n\n")
-        self.write(b"event: config\ndata: " + json.dumps(limits_document(self.config)).encode())
-        self.write(b"\n\nevent: history\ndata: " + self.feed.history_message() + b"\n\n")
+        self.write(_event(b"config", json.dumps(limits_document(self.config)).encode()))
+        self.write(_event(b"history", self.feed.history_message()))
         tick = 0
         while (message := await self.feed.next(tick)) is not None:
             tick, data = message
-            self.write(b"data: " + data + b"\n\n")
+            self.write(_event(None, data))
             try:
                 await self.flush()
             except StreamClosedError:
                 return
+
+
+def _event(name: bytes | None, data: bytes) -> bytes:
+    """One Server-Sent Event; `data` is single-line JSON. Unnamed events reach ``onmessage``."""
+    head = b"event: " + name + b"\n" if name else b""
+    return head + b"data: " + data + b"\n\n"
 
 
 class MetricsHandler(BaseHandler):
