@@ -73,10 +73,10 @@ class Service:
             )
             self.echo.add_sockets(sockets, stats, listener)
         asyncio.get_running_loop().set_exception_handler(_log_in_one_line)
-        if self.status:
-            self.status.start(status_sockets)
         self.registry.accepting = True
         self.registry.ready = True
+        if self.status:
+            self.status.start(status_sockets)
         echo = ", ".join(f"{s.name} on {s.host}:{s.port}" for s in self.registry.listeners)
         page = f"; status page on http://{url_host(status.host)}:{self.status_port}/"
         log.info(

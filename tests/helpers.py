@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+
+from server.service import Service
 
 REPO = Path(__file__).resolve().parent.parent
 """The source tree: its config.yaml is the documented default deployment."""
@@ -40,13 +42,15 @@ def payload(size: int, seed: int = 0) -> bytes:
     return random.Random(f"{size}/{seed}").randbytes(size)
 
 
-async def wait_until(condition: Callable[[], bool], timeout_s: float = DEADLINE_S) -> None:
-    """Return once `condition()` is true; fail the test if it isn't within `timeout_s`."""
+async def wait_until(
+    condition: Callable[[], bool], what: str = "the condition", timeout_s: float = DEADLINE_S
+) -> None:
+    """Return once `condition()` is true; fail naming `what` if it isn't within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        await asyncio.sleep(0.01)
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.01)  # how often the condition is checked, not a timing assumption
 
 
 async def within_deadline(awaitable: Awaitable[T], timeout_s: float = DEADLINE_S) -> T:
@@ -75,6 +79,26 @@ async def get_json(port: int, path: str) -> Any:
     """GET ``http://127.0.0.1:port/path`` and decode its JSON body."""
     response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}{path}")
     return json.loads(response.body)
+
+
+async def status_fetch(service: Service, path: str, **kwargs: Any) -> HTTPResponse:
+    """``GET path`` (or as `kwargs` say) on `service`'s status port; any status is returned."""
+    url = f"http://127.0.0.1:{service.status_port}{path}"
+    return await AsyncHTTPClient().fetch(url, raise_error=False, follow_redirects=False, **kwargs)
+
+
+async def echo_once(port: int, data: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the echo `port`, check one echo of `data`, return the open connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    assert await reader.readexactly(len(data)) == data
+    return reader, writer
+
+
+async def close_all(writers: list[asyncio.StreamWriter]) -> None:
+    for writer in writers:
+        writer.close()
+    await asyncio.gather(*(writer.wait_closed() for writer in writers))
 
 
 def reset_on_close(sock: socket.socket) -> None:

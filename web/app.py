@@ -14,12 +14,15 @@ from web.handlers import (
     ConnectionsHandler,
     EventsHandler,
     HealthHandler,
+    HistoryHandler,
     LoginHandler,
+    MetricsHandler,
     NotFoundHandler,
     PageHandler,
     ReadyHandler,
     StatsHandler,
 )
+from web.metrics import metrics_registry
 
 _HERE = Path(__file__).parent
 
@@ -27,14 +30,22 @@ _HERE = Path(__file__).parent
 def make_app(registry: StatsSource, config: Config, feed: StatsFeed) -> Application:
     """The status application; it only reads `registry`, never changes the echo side."""
     policy = AccessPolicy.from_config(config.status)
-    state = {"registry": registry, "config": config, "feed": feed, "policy": policy}
+    state = {
+        "registry": registry,
+        "config": config,
+        "feed": feed,
+        "policy": policy,
+        "metrics": metrics_registry(registry),
+    }
     return Application(
         [
             (r"/", PageHandler, state),
             (r"/login", LoginHandler, state),
             (r"/api/stats", StatsHandler, state),
             (r"/api/connections", ConnectionsHandler, state),
+            (r"/api/history", HistoryHandler, state),
             (r"/api/events", EventsHandler, state),
+            (r"/metrics", MetricsHandler, state),
             (r"/healthz", HealthHandler, state),
             (r"/readyz", ReadyHandler, state),
         ],

@@ -1,10 +1,12 @@
-"""HTTP handlers: the dashboard page, the JSON API, the push channel and health checks."""
+"""HTTP handlers: the dashboard page, the JSON API, the push channel, metrics and health."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 
@@ -13,7 +15,9 @@ from server.config import Config
 from server.stats import StatsSource
 from web.access import COOKIE_NAME, AccessPolicy
 from web.feed import StatsFeed
-from web.schema import connection_document, stats_document
+from web.schema import connections_document, limits_document, stats_document
+
+_JSON = "application/json; charset=utf-8"
 
 
 class BaseHandler(RequestHandler):
@@ -23,13 +27,20 @@ class BaseHandler(RequestHandler):
     config: Config
     feed: StatsFeed
     policy: AccessPolicy
+    metrics: CollectorRegistry
 
     def initialize(
-        self, registry: StatsSource, config: Config, feed: StatsFeed, policy: AccessPolicy
+        self,
+        registry: StatsSource,
+        config: Config,
+        feed: StatsFeed,
+        policy: AccessPolicy,
+        metrics: CollectorRegistry,
     ) -> None:
         self.registry = registry
         self.config = config
         self.feed = feed
+        self.metrics = metrics
         self.policy = policy
 
     def prepare(self) -> None:
@@ -62,9 +73,13 @@ class BaseHandler(RequestHandler):
         self.set_header("Referrer-Policy", "no-referrer")
 
     def write_json(self, document: Any) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.write_bytes(_JSON, json.dumps(document).encode())
+
+    def write_bytes(self, content_type: str, body: bytes) -> None:
+        """Finish with `body`, never cached: every API answer describes the present."""
+        self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(document))
+        self.finish(body)
 
 
 class LoginHandler(BaseHandler):
@@ -101,8 +116,11 @@ class PageHandler(BaseHandler):
 
 
 class StatsHandler(BaseHandler):
+    """``GET /api/stats``: totals now, rates over the last tick, the limits in force."""
+
     def get(self) -> None:
-        self.write_json(stats_document(self.registry.snapshot()))
+        document = stats_document(self.registry.snapshot(), self.feed.rates)
+        self.write_json({**document, "limits": limits_document(self.config)})
 
 
 class ConnectionsHandler(BaseHandler):
@@ -113,29 +131,51 @@ class ConnectionsHandler(BaseHandler):
         if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
             raise HTTPError(400, reason="limit must be an integer 1..100000")
         rows = self.registry.connections(int(raw))
-        self.write_json(
-            {
-                "total": self.registry.active,
-                "connections": [connection_document(row) for row in rows],
-            }
-        )
+        self.write_json(connections_document(self.registry.active, rows))
+
+
+class HistoryHandler(BaseHandler):
+    """``GET /api/history``: the last five minutes of the feed, one point per tick."""
+
+    def get(self) -> None:
+        self.write_bytes(_JSON, self.feed.history_message())
 
 
 class EventsHandler(BaseHandler):
-    """``GET /api/events``: Server-Sent Events, one stats document per tick."""
+    """``GET /api/events``: Server-Sent Events.
+
+    On connect a ``config`` event (the limits) and a ``history`` event; then one unnamed
+    event per tick, the stats document plus ``top_connections``, shared by all subscribers.
+    """
 
     async def get(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
-        self.write("retry: 1000\n\n")
+        self.write(b"retry: 1000\n\n")
+        self.write(_event(b"config", json.dumps(limits_document(self.config)).encode()))
+        self.write(_event(b"history", self.feed.history_message()))
         tick = 0
         while (message := await self.feed.next(tick)) is not None:
             tick, data = message
-            self.write(b"data: " + data + b"\n\n")
+            self.write(_event(None, data))
             try:
                 await self.flush()
             except StreamClosedError:
                 return
+
+
+def _event(name: bytes | None, data: bytes) -> bytes:
+    """One Server-Sent Event; `data` is single-line JSON. Unnamed events reach ``onmessage``."""
+    head = b"event: " + name + b"\n" if name else b""
+    return head + b"data: " + data + b"\n\n"
+
+
+class MetricsHandler(BaseHandler):
+    """``GET /metrics``: Prometheus text (or OpenMetrics, if asked for), collected per scrape."""
+
+    def get(self) -> None:
+        encode, content_type = choose_encoder(self.request.headers.get("Accept", ""))
+        self.write_bytes(content_type, encode(self.metrics))
 
 
 class NotFoundHandler(BaseHandler):

@@ -1,18 +1,23 @@
 """The JSON documents of the API, built from `server.stats` snapshots.
 
-These shapes are public interface: scripts read them, so fields are only ever added.
+These shapes are public interface (docs/api.md describes them): scripts read them, so
+fields are only ever added.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from server import __version__
+from server.config import Config
 from server.stats import ConnectionSnapshot, StatsSnapshot
+from web.history import Rates
 
 
-def stats_document(snap: StatsSnapshot) -> dict[str, Any]:
-    """The body of ``GET /api/stats`` and of every pushed update."""
+def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
+    """The stats part of ``GET /api/stats`` and of every pushed update."""
     return {
         "version": __version__,
         "taken_at": snap.taken_at,
@@ -28,6 +33,12 @@ def stats_document(snap: StatsSnapshot) -> dict[str, Any]:
             "closed_by_server": dict(sorted(snap.closed_by_server.items())),
         },
         "bytes": {"received": snap.bytes_received, "sent": snap.bytes_sent},
+        "rates": {
+            "interval_s": round(rates.interval_s, 3),
+            "connections_per_s": round(rates.connections_per_s, 3),
+            "bytes_received_per_s": round(rates.bytes_received_per_s, 1),
+            "bytes_sent_per_s": round(rates.bytes_sent_per_s, 1),
+        },
         "listeners": [
             {
                 "name": listener.name,
@@ -53,8 +64,17 @@ def stats_document(snap: StatsSnapshot) -> dict[str, Any]:
     }
 
 
-def connection_document(conn: ConnectionSnapshot) -> dict[str, Any]:
-    """One row of ``GET /api/connections``."""
+def limits_document(config: Config) -> dict[str, Any]:
+    """The limits in force, keyed as in ``config.yaml``."""
+    return dataclasses.asdict(config.limits)
+
+
+def connections_document(total: int, rows: Sequence[ConnectionSnapshot]) -> dict[str, Any]:
+    """The body of ``GET /api/connections``: `total` open, the first `rows` of them listed."""
+    return {"total": total, "connections": [_connection_document(row) for row in rows]}
+
+
+def _connection_document(conn: ConnectionSnapshot) -> dict[str, Any]:
     return {
         "id": conn.id,
         "peer": conn.peer,

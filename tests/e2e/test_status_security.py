@@ -6,11 +6,11 @@ import re
 from urllib.parse import urlencode
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from server.config import Config, StatusConfig
 from server.service import Service
 from tests.conftest import loopback_config
+from tests.helpers import status_fetch
 
 TOKEN = "correct-horse-battery-staple"
 
@@ -22,83 +22,79 @@ def config() -> Config:
     )
 
 
-async def fetch(service: Service, path: str, **kwargs: object) -> HTTPResponse:
-    url = f"http://127.0.0.1:{service.status_port}{path}"
-    client = AsyncHTTPClient()
-    return await client.fetch(url, raise_error=False, follow_redirects=False, **kwargs)
-
-
 async def test_unknown_host_header_gets_421(service: Service) -> None:
     """A rebinding attack's foreign Host name is refused before anything else."""
-    response = await fetch(service, "/healthz", headers={"Host": "attacker.example:7070"})
+    response = await status_fetch(service, "/healthz", headers={"Host": "attacker.example:7070"})
     assert response.code == 421
 
 
 @pytest.mark.parametrize("host", ["localhost:7070", "127.0.0.1", "[::1]:7070"])
 async def test_loopback_host_names_are_allowed(service: Service, host: str) -> None:
     """Loopback names, with or without a port, pass the Host check."""
-    response = await fetch(service, "/healthz", headers={"Host": host})
+    response = await status_fetch(service, "/healthz", headers={"Host": host})
     assert response.code == 200
 
 
 @pytest.mark.parametrize("path", ["/api/stats", "/api/connections", "/api/events"])
 async def test_api_without_token_gets_401(service: Service, path: str) -> None:
     """Without the token the API answers 401 and names the scheme to use."""
-    response = await fetch(service, path)
+    response = await status_fetch(service, path)
     assert response.code == 401
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 async def test_wrong_bearer_token_gets_401(service: Service) -> None:
-    response = await fetch(service, "/api/stats", headers={"Authorization": "Bearer nope"})
+    response = await status_fetch(service, "/api/stats", headers={"Authorization": "Bearer nope"})
     assert response.code == 401
 
 
 async def test_bearer_token_opens_the_api(service: Service) -> None:
-    response = await fetch(service, "/api/stats", headers={"Authorization": f"Bearer {TOKEN}"})
+    response = await status_fetch(
+        service, "/api/stats", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert response.code == 200
     assert response.headers["Cache-Control"] == "no-store"
 
 
 async def test_open_paths_need_no_token(service: Service) -> None:
     """Paths in status.open_paths (here /healthz) answer without credentials."""
-    response = await fetch(service, "/healthz")
+    response = await status_fetch(service, "/healthz")
     assert response.code == 200
 
 
 async def test_page_without_session_redirects_to_login(service: Service) -> None:
-    response = await fetch(service, "/")
+    response = await status_fetch(service, "/")
     assert response.code == 302
     assert response.headers["Location"] == "/login"
 
 
 async def test_login_form_sets_a_session_cookie_that_opens_the_page(service: Service) -> None:
     """A browser trades the token for an HttpOnly cookie once; the cookie is not the token."""
-    form = await fetch(service, "/login")
+    form = await status_fetch(service, "/login")
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', form.body.decode())
     assert xsrf is not None
     cookies = form.headers.get_list("Set-Cookie")
     cookie_header = "; ".join(c.split(";", 1)[0] for c in cookies)
     body = urlencode({"_xsrf": xsrf.group(1), "token": TOKEN})
-    login = await fetch(
+    login = await status_fetch(
         service, "/login", method="POST", body=body, headers={"Cookie": cookie_header}
     )
     assert login.code == 302
     session = next(c for c in login.headers.get_list("Set-Cookie") if "echostat_session" in c)
     assert "HttpOnly" in session and "SameSite=Strict" in session
     assert TOKEN not in session
-    page = await fetch(service, "/", headers={"Cookie": session.split(";", 1)[0]})
+    page = await status_fetch(service, "/", headers={"Cookie": session.split(";", 1)[0]})
     assert page.code == 200
     assert 'id="active-connections"' in page.body.decode()
 
 
 async def test_login_with_wrong_token_is_refused(service: Service) -> None:
-    form = await fetch(service, "/login")
+    form = await status_fetch(service, "/login")
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', form.body.decode())
     assert xsrf is not None
     cookie_header = "; ".join(c.split(";", 1)[0] for c in form.headers.get_list("Set-Cookie"))
     body = urlencode({"_xsrf": xsrf.group(1), "token": "wrong-token-wrong-token"})
-    login = await fetch(
+    login = await status_fetch(
         service, "/login", method="POST", body=body, headers={"Cookie": cookie_header}
     )
     assert login.code == 403
@@ -108,14 +104,14 @@ async def test_login_with_wrong_token_is_refused(service: Service) -> None:
 async def test_login_post_without_xsrf_field_is_refused(service: Service) -> None:
     """The login form is protected against cross-site posts."""
     body = urlencode({"token": TOKEN})
-    response = await fetch(service, "/login", method="POST", body=body)
+    response = await status_fetch(service, "/login", method="POST", body=body)
     assert response.code == 403
 
 
 @pytest.mark.parametrize("path", ["/", "/api/stats", "/healthz", "/login", "/nonexistent"])
 async def test_every_response_carries_security_headers(service: Service, path: str) -> None:
     """CSP limited to our origin, no MIME sniffing, no referrer, even on errors."""
-    response = await fetch(service, path)
+    response = await status_fetch(service, path)
     assert response.headers["Content-Security-Policy"].startswith("default-src 'self'")
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "no-referrer"
@@ -126,7 +122,7 @@ async def test_read_only_endpoints_reject_other_methods_with_405(
     service: Service, method: str
 ) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    response = await fetch(
+    response = await status_fetch(
         service,
         "/api/stats",
         method=method,

@@ -1,0 +1,85 @@
+"""GET /metrics: Prometheus text exposition that agrees with /api/stats."""
+
+from __future__ import annotations
+
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+from tornado.httpclient import AsyncHTTPClient
+
+from server import __version__
+from server.service import Service
+from tests.conftest import loopback_config
+from tests.helpers import close_all, echo_once, get_json, status_fetch, wait_until
+
+
+async def scrape(service: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of one scrape, keyed by name and sorted labels."""
+    text = (await status_fetch(service, "/metrics")).body.decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_equal_api_stats_after_echo_traffic(service: Service) -> None:
+    """After real echo traffic every echostat metric equals its /api/stats field."""
+    port = service.echo_port("main")
+    connections = [await echo_once(port, bytes([n]) * 10_000 * (n + 1)) for n in range(3)]
+    await close_all([connections[0][1]])
+    await wait_until(lambda: service.registry.closed == 1, "the server to see one close")
+
+    samples = await scrape(service)
+    stats = await get_json(service.status_port, "/api/stats")
+
+    assert samples[("echostat_connections_active", (("listener", "main"),))] == 2
+    assert stats["connections"]["active"] == 2
+    assert (
+        samples[("echostat_connections_accepted_total", (("listener", "main"),))]
+        == (stats["connections"]["accepted"])
+    )
+    assert samples[("echostat_connections_closed_total", ())] == stats["connections"]["closed"]
+    assert samples[("echostat_bytes_received_total", ())] == stats["bytes"]["received"] == 60_000
+    assert samples[("echostat_bytes_sent_total", ())] == stats["bytes"]["sent"] == 60_000
+    rejected = [
+        v for (name, _), v in samples.items() if name == "echostat_connections_rejected_total"
+    ]
+    assert sum(rejected) == stats["connections"]["rejected"]
+    assert abs(samples[("echostat_uptime_seconds", ())] - stats["uptime_seconds"]) < 5
+    assert samples[("echostat_info", (("version", __version__),))] == 1
+    await close_all([writer for _, writer in connections[1:]])
+
+
+async def test_metrics_include_process_metrics(service: Service) -> None:
+    """The scrape carries prometheus_client's process metrics as well."""
+    samples = await scrape(service)
+    assert samples[("process_open_fds", ())] > 0
+    assert ("process_cpu_seconds_total", ()) in samples
+
+
+async def test_each_service_has_its_own_metrics_registry(service: Service) -> None:
+    """Two services in one process report their own counts, not a shared global registry."""
+    other = Service(loopback_config())
+    await other.start()
+    try:
+        _, writer = await echo_once(other.echo_port("main"), b"x")
+        assert (await scrape(other))[
+            ("echostat_connections_accepted_total", (("listener", "main"),))
+        ] == 1
+        assert (await scrape(service))[
+            ("echostat_connections_accepted_total", (("listener", "main"),))
+        ] == 0
+        assert REGISTRY.get_sample_value("echostat_uptime_seconds") is None
+        await close_all([writer])
+    finally:
+        await other.stop()
+
+
+async def test_metrics_speak_openmetrics_when_asked(service: Service) -> None:
+    """A scraper that asks for OpenMetrics gets it, terminated by the mandatory # EOF."""
+    response = await AsyncHTTPClient().fetch(
+        f"http://127.0.0.1:{service.status_port}/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+    )
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert response.body.endswith(b"# EOF\n")

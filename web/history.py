@@ -1,0 +1,66 @@
+"""Rates and the recent past, derived from consecutive stats snapshots.
+
+The feed hands every tick's snapshot to a `History`; it turns counter differences into
+per-second rates and keeps the last few minutes of points for the dashboard's charts.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from server.stats import StatsSnapshot
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Per-second rates over `interval_s`, the time between two snapshots (0 at first)."""
+
+    interval_s: float = 0.0
+    connections_per_s: float = 0.0
+    bytes_received_per_s: float = 0.0
+    bytes_sent_per_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Point:
+    taken_at: float
+    active: int
+    rates: Rates
+
+
+class History:
+    """The last `capacity` snapshots reduced to chart points; `add` returns the latest rates."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.rates = Rates()
+        self._points: deque[_Point] = deque(maxlen=capacity)
+        self._previous: StatsSnapshot | None = None
+
+    def add(self, snap: StatsSnapshot) -> Rates:
+        """Record `snap`; rates compare it with the snapshot added before it."""
+        previous, self._previous = self._previous, snap
+        if previous is not None and snap.uptime_seconds > previous.uptime_seconds:
+            interval_s = snap.uptime_seconds - previous.uptime_seconds
+            self.rates = Rates(
+                interval_s=interval_s,
+                connections_per_s=(snap.accepted - previous.accepted) / interval_s,
+                bytes_received_per_s=(snap.bytes_received - previous.bytes_received) / interval_s,
+                bytes_sent_per_s=(snap.bytes_sent - previous.bytes_sent) / interval_s,
+            )
+        self._points.append(_Point(snap.taken_at, snap.active, self.rates))
+        return self.rates
+
+    def document(self) -> dict[str, Any]:
+        """The points as columns, oldest first: the body of ``GET /api/history``."""
+        points = self._points
+        return {
+            "capacity": self.capacity,
+            "taken_at": [p.taken_at for p in points],
+            "active": [p.active for p in points],
+            "connections_per_s": [round(p.rates.connections_per_s, 3) for p in points],
+            "bytes_received_per_s": [round(p.rates.bytes_received_per_s, 1) for p in points],
+            "bytes_sent_per_s": [round(p.rates.bytes_sent_per_s, 1) for p in points],
+        }
