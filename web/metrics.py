@@ -51,6 +51,29 @@ class RegistryCollector(Collector):
         )
         for reason, count in sorted(snap.rejected.items()):
             rejected.add_metric([reason], count)
+        closed_by_server = CounterMetricFamily(
+            "echostat_connections_closed_by_server",
+            "Echo connections the server ended (timeouts, shutdown), by reason.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(snap.closed_by_server.items()):
+            closed_by_server.add_metric([reason], count)
+        worker_active = GaugeMetricFamily(
+            "echostat_worker_connections_active",
+            "Open echo connections, by worker.",
+            labels=["pid"],
+        )
+        worker_accepted = CounterMetricFamily(
+            "echostat_worker_connections_accepted",
+            "Echo connections accepted since start, by worker.",
+            labels=["pid"],
+        )
+        for worker in snap.workers:
+            worker_active.add_metric([str(worker.pid)], worker.active)
+            worker_accepted.add_metric([str(worker.pid)], worker.accepted)
+        yield worker_active
+        yield worker_accepted
+        yield closed_by_server
         yield active
         yield accepted
         yield CounterMetricFamily(

@@ -221,6 +221,11 @@ function renderFigures(stats) {
   byId("rejected-by-reason").replaceChildren(
     ...pairs(Object.entries(c.rejected_by_reason).map(([reason, n]) => [reason, numbers.format(n)])),
   );
+  const byServer = Object.entries(c.closed_by_server);
+  setText("closed-by-server-total", numbers.format(byServer.reduce((sum, [, n]) => sum + n, 0)));
+  byId("closed-by-server").replaceChildren(
+    ...pairs(byServer.map(([reason, n]) => [reason, numbers.format(n)])),
+  );
   setText("bytes-received", formatBytes(stats.bytes.received));
   setText("bytes-sent", formatBytes(stats.bytes.sent));
   setText("total-received", numbers.format(stats.bytes.received));
@@ -262,6 +267,8 @@ function renderConnections(table) {
     ...table.connections.map((c) =>
       row([
         cell("td", c.peer, "mono"),
+        // The balancer the connection came through, when its PROXY header named the client.
+        cell("td", c.via ?? "direct", c.via ? "mono wide" : "wide"),
         cell("td", c.listener, "wide"),
         cell("td", formatDuration(c.age_s), "num wide"),
         cell("td", formatBytes(c.bytes_received), "num"),
@@ -277,6 +284,21 @@ function renderConnections(table) {
     table.total === 0 ? "No open connections." : `and ${numbers.format(hidden)} more (${numbers.format(table.total)} open)`;
 }
 
+function renderWorkers(workers) {
+  byId("workers-part").hidden = workers.length < 2;
+  byId("workers").replaceChildren(
+    ...workers.map((w) =>
+      row([
+        cell("td", String(w.pid), "mono"),
+        cell("td", numbers.format(w.active), "num"),
+        cell("td", numbers.format(w.accepted), "num wide"),
+        cell("td", formatBytes(w.bytes_received), "num"),
+        cell("td", formatBytes(w.bytes_sent), "num"),
+      ]),
+    ),
+  );
+}
+
 function renderLimits(limits) {
   const flat = (prefix, object) =>
     Object.entries(object).flatMap(([key, value]) =>
@@ -289,6 +311,7 @@ function renderLimits(limits) {
 function render(stats) {
   renderFigures(stats);
   renderListeners(stats.listeners);
+  renderWorkers(stats.workers);
   renderConnections(stats.top_connections);
   appendPoint(stats);
 }
