@@ -172,7 +172,14 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
                 node[part] = value
             else:
                 child = node.get(part)
-                child = list(child) if isinstance(child, list) else dict(child or {})
+                if child is None:
+                    # A section the file leaves out: a list when the next part is an index.
+                    child = [] if parts[depth + 1].isdigit() else {}
+                elif not isinstance(child, list | dict):
+                    path = ".".join(parts[: depth + 1])
+                    shown = _show(child)
+                    raise ConfigError(f"{origin}: cannot set {dotted!r}: {path!r} is {shown}")
+                child = list(child) if isinstance(child, list) else dict(child)
                 node[part] = child
                 node = child
         elif isinstance(node, list) and part.isdigit() and int(part) <= len(node):
