@@ -56,7 +56,9 @@ async def test_per_ip_cap_spares_other_addresses(start_service: StartService) ->
     with await connect(port) as extra, await connect(port, source="127.0.0.2") as other:
         assert await asyncio.wait_for(read_until_closed(extra), DEADLINE_S) == 0
         assert await echo(other, b"other address") == b"other address"
-        document = await stats_when(service.status_port, lambda s: s["connections"]["rejected"] == 1)
+        document = await stats_when(
+            service.status_port, lambda s: s["connections"]["rejected"] == 1
+        )
     assert document["connections"]["rejected_by_reason"] == {"max_connections_per_ip": 1}
     assert document["connections"]["active"] == PER_IP_CAP + 1
     for sock in clients:

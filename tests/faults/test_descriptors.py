@@ -97,9 +97,7 @@ async def test_ten_thousand_idle_connections_all_echo(
     start_echostat: StartEchostat, many_descriptors: None
 ) -> None:
     """10,000 open connections each echo, and /api/stats answers with all of them active."""
-    server = start_echostat(
-        limits={"max_connections": IDLE_CLIENTS, "max_connections_per_ip": 0}
-    )
+    server = start_echostat(limits={"max_connections": IDLE_CLIENTS, "max_connections_per_ip": 0})
     clients: list[socket.socket] = []
     try:
         for _ in range(0, IDLE_CLIENTS, BATCH):

@@ -86,17 +86,13 @@ async def test_bad_tls_client_is_closed_and_counted_quietly(
     with sock:
         await asyncio.wait_for(misbehave(sock), DEADLINE_S)
 
-    document = await stats_when(
-        tls_service.status_port, lambda s: s["connections"]["active"] == 0
-    )
+    document = await stats_when(tls_service.status_port, lambda s: s["connections"]["active"] == 0)
     assert document["connections"]["closed_by_server"] == {"setup_failed": 1}
     noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
     assert noisy == []
 
 
-async def test_tls_client_gets_exact_echo(
-    tls_service: Service, tls_files: dict[str, Path]
-) -> None:
+async def test_tls_client_gets_exact_echo(tls_service: Service, tls_files: dict[str, Path]) -> None:
     """A TLS 1.2+ client that trusts the certificate gets every byte back."""
     context = ssl.create_default_context(cafile=str(tls_files["cert"]))
     reader, writer = await asyncio.open_connection(
@@ -107,9 +103,7 @@ async def test_tls_client_gets_exact_echo(
     assert await asyncio.wait_for(reader.readexactly(len(data)), DEADLINE_S) == data
     writer.close()
     await writer.wait_closed()
-    document = await stats_when(
-        tls_service.status_port, lambda s: s["connections"]["active"] == 0
-    )
+    document = await stats_when(tls_service.status_port, lambda s: s["connections"]["active"] == 0)
     assert document["connections"]["closed_by_server"] == {}
     assert document["bytes"] == {"received": len(data), "sent": len(data)}
 
