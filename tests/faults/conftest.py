@@ -48,10 +48,10 @@ def start_echostat(tmp_path: Path) -> Iterator[StartEchostat]:
     started: list[Echostat] = []
 
     def start(
-        preexec: Callable[[], None] | None = None, ready: bool = True, **sections: Mapping[str, Any]
+        fd_limit: int | None = None, ready: bool = True, **sections: Mapping[str, Any]
     ) -> Echostat:
         path = write_config(tmp_path / f"config{len(started)}.yaml", loopback_settings(**sections))
-        process = Echostat(path, preexec)
+        process = Echostat(path, fd_limit)
         started.append(process)
         return process.start() if ready else process
 

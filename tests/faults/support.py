@@ -194,20 +194,21 @@ def write_config(path: Path, document: Mapping[str, Any]) -> Path:
 class Echostat:
     """``python -m server --config PATH`` in the background, its log collected line by line.
 
-    `preexec` runs in the child before exec (e.g. to lower a resource limit). `start` waits
+    `fd_limit` sets its soft and hard RLIMIT_NOFILE (with util-linux's prlimit, which then
+    execs, so the PID is echostat's; no preexec_fn, unsafe in a threaded test run). `start` waits
     for the startup line and reads the bound ports from it; `stop` kills the process by PID
     if it still runs and is safe to call twice.
     """
 
-    def __init__(self, config: Path, preexec: Callable[[], None] | None = None) -> None:
+    def __init__(self, config: Path, fd_limit: int | None = None) -> None:
+        limit = ["prlimit", f"--nofile={fd_limit}:{fd_limit}", "--"] if fd_limit else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--config", str(config)],
+            [*limit, sys.executable, "-m", "server", "--config", str(config)],
             cwd=REPO,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            preexec_fn=preexec,
         )
         self.pid = self.process.pid
         self.log: list[str] = []

@@ -24,14 +24,9 @@ BATCH = 100
 """Clients connecting at once: within the listen backlog, so no SYN waits for a retry."""
 
 
-def limit_descriptors() -> None:
-    """Run in the child before exec: a soft and hard RLIMIT_NOFILE of `FD_LIMIT`."""
-    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
-
-
 def test_max_connections_beyond_fd_limit_exits_2(start_echostat: StartEchostat) -> None:
     """max_connections 1000 under a 64-descriptor limit exits 2 naming both numbers."""
-    server = start_echostat(limit_descriptors, ready=False, limits={"max_connections": 1000})
+    server = start_echostat(FD_LIMIT, ready=False, limits={"max_connections": 1000})
 
     assert server.wait() == 2
     message = "\n".join(server.log)
@@ -45,7 +40,7 @@ async def test_descriptor_exhaustion_backs_off_then_recovers(
 ) -> None:
     """Out of descriptors: little CPU, few log lines, and service resumes once fds free up."""
     server = start_echostat(
-        limit_descriptors,
+        FD_LIMIT,
         limits={"max_connections": FITTING_MAX_CONNECTIONS, "max_connections_per_ip": 0},
     )
     lines_before = len(server.log)

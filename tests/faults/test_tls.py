@@ -40,7 +40,8 @@ def tls_service(
 ) -> Service:
     """A started service whose only listener speaks TLS."""
     listeners = tls_listener(tls_files["cert"], tls_files["key"])
-    return io_loop.run_sync(lambda: start_service(listeners=listeners))  # type: ignore[no-any-return]
+    service: Service = io_loop.run_sync(lambda: start_service(listeners=listeners))
+    return service
 
 
 async def send_plaintext(sock: socket.socket) -> None:
