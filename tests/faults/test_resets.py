@@ -40,10 +40,10 @@ async def test_reset_with_megabytes_pending_leaves_nothing_behind(
         reset_on_close(sock)
         sock.close()
 
-    counts = (await stats_when(server.status_port, lambda s: s["connections"]["active"] == 0))[
-        "connections"
-    ]
+    document = await stats_when(server.status_port, lambda s: s["connections"]["active"] == 0)
+    counts = document["connections"]
     assert (counts["accepted"], counts["closed"]) == (RESETTING_CLIENTS, RESETTING_CLIENTS)
+    assert counts["closed_by_server"] == {}
     await eventually(lambda: server.fd_count() == baseline_fds)
     assert server.tracebacks() == []
 
