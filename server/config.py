@@ -15,7 +15,7 @@ import os
 import ssl
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -158,7 +158,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)
+        data = _parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}") from None
     if data is None:
@@ -166,6 +166,20 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return data
+
+
+def _parse_yaml(text: str) -> Any:
+    """`text` as YAML, safely; everything wrong with it is raised as a `yaml.YAMLError`.
+
+    PyYAML itself raises RecursionError for deep nesting and ValueError for integers of more
+    than 4300 digits (Python's limit on int-from-string conversion).
+    """
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+    except ValueError as exc:
+        raise yaml.YAMLError(str(exc)) from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -183,6 +197,8 @@ class _StrictLoader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader refuses it below, with its position
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -198,7 +214,7 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
     items are addressed by index, and the index one past the end appends a new item.
     """
     try:
-        value = yaml.load(text, Loader=_StrictLoader)
+        value = _parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: invalid value {text!r}: {_yaml_problem(exc)}") from None
     parts = dotted.split(".")
@@ -213,7 +229,7 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
                 child = node.get(part)
                 if child is None:
                     # A section the file leaves out: a list when the next part is an index.
-                    child = [] if parts[depth + 1].isdigit() else {}
+                    child = [] if parts[depth + 1].isdecimal() else {}
                 elif not isinstance(child, list | dict):
                     path = ".".join(parts[: depth + 1])
                     shown = _show(child)
@@ -221,7 +237,7 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
                 child = list(child) if isinstance(child, list) else dict(child)
                 node[part] = child
                 node = child
-        elif isinstance(node, list) and part.isdigit() and int(part) <= len(node):
+        elif isinstance(node, list) and part.isdecimal() and int(part) <= len(node):
             index = int(part)
             if index == len(node):
                 node.append({})

@@ -1,0 +1,132 @@
+"""TLS listeners facing what isn't a modern TLS client, and TLS files that can't be used."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.ioloop import IOLoop
+
+from server.service import Service
+from tests.faults.conftest import StartEchostat, StartService
+from tests.faults.support import (
+    DEADLINE_S,
+    connect,
+    payload,
+    read_until_closed,
+    stats_when,
+)
+
+HANDSHAKE_TIMEOUT_S = 1.0
+
+
+def tls_listener(cert: Path, key: Path) -> list[dict[str, Any]]:
+    """The `listeners` section of one TLS listener named ``tls`` on a free loopback port."""
+    tls = {"cert": str(cert), "key": str(key), "handshake_timeout_s": HANDSHAKE_TIMEOUT_S}
+    return [{"name": "tls", "host": "127.0.0.1", "port": 0, "tls": tls}]
+
+
+@pytest.fixture
+def tls_service(
+    io_loop: IOLoop, start_service: StartService, tls_files: dict[str, Path]
+) -> Service:
+    """A started service whose only listener speaks TLS."""
+    listeners = tls_listener(tls_files["cert"], tls_files["key"])
+    service: Service = io_loop.run_sync(lambda: start_service(listeners=listeners))
+    return service
+
+
+async def send_plaintext(sock: socket.socket) -> None:
+    await asyncio.get_running_loop().sock_sendall(sock, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    await read_until_closed(sock)
+
+
+async def scan_port(sock: socket.socket) -> None:
+    """Connect and close at once, as a port scanner does."""
+
+
+async def offer_old_tls(sock: socket.socket) -> None:
+    """Offer only TLS 1.0 and 1.1, which the listener's 1.2 minimum refuses."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.maximum_version = ssl.TLSVersion.TLSv1_1
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    # The refusal is a protocol-version alert, or a reset when the close overtakes it.
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):
+        await asyncio.open_connection(sock=sock, ssl=context, server_hostname="127.0.0.1")
+
+
+async def stall_handshake(sock: socket.socket) -> None:
+    """Send nothing; the server must give up after handshake_timeout_s."""
+    started = time.monotonic()
+    await read_until_closed(sock)
+    assert time.monotonic() - started >= HANDSHAKE_TIMEOUT_S
+
+
+@pytest.mark.parametrize("misbehave", [send_plaintext, scan_port, offer_old_tls, stall_handshake])
+async def test_bad_tls_client_is_closed_and_counted_quietly(
+    tls_service: Service,
+    misbehave: Callable[[socket.socket], Awaitable[None]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Plaintext, a scan, old TLS or a stalled handshake: closed, counted, no traceback."""
+    caplog.set_level(logging.DEBUG)
+    sock = await connect(tls_service.echo_port("tls"))
+    with sock:
+        await asyncio.wait_for(misbehave(sock), DEADLINE_S)
+
+    document = await stats_when(tls_service.status_port, lambda s: s["connections"]["active"] == 0)
+    assert document["connections"]["closed_by_server"] == {"setup_failed": 1}
+    noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+    assert noisy == []
+
+
+async def test_tls_client_gets_exact_echo(tls_service: Service, tls_files: dict[str, Path]) -> None:
+    """A TLS 1.2+ client that trusts the certificate gets every byte back."""
+    context = ssl.create_default_context(cafile=str(tls_files["cert"]))
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", tls_service.echo_port("tls"), ssl=context
+    )
+    data = payload(300_000)
+    writer.write(data)
+    assert await asyncio.wait_for(reader.readexactly(len(data)), DEADLINE_S) == data
+    writer.close()
+    await writer.wait_closed()
+    document = await stats_when(tls_service.status_port, lambda s: s["connections"]["active"] == 0)
+    assert document["connections"]["closed_by_server"] == {}
+    assert document["bytes"] == {"received": len(data), "sent": len(data)}
+
+
+def test_missing_certificate_exits_2_naming_the_key(
+    start_echostat: StartEchostat, tls_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A cert path that doesn't exist exits 2 naming listeners[0].tls.cert."""
+    missing = tmp_path / "missing.pem"
+    server = start_echostat(ready=False, listeners=tls_listener(missing, tls_files["key"]))
+
+    assert server.wait() == 2
+    assert f"listeners[0].tls.cert: file not found: {missing}" in "\n".join(server.log)
+
+
+def test_mismatched_key_exits_2_naming_the_key(
+    start_echostat: StartEchostat, tls_files: dict[str, Path]
+) -> None:
+    """A key that doesn't belong to the certificate exits 2 naming the TLS key."""
+    other_key = tls_files["other_key"]
+    server = start_echostat(ready=False, listeners=tls_listener(tls_files["cert"], other_key))
+
+    assert server.wait() == 2
+    message = "\n".join(server.log)
+    assert "listeners[0].tls" in message and f"with key {other_key}" in message, message
