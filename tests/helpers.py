@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import queue
@@ -34,7 +35,9 @@ LOCAL_PORTS = ("--set", "listeners.0.port=0", "--set", "status.port=0")
 
 T = TypeVar("T")
 
-_STARTUP = re.compile(r"echoing: main on [^ ]+:(\d+); status page on http://[^ ]+:(\d+)/")
+_STATUS_PAGE = re.compile(r"status page on http://[^ ]+:(\d+)/")
+_LISTENER = re.compile(r"(\S+) on \S+:(\d+)")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def payload(size: int, seed: int = 0) -> bytes:
@@ -43,11 +46,19 @@ def payload(size: int, seed: int = 0) -> bytes:
 
 
 async def wait_until(
-    condition: Callable[[], bool], what: str = "the condition", timeout_s: float = DEADLINE_S
+    condition: Callable[[], bool | Awaitable[bool]],
+    what: str = "the condition",
+    timeout_s: float = DEADLINE_S,
 ) -> None:
-    """Return once `condition()` is true; fail naming `what` if it isn't within `timeout_s`."""
+    """Return once `condition()` (plain or awaitable) is true; fail naming `what` if it isn't
+    within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.01)  # how often the condition is checked, not a timing assumption
@@ -75,9 +86,11 @@ async def half_close_echo(port: int, data: bytes) -> bytes:
     return echoed
 
 
-async def get_json(port: int, path: str) -> Any:
+async def get_json(port: int, path: str = "/api/stats", timeout_s: float = DEADLINE_S) -> Any:
     """GET ``http://127.0.0.1:port/path`` and decode its JSON body."""
-    response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}{path}")
+    response = await AsyncHTTPClient().fetch(
+        f"http://127.0.0.1:{port}{path}", request_timeout=timeout_s
+    )
     return json.loads(response.body)
 
 
@@ -143,13 +156,21 @@ def run_cli(
 class EchostatProcess:
     """``python -m server ARGS`` running in the background, its log lines collected.
 
-    `start` returns once the startup line names the bound ports; `stop` ends the process
-    by PID if a test left it running.
+    `fd_limit` sets its soft and hard RLIMIT_NOFILE (util-linux's prlimit then execs, so the
+    PID is echostat's; no preexec_fn, unsafe in a threaded test run). `start` returns once
+    the startup lines name the bound ports (a supervisor's, then a worker's, with workers);
+    `stop` ends the process by PID if a test left it running, and is safe to call twice.
     """
 
-    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        fd_limit: int | None = None,
+    ) -> None:
+        limit = ["prlimit", f"--nofile={fd_limit}:{fd_limit}", "--"] if fd_limit else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server", *args],
+            [*limit, sys.executable, "-m", "server", *args],
             cwd=REPO,
             env={**os.environ, **(env or {})},
             stdin=subprocess.DEVNULL,
@@ -157,23 +178,30 @@ class EchostatProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.pid = self.process.pid
         self.log: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader = threading.Thread(target=self._collect, daemon=True)
         self._reader.start()
+        self.ports: dict[str, int] = {}
         self.echo_port = 0
         self.status_port = 0
 
     def start(self) -> EchostatProcess:
-        """Wait for the startup line and read the real ports from it."""
-        match = _STARTUP.search(self.wait_for_line("echoing:"))
-        assert match, self.log
-        self.echo_port, self.status_port = int(match[1]), int(match[2])
+        """Wait for the startup lines and read the real ports from them."""
+        line = self.wait_for_line("status page on http://")
+        status = _STATUS_PAGE.search(line)
+        assert status, self.log
+        self.status_port = int(status[1])
+        echoing = line if "echoing:" in line else self.wait_for_line("echoing:")
+        listeners = echoing.split("echoing:", 1)[1].split(";", 1)[0]
+        self.ports = {name: int(port) for name, port in _LISTENER.findall(listeners)}
+        self.echo_port = self.ports.get("main", 0)
         return self
 
-    def wait_for_line(self, text: str) -> str:
-        """The next log line containing `text`; fail if none comes within the deadline."""
-        deadline = time.monotonic() + DEADLINE_S
+    def wait_for_line(self, text: str, timeout_s: float = DEADLINE_S) -> str:
+        """The next log line containing `text`; fail if none comes within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
         while (remaining := deadline - time.monotonic()) > 0:
             try:
                 line = self._lines.get(timeout=remaining)
@@ -183,17 +211,37 @@ class EchostatProcess:
                 raise AssertionError(f"echostat exited before logging {text!r}: {self.log}")
             if text in line:
                 return line
-        raise AssertionError(f"echostat logged no {text!r} within {DEADLINE_S} s: {self.log}")
+        raise AssertionError(f"echostat logged no {text!r} within {timeout_s} s: {self.log}")
 
     def signal(self, signum: signal.Signals) -> None:
         self.process.send_signal(signum)
 
-    def wait(self) -> int:
+    def tracebacks(self) -> list[str]:
+        """Log lines that start or belong to a Python traceback."""
+        return [line for line in self.log if "Traceback" in line or line.startswith("  File ")]
+
+    def fd_count(self) -> int:
+        """Open file descriptors of the process, from /proc."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the process (VmRSS), from /proc."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        kib = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        assert kib is not None, status
+        return int(kib[1]) * 1024
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the process has used, from /proc/PID/stat."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # Fields 14 and 15 of stat(5), counted after the name, which may contain spaces.
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+    def wait(self, timeout_s: float = DEADLINE_S) -> int:
         """The exit status, once the process has exited and its log is complete."""
-        status = self.process.wait(timeout=DEADLINE_S)
-        self._reader.join(timeout=DEADLINE_S)
-        assert self.process.stderr is not None
-        self.process.stderr.close()
+        status = self.process.wait(timeout=timeout_s)
+        self._reader.join(timeout=timeout_s)
         return status
 
     def stop(self) -> None:
@@ -201,6 +249,8 @@ class EchostatProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.wait()
+        assert self.process.stderr is not None
+        self.process.stderr.close()
 
     def _collect(self) -> None:
         assert self.process.stderr is not None

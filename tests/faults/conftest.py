@@ -12,10 +12,11 @@ from tornado.ioloop import IOLoop
 
 from server.config import load_config
 from server.service import Service
-from tests.faults.support import Echostat, loopback_settings, write_config
+from tests.faults.support import loopback_settings, write_config
+from tests.helpers import EchostatProcess
 
 StartService = Callable[..., Awaitable[Service]]
-StartEchostat = Callable[..., Echostat]
+StartEchostat = Callable[..., EchostatProcess]
 
 
 @pytest.fixture
@@ -45,13 +46,13 @@ def start_echostat(tmp_path: Path) -> Iterator[StartEchostat]:
 
     Returns once it serves, or at once with ``ready=False`` (for a start expected to fail).
     """
-    started: list[Echostat] = []
+    started: list[EchostatProcess] = []
 
     def start(
         fd_limit: int | None = None, ready: bool = True, **sections: Mapping[str, Any]
-    ) -> Echostat:
+    ) -> EchostatProcess:
         path = write_config(tmp_path / f"config{len(started)}.yaml", loopback_settings(**sections))
-        process = Echostat(path, fd_limit)
+        process = EchostatProcess(["--config", str(path)], fd_limit=fd_limit)
         started.append(process)
         return process.start() if ready else process
 

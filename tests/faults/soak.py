@@ -18,18 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.faults.support import (
-    Echostat,
-    connect,
-    echo,
-    eventually,
-    get_json,
-    half_close_echo,
-    loopback_settings,
-    reset_on_close,
-    stats_when,
-    write_config,
-)
+from tests.faults.support import connect, echo, loopback_settings, stats_when, write_config
+from tests.helpers import EchostatProcess, get_json, half_close_echo, reset_on_close, wait_until
 
 MIB = 1 << 20
 RSS_SLACK_BYTES = 16 * MIB
@@ -116,14 +106,14 @@ async def churn(port: int, clients: int, seconds: float, tally: Tally) -> None:
     await asyncio.gather(*(client(port, seed, until, tally) for seed in range(clients)))
 
 
-async def settle(server: Echostat, baseline_fds: int) -> tuple[dict[str, Any], int]:
+async def settle(server: EchostatProcess, baseline_fds: int) -> tuple[dict[str, Any], int]:
     """Wait until no connection is open and (if in time) fds are at baseline.
 
     Returns the stats and the fd count, counted before that stats request opens one more.
     """
     await stats_when(server.status_port, lambda s: s["connections"]["active"] == 0)
     try:
-        await eventually(lambda: server.fd_count() == baseline_fds)
+        await wait_until(lambda: server.fd_count() == baseline_fds)
     except AssertionError:
         pass  # reported with the numbers by `mismatches`
     fds = server.fd_count()
@@ -187,7 +177,9 @@ def summary(
 async def soak(seconds: float, clients: int, workdir: Path) -> int:
     """Run the soak against a fresh echostat; return the exit status (0 = all at baseline)."""
     settings = loopback_settings(limits={"max_connections_per_ip": 0})
-    server = Echostat(write_config(workdir / "config.yaml", settings)).start()
+    server = EchostatProcess(
+        ["--config", str(write_config(workdir / "config.yaml", settings))]
+    ).start()
     try:
         tally = Tally()
         fds_before = server.fd_count()

@@ -6,7 +6,8 @@ import asyncio
 import socket
 
 from tests.faults.conftest import StartService
-from tests.faults.support import DEADLINE_S, connect, echo, read_until_closed, stats_when
+from tests.faults.support import connect, echo, read_until_closed, stats_when
+from tests.helpers import DEADLINE_S
 
 CAP = 20
 OVER_CAP = 50

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.faults.conftest import StartService
-from tests.faults.support import connections, eventually, half_close_echo, payload
+from tests.faults.support import connections
+from tests.helpers import half_close_echo, payload, wait_until
 
 KIB = 1024
 
@@ -23,7 +24,7 @@ async def test_half_closed_payload_comes_back_exactly_then_eof(
     data = payload(size)
 
     assert await half_close_echo(service.echo_port("main"), data) == data
-    await eventually(lambda: service.registry.active == 0)
+    await wait_until(lambda: service.registry.active == 0)
     counts = await connections(service.status_port)
     assert (counts["accepted"], counts["closed"], counts["closed_by_server"]) == (1, 1, {})
     snapshot = service.registry.snapshot()

@@ -13,12 +13,11 @@ from tests.faults.support import (
     connect,
     connections,
     echo,
-    eventually,
     read_until_closed,
-    reset_on_close,
     send_until_blocked,
     stats_when,
 )
+from tests.helpers import reset_on_close, wait_until
 
 MIB = 1 << 20
 RESETTING_CLIENTS = 8
@@ -44,7 +43,7 @@ async def test_reset_with_megabytes_pending_leaves_nothing_behind(
     counts = document["connections"]
     assert (counts["accepted"], counts["closed"]) == (RESETTING_CLIENTS, RESETTING_CLIENTS)
     assert counts["closed_by_server"] == {}
-    await eventually(lambda: server.fd_count() == baseline_fds)
+    await wait_until(lambda: server.fd_count() == baseline_fds)
     assert server.tracebacks() == []
 
 
@@ -78,7 +77,7 @@ async def test_handler_exception_closes_only_its_connection(
     await asyncio.get_running_loop().sock_sendall(victim, exploding_handler)
 
     assert await read_until_closed(victim) == 0
-    await eventually(lambda: service.registry.active == 3)
+    await wait_until(lambda: service.registry.active == 3)
     for sock in others:
         assert await echo(sock, b"after") == b"after"
     lines = [r for r in caplog.records if r.name.startswith(("server", "asyncio", "tornado"))]

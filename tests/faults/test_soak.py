@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.faults.support import REPO
+from tests.helpers import REPO
 
 
 def test_short_churn_soak_returns_to_baseline() -> None:

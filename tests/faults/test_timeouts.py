@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 from tests.faults.conftest import StartEchostat, StartService
 from tests.faults.support import (
-    DEADLINE_S,
     connect,
     connections,
     echo,
@@ -17,6 +16,7 @@ from tests.faults.support import (
     send_until_blocked,
     stats_when,
 )
+from tests.helpers import DEADLINE_S
 
 KIB = 1024
 MIB = KIB * KIB
