@@ -153,6 +153,19 @@ def run_cli(
     )
 
 
+_SOCKET_ACTIVATION = """
+import os, sys
+split = sys.argv.index("--")
+fds = [os.dup(int(fd)) for fd in sys.argv[1:split]]
+for index, fd in enumerate(fds):
+    os.dup2(fd, 3 + index)
+    os.set_inheritable(3 + index, True)  # dup2 onto itself keeps os.dup's close-on-exec
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.execv(sys.argv[split + 1], sys.argv[split + 1 :])
+"""
+"""Puts the given descriptors at 3, 4, ... and execs the command as systemd would: same PID."""
+
+
 class EchostatProcess:
     """``python -m server ARGS`` running in the background, its log lines collected.
 
@@ -160,6 +173,7 @@ class EchostatProcess:
     PID is echostat's; no preexec_fn, unsafe in a threaded test run). `start` returns once
     the startup lines name the bound ports (a supervisor's, then a worker's, with workers);
     `stop` ends the process by PID if a test left it running, and is safe to call twice.
+    `activation` passes listening sockets by name the way systemd socket activation does.
     """
 
     def __init__(
@@ -167,12 +181,21 @@ class EchostatProcess:
         args: Sequence[str],
         env: Mapping[str, str] | None = None,
         fd_limit: int | None = None,
+        activation: Mapping[str, socket.socket] | None = None,
     ) -> None:
         limit = ["prlimit", f"--nofile={fd_limit}:{fd_limit}", "--"] if fd_limit else []
+        command = [sys.executable, "-m", "server", *args]
+        fds: tuple[int, ...] = ()
+        if activation:
+            env = {**(env or {}), "LISTEN_FDS": str(len(activation))}
+            env["LISTEN_FDNAMES"] = ":".join(activation)
+            fds = tuple(sock.fileno() for sock in activation.values())
+            command = [sys.executable, "-c", _SOCKET_ACTIVATION, *map(str, fds), "--", *command]
         self.process = subprocess.Popen(
-            [*limit, sys.executable, "-m", "server", *args],
+            [*limit, *command],
             cwd=REPO,
             env={**os.environ, **(env or {})},
+            pass_fds=fds,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -242,6 +265,8 @@ class EchostatProcess:
         """The exit status, once the process has exited and its log is complete."""
         status = self.process.wait(timeout=timeout_s)
         self._reader.join(timeout=timeout_s)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
         return status
 
     def stop(self) -> None:
@@ -249,8 +274,6 @@ class EchostatProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.wait()
-        assert self.process.stderr is not None
-        self.process.stderr.close()
 
     def _collect(self) -> None:
         assert self.process.stderr is not None

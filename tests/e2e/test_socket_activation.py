@@ -1,0 +1,75 @@
+"""Started with systemd's LISTEN_FDS, echostat serves the sockets it inherits."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import (
+    DEADLINE_S,
+    REPO,
+    EchostatProcess,
+    payload,
+    recv_exactly,
+)
+
+
+@pytest.fixture
+def activation_sockets() -> Iterator[dict[str, socket.socket]]:
+    """Listening sockets for the echo listener and the status page, held by the test the way
+    systemd holds them across restarts."""
+    sockets = {}
+    for name in ("main", "status"):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        sockets[name] = sock
+    yield sockets
+    for sock in sockets.values():
+        sock.close()
+
+
+def start(sockets: dict[str, socket.socket]) -> EchostatProcess:
+    config = str(REPO / "config.yaml")
+    args = ["--config", config, "--set", "shutdown_grace_s=1"]
+    return EchostatProcess(args, activation=sockets).start()
+
+
+def test_inherited_sockets_serve_the_listener_and_the_status_page(
+    activation_sockets: dict[str, socket.socket],
+) -> None:
+    """The startup line names the inherited ports, not config.yaml's, and both answer."""
+    echostat = start(activation_sockets)
+    try:
+        assert echostat.echo_port == activation_sockets["main"].getsockname()[1]
+        assert echostat.status_port == activation_sockets["status"].getsockname()[1]
+        with socket.create_connection(("127.0.0.1", echostat.echo_port), DEADLINE_S) as client:
+            client.sendall(b"activated")
+            assert recv_exactly(client, 9) == b"activated"
+        with socket.create_connection(("127.0.0.1", echostat.status_port), DEADLINE_S) as http:
+            http.sendall(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            assert recv_exactly(http, 12) == b"HTTP/1.1 200"
+    finally:
+        echostat.signal(signal.SIGTERM)
+        assert echostat.wait() == 0
+
+
+def test_a_restart_refuses_no_connection(activation_sockets: dict[str, socket.socket]) -> None:
+    """A client that connects while echostat is down waits in the backlog of the socket the
+    supervisor (here, the test) keeps open, and the next echostat echoes it."""
+    first = start(activation_sockets)
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    port = activation_sockets["main"].getsockname()[1]
+    data = payload(4096)
+    with socket.create_connection(("127.0.0.1", port), DEADLINE_S) as client:
+        client.sendall(data)
+        second = start(activation_sockets)
+        try:
+            assert recv_exactly(client, len(data)) == data
+        finally:
+            second.signal(signal.SIGTERM)
+            assert second.wait() == 0
