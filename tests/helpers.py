@@ -35,6 +35,7 @@ LOCAL_PORTS = ("--set", "listeners.0.port=0", "--set", "status.port=0")
 
 T = TypeVar("T")
 
+_WORKERS = re.compile(r"running (\d+) workers")
 _STATUS_PAGE = re.compile(r"status page on http://[^ ]+:(\d+)/")
 _LISTENER = re.compile(r"(\S+) on \S+:(\d+)")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -92,6 +93,20 @@ async def get_json(port: int, path: str = "/api/stats", timeout_s: float = DEADL
         f"http://127.0.0.1:{port}{path}", request_timeout=timeout_s
     )
     return json.loads(response.body)
+
+
+async def stats_when(
+    port: int, condition: Callable[[dict[str, Any]], bool], timeout_s: float = DEADLINE_S
+) -> dict[str, Any]:
+    """The first ``/api/stats`` document for which `condition` holds, polled until `timeout_s`."""
+    latest: dict[str, Any] = {}
+
+    async def holds() -> bool:
+        latest.update(await get_json(port))
+        return condition(latest)
+
+    await wait_until(holds, "the stats to match", timeout_s)
+    return latest
 
 
 async def status_fetch(service: Service, path: str, **kwargs: Any) -> HTTPResponse:
@@ -211,12 +226,16 @@ class EchostatProcess:
         self.status_port = 0
 
     def start(self) -> EchostatProcess:
-        """Wait for the startup lines and read the real ports from them."""
+        """Wait for the startup lines (with workers: until every worker serves) and read the
+        real ports from them."""
         line = self.wait_for_line("status page on http://")
         status = _STATUS_PAGE.search(line)
         assert status, self.log
         self.status_port = int(status[1])
-        echoing = line if "echoing:" in line else self.wait_for_line("echoing:")
+        workers = _WORKERS.search(line)
+        echoing = line
+        for _ in range(int(workers[1]) if workers else 0):
+            echoing = self.wait_for_line("echoing:")
         listeners = echoing.split("echoing:", 1)[1].split(";", 1)[0]
         self.ports = {name: int(port) for name, port in _LISTENER.findall(listeners)}
         self.echo_port = self.ports.get("main", 0)

@@ -16,8 +16,10 @@ def start_echostat() -> Iterator[StartEchostat]:
     """Start ``python -m server ARGS`` and wait for its startup line; killed after the test."""
     started: list[EchostatProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> EchostatProcess:
-        process = EchostatProcess(args, env)
+    def start(
+        *args: str, env: dict[str, str] | None = None, fd_limit: int | None = None
+    ) -> EchostatProcess:
+        process = EchostatProcess(args, env, fd_limit)
         started.append(process)
         return process.start()
 

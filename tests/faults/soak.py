@@ -18,8 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.faults.support import connect, echo, loopback_settings, stats_when, write_config
-from tests.helpers import EchostatProcess, get_json, half_close_echo, reset_on_close, wait_until
+from tests.faults.support import connect, echo, loopback_settings, write_config
+from tests.helpers import (
+    EchostatProcess,
+    get_json,
+    half_close_echo,
+    reset_on_close,
+    stats_when,
+    wait_until,
+)
 
 MIB = 1 << 20
 RSS_SLACK_BYTES = 16 * MIB

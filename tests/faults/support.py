@@ -5,33 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.helpers import DEADLINE_S, get_json, wait_until
+from tests.helpers import get_json
 
 
 async def connections(port: int) -> dict[str, Any]:
     """The ``connections`` section of ``/api/stats``: active, accepted, closed, by reason."""
     document = await get_json(port)
     return document["connections"]  # type: ignore[no-any-return]
-
-
-async def stats_when(
-    port: int, condition: Callable[[dict[str, Any]], bool], timeout_s: float = DEADLINE_S
-) -> dict[str, Any]:
-    """The first ``/api/stats`` document for which `condition` holds, polled until `timeout_s`."""
-    latest: dict[str, Any] = {}
-
-    async def holds() -> bool:
-        latest.update(await get_json(port))
-        return condition(latest)
-
-    await wait_until(holds, "the stats condition", timeout_s)
-    return latest
 
 
 async def connect(port: int, host: str = "127.0.0.1", source: str | None = None) -> socket.socket:

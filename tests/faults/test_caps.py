@@ -6,8 +6,8 @@ import asyncio
 import socket
 
 from tests.faults.conftest import StartService
-from tests.faults.support import connect, echo, read_until_closed, stats_when
-from tests.helpers import DEADLINE_S
+from tests.faults.support import connect, echo, read_until_closed
+from tests.helpers import DEADLINE_S, stats_when
 
 CAP = 20
 OVER_CAP = 50

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from tests.faults.conftest import StartEchostat
-from tests.faults.support import connect, connections, echo, stats_when
+from tests.faults.support import connect, connections, echo
+from tests.helpers import stats_when
 
 FD_LIMIT = 64
 FITTING_MAX_CONNECTIONS = 30

@@ -17,8 +17,8 @@ from tornado.ioloop import IOLoop
 
 from server.service import Service
 from tests.faults.conftest import StartEchostat, StartService
-from tests.faults.support import connect, read_until_closed, stats_when
-from tests.helpers import DEADLINE_S, payload
+from tests.faults.support import connect, read_until_closed
+from tests.helpers import DEADLINE_S, payload, stats_when
 
 HANDSHAKE_TIMEOUT_S = 1.0
 
