@@ -15,9 +15,8 @@ from tests.faults.support import (
     echo,
     read_until_closed,
     send_until_blocked,
-    stats_when,
 )
-from tests.helpers import reset_on_close, wait_until
+from tests.helpers import reset_on_close, stats_when, wait_until
 
 MIB = 1 << 20
 RESETTING_CLIENTS = 8

@@ -14,9 +14,8 @@ from tests.faults.support import (
     echo,
     read_until_closed,
     send_until_blocked,
-    stats_when,
 )
-from tests.helpers import DEADLINE_S
+from tests.helpers import DEADLINE_S, stats_when
 
 KIB = 1024
 MIB = KIB * KIB
