@@ -9,6 +9,7 @@ import os
 import queue
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -39,6 +40,18 @@ _WORKERS = re.compile(r"running (\d+) workers")
 _STATUS_PAGE = re.compile(r"status page on http://[^ ]+:(\d+)/")
 _LISTENER = re.compile(r"(\S+) on \S+:(\d+)")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def require_program(name: str, package: str) -> str:
+    """The path of program `name`; if it is missing, skip the test, or fail it under CI=true,
+    where .ci/run installs Debian's `package` and nothing may silently not run."""
+    found = shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/bin")
+    if found is None:
+        why = f"{name} is not installed (apt-get install {package})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and a required program is missing: {why}")
+        pytest.skip(why)
+    return found
 
 
 def payload(size: int, seed: int = 0) -> bytes:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from playwright.async_api import Browser, Playwright
 
 CHROMIUM = "/usr/bin/chromium"
@@ -18,13 +16,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 """Headless, runnable as root, and quiet: no calls home that a closed network would refuse."""
-
-
-def chromium_missing() -> str | None:
-    """Why Chromium can't run here, or None when it can."""
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"{CHROMIUM} not found (apt-get install chromium)"
-    return None
 
 
 async def launch(playwright: Playwright) -> Browser:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -13,8 +12,8 @@ from tornado.ioloop import IOLoop
 
 from server.config import Config, StatusConfig
 from server.service import Service
-from tests.e2e.browser import chromium_missing, launch
-from tests.helpers import close_all, echo_once
+from tests.e2e.browser import CHROMIUM, launch
+from tests.helpers import close_all, echo_once, require_program
 
 SEEN_WITHIN_MS = 3000
 """How soon a change must show on the page without a reload (the issue's 3 s)."""
@@ -26,11 +25,7 @@ RECOVERY_MS = 10_000
 @pytest.fixture
 def browser(io_loop: IOLoop) -> Iterator[Browser]:
     """Headless Debian Chromium; skipped when missing, except under CI=true where it fails."""
-    missing = chromium_missing()
-    if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI=true and the browser test cannot run: {missing}")
-        pytest.skip(missing)
+    require_program(CHROMIUM, "chromium")
     playwright = io_loop.run_sync(async_playwright().start)
     chromium = io_loop.run_sync(lambda: launch(playwright))
     yield chromium

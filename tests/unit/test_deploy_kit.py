@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
-import os
 import secrets
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import pytest
 import yaml
 
 from server.config import Config, ConfigError, ListenerConfig, load_config
+from tests.helpers import require_program
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -307,11 +307,7 @@ def test_haproxy_backend_config_loads(tmp_path: Path) -> None:
 
 def test_haproxy_config_is_valid() -> None:
     """`haproxy -c` accepts haproxy.cfg without warnings (required under CI)."""
-    haproxy = shutil.which("haproxy", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
-    if haproxy is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("haproxy is not installed; .ci/run installs the Debian package")
-        pytest.skip("haproxy is not installed")
+    haproxy = require_program("haproxy", "haproxy")
     result = subprocess.run(
         [haproxy, "-c", "-f", str(HAPROXY / "haproxy.cfg")],
         capture_output=True,
