@@ -74,7 +74,9 @@ class EchoProtocol(Connection, asyncio.Protocol):
         self._transport.resume_reading()  # type: ignore[union-attr]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._registry.close(self)
+        # A reset or an EOF is the client's doing; anything else was a fault of ours.
+        fault = exc is not None and not isinstance(exc, OSError)
+        self._registry.close(self, "error" if fault else None)
         log.debug(
             "connection %d from %s closed (%s): %d bytes in, %d out",
             self.id,

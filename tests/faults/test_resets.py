@@ -84,5 +84,6 @@ async def test_handler_exception_closes_only_its_connection(
     assert "injected fault" in lines[0].getMessage() and lines[0].exc_info is None
     counts = await connections(service.status_port)
     assert (counts["active"], counts["accepted"], counts["closed"]) == (3, 4, 1)
+    assert counts["closed_by_server"] == {"error": 1}
     for sock in [*others, victim]:
         sock.close()
