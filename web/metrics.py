@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -33,53 +33,53 @@ class RegistryCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self._registry.snapshot()
-        active = GaugeMetricFamily(
-            "echostat_connections_active", "Open echo connections.", labels=["listener"]
+        listeners = {listener.name: listener for listener in snap.listeners}
+        workers = {str(worker.pid): worker for worker in snap.workers}
+        yield _labelled(
+            GaugeMetricFamily,
+            "echostat_connections_active",
+            "Open echo connections.",
+            "listener",
+            {name: listener.active for name, listener in listeners.items()},
         )
-        accepted = CounterMetricFamily(
+        yield _labelled(
+            CounterMetricFamily,
             "echostat_connections_accepted",
             "Echo connections accepted since start.",
-            labels=["listener"],
+            "listener",
+            {name: listener.accepted for name, listener in listeners.items()},
         )
-        for listener in snap.listeners:
-            active.add_metric([listener.name], listener.active)
-            accepted.add_metric([listener.name], listener.accepted)
-        rejected = CounterMetricFamily(
-            "echostat_connections_rejected",
-            "Connections closed at accept time, by reason.",
-            labels=["reason"],
-        )
-        for reason, count in sorted(snap.rejected.items()):
-            rejected.add_metric([reason], count)
-        closed_by_server = CounterMetricFamily(
-            "echostat_connections_closed_by_server",
-            "Echo connections the server ended (timeouts, shutdown), by reason.",
-            labels=["reason"],
-        )
-        for reason, count in sorted(snap.closed_by_server.items()):
-            closed_by_server.add_metric([reason], count)
-        worker_active = GaugeMetricFamily(
-            "echostat_worker_connections_active",
-            "Open echo connections, by worker.",
-            labels=["pid"],
-        )
-        worker_accepted = CounterMetricFamily(
-            "echostat_worker_connections_accepted",
-            "Echo connections accepted since start, by worker.",
-            labels=["pid"],
-        )
-        for worker in snap.workers:
-            worker_active.add_metric([str(worker.pid)], worker.active)
-            worker_accepted.add_metric([str(worker.pid)], worker.accepted)
-        yield worker_active
-        yield worker_accepted
-        yield closed_by_server
-        yield active
-        yield accepted
         yield CounterMetricFamily(
             "echostat_connections_closed", "Echo connections closed since start.", snap.closed
         )
-        yield rejected
+        yield _labelled(
+            CounterMetricFamily,
+            "echostat_connections_rejected",
+            "Connections closed at accept time, by reason.",
+            "reason",
+            snap.rejected,
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "echostat_connections_closed_by_server",
+            "Echo connections the server ended (timeouts, shutdown, faults), by reason.",
+            "reason",
+            snap.closed_by_server,
+        )
+        yield _labelled(
+            GaugeMetricFamily,
+            "echostat_worker_connections_active",
+            "Open echo connections, by worker.",
+            "pid",
+            {pid: worker.active for pid, worker in workers.items()},
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "echostat_worker_connections_accepted",
+            "Echo connections accepted since start, by worker.",
+            "pid",
+            {pid: worker.accepted for pid, worker in workers.items()},
+        )
         yield CounterMetricFamily(
             "echostat_bytes_received",
             "Bytes read from echo clients since start.",
@@ -92,3 +92,17 @@ class RegistryCollector(Collector):
             "echostat_uptime_seconds", "Seconds since the service started.", snap.uptime_seconds
         )
         yield InfoMetricFamily("echostat", "The running echostat.", {"version": __version__})
+
+
+def _labelled(
+    family: type[GaugeMetricFamily] | type[CounterMetricFamily],
+    name: str,
+    documentation: str,
+    label: str,
+    values: Mapping[str, float],
+) -> Metric:
+    """A metric family with one sample per `values` item, labelled `label`, in label order."""
+    metric = family(name, documentation, labels=[label])
+    for key, value in sorted(values.items()):
+        metric.add_metric([key], value)
+    return metric
