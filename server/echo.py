@@ -15,7 +15,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from tornado.ioloop import IOLoop
 from tornado.tcpserver import TCPServer
@@ -63,9 +63,9 @@ class EchoProtocol(Connection, asyncio.Protocol):
         self._buffer_bytes = buffer_bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        transport.set_write_buffer_limits(high=self._buffer_bytes)
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        self._transport.set_write_buffer_limits(high=self._buffer_bytes)
         log.debug("connection %d from %s on %s", self.id, self.peer, self.listener.name)
 
     def data_received(self, data: bytes) -> None:
