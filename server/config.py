@@ -64,7 +64,7 @@ class Config:
     status: StatusConfig = StatusConfig()
     limits: LimitsConfig = LimitsConfig()
     shutdown_grace_s: float = field(default=10.0, metadata=_range(0, 3600))
-    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
