@@ -1,9 +1,9 @@
 """Benchmark echostat against the baseline echo servers, all in one run, and write the tables.
 
-Each server in turn is started pinned to CPU 0, the load generator (`loadgen.py`) runs
-pinned to CPU 1, every cell is repeated and the medians go into a Markdown table (with the
-ratio of echostat to every baseline) and a JSON file under ``bench/results/``. Any echo
-mismatch or failed cell stops the run with a non-zero exit.
+The servers run pinned to CPU 0 and the load generator (`loadgen.py`) pinned to CPU 1;
+every cell is repeated, and the medians go into a Markdown report (with the ratio of
+echostat to every baseline) and a JSON file under ``bench/results/``. Any echo mismatch or
+failed cell stops the run with a non-zero exit.
 
     .venv/bin/python bench/run.py --quick      # about a minute
     .venv/bin/python bench/run.py              # the full matrix
@@ -120,6 +120,24 @@ class Plan:
     hold_connections: int
     cells: list[Cell]
     sse_cells: list[Cell] = field(default_factory=list)
+    extra_cells: list[Cell] = field(default_factory=lambda: [STATUS_CELL])
+
+    def every_cell(self) -> list[Cell]:
+        """All cells in the order they run: idle memory first, on fresh servers."""
+        hold = [hold_cell(self)] if self.hold_connections else []
+        return [*hold, *self.cells, *self.extra_cells, *self.sse_cells]
+
+    def keep_only(self, patterns: Sequence[str]) -> None:
+        """Drop every cell whose label contains none of `patterns`."""
+
+        def wanted(cell: Cell) -> bool:
+            return any(p in cell.label for p in patterns)
+
+        self.cells = [c for c in self.cells if wanted(c)]
+        self.sse_cells = [c for c in self.sse_cells if wanted(c)]
+        self.extra_cells = [c for c in self.extra_cells if wanted(c)]
+        if not wanted(hold_cell(self)):
+            self.hold_connections = 0
 
 
 def make_plan(quick: bool, subscribers: int) -> Plan:
@@ -138,7 +156,7 @@ def make_plan(quick: bool, subscribers: int) -> Plan:
             stream(1),
             stream(10),
         ]
-        plan = Plan("full", 3, 2.5, 0.5, 10_000, cells)
+        plan = Plan("full", 5, 1.2, 0.3, 10_000, cells)
         plan.sse_cells = [subscribers_cell(c, subscribers) for c in (pingpong(64, 100), stream(10))]
     return plan
 
@@ -291,7 +309,7 @@ def measure_all(
     """
     results: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {} for s in chosen}
     server_cpu, client_cpu = cpus
-    cells = [hold_cell(plan), *plan.cells, STATUS_CELL, *plan.sse_cells]
+    cells = plan.every_cell()
     for rep in range(plan.reps):
         shift = rep % len(chosen)
         order = chosen[shift:] + chosen[:shift]
@@ -388,142 +406,156 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def report(
-    plan: Plan,
-    chosen: list[Server],
-    summaries: dict[str, dict[str, dict[str, Any]]],
-    meta: dict[str, Any],
-) -> str:
-    """The Markdown report: main table, ratios, p99, fairness, status page and subscribers."""
-    hold = hold_cell(plan)
-    cells = [*plan.cells, hold]
+Summaries = dict[str, dict[str, dict[str, Any]]]
+"""summaries[server name][cell key] = medians of that cell."""
+
+
+def report(plan: Plan, chosen: list[Server], summaries: Summaries, meta: dict[str, Any]) -> str:
+    """The Markdown report: one section per aspect, each a table with a row per server."""
     names = [s.name for s in chosen]
-    p99_key = pingpong(64, 100).key
-    value = {n: {c.key: headline(c, summaries[n].get(c.key)) for c in cells} for n in names}
-    p99 = {n: summaries[n].get(p99_key, {}).get("p99_us") for n in names}
+    echostats = [s.name for s in chosen if s.is_echostat]
     out = [
         f"# echostat benchmark ({plan.name})",
         "",
         (
             f"{meta['date']}; {meta['machine']}; server on CPU {meta['server_cpu']}, load"
             f" generator on CPU {meta['client_cpu']}; {plan.reps} repetition(s) of"
-            f" {plan.duration_s:g} s per cell (after {plan.warmup_s:g} s warm-up), medians."
-            " Pingpong cells in round trips/s, stream cells in MB/s echoed, idle memory in KiB"
-            " of server RSS per open connection."
+            f" {plan.duration_s:g} s per cell (after {plan.warmup_s:g} s warm-up), medians;"
+            f" load average {meta['load_before']} before, {meta['load_after']} after."
         ),
         "Only ratios within this one run are meaningful.",
         "",
-        "## Throughput",
-        "",
     ]
-    has_p99 = p99_key in {c.key for c in plan.cells}
-    header = ["server", *[c.label for c in cells]] + (["p99 µs 64 B x100"] if has_p99 else [])
-    rows = []
-    for n in names:
-        row = [n, *[fmt(value[n][c.key], "mem" if c is hold else "rate") for c in cells]]
-        rows.append(row + ([fmt(p99[n], "us")] if has_p99 else []))
-    out += [table(header, rows), ""]
-    out += [
-        f"## {REFERENCE} ÷ each server",
-        "",
-        (
-            "Throughput ratios above 1 mean echostat is faster; for p99 latency and idle"
-            " memory, below 1 means echostat is better."
-        ),
-        "",
-    ]
-    rows = []
-    for n in names:
-        if n == REFERENCE:
-            continue
-        row = [n, *[fmt(_ratio(value[REFERENCE][c.key], value[n][c.key]), "ratio") for c in cells]]
-        rows.append(row + ([fmt(_ratio(p99[REFERENCE], p99[n]), "ratio")] if has_p99 else []))
-    out += [table(header, rows), ""]
+    out += _throughput(plan, names, summaries)
     pp_cells = [c for c in plan.cells if c.mode == "pingpong"]
-    out += ["## Latency per round trip (p50 / p99 µs)", ""]
-    rows = [
-        [n, *[_pair(summaries[n].get(c.key), "p50_us", "p99_us") for c in pp_cells]] for n in names
-    ]
-    out += [table(["server", *[c.label for c in pp_cells]], rows), ""]
+    if pp_cells:
+        out += _section(
+            "Latency per round trip (p50 / p99 µs)",
+            "",
+            pp_cells,
+            {n: [_pair(summaries[n].get(c.key)) for c in pp_cells] for n in names},
+        )
     multi = [c for c in plan.cells if c.connections > 1]
-    out += ["## Fairness (bytes served to the busiest connection ÷ the least served)", ""]
-    rows = [
-        [n, *[fmt(summaries[n].get(c.key, {}).get("fairness"), "ratio") for c in multi]]
+    if multi:
+        out += _section(
+            "Fairness (bytes served to the busiest connection ÷ the least served)",
+            "1.00x is perfectly even; ∞ means some connection got nothing.",
+            multi,
+            {n: [fmt(_get(summaries, n, c, "fairness"), "ratio") for c in multi] for n in names},
+        )
+    if plan.cells:
+        out += _cpu_cost(plan, names, summaries)
+    if plan.extra_cells:
+        out += _status_page(names, echostats, summaries)
+    if plan.sse_cells:
+        out += _subscribers(plan, echostats, summaries)
+    return "\n".join(out)
+
+
+def _section(title: str, note: str, cells: Sequence[Cell], rows: dict[str, list[str]]) -> list[str]:
+    header = ["server", *[c.label for c in cells]]
+    body = table(header, [[name, *row] for name, row in rows.items()])
+    return [f"## {title}", "", *([note, ""] if note else []), body, ""]
+
+
+def _get(summaries: Summaries, name: str, cell: Cell, key: str) -> Any:
+    return summaries[name].get(cell.key, {}).get(key)
+
+
+def _throughput(plan: Plan, names: list[str], summaries: Summaries) -> list[str]:
+    """Headline numbers per cell (plus idle memory and p99 at 64 B x100), then the ratios."""
+    hold = hold_cell(plan)
+    cells = [*plan.cells, hold] if plan.hold_connections else list(plan.cells)
+    p99_cell = pingpong(64, 100)
+    if p99_cell.key in {c.key for c in plan.cells}:
+        cells.append(Cell("p99", "p99 µs 64 B x100", "p99", 100))
+
+    def value(name: str, cell: Cell) -> float | None:
+        if cell.mode == "p99":
+            return _get(summaries, name, p99_cell, "p99_us")  # type: ignore[no-any-return]
+        return headline(cell, summaries[name].get(cell.key))
+
+    values = {n: {c.key: value(n, c) for c in cells} for n in names}
+    kinds = {c.key: "rate" if c.mode in ("pingpong", "stream") else "us" for c in cells}
+    out = _section(
+        "Throughput",
+        "Pingpong cells in round trips/s, stream cells in MB/s echoed (10^6 bytes/s), idle"
+        " memory in KiB of server RSS per open connection, p99 in µs.",
+        cells,
+        {n: [fmt(values[n][c.key], kinds[c.key]) for c in cells] for n in names},
+    )
+    reference = values[REFERENCE]
+    ratios = {
+        n: [fmt(_ratio(reference[c.key], values[n][c.key]), "ratio") for c in cells]
         for n in names
-    ]
-    out += [table(["server", *[c.label for c in multi]], rows), ""]
-    out += [
-        "## Server CPU cost (µs of server CPU per round trip; per MB for stream)",
-        "",
-        (
-            "Steadier than throughput when other work shares the machine. In brackets:"
-            f" {REFERENCE} ÷ this row; below 1 means echostat spends less."
-        ),
-        "",
-    ]
-    cost = {
-        n: {c.key: summaries[n].get(c.key, {}).get("server_cpu_us_per_unit") for c in plan.cells}
+        if n != REFERENCE
+    }
+    return out + _section(
+        f"{REFERENCE} ÷ each server",
+        "Throughput ratios above 1 mean echostat is faster; for idle memory and p99 latency,"
+        " below 1 means echostat is better.",
+        cells,
+        ratios,
+    )
+
+
+def _cpu_cost(plan: Plan, names: list[str], summaries: Summaries) -> list[str]:
+    cost = {n: [_get(summaries, n, c, "server_cpu_us_per_unit") for c in plan.cells] for n in names}
+    reference = cost[REFERENCE]
+    rows = {
+        n: [
+            fmt(mine, "us")
+            if n == REFERENCE
+            else f"{fmt(mine, 'us')} ({fmt(_ratio(ref, mine), 'ratio')})"
+            for mine, ref in zip(cost[n], reference, strict=True)
+        ]
         for n in names
     }
-    rows = [
-        [n, *[_cost(cost[n][c.key], cost[REFERENCE][c.key], n == REFERENCE) for c in plan.cells]]
-        for n in names
-    ]
-    out += [table(["server", *[c.label for c in plan.cells]], rows), ""]
-    echostats = [s.name for s in chosen if s.is_echostat]
-    out += [f"## Status page: GET /api/stats while {STATUS_CELL.label.split('under ')[1]} runs", ""]
+    return _section(
+        "Server CPU cost (µs of server CPU per round trip; per MB for stream)",
+        "Steadier than throughput when other work shares the machine. In brackets:"
+        f" {REFERENCE} ÷ this row; below 1 means echostat spends less.",
+        plan.cells,
+        rows,
+    )
+
+
+def _status_page(names: list[str], echostats: list[str], summaries: Summaries) -> list[str]:
     rows = []
-    for n in echostats:
+    for n in names:
         s = summaries[n].get(STATUS_CELL.key, {})
-        rows.append(
-            [
-                n,
-                fmt(s.get("status_p50_us"), "us"),
-                fmt(s.get("status_p99_us"), "us"),
-                fmt(s.get("status_requests"), "us"),
-                fmt(s.get("round_trips_per_s")),
-            ]
-        )
-    rows += [[n, "n/a", "n/a", "n/a", "n/a"] for n in names if n not in echostats]
-    out += [table(["server", "p50 µs", "p99 µs", "requests", "echo round trips/s"], rows), ""]
-    out += ["## Dashboard subscribers (SSE on /api/events) during echo load", ""]
+        keys = ("status_p50_us", "status_p99_us", "status_requests")
+        row = [fmt(s.get(k), "us") for k in keys] + [fmt(s.get("round_trips_per_s"))]
+        rows.append([n, *(row if n in echostats else ["n/a"] * 4)])
+    header = ["server", "p50 µs", "p99 µs", "requests", "echo round trips/s"]
+    title = f"## Status page: GET /api/stats every 10 ms during {STATUS_CELL.label[-9:]}"
+    return [title, "", table(header, rows), ""]
+
+
+def _subscribers(plan: Plan, echostats: list[str], summaries: Summaries) -> list[str]:
     rows = []
     for n in echostats:
         for sse in plan.sse_cells:
-            base = next(c for c in plan.cells if sse.key.endswith(c.key))
+            base = next((c for c in plan.cells if sse.key.endswith(c.key)), sse)
             without = headline(base, summaries[n].get(base.key))
             with_sse = headline(sse, summaries[n].get(sse.key))
-            events = summaries[n].get(sse.key, {}).get("subscriber_min_events")
-            rows.append(
-                [
-                    n,
-                    base.label,
-                    fmt(without),
-                    fmt(with_sse),
-                    fmt(_ratio(with_sse, without), "ratio"),
-                    fmt(events, "us"),
-                ]
-            )
-    count = plan.sse_cells[0].extra[-1] if plan.sse_cells else "0"
+            events = _get(summaries, n, sse, "subscriber_min_events")
+            ratio = fmt(_ratio(with_sse, without), "ratio")
+            rows.append([n, base.label, fmt(without), fmt(with_sse), ratio, fmt(events, "us")])
+    count = plan.sse_cells[0].extra[-1]
     header = ["server", "cell", "0 subscribers", f"{count} subscribers", "ratio", "fewest events"]
-    out += [table(header, rows), ""]
-    return "\n".join(out)
+    title = "## Dashboard subscribers (SSE on /api/events) during echo load"
+    return [title, "", table(header, rows), ""]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def _cost(value: float | None, reference: float | None, is_reference: bool) -> str:
-    if value is None or is_reference:
-        return fmt(value, "us")
-    return f"{fmt(value, 'us')} ({fmt(_ratio(reference, value), 'ratio')})"
-
-
-def _pair(summary: dict[str, Any] | None, low: str, high: str) -> str:
+def _pair(summary: dict[str, Any] | None) -> str:
     if not summary:
         return "n/a"
-    return f"{fmt(summary[low], 'us')} / {fmt(summary[high], 'us')}"
+    return f"{fmt(summary['p50_us'], 'us')} / {fmt(summary['p99_us'], 'us')}"
 
 
 def extract_ref(ref: str, into: Path) -> Path:
@@ -535,6 +567,11 @@ def extract_ref(ref: str, into: Path) -> Path:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(tree, filter="data")
     return tree
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: other work on the machine skews throughput."""
+    return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def pin_cpus(requested: bool) -> tuple[int | None, int | None]:
@@ -559,6 +596,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run only servers whose name contains NAME (repeatable)",
     )
     parser.add_argument(
+        "--cells",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="run only cells whose label contains LABEL, e.g. 'stream' (repeatable)",
+    )
+    parser.add_argument(
         "--echostat-ref",
         metavar="GITREF",
         help="also run echostat as of this git ref (before/after in one run)",
@@ -574,8 +618,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = make_plan(args.quick, args.subscribers)
     plan.reps = args.reps or plan.reps
     plan.duration_s = args.duration or plan.duration_s
+    if args.cells:
+        plan.keep_only(args.cells)
     cpus = pin_cpus(not args.no_pin)
     started_at = time.time()
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="echostat-bench-") as tmp:
         workdir = Path(tmp)
         tree = extract_ref(args.echostat_ref, workdir) if args.echostat_ref else None
@@ -597,6 +644,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "server_cpu": cpus[0] if cpus[0] is not None else "any",
         "client_cpu": cpus[1] if cpus[1] is not None else "any",
         "elapsed_s": round(time.time() - started_at, 1),
+        "load_before": load_before,
+        "load_after": load_average(),
         "plan": {
             "name": plan.name,
             "reps": plan.reps,
