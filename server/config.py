@@ -112,7 +112,7 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     shutdown_delay_s: float = field(default=0.0, metadata=_range(0, 600))
     shutdown_grace_s: float = field(default=10.0, metadata=_range(0, 3600))
-    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @property

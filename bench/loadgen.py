@@ -1,0 +1,511 @@
+"""Load generator for TCP echo servers: pingpong, stream and hold, every echoed byte verified.
+
+Runs on uvloop with asyncio Protocols so that the client costs as little as possible per
+byte. Payloads are slices of a seeded random pattern at offsets that differ per connection
+and per round trip, so a server that mixes up connections, reorders, drops or repeats bytes
+is caught; any mismatch (or a run that cannot finish in its deadline) exits non-zero.
+The result is one JSON object on stdout; `bench/run.py` drives this script.
+
+    python bench/loadgen.py pingpong --port 7007 --size 64 --connections 100 --duration 3
+    python bench/loadgen.py stream --port 7007 --connections 10 --duration 3
+    python bench/loadgen.py hold --port 7007 --connections 10000 --server-pid 1234
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import os
+import random
+import resource
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import uvloop
+
+SPAN = 1 << 20
+"""Payload offsets wrap at this many bytes; one read or message is never longer."""
+
+PATTERN = random.Random(20240613).randbytes(SPAN) * 2
+"""What every connection sends: ``PATTERN[offset:offset + n]`` with ``offset < SPAN``.
+
+The second half repeats the first, so byte ``i`` of a stream starting at ``s`` is
+``PATTERN[(s + i) % SPAN]`` whichever slice carried it.
+"""
+
+_STRIDE = 40_009
+"""How far a connection's payload offset moves per round trip (prime, so offsets cycle)."""
+
+_SETTLE_S = 10.0
+"""Deadline for connecting, for the first echo of a connection and for draining at the end."""
+
+
+class Mismatch(Exception):
+    """The server sent back something other than what was sent, in order, once."""
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile of an already sorted sequence (0 if it is empty)."""
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+class Run:
+    """What every connection of one run shares: the phase flags, the failure, the counters."""
+
+    def __init__(self) -> None:
+        self.running = True
+        self.measuring = False
+        self.failure: BaseException | None = None
+        self.failed = asyncio.get_running_loop().create_future()
+        self.latencies_ns: list[int] = []
+
+    def fail(self, reason: str) -> None:
+        if self.failure is None:
+            self.failure = Mismatch(reason)
+            self.failed.set_result(None)
+
+
+class _Client(asyncio.Protocol):
+    """Shared plumbing of the measuring protocols: transport, identity, EOF and loss."""
+
+    def __init__(self, run: Run, index: int) -> None:
+        self.run = run
+        self.index = index
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self.idle = asyncio.get_running_loop().create_future()
+        """Done once the run has stopped and nothing sent is still awaited."""
+        self.served = 0
+        """Bytes echoed back and verified, counted from the start of the measured window."""
+
+    def begin(self) -> None:
+        """Start the traffic of a measured run."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def eof_received(self) -> None:
+        if self.run.running:
+            self.run.fail(f"connection {self.index}: server sent EOF while the run was active")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.run.running:
+            self.run.fail(f"connection {self.index}: lost while the run was active ({exc})")
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class PingPong(_Client):
+    """Sends `size` bytes, waits for exactly those bytes back, repeats while the run runs."""
+
+    def __init__(self, run: Run, index: int, size: int) -> None:
+        super().__init__(run, index)
+        self.size = size
+        self.offset = (index * 7919) % SPAN
+        self.received = 0
+        self.sent_at = 0
+
+    def begin(self) -> None:
+        self.send()
+
+    def send(self) -> None:
+        self.offset = (self.offset + _STRIDE) % SPAN
+        self.received = 0
+        self.sent_at = time.perf_counter_ns()
+        self.transport.write(PATTERN[self.offset : self.offset + self.size])  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        received = self.received + len(data)
+        if received > self.size or not PATTERN.startswith(data, self.offset + self.received):
+            self.run.fail(
+                f"connection {self.index}: bytes {self.received}..{received} of a "
+                f"{self.size}-byte message differ from what was sent"
+            )
+            return
+        self.received = received
+        if received < self.size:
+            return
+        run = self.run
+        if run.measuring:
+            run.latencies_ns.append(time.perf_counter_ns() - self.sent_at)
+            self.served += received
+        if run.running:
+            self.send()
+        elif not self.idle.done():
+            self.idle.set_result(None)
+
+
+class Stream(_Client):
+    """Keeps `window` bytes in flight: every verified byte that returns lets one more go."""
+
+    def __init__(self, run: Run, index: int, window: int, chunk: int) -> None:
+        super().__init__(run, index)
+        self.window = window
+        self.chunk = chunk
+        self.start = (index * 7919) % SPAN
+        self.sent = 0
+        self.received = 0
+
+    def begin(self) -> None:
+        self.fill()
+
+    def fill(self) -> None:
+        """Write until `window` bytes are in flight."""
+        while self.sent - self.received < self.window:
+            offset = (self.start + self.sent) % SPAN
+            size = min(self.chunk, self.window - (self.sent - self.received))
+            self.transport.write(PATTERN[offset : offset + size])  # type: ignore[union-attr]
+            self.sent += size
+
+    def data_received(self, data: bytes) -> None:
+        size = len(data)
+        offset = (self.start + self.received) % SPAN
+        if size > SPAN or self.received + size > self.sent or not PATTERN.startswith(data, offset):
+            self.run.fail(
+                f"connection {self.index}: stream bytes {self.received}..{self.received + size}"
+                " differ from what was sent"
+            )
+            return
+        self.received += size
+        run = self.run
+        if run.measuring:
+            self.served += size
+        if run.running:
+            self.fill()
+        elif self.received == self.sent and not self.idle.done():
+            self.idle.set_result(None)
+
+
+class Holder(_Client):
+    """Sends one small message, verifies its echo, then stays connected and idle."""
+
+    def __init__(self, run: Run, index: int, size: int) -> None:
+        super().__init__(run, index)
+        self.offset = (index * 131) % SPAN
+        self.size = size
+        self.received = 0
+        self.echoed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.transport.write(PATTERN[self.offset : self.offset + self.size])  # type: ignore[union-attr]
+
+    def data_received(self, data: bytes) -> None:
+        received = self.received + len(data)
+        if received > self.size or not PATTERN.startswith(data, self.offset + self.received):
+            self.run.fail(f"connection {self.index}: its message came back altered")
+            return
+        self.received = received
+        if received == self.size and not self.echoed.done():
+            self.echoed.set_result(None)
+
+
+async def bounded(what: str, awaitable: Awaitable[Any], run: Run, timeout_s: float) -> None:
+    """Await `awaitable`, but give up after `timeout_s` or as soon as the run has failed."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait(
+        {task, run.failed}, timeout=timeout_s, return_when="FIRST_COMPLETED"
+    )
+    if run.failure is not None or task not in done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported below
+    if run.failure is not None:
+        raise run.failure
+    if task not in done:
+        raise TimeoutError(f"{what}: not done within {timeout_s:g} s")
+    task.result()
+
+
+async def connect_all(
+    host: str, port: int, count: int, factory: Callable[[int], _Client], run: Run, parallel: int
+) -> list[_Client]:
+    """Open `count` connections, at most `parallel` handshakes at a time."""
+    loop = asyncio.get_running_loop()
+    clients: list[_Client] = []
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(index: int) -> None:
+        async with gate:
+            _, client = await loop.create_connection(lambda: factory(index), host, port)
+            clients.append(client)
+
+    await bounded(
+        "connecting", asyncio.gather(*(one(i) for i in range(count))), run, _SETTLE_S + count / 500
+    )
+    return clients
+
+
+class CpuMeter:
+    """CPU seconds used by this process and, if known, by the server, between start and stop."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self._marks: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def _now(self) -> tuple[float, float, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return time.monotonic(), usage.ru_utime + usage.ru_stime, self._server_cpu_s()
+
+    def _server_cpu_s(self) -> float:
+        if self.server_pid is None:
+            return 0.0
+        with open(f"/proc/{self.server_pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def start(self) -> None:
+        self._marks = self._now()
+
+    def stop(self) -> dict[str, float | None]:
+        end = self._now()
+        elapsed = end[0] - self._marks[0]
+        return {
+            "client_cpu": round((end[1] - self._marks[1]) / elapsed, 3),
+            "server_cpu": round((end[2] - self._marks[2]) / elapsed, 3)
+            if self.server_pid
+            else None,
+        }
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of `pid` from /proc/PID/status (VmRSS)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/{pid}/status has no VmRSS line")
+
+
+class StatusProbe:
+    """Times ``GET /api/stats`` on a keep-alive connection every `interval_s` while measuring."""
+
+    def __init__(self, host: str, port: int, interval_s: float) -> None:
+        self.host = host
+        self.port = port
+        self.interval_s = interval_s
+        self.latencies_ns: list[int] = []
+
+    async def probe(self, run: Run, deadline: float) -> None:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        request = f"GET /api/stats HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode()
+        try:
+            while run.running and time.monotonic() < deadline:
+                started = time.perf_counter_ns()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = _content_length(head)
+                body = await reader.readexactly(length)
+                elapsed = time.perf_counter_ns() - started
+                if not head.startswith(b"HTTP/1.1 200") or "bytes" not in json.loads(body):
+                    raise Mismatch(f"/api/stats answered {head.splitlines()[0]!r}")
+                if run.measuring:
+                    self.latencies_ns.append(elapsed)
+                await asyncio.sleep(self.interval_s)
+        finally:
+            writer.close()
+
+
+class Subscribers:
+    """`count` dashboard subscribers on ``/api/events`` (SSE), each reading every event."""
+
+    def __init__(self, host: str, port: int, count: int) -> None:
+        self.host = host
+        self.port = port
+        self.count = count
+        self.events = [0] * count
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self, run: Run) -> None:
+        """Subscribe all, returning once every subscriber has received its first event."""
+        first = [asyncio.get_running_loop().create_future() for _ in range(self.count)]
+        self._tasks = [asyncio.create_task(self._read(i, first[i])) for i in range(self.count)]
+        await bounded("subscribing to /api/events", asyncio.gather(*first), run, _SETTLE_S)
+
+    async def _read(self, index: int, first: asyncio.Future[None]) -> None:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        self._writers.append(writer)
+        writer.write(f"GET /api/events HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise Mismatch(f"/api/events answered {head.splitlines()[0]!r}")
+        while line := await reader.readline():
+            if line.startswith(b"data: "):
+                self.events[index] += 1
+                if not first.done():
+                    first.set_result(None)
+
+    def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for writer in self._writers:
+            writer.close()
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    raise Mismatch("response without Content-Length")
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the mode named by `args.mode` and return its figures."""
+    run = Run()
+    if args.mode == "hold":
+        return await hold(args, run)
+    factory: Callable[[int], _Client]
+    if args.mode == "pingpong":
+        factory = functools.partial(PingPong, run, size=args.size)
+    else:
+        factory = functools.partial(Stream, run, window=args.window, chunk=args.chunk)
+    clients = await connect_all(args.host, args.port, args.connections, factory, run, 100)
+    subscribers = None
+    if args.subscribers:
+        subscribers = Subscribers(args.host, args.status_port, args.subscribers)
+        await subscribers.start(run)
+    probe_task = None
+    probe = None
+    deadline = time.monotonic() + args.warmup + args.duration + _SETTLE_S
+    if args.probe_stats:
+        probe = StatusProbe(args.host, args.status_port, args.probe_interval)
+        probe_task = asyncio.create_task(probe.probe(run, deadline))
+    for client in clients:
+        client.begin()
+    cpu = CpuMeter(args.server_pid)
+    await bounded("warming up", asyncio.sleep(args.warmup), run, args.warmup + _SETTLE_S)
+    run.measuring = True
+    cpu.start()
+    started = time.perf_counter()
+    await bounded("measuring", asyncio.sleep(args.duration), run, args.duration + _SETTLE_S)
+    elapsed = time.perf_counter() - started
+    run.measuring = False
+    usage = cpu.stop()
+    run.running = False
+    await bounded("draining", asyncio.gather(*(c.idle for c in clients)), run, _SETTLE_S)
+    if probe_task is not None:
+        await bounded("status probe", probe_task, run, _SETTLE_S)
+    if subscribers is not None:
+        subscribers.stop()
+    for client in clients:
+        client.transport.close()  # type: ignore[union-attr]
+    served = [client.served for client in clients]
+    result: dict[str, Any] = {
+        "mode": args.mode,
+        "connections": args.connections,
+        "seconds": round(elapsed, 3),
+        "mb_per_s": round(sum(served) / elapsed / 1e6, 2),
+        "served_min": min(served),
+        "served_max": max(served),
+        **usage,
+    }
+    if args.mode == "pingpong":
+        latencies = sorted(run.latencies_ns)
+        result.update(
+            size=args.size,
+            round_trips_per_s=round(len(latencies) / elapsed),
+            p50_us=round(percentile(latencies, 0.50) / 1000, 1),
+            p99_us=round(percentile(latencies, 0.99) / 1000, 1),
+        )
+    else:
+        result.update(window=args.window)
+    if probe is not None:
+        probes = sorted(probe.latencies_ns)
+        if not probes:
+            raise Mismatch("the status probe completed no request while measuring")
+        result["status"] = {
+            "requests": len(probes),
+            "p50_us": round(percentile(probes, 0.50) / 1000, 1),
+            "p99_us": round(percentile(probes, 0.99) / 1000, 1),
+        }
+    if subscribers is not None:
+        result["subscribers"] = {"count": subscribers.count, "min_events": min(subscribers.events)}
+    return result
+
+
+async def hold(args: argparse.Namespace, run: Run) -> dict[str, Any]:
+    """Open `args.connections` idle connections; report the server's RSS growth per connection."""
+    before = rss_bytes(args.server_pid)
+    clients = await connect_all(
+        args.host, args.port, args.connections, lambda i: Holder(run, i, 16), run, 100
+    )
+    echoed = asyncio.gather(*(client.echoed for client in clients))  # type: ignore[attr-defined]
+    await bounded("first echoes", echoed, run, _SETTLE_S + args.connections / 1000)
+    await bounded("settling", asyncio.sleep(args.settle), run, args.settle + _SETTLE_S)
+    after = rss_bytes(args.server_pid)
+    run.running = False
+    for client in clients:
+        client.transport.close()  # type: ignore[union-attr]
+    await bounded("closing", asyncio.gather(*(c.closed for c in clients)), run, _SETTLE_S)
+    return {
+        "mode": "hold",
+        "connections": args.connections,
+        "rss_before_bytes": before,
+        "rss_after_bytes": after,
+        "bytes_per_connection": round((after - before) / args.connections),
+    }
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """Raise RLIMIT_NOFILE towards `wanted` (up to the hard limit), for thousands of sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < wanted:
+        raise SystemExit(f"loadgen: need {wanted} file descriptors, hard limit is {hard}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", choices=("pingpong", "stream", "hold"))
+    parser.add_argument("--host", default="127.0.0.1", help="echo server address (loopback only)")
+    parser.add_argument("--port", type=int, required=True, help="echo server port")
+    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--size", type=int, default=64, help="pingpong message bytes")
+    parser.add_argument("--window", type=int, default=256 * 1024, help="stream bytes in flight")
+    parser.add_argument("--chunk", type=int, default=64 * 1024, help="stream bytes per write")
+    parser.add_argument("--duration", type=float, default=3.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds first")
+    parser.add_argument("--settle", type=float, default=0.5, help="hold: seconds before RSS")
+    parser.add_argument("--server-pid", type=int, help="for hold (RSS) and server CPU use")
+    parser.add_argument("--status-port", type=int, help="echostat status port")
+    parser.add_argument("--probe-stats", action="store_true", help="time GET /api/stats")
+    parser.add_argument("--probe-interval", type=float, default=0.01)
+    parser.add_argument("--subscribers", type=int, default=0, help="SSE clients on /api/events")
+    args = parser.parse_args(argv)
+    if not 1 <= args.size <= SPAN or not 1 <= args.chunk <= SPAN:
+        parser.error(f"--size and --chunk must be 1..{SPAN}")
+    if args.mode == "hold" and args.server_pid is None:
+        parser.error("hold needs --server-pid to read the server's RSS")
+    if (args.probe_stats or args.subscribers) and args.status_port is None:
+        parser.error("--probe-stats and --subscribers need --status-port")
+    if not 0 < args.duration <= 600:
+        parser.error("--duration must be in (0, 600] seconds")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    raise_fd_limit(args.connections + args.subscribers + 64)
+    try:
+        result = uvloop.run(measure(args))
+    except (Mismatch, TimeoutError, OSError) as exc:
+        print(f"loadgen: {args.mode} failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,684 @@
+"""Benchmark echostat against the baseline echo servers, all in one run, and write the tables.
+
+The servers run pinned to CPU 0 and the load generator (`loadgen.py`) pinned to CPU 1;
+every cell is repeated, and the medians go into a Markdown report (with the ratio of
+echostat to every baseline) and a JSON file under ``bench/results/``. Any echo mismatch or
+failed cell stops the run with a non-zero exit.
+
+    .venv/bin/python bench/run.py --quick      # about a minute
+    .venv/bin/python bench/run.py              # the full matrix
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+LOADGEN = BENCH / "loadgen.py"
+HOST = "127.0.0.1"
+READY_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server under test: echostat (with a config) or a baseline script."""
+
+    name: str
+    script: str | None = None
+    """Baseline file under bench/baselines/; None for echostat."""
+    uvloop: bool = False
+    """Baselines: pass --uvloop. echostat: config ``event_loop: uvloop`` (else asyncio)."""
+    holds_many: bool = True
+    """False for servers that cannot hold thousands of connections (select's 1024 limit)."""
+    source: Path | None = None
+    """Run echostat from this source tree (an extracted git ref) instead of the installed one."""
+
+    @property
+    def is_echostat(self) -> bool:
+        return self.script is None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measurement: a load generator mode with its parameters."""
+
+    key: str
+    label: str
+    mode: str
+    connections: int
+    size: int = 0
+    extra: tuple[str, ...] = ()
+    echostat_only: bool = False
+
+    def loadgen_args(self) -> list[str]:
+        args = [self.mode, "--connections", str(self.connections), *self.extra]
+        return args + (["--size", str(self.size)] if self.size else [])
+
+
+def pingpong(size: int, connections: int) -> Cell:
+    label = f"{size // 1024} KiB" if size >= 1024 else f"{size} B"
+    return Cell(
+        f"pingpong-{size}x{connections}", f"{label} x{connections}", "pingpong", connections, size
+    )
+
+
+def stream(connections: int) -> Cell:
+    return Cell(f"stream-x{connections}", f"stream x{connections}", "stream", connections)
+
+
+STATUS_CELL = Cell(
+    "status-pingpong-64x100",
+    "/api/stats under 64 B x100",
+    "pingpong",
+    100,
+    64,
+    ("--probe-stats",),
+    echostat_only=True,
+)
+
+
+def subscribers_cell(base: Cell, count: int) -> Cell:
+    """`base` again while `count` dashboards are subscribed to /api/events."""
+    return Cell(
+        f"sse{count}-{base.key}",
+        f"{base.label} + {count} SSE",
+        base.mode,
+        base.connections,
+        base.size,
+        (*base.extra, "--subscribers", str(count)),
+        echostat_only=True,
+    )
+
+
+@dataclass
+class Plan:
+    """What one invocation measures and how long each measurement lasts."""
+
+    name: str
+    reps: int
+    duration_s: float
+    warmup_s: float
+    hold_connections: int
+    cells: list[Cell]
+    sse_cells: list[Cell] = field(default_factory=list)
+    extra_cells: list[Cell] = field(default_factory=lambda: [STATUS_CELL])
+
+    def every_cell(self) -> list[Cell]:
+        """All cells in the order they run: idle memory first, on fresh servers."""
+        hold = [hold_cell(self)] if self.hold_connections else []
+        return [*hold, *self.cells, *self.extra_cells, *self.sse_cells]
+
+    def keep_only(self, patterns: Sequence[str]) -> None:
+        """Drop every cell whose label contains none of `patterns`."""
+
+        def wanted(cell: Cell) -> bool:
+            return any(p in cell.label for p in patterns)
+
+        self.cells = [c for c in self.cells if wanted(c)]
+        self.sse_cells = [c for c in self.sse_cells if wanted(c)]
+        self.extra_cells = [c for c in self.extra_cells if wanted(c)]
+        if not wanted(hold_cell(self)):
+            self.hold_connections = 0
+
+
+def make_plan(quick: bool, subscribers: int) -> Plan:
+    if quick:
+        cells = [pingpong(64, 1), pingpong(64, 100), pingpong(1024, 10), stream(10)]
+        plan = Plan("quick", 1, 0.75, 0.2, 1000, cells)
+        plan.sse_cells = [subscribers_cell(pingpong(64, 100), subscribers)]
+    else:
+        cells = [
+            pingpong(64, 1),
+            pingpong(64, 10),
+            pingpong(64, 100),
+            pingpong(1024, 10),
+            pingpong(1024, 100),
+            pingpong(16384, 10),
+            stream(1),
+            stream(10),
+        ]
+        plan = Plan("full", 5, 1.2, 0.3, 10_000, cells)
+        plan.sse_cells = [subscribers_cell(c, subscribers) for c in (pingpong(64, 100), stream(10))]
+    return plan
+
+
+def servers(echostat_ref: str | None, ref_tree: Path | None) -> list[Server]:
+    found = [
+        Server("echostat (uvloop)", uvloop=True),
+        Server("echostat (asyncio)"),
+    ]
+    if echostat_ref is not None:
+        found.append(Server(f"echostat @ {echostat_ref} (its defaults)", source=ref_tree))
+    for script, title in (
+        ("asyncio_protocol.py", "asyncio Protocol"),
+        ("asyncio_streams.py", "asyncio streams"),
+        ("tornado_loop.py", "Tornado plain loop"),
+    ):
+        found.append(Server(f"{title} + uvloop", script, uvloop=True))
+        found.append(Server(title, script))
+    found.append(Server("select.select loop", "select_loop.py", holds_many=False))
+    return found
+
+
+REFERENCE = "echostat (uvloop)"
+"""The row whose ratio to every other row the report gives."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(cpu: int | None, argv: list[str]) -> list[str]:
+    return argv if cpu is None else ["taskset", "-c", str(cpu), *argv]
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[bytes]
+    echo_port: int
+    status_port: int | None
+
+
+def echostat_config(
+    workdir: Path, echo_port: int, status_port: int, event_loop: str | None
+) -> Path:
+    """A config file for one run (keys as in config.yaml); no `event_loop` keeps the default."""
+    path = workdir / f"echostat-{echo_port}.yaml"
+    path.write_text(
+        f"listeners:\n  - name: main\n    host: {HOST}\n    port: {echo_port}\n"
+        f"status:\n  host: {HOST}\n  port: {status_port}\n"
+        "shutdown_grace_s: 1\nlog_level: warning\n"
+        + (f"event_loop: {event_loop}\n" if event_loop else "")
+    )
+    return path
+
+
+@contextmanager
+def started(server: Server, workdir: Path, cpu: int | None) -> Iterator[Running]:
+    """Start `server`, wait until its ports accept, and stop it (SIGTERM, then SIGKILL) after."""
+    echo_port = free_port()
+    status_port = None
+    env = dict(os.environ)
+    cwd = None
+    if server.is_echostat:
+        status_port = free_port()
+        event_loop = None if server.source else "uvloop" if server.uvloop else "asyncio"
+        config = echostat_config(workdir, echo_port, status_port, event_loop)
+        argv = [sys.executable, "-m", "server", "--config", str(config)]
+        if server.source is not None:
+            env["PYTHONPATH"] = str(server.source)
+            cwd = server.source
+    else:
+        argv = [sys.executable, str(BENCH / "baselines" / server.script), "--port", str(echo_port)]  # type: ignore[operator]
+        argv += ["--uvloop"] if server.uvloop else []
+    log = (workdir / f"server-{echo_port}.log").open("wb")
+    process = subprocess.Popen(
+        pinned(cpu, argv), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd
+    )
+    try:
+        for port in (echo_port, status_port):
+            if port is not None:
+                wait_for_port(port, process, server.name)
+        yield Running(process, echo_port, status_port)
+    finally:
+        stop(process)
+        log.close()
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with status {process.returncode} before listening")
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{name}: port {port} not accepting after {READY_TIMEOUT_S:g} s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+def run_loadgen(cell: Cell, plan: Plan, running: Running, cpu: int | None) -> dict[str, Any]:
+    """One loadgen invocation; raises if it fails (a mismatch included) or overruns."""
+    argv = [
+        sys.executable,
+        str(LOADGEN),
+        *cell.loadgen_args(),
+        "--port",
+        str(running.echo_port),
+        "--server-pid",
+        str(running.process.pid),
+        "--duration",
+        str(plan.duration_s),
+        "--warmup",
+        str(plan.warmup_s),
+    ]
+    if running.status_port is not None:
+        argv += ["--status-port", str(running.status_port)]
+    budget_s = plan.warmup_s + plan.duration_s + 60 + cell.connections / 200
+    done = subprocess.run(pinned(cpu, argv), capture_output=True, timeout=budget_s, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{cell.label}: {done.stderr.decode().strip()}")
+    return dict(json.loads(done.stdout))
+
+
+def hold_cell(plan: Plan) -> Cell:
+    n = plan.hold_connections
+    return Cell(f"hold-{n}", f"idle KiB/conn ({n:,})", "hold", n)
+
+
+def measure_all(
+    plan: Plan, chosen: list[Server], workdir: Path, cpus: tuple[int | None, int | None]
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """results[server][cell] = one loadgen result per repetition.
+
+    Every repetition starts all servers afresh (idle servers cost nothing), measures idle
+    memory first, then runs each cell against every server back to back, in an order that
+    rotates per repetition, so that load from elsewhere on the machine hits all rows alike.
+    """
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {} for s in chosen}
+    server_cpu, client_cpu = cpus
+    cells = plan.every_cell()
+    for rep in range(plan.reps):
+        shift = rep % len(chosen)
+        order = chosen[shift:] + chosen[:shift]
+        with ExitStack() as stack:
+            running = {s.name: stack.enter_context(started(s, workdir, server_cpu)) for s in order}
+            for cell in cells:
+                for server in order:
+                    if (cell.echostat_only and not server.is_echostat) or (
+                        cell.mode == "hold" and not server.holds_many
+                    ):
+                        continue
+                    print(
+                        f"  rep {rep + 1}/{plan.reps} {cell.label}: {server.name}", file=sys.stderr
+                    )
+                    result = run_loadgen(cell, plan, running[server.name], client_cpu)
+                    results[server.name].setdefault(cell.key, []).append(result)
+    return results
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def fairness(result: dict[str, Any]) -> float | None:
+    """Most served connection's bytes over the least served's; None for one connection."""
+    if result.get("connections", 1) < 2 or "served_min" not in result:
+        return None
+    return result["served_max"] / result["served_min"] if result["served_min"] else float("inf")
+
+
+def cpu_cost(result: dict[str, Any]) -> float | None:
+    """Server CPU µs per round trip (pingpong) or per MB echoed (stream).
+
+    Unlike throughput, this barely moves when other work on the machine takes CPU time
+    away from the server, so its ratios are the steadier comparison on a shared machine.
+    """
+    rate = result["round_trips_per_s"] if result["mode"] == "pingpong" else result["mb_per_s"]
+    return result["server_cpu"] / rate * 1e6 if rate else None
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the repetitions of one cell."""
+    first = runs[0]
+    summary: dict[str, Any] = {"reps": len(runs)}
+    if first["mode"] == "pingpong":
+        summary["round_trips_per_s"] = median([r["round_trips_per_s"] for r in runs])
+        summary["p50_us"] = median([r["p50_us"] for r in runs])
+        summary["p99_us"] = median([r["p99_us"] for r in runs])
+    if first["mode"] in ("pingpong", "stream"):
+        summary["mb_per_s"] = median([r["mb_per_s"] for r in runs])
+        summary["fairness"] = median([fairness(r) for r in runs])
+        summary["server_cpu"] = median([r["server_cpu"] for r in runs])
+        summary["client_cpu"] = median([r["client_cpu"] for r in runs])
+        summary["server_cpu_us_per_unit"] = median([cpu_cost(r) for r in runs])
+    if first["mode"] == "hold":
+        summary["bytes_per_connection"] = median([r["bytes_per_connection"] for r in runs])
+    if "status" in first:
+        summary["status_p50_us"] = median([r["status"]["p50_us"] for r in runs])
+        summary["status_p99_us"] = median([r["status"]["p99_us"] for r in runs])
+        summary["status_requests"] = median([r["status"]["requests"] for r in runs])
+    if "subscribers" in first:
+        summary["subscribers"] = first["subscribers"]["count"]
+        summary["subscriber_min_events"] = min(r["subscribers"]["min_events"] for r in runs)
+    return summary
+
+
+def headline(cell: Cell, summary: dict[str, Any] | None) -> float | None:
+    """The number a cell is ranked by: round trips/s, MB/s or bytes per idle connection."""
+    if summary is None:
+        return None
+    if cell.mode == "pingpong":
+        return float(summary["round_trips_per_s"])
+    if cell.mode == "stream":
+        return float(summary["mb_per_s"])
+    return float(summary["bytes_per_connection"]) / 1024
+
+
+def fmt(value: float | None, kind: str = "rate") -> str:
+    if value is None:
+        return "n/a"
+    if value == float("inf"):
+        return "∞"
+    if kind == "rate" and value >= 10_000:
+        return f"{value / 1000:,.1f}k"
+    if kind == "ratio":
+        return f"{value:.2f}x"
+    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+Summaries = dict[str, dict[str, dict[str, Any]]]
+"""summaries[server name][cell key] = medians of that cell."""
+
+
+def report(plan: Plan, chosen: list[Server], summaries: Summaries, meta: dict[str, Any]) -> str:
+    """The Markdown report: one section per aspect, each a table with a row per server."""
+    names = [s.name for s in chosen]
+    echostats = [s.name for s in chosen if s.is_echostat]
+    out = [
+        f"# echostat benchmark ({plan.name})",
+        "",
+        (
+            f"{meta['date']}; {meta['machine']}; server on CPU {meta['server_cpu']}, load"
+            f" generator on CPU {meta['client_cpu']}; {plan.reps} repetition(s) of"
+            f" {plan.duration_s:g} s per cell (after {plan.warmup_s:g} s warm-up), medians;"
+            f" load average {meta['load_before']} before, {meta['load_after']} after."
+        ),
+        "Only ratios within this one run are meaningful.",
+        "",
+    ]
+    out += _throughput(plan, names, summaries)
+    pp_cells = [c for c in plan.cells if c.mode == "pingpong"]
+    if pp_cells:
+        out += _section(
+            "Latency per round trip (p50 / p99 µs)",
+            "",
+            pp_cells,
+            {n: [_pair(summaries[n].get(c.key)) for c in pp_cells] for n in names},
+        )
+    multi = [c for c in plan.cells if c.connections > 1]
+    if multi:
+        out += _section(
+            "Fairness (bytes served to the busiest connection ÷ the least served)",
+            "1.00x is perfectly even; ∞ means some connection got nothing.",
+            multi,
+            {n: [fmt(_get(summaries, n, c, "fairness"), "ratio") for c in multi] for n in names},
+        )
+    if plan.cells:
+        out += _cpu_cost(plan, names, summaries)
+    if plan.extra_cells:
+        out += _status_page(names, echostats, summaries)
+    if plan.sse_cells:
+        out += _subscribers(plan, echostats, summaries)
+    return "\n".join(out)
+
+
+def _section(title: str, note: str, cells: Sequence[Cell], rows: dict[str, list[str]]) -> list[str]:
+    header = ["server", *[c.label for c in cells]]
+    body = table(header, [[name, *row] for name, row in rows.items()])
+    return [f"## {title}", "", *([note, ""] if note else []), body, ""]
+
+
+def _get(summaries: Summaries, name: str, cell: Cell, key: str) -> Any:
+    return summaries[name].get(cell.key, {}).get(key)
+
+
+def _throughput(plan: Plan, names: list[str], summaries: Summaries) -> list[str]:
+    """Headline numbers per cell (plus idle memory and p99 at 64 B x100), then the ratios."""
+    hold = hold_cell(plan)
+    cells = [*plan.cells, hold] if plan.hold_connections else list(plan.cells)
+    p99_cell = pingpong(64, 100)
+    if p99_cell.key in {c.key for c in plan.cells}:
+        cells.append(Cell("p99", "p99 µs 64 B x100", "p99", 100))
+
+    def value(name: str, cell: Cell) -> float | None:
+        if cell.mode == "p99":
+            return _get(summaries, name, p99_cell, "p99_us")  # type: ignore[no-any-return]
+        return headline(cell, summaries[name].get(cell.key))
+
+    values = {n: {c.key: value(n, c) for c in cells} for n in names}
+    kinds = {c.key: "rate" if c.mode in ("pingpong", "stream") else "us" for c in cells}
+    out = _section(
+        "Throughput",
+        "Pingpong cells in round trips/s, stream cells in MB/s echoed (10^6 bytes/s), idle"
+        " memory in KiB of server RSS per open connection, p99 in µs.",
+        cells,
+        {n: [fmt(values[n][c.key], kinds[c.key]) for c in cells] for n in names},
+    )
+    reference = values[REFERENCE]
+    ratios = {
+        n: [fmt(_ratio(reference[c.key], values[n][c.key]), "ratio") for c in cells]
+        for n in names
+        if n != REFERENCE
+    }
+    return out + _section(
+        f"{REFERENCE} ÷ each server",
+        "Throughput ratios above 1 mean echostat is faster; for idle memory and p99 latency,"
+        " below 1 means echostat is better.",
+        cells,
+        ratios,
+    )
+
+
+def _cpu_cost(plan: Plan, names: list[str], summaries: Summaries) -> list[str]:
+    cost = {n: [_get(summaries, n, c, "server_cpu_us_per_unit") for c in plan.cells] for n in names}
+    reference = cost[REFERENCE]
+    rows = {
+        n: [
+            fmt(mine, "us")
+            if n == REFERENCE
+            else f"{fmt(mine, 'us')} ({fmt(_ratio(ref, mine), 'ratio')})"
+            for mine, ref in zip(cost[n], reference, strict=True)
+        ]
+        for n in names
+    }
+    return _section(
+        "Server CPU cost (µs of server CPU per round trip; per MB for stream)",
+        "Steadier than throughput when other work shares the machine. In brackets:"
+        f" {REFERENCE} ÷ this row; below 1 means echostat spends less.",
+        plan.cells,
+        rows,
+    )
+
+
+def _status_page(names: list[str], echostats: list[str], summaries: Summaries) -> list[str]:
+    rows = []
+    for n in names:
+        s = summaries[n].get(STATUS_CELL.key, {})
+        keys = ("status_p50_us", "status_p99_us", "status_requests")
+        row = [fmt(s.get(k), "us") for k in keys] + [fmt(s.get("round_trips_per_s"))]
+        rows.append([n, *(row if n in echostats else ["n/a"] * 4)])
+    header = ["server", "p50 µs", "p99 µs", "requests", "echo round trips/s"]
+    title = f"## Status page: GET /api/stats every 10 ms during {STATUS_CELL.label[-9:]}"
+    return [title, "", table(header, rows), ""]
+
+
+def _subscribers(plan: Plan, echostats: list[str], summaries: Summaries) -> list[str]:
+    rows = []
+    for n in echostats:
+        for sse in plan.sse_cells:
+            base = next((c for c in plan.cells if sse.key.endswith(c.key)), sse)
+            without = headline(base, summaries[n].get(base.key))
+            with_sse = headline(sse, summaries[n].get(sse.key))
+            events = _get(summaries, n, sse, "subscriber_min_events")
+            ratio = fmt(_ratio(with_sse, without), "ratio")
+            rows.append([n, base.label, fmt(without), fmt(with_sse), ratio, fmt(events, "us")])
+    count = plan.sse_cells[0].extra[-1]
+    header = ["server", "cell", "0 subscribers", f"{count} subscribers", "ratio", "fewest events"]
+    title = "## Dashboard subscribers (SSE on /api/events) during echo load"
+    return [title, "", table(header, rows), ""]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _pair(summary: dict[str, Any] | None) -> str:
+    if not summary:
+        return "n/a"
+    return f"{fmt(summary['p50_us'], 'us')} / {fmt(summary['p99_us'], 'us')}"
+
+
+def extract_ref(ref: str, into: Path) -> Path:
+    """The tree of git `ref` of this repository, extracted under `into`."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", ref], capture_output=True, check=True
+    ).stdout
+    tree = into / "echostat-ref"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tree, filter="data")
+    return tree
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: other work on the machine skews throughput."""
+    return " / ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def pin_cpus(requested: bool) -> tuple[int | None, int | None]:
+    if requested and shutil.which("taskset") and len(os.sched_getaffinity(0)) >= 2:
+        first, second = sorted(os.sched_getaffinity(0))[:2]
+        return first, second
+    return None, None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer cells, 1 s each, one rep")
+    parser.add_argument("--reps", type=int, help="repetitions (default: 1 quick, 3 full)")
+    parser.add_argument("--duration", type=float, help="measured seconds per cell")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run only servers whose name contains NAME (repeatable)",
+    )
+    parser.add_argument(
+        "--cells",
+        action="append",
+        default=[],
+        metavar="LABEL",
+        help="run only cells whose label contains LABEL, e.g. 'stream' (repeatable)",
+    )
+    parser.add_argument(
+        "--echostat-ref",
+        metavar="GITREF",
+        help="also run echostat as of this git ref (before/after in one run)",
+    )
+    parser.add_argument("--subscribers", type=int, default=50, help="SSE subscribers (default 50)")
+    parser.add_argument("--no-pin", action="store_true", help="don't pin with taskset")
+    parser.add_argument("--out", type=Path, default=BENCH / "results", help="results folder")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = make_plan(args.quick, args.subscribers)
+    plan.reps = args.reps or plan.reps
+    plan.duration_s = args.duration or plan.duration_s
+    if args.cells:
+        plan.keep_only(args.cells)
+    cpus = pin_cpus(not args.no_pin)
+    started_at = time.time()
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix="echostat-bench-") as tmp:
+        workdir = Path(tmp)
+        tree = extract_ref(args.echostat_ref, workdir) if args.echostat_ref else None
+        chosen = [
+            s
+            for s in servers(args.echostat_ref, tree)
+            if not args.only or s.name == REFERENCE or any(o in s.name for o in args.only)
+        ]
+        try:
+            results = measure_all(plan, chosen, workdir, cpus)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"bench: run failed: {exc}", file=sys.stderr)
+            return 1
+    summaries = {n: {k: summarize(v) for k, v in cells.items()} for n, cells in results.items()}
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started_at))
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started_at)),
+        "machine": (
+            f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+        ),
+        "server_cpu": cpus[0] if cpus[0] is not None else "any",
+        "client_cpu": cpus[1] if cpus[1] is not None else "any",
+        "elapsed_s": round(time.time() - started_at, 1),
+        "load_before": load_before,
+        "load_after": load_average(),
+        "plan": {
+            "name": plan.name,
+            "reps": plan.reps,
+            "duration_s": plan.duration_s,
+            "warmup_s": plan.warmup_s,
+            "hold_connections": plan.hold_connections,
+        },
+        "echostat_ref": args.echostat_ref,
+    }
+    markdown = report(plan, chosen, summaries, meta)
+    args.out.mkdir(parents=True, exist_ok=True)
+    md_path = args.out / f"{stamp}-{plan.name}.md"
+    md_path.write_text(markdown + f"\nFinished in {meta['elapsed_s']:g} s.\n")
+    json_path = md_path.with_suffix(".json")
+    document = {"meta": meta, "summary": summaries, "raw": results}
+    json_path.write_text(json.dumps(_finite(document), indent=1))
+    print(markdown)
+    print(f"wrote {md_path} and {json_path} in {meta['elapsed_s']:g} s", file=sys.stderr)
+    return 0
+
+
+def _finite(value: Any) -> Any:
+    """`value` with infinite floats (a starved connection's fairness) as the string "inf"."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and value == float("inf"):
+        return "inf"
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

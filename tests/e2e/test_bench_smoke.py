@@ -1,0 +1,108 @@
+"""The benchmark's load generator against real servers: it measures echostat and catches lies."""
+
+from __future__ import annotations
+
+import json
+import re
+import socketserver
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LOADGEN = REPO / "bench" / "loadgen.py"
+STARTUP_TIMEOUT_S = 30
+
+
+def loadgen(port: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    """One short pingpong run of bench/loadgen.py against `port`."""
+    argv = [sys.executable, str(LOADGEN), "pingpong", "--port", str(port), "--connections", "4"]
+    argv += ["--duration", "1", "--warmup", "0.1", *extra]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def echostat(tmp_path: Path) -> Iterator[int]:
+    """A real `echostat` process with the default event loop; yields its echo port."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "listeners:\n  - {name: main, host: 127.0.0.1, port: 0}\n"
+        "status: {host: 127.0.0.1, port: 0}\nshutdown_grace_s: 1\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "--config", str(config)],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = _echo_port(process)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=STARTUP_TIMEOUT_S)
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def _echo_port(process: subprocess.Popen[str]) -> int:
+    """The echo port from echostat's start-up line (it binds port 0)."""
+    assert process.stderr is not None
+    timer = threading.Timer(STARTUP_TIMEOUT_S, process.kill)
+    timer.start()
+    try:
+        for line in process.stderr:
+            found = re.search(r"echoing: main on [\d.]+:(\d+)", line)
+            if found:
+                return int(found.group(1))
+    finally:
+        timer.cancel()
+    raise AssertionError(f"echostat exited without a start-up line (status {process.poll()})")
+
+
+class _CorruptingEcho(socketserver.BaseRequestHandler):
+    """Echoes faithfully except that it flips one bit of byte 1000 of each connection."""
+
+    def handle(self) -> None:
+        echoed = 0
+        while data := self.request.recv(65536):
+            if echoed <= 1000 < echoed + len(data):
+                at = 1000 - echoed
+                data = data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
+            echoed += len(data)
+            self.request.sendall(data)
+
+
+class _ThreadedServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def corrupting_server() -> Iterator[int]:
+    """A threaded echo server on 127.0.0.1 that corrupts one byte; yields its port."""
+    with _ThreadedServer(("127.0.0.1", 0), _CorruptingEcho) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield server.server_address[1]
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def test_loadgen_measures_echostat_and_verifies_every_echo(echostat: int) -> None:
+    """Pingpong against echostat completes with every echoed byte verified."""
+    done = loadgen(echostat)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["round_trips_per_s"] > 0
+    assert result["served_min"] > 0
+
+
+def test_loadgen_fails_the_run_on_a_corrupted_echo(corrupting_server: int) -> None:
+    """A server that alters one byte makes the load generator exit non-zero, naming it."""
+    done = loadgen(corrupting_server)
+    assert done.returncode == 1
+    assert "differ from what was sent" in done.stderr
