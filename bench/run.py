@@ -445,6 +445,14 @@ def report(plan: Plan, chosen: list[Server], summaries: Summaries, meta: dict[st
         )
     if plan.cells:
         out += _cpu_cost(plan, names, summaries)
+        out += _section(
+            "CPU busy: server / load generator",
+            "Fraction of one core each side used while measuring. A load generator near 1.00"
+            " with the server below it means that cell's throughput is the load generator's"
+            " limit, not the server's: compare such servers by their CPU cost above.",
+            plan.cells,
+            {n: [_busy(summaries[n].get(c.key)) for c in plan.cells] for n in names},
+        )
     if plan.extra_cells:
         out += _status_page(names, echostats, summaries)
     if plan.sse_cells:
@@ -550,6 +558,12 @@ def _subscribers(plan: Plan, echostats: list[str], summaries: Summaries) -> list
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
+
+
+def _busy(summary: dict[str, Any] | None) -> str:
+    if not summary:
+        return "n/a"
+    return f"{summary['server_cpu']:.2f} / {summary['client_cpu']:.2f}"
 
 
 def _pair(summary: dict[str, Any] | None) -> str:
