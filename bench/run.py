@@ -200,16 +200,21 @@ class Running:
     status_port: int | None
 
 
+BENCH_LIMITS = "limits:\n  max_connections: 12000\n  max_connections_per_ip: 0\n"
+"""Room for the 10,000-connection cell, all of whose clients share one address."""
+
+
 def echostat_config(
     workdir: Path, echo_port: int, status_port: int, event_loop: str | None
 ) -> Path:
-    """A config file for one run (keys as in config.yaml); no `event_loop` keeps the default."""
+    """A config file for one run (keys as in config.yaml); no `event_loop` means an older
+    echostat (an extracted git ref) with its own defaults, which may predate `limits`."""
     path = workdir / f"echostat-{echo_port}.yaml"
     path.write_text(
         f"listeners:\n  - name: main\n    host: {HOST}\n    port: {echo_port}\n"
         f"status:\n  host: {HOST}\n  port: {status_port}\n"
         "shutdown_grace_s: 1\nlog_level: warning\n"
-        + (f"event_loop: {event_loop}\n" if event_loop else "")
+        + (f"event_loop: {event_loop}\n{BENCH_LIMITS}" if event_loop else "")
     )
     return path
 
