@@ -82,6 +82,8 @@ class _Client(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self.idle = asyncio.get_running_loop().create_future()
         """Done once the run has stopped and nothing sent is still awaited."""
+        self.echoed = asyncio.get_running_loop().create_future()
+        """Done once the first message (pingpong, hold) or bytes (stream) came back."""
         self.served = 0
         """Bytes echoed back and verified, counted from the start of the measured window."""
 
@@ -132,6 +134,8 @@ class PingPong(_Client):
         self.received = received
         if received < self.size:
             return
+        if not self.echoed.done():
+            self.echoed.set_result(None)
         run = self.run
         if run.measuring:
             run.latencies_ns.append(time.perf_counter_ns() - self.sent_at)
@@ -174,6 +178,8 @@ class Stream(_Client):
             )
             return
         self.received += size
+        if not self.echoed.done():
+            self.echoed.set_result(None)
         run = self.run
         if run.measuring:
             self.served += size
@@ -191,7 +197,6 @@ class Holder(_Client):
         self.offset = (index * 131) % SPAN
         self.size = size
         self.received = 0
-        self.echoed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -224,63 +229,88 @@ async def bounded(what: str, awaitable: Awaitable[Any], run: Run, timeout_s: flo
 
 
 async def connect_all(
-    host: str, port: int, count: int, factory: Callable[[int], _Client], run: Run, parallel: int
+    host: str,
+    port: int,
+    count: int,
+    factory: Callable[[int], _Client],
+    run: Run,
+    parallel: int,
+    rate: float = 0,
 ) -> list[_Client]:
-    """Open `count` connections, at most `parallel` handshakes at a time."""
+    """Open `count` connections, at most `parallel` handshakes at a time and, if `rate` is
+    set, no more than `rate` per second (a proxy opens one onward for each, just as fast)."""
     loop = asyncio.get_running_loop()
     clients: list[_Client] = []
     gate = asyncio.Semaphore(parallel)
+    started = loop.time()
 
     async def one(index: int) -> None:
+        if rate:
+            await asyncio.sleep(max(0.0, started + index / rate - loop.time()))
         async with gate:
             _, client = await loop.create_connection(lambda: factory(index), host, port)
             clients.append(client)
 
-    await bounded(
-        "connecting", asyncio.gather(*(one(i) for i in range(count))), run, _SETTLE_S + count / 500
-    )
+    budget_s = _SETTLE_S + count / 500 + (count / rate if rate else 0)
+    await bounded("connecting", asyncio.gather(*(one(i) for i in range(count))), run, budget_s)
     return clients
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants, so that a server with worker processes counts whole."""
+    tree = [pid]
+    for parent in tree:
+        for task in os.listdir(f"/proc/{parent}/task"):
+            with open(f"/proc/{parent}/task/{task}/children") as children:
+                tree += [int(child) for child in children.read().split()]
+    return tree
+
+
 class CpuMeter:
-    """CPU seconds used by this process and, if known, by the server, between start and stop."""
+    """CPU seconds used by this process and, if known, by the server (with its children) and
+    by a proxy in front of it, between start and stop."""
 
-    def __init__(self, server_pid: int | None) -> None:
-        self.server_pid = server_pid
-        self._marks: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    def __init__(self, server_pid: int | None, proxy_pid: int | None = None) -> None:
+        self.pids = {"server_cpu": server_pid, "proxy_cpu": proxy_pid}
+        self._marks: dict[str, float] = {}
 
-    def _now(self) -> tuple[float, float, float]:
+    def _now(self) -> dict[str, float]:
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return time.monotonic(), usage.ru_utime + usage.ru_stime, self._server_cpu_s()
-
-    def _server_cpu_s(self) -> float:
-        if self.server_pid is None:
-            return 0.0
-        with open(f"/proc/{self.server_pid}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        marks = {"time": time.monotonic(), "client_cpu": usage.ru_utime + usage.ru_stime}
+        marks |= {key: cpu_seconds(pid) for key, pid in self.pids.items() if pid is not None}
+        return marks
 
     def start(self) -> None:
         self._marks = self._now()
 
     def stop(self) -> dict[str, float | None]:
         end = self._now()
-        elapsed = end[0] - self._marks[0]
-        return {
-            "client_cpu": round((end[1] - self._marks[1]) / elapsed, 3),
-            "server_cpu": round((end[2] - self._marks[2]) / elapsed, 3)
-            if self.server_pid
-            else None,
-        }
+        elapsed = end.pop("time") - self._marks["time"]
+        usage: dict[str, float | None] = {"server_cpu": None}
+        usage |= {key: round((end[key] - self._marks[key]) / elapsed, 3) for key in end}
+        return usage
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of `pid` and its descendants (those alive now)."""
+    total = 0
+    for member in process_tree(pid):
+        with open(f"/proc/{member}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
-    """Resident set size of `pid` from /proc/PID/status (VmRSS)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/{pid}/status has no VmRSS line")
+    """Resident set size of `pid` and its descendants, summed from /proc/PID/status (VmRSS)."""
+    total = 0
+    for member in process_tree(pid):
+        with open(f"/proc/{member}/status") as status:
+            rss = [line.split()[1] for line in status if line.startswith("VmRSS:")]
+        if not rss:
+            raise RuntimeError(f"/proc/{member}/status has no VmRSS line")
+        total += int(rss[0]) * 1024
+    return total
 
 
 class StatusProbe:
@@ -367,7 +397,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         factory = functools.partial(PingPong, run, size=args.size)
     else:
         factory = functools.partial(Stream, run, window=args.window, chunk=args.chunk)
-    clients = await connect_all(args.host, args.port, args.connections, factory, run, 100)
+    clients = await connect_all(
+        args.host, args.port, args.connections, factory, run, 100, args.connect_rate
+    )
     subscribers = None
     if args.subscribers:
         subscribers = Subscribers(args.host, args.status_port, args.subscribers)
@@ -380,7 +412,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         probe_task = asyncio.create_task(probe.probe(run, deadline))
     for client in clients:
         client.begin()
-    cpu = CpuMeter(args.server_pid)
+    # Behind a proxy, a connection to it is open before the proxy's own connection onward is.
+    echoed = asyncio.gather(*(client.echoed for client in clients))
+    await bounded("first echoes", echoed, run, _SETTLE_S + args.connections / 1000)
+    cpu = CpuMeter(args.server_pid, args.proxy_pid)
     await bounded("warming up", asyncio.sleep(args.warmup), run, args.warmup + _SETTLE_S)
     run.measuring = True
     cpu.start()
@@ -434,24 +469,39 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
 async def hold(args: argparse.Namespace, run: Run) -> dict[str, Any]:
     """Open `args.connections` idle connections; report the server's RSS growth per connection."""
     before = rss_bytes(args.server_pid)
+    proxy_before = rss_bytes(args.proxy_pid) if args.proxy_pid else 0
     clients = await connect_all(
-        args.host, args.port, args.connections, lambda i: Holder(run, i, 16), run, 100
+        args.host,
+        args.port,
+        args.connections,
+        lambda i: Holder(run, i, 16),
+        run,
+        100,
+        args.connect_rate,
     )
-    echoed = asyncio.gather(*(client.echoed for client in clients))  # type: ignore[attr-defined]
+    echoed = asyncio.gather(*(client.echoed for client in clients))
     await bounded("first echoes", echoed, run, _SETTLE_S + args.connections / 1000)
     await bounded("settling", asyncio.sleep(args.settle), run, args.settle + _SETTLE_S)
     after = rss_bytes(args.server_pid)
+    proxy_after = rss_bytes(args.proxy_pid) if args.proxy_pid else 0
     run.running = False
     for client in clients:
         client.transport.close()  # type: ignore[union-attr]
     await bounded("closing", asyncio.gather(*(c.closed for c in clients)), run, _SETTLE_S)
-    return {
+    result = {
         "mode": "hold",
         "connections": args.connections,
         "rss_before_bytes": before,
         "rss_after_bytes": after,
         "bytes_per_connection": round((after - before) / args.connections),
     }
+    if args.proxy_pid:
+        result |= {
+            "proxy_rss_before_bytes": proxy_before,
+            "proxy_rss_after_bytes": proxy_after,
+            "proxy_bytes_per_connection": round((proxy_after - proxy_before) / args.connections),
+        }
+    return result
 
 
 def raise_fd_limit(wanted: int) -> None:
@@ -472,13 +522,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="echo server address (loopback only)")
     parser.add_argument("--port", type=int, required=True, help="echo server port")
     parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument(
+        "--connect-rate", type=float, default=0, help="new connections per second (0: no cap)"
+    )
     parser.add_argument("--size", type=int, default=64, help="pingpong message bytes")
     parser.add_argument("--window", type=int, default=256 * 1024, help="stream bytes in flight")
     parser.add_argument("--chunk", type=int, default=64 * 1024, help="stream bytes per write")
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds first")
     parser.add_argument("--settle", type=float, default=0.5, help="hold: seconds before RSS")
-    parser.add_argument("--server-pid", type=int, help="for hold (RSS) and server CPU use")
+    parser.add_argument(
+        "--server-pid", type=int, help="for hold (RSS) and server CPU use; children count too"
+    )
+    parser.add_argument("--proxy-pid", type=int, help="a proxy in front: its RSS and CPU apart")
     parser.add_argument("--status-port", type=int, help="echostat status port")
     parser.add_argument("--probe-stats", action="store_true", help="time GET /api/stats")
     parser.add_argument("--probe-interval", type=float, default=0.01)

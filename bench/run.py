@@ -51,6 +51,8 @@ class Server:
     """False for servers that cannot hold thousands of connections (select's 1024 limit)."""
     source: Path | None = None
     """Run echostat from this source tree (an extracted git ref) instead of the installed one."""
+    overrides: tuple[str, ...] = ()
+    """echostat: ``KEY=VALUE`` settings passed as ``--set`` on top of the config file."""
 
     @property
     def is_echostat(self) -> bool:
@@ -198,6 +200,8 @@ class Running:
     process: subprocess.Popen[bytes]
     echo_port: int
     status_port: int | None
+    proxy_pid: int | None = None
+    """A proxy between the load generator and the server, measured apart."""
 
 
 BENCH_LIMITS = "limits:\n  max_connections: 12000\n  max_connections_per_ip: 0\n"
@@ -231,6 +235,7 @@ def started(server: Server, workdir: Path, cpu: int | None) -> Iterator[Running]
         event_loop = None if server.source else "uvloop" if server.uvloop else "asyncio"
         config = echostat_config(workdir, echo_port, status_port, event_loop)
         argv = [sys.executable, "-m", "server", "--config", str(config)]
+        argv += [arg for setting in server.overrides for arg in ("--set", setting)]
         if server.source is not None:
             env["PYTHONPATH"] = str(server.source)
             cwd = server.source
@@ -291,6 +296,8 @@ def run_loadgen(cell: Cell, plan: Plan, running: Running, cpu: int | None) -> di
     ]
     if running.status_port is not None:
         argv += ["--status-port", str(running.status_port)]
+    if running.proxy_pid is not None:
+        argv += ["--proxy-pid", str(running.proxy_pid)]
     budget_s = plan.warmup_s + plan.duration_s + 60 + cell.connections / 200
     done = subprocess.run(pinned(cpu, argv), capture_output=True, timeout=budget_s, check=False)
     if done.returncode != 0:
@@ -682,18 +689,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     md_path.write_text(markdown + f"\nFinished in {meta['elapsed_s']:g} s.\n")
     json_path = md_path.with_suffix(".json")
     document = {"meta": meta, "summary": summaries, "raw": results}
-    json_path.write_text(json.dumps(_finite(document), indent=1))
+    json_path.write_text(json.dumps(finite(document), indent=1))
     print(markdown)
     print(f"wrote {md_path} and {json_path} in {meta['elapsed_s']:g} s", file=sys.stderr)
     return 0
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """`value` with infinite floats (a starved connection's fairness) as the string "inf"."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     if isinstance(value, float) and value == float("inf"):
         return "inf"
     return value
