@@ -9,8 +9,8 @@ and unpinned (what a second worker gains when the kernel may use both cores). Th
 into a Markdown report, with each row's ratio to ``workers 1 direct``, and a JSON file under
 ``bench/results/``. Any echo mismatch or failed cell stops the run with a non-zero exit.
 
-    .venv/bin/python bench/scale.py --quick    # about 1.5 minutes
-    .venv/bin/python bench/scale.py            # the full run, about 10 minutes
+    .venv/bin/python bench/scale.py --quick    # about 75 s
+    .venv/bin/python bench/scale.py            # the full run, about 9 minutes
 """
 
 from __future__ import annotations
