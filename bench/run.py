@@ -305,9 +305,15 @@ def run_loadgen(cell: Cell, plan: Plan, running: Running, cpu: int | None) -> di
     return dict(json.loads(done.stdout))
 
 
+HOLD_CONNECT_RATE = 5000
+"""New connections per second in the hold cell: a burst of 10,000 at once overflows the
+listen queue of servers with a small backlog, which measures the backlog, not memory."""
+
+
 def hold_cell(plan: Plan) -> Cell:
     n = plan.hold_connections
-    return Cell(f"hold-{n}", f"idle KiB/conn ({n:,})", "hold", n)
+    pacing = ("--connect-rate", str(HOLD_CONNECT_RATE))
+    return Cell(f"hold-{n}", f"idle KiB/conn ({n:,})", "hold", n, extra=pacing)
 
 
 def measure_all(

@@ -55,6 +55,7 @@ class ListenerConfig:
     name: str = "main"
     host: str = "127.0.0.1"
     port: int = field(default=7007, metadata=_range(0, 65535))
+    backlog: int = field(default=1024, metadata=_range(1, 65535))
     tls: TLSConfig | None = None
     proxy_protocol: bool = False
     proxy_trusted: tuple[str, ...] = ()

@@ -56,7 +56,13 @@ class EchoProtocol(Connection, asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = typing.cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(high=self._buffer_bytes)
-        log.debug("connection %d from %s on %s", self.id, self.peer, self.listener.name)
+        log.debug(
+            "connection %d from %s (via %s) on %s",
+            self.id,
+            self.peer,
+            self.via or "direct",
+            self.listener.name,
+        )
 
     def data_received(self, data: bytes) -> None:
         size = len(data)

@@ -18,7 +18,7 @@ from server.config import Config, ConfigError, ListenerConfig, StatusConfig
 from server.echo import EchoServer
 from server.resources import reserve_descriptors
 from server.signals import catch_stop_signals, restore_stop_signals
-from server.sockets import bind, check_inherited_status
+from server.sockets import STATUS_BACKLOG, bind, check_inherited_status
 from server.stats import Registry
 from server.status import StatusSide, url_host
 
@@ -92,7 +92,8 @@ class Service:
     ) -> list[socket.socket]:
         inherited = self._inherited.pop(name, None)
         if not inherited:
-            return bind(key, address.host, address.port)
+            backlog = address.backlog if isinstance(address, ListenerConfig) else STATUS_BACKLOG
+            return bind(key, address.host, address.port, backlog)
         if isinstance(address, StatusConfig):
             check_inherited_status(inherited, address)
         return inherited

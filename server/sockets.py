@@ -16,10 +16,16 @@ SD_LISTEN_FDS_START = 3
 """systemd passes sockets as descriptors 3, 4, ... (sd_listen_fds(3))."""
 
 
-def bind(key: str, host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
+STATUS_BACKLOG = 128
+"""Listen queue of the status port: browsers and scrapers, never a flood."""
+
+
+def bind(
+    key: str, host: str, port: int, backlog: int = STATUS_BACKLOG, reuse_port: bool = False
+) -> list[socket.socket]:
     """`bind_sockets`, with failures turned into a `ConfigError` that names the config key."""
     try:
-        return bind_sockets(port, host, reuse_port=reuse_port)
+        return bind_sockets(port, host, backlog=backlog, reuse_port=reuse_port)
     except socket.gaierror as exc:
         raise ConfigError(f"{key}.host: cannot resolve {host!r}: {exc.strerror}") from None
     except OSError as exc:

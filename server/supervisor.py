@@ -97,15 +97,18 @@ class Supervisor:
             key = f"listeners[{index}]"
             shared = self._inherited.pop(listener.name, None)
             if shared is None and not hasattr(socket, "SO_REUSEPORT"):
-                shared = bind(key, listener.host, listener.port)
+                shared = bind(key, listener.host, listener.port, listener.backlog)
             if shared is not None:
                 per_slot = [shared] * count
                 self._held += shared
             else:
-                first = bind(key, listener.host, listener.port, reuse_port=True)
+                first = bind(key, listener.host, listener.port, listener.backlog, reuse_port=True)
                 port = first[0].getsockname()[1]
                 per_slot = [first]
-                per_slot += [bind(key, listener.host, port, True) for _ in range(count - 1)]
+                per_slot += [
+                    bind(key, listener.host, port, listener.backlog, reuse_port=True)
+                    for _ in range(count - 1)
+                ]
                 self._held += [sock for sockets in per_slot for sock in sockets]
             for n, sockets in enumerate(per_slot):
                 slots[n][listener.name] = [sock.fileno() for sock in sockets]
