@@ -12,6 +12,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 import ssl
 import types
 import typing
@@ -136,19 +137,41 @@ def load_config(
     """
     source = str(path)
     raw = _read_yaml(Path(path))
+    origins: dict[str, str] = {}
+    """Key path (``listeners[0].port``) -> where its value came from, if not the file."""
     for name, value in sorted((env or {}).items()):
         if name.startswith(ENV_PREFIX):
             key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-            raw = _override(raw, key, value, f"environment variable {name}")
+            origins[_key_path(key)] = f"environment variable {name}"
+            raw = _override(raw, key, value, origins[_key_path(key)])
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. status.port=8080")
-        raw = _override(raw, key.strip(), value, f"--set {key.strip()}")
-    config: Config = _build(Config, raw, source, "")
+        origins[_key_path(key.strip())] = f"--set {key.strip()}"
+        raw = _override(raw, key.strip(), value, origins[_key_path(key.strip())])
+    try:
+        config: Config = _build(Config, raw, source, "")
+    except ConfigError as exc:
+        raise _blame_origin(exc, source, origins) from None
     _check_consistency(config, source)
     _load_tls(config, Path(path).parent, source)
     return config
+
+
+def _key_path(dotted: str) -> str:
+    """``listeners.0.port`` as error messages spell it: ``listeners[0].port``."""
+    return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", dotted)
+
+
+def _blame_origin(exc: ConfigError, source: str, origins: Mapping[str, str]) -> ConfigError:
+    """Name the variable or flag, not the file, when the bad value came from one of them."""
+    message = str(exc)
+    for path, origin in origins.items():
+        prefix = f"{source}: {path}:"
+        if message.startswith(prefix):
+            return ConfigError(f"{origin}: {path}:{message[len(prefix) :]}")
+    return exc
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

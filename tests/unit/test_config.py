@@ -165,3 +165,29 @@ def test_set_listener_port_works_without_a_listeners_section(write_config: Path)
     """--set listeners.0.port=0 on a file that leaves listeners out changes the default one."""
     config = _load(write_config, "log_level: debug\n", {"ECHOSTAT_LISTENERS__0__PORT": "0"})
     assert config.listeners == (ListenerConfig(port=0),)
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "message"),
+    [
+        (
+            {"ECHOSTAT_STATUS__PORT": "70000"},
+            [],
+            "environment variable ECHOSTAT_STATUS__PORT: status.port:"
+            " expected an integer 0..65535, got 70000",
+        ),
+        (
+            {},
+            ["listeners.0.port=x"],
+            "--set listeners.0.port: listeners[0].port: expected an integer 0..65535, got 'x'",
+        ),
+    ],
+)
+def test_a_bad_override_names_the_variable_or_flag_not_the_file(
+    write_config: Path, env: dict[str, str], overrides: list[str], message: str
+) -> None:
+    """The value came from the environment or --set, so that is where the user must look."""
+    write_config.write_text("")
+    with pytest.raises(ConfigError) as error:
+        load_config(write_config, env, overrides)
+    assert str(error.value) == message
