@@ -180,8 +180,7 @@ class _ProxyHeader(asyncio.Protocol):
         if source is not None:
             echo.via = echo.peer
             echo.ip, echo.port = source
-        per_ip = server.limits.max_connections_per_ip
-        if per_ip and server.registry.active_from(echo.ip) >= per_ip:
+        if server._over_ip_limit(echo.ip):
             self._fail("max_connections_per_ip")
             return
         self._settle("registered")
@@ -324,10 +323,13 @@ class EchoServer(TCPServer):
         """
         if self.registry.active + self._awaiting_header >= self.limits.max_connections:
             return "max_connections"
-        per_ip = self.limits.max_connections_per_ip
-        if ip is not None and per_ip and self.registry.active_from(ip) >= per_ip:
+        if ip is not None and self._over_ip_limit(ip):
             return "max_connections_per_ip"
         return None
+
+    def _over_ip_limit(self, ip: str) -> bool:
+        per_ip = self.limits.max_connections_per_ip
+        return bool(per_ip) and self.registry.active_from(ip) >= per_ip
 
     def _reject(self, reason: str, ip: str, listener: str) -> None:
         self.registry.reject(reason)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from server.config import StatusConfig
 
 COOKIE_NAME = "echostat_session"
+LOGIN_PATH = "/login"
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -41,7 +42,8 @@ class AccessPolicy:
         return _host_name(host_header) in self.allowed_hosts
 
     def needs_token(self, path: str) -> bool:
-        return self.token is not None and path not in self.open_paths
+        """The sign-in form itself is always open, or browsers could never get in."""
+        return self.token is not None and path not in self.open_paths and path != LOGIN_PATH
 
     def bearer_ok(self, authorization: str) -> bool:
         scheme, _, credential = authorization.partition(" ")

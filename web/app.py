@@ -8,7 +8,7 @@ from tornado.web import Application
 
 from server.config import Config
 from server.stats import StatsSource
-from web.access import AccessPolicy
+from web.access import LOGIN_PATH, AccessPolicy
 from web.feed import StatsFeed
 from web.handlers import (
     ConnectionsHandler,
@@ -40,7 +40,7 @@ def make_app(registry: StatsSource, config: Config, feed: StatsFeed) -> Applicat
     return Application(
         [
             (r"/", PageHandler, state),
-            (r"/login", LoginHandler, state),
+            (LOGIN_PATH, LoginHandler, state),
             (r"/api/stats", StatsHandler, state),
             (r"/api/connections", ConnectionsHandler, state),
             (r"/api/history", HistoryHandler, state),

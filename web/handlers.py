@@ -13,7 +13,7 @@ from tornado.web import HTTPError, RequestHandler
 from server import __version__
 from server.config import Config
 from server.stats import StatsSource
-from web.access import COOKIE_NAME, AccessPolicy
+from web.access import COOKIE_NAME, LOGIN_PATH, AccessPolicy
 from web.feed import StatsFeed
 from web.schema import connections_document, limits_document, stats_document
 
@@ -49,7 +49,7 @@ class BaseHandler(RequestHandler):
             self._refuse(421, "unknown Host name; add it to status.allowed_hosts")
         elif self.policy.needs_token(self.request.path) and not self._authenticated():
             if self.request.method == "GET" and self.request.path == "/":
-                self.redirect("/login")
+                self.redirect(LOGIN_PATH)
                 return
             self.set_header("WWW-Authenticate", 'Bearer realm="echostat"')
             self._refuse(401, "missing or wrong token (Authorization: Bearer <token>)")
@@ -86,10 +86,9 @@ class LoginHandler(BaseHandler):
     """``/login``: a form that trades the token for a session cookie, for browsers."""
 
     def prepare(self) -> None:
-        if not self.policy.host_allowed(self.request.host):
-            self._refuse(421, "unknown Host name; add it to status.allowed_hosts")
-        elif self.policy.token is None:
-            self.redirect("/")
+        super().prepare()
+        if not self._finished and self.policy.token is None:
+            self.redirect("/")  # nothing to sign in to
 
     def get(self) -> None:
         self.render("login.html", version=__version__, failed=False)
