@@ -99,6 +99,7 @@ async def run_worker(config: Config, spec: WorkerSpec) -> None:
     await asyncio.wait([signal_task, gone_task], return_when=asyncio.FIRST_COMPLETED)
     if gone_task.done():
         log.warning("supervisor is gone; shutting down")
+    signal_task.cancel()
     gone_task.cancel()
     await service.stop()
     await reporter.close()
