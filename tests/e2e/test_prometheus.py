@@ -66,11 +66,7 @@ def prometheus_for(tmp_path: Path) -> Iterator[Any]:
 def dashboard_queries() -> list[str]:
     """Every PromQL expression of the Grafana dashboard's panels."""
     dashboard = json.loads(DASHBOARD.read_text())
-    return [
-        target["expr"]
-        for panel in dashboard["panels"]
-        for target in panel.get("targets", [])
-    ]
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
 
 
 def as_grafana_sends(expr: str, instances: list[EchostatProcess]) -> str:
@@ -117,9 +113,7 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
 
     sent = [payload(1000 * n, seed=n) for n in range(1, 6)]
     kept = [await echo_once(limited.echo_port, data) for data in sent[:2]]
-    refused_reader, refused_writer = await asyncio.open_connection(
-        "127.0.0.1", limited.echo_port
-    )
+    refused_reader, refused_writer = await asyncio.open_connection("127.0.0.1", limited.echo_port)
     assert await refused_reader.read() == b"", "the third connection from one IP is refused"
     done = [await echo_once(timing_out.echo_port, data) for data in sent[2:]]
     await close_all([writer for _, writer in done])
