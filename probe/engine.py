@@ -148,6 +148,15 @@ class Client(asyncio.Protocol):
     def time_out(self, timeout_s: float) -> None:
         self.fail("timeout", f"{self.overdue()} within {timeout_s:g} s")
 
+    def verify_message(self, data: bytes, start: int, size: int, context: str) -> bool:
+        """Check `data` as the next bytes of the one `size`-byte message ``PATTERN[start:]``
+        this connection sent and count them; on a difference report it and return False."""
+        if self.verified + len(data) > size or not PATTERN.startswith(data, start + self.verified):
+            self.mismatch(data, start + self.verified, size - self.verified, context)
+            return False
+        self.verified += len(data)
+        return True
+
     def mismatch(self, data: bytes, pattern_offset: int, expected_bytes: int, context: str) -> None:
         """Report the first byte of `data` that is not ``PATTERN[pattern_offset:]``; bytes
         beyond the first `expected_bytes` were never sent."""
@@ -334,15 +343,9 @@ class Holder(Client):
         return f"{self.verified} of its {self.size}-byte message came back"
 
     def data_received(self, data: bytes) -> None:
-        if self.verified + len(data) > self.size or not PATTERN.startswith(
-            data, self.offset + self.verified
-        ):
-            expected = self.size - self.verified
-            self.mismatch(data, self.offset + self.verified, expected, "hold message")
-            return
-        self.verified += len(data)
-        if self.verified == self.size:
-            _settle(self.echoed)
+        if self.verify_message(data, self.offset, self.size, "hold message"):
+            if self.verified == self.size:
+                _settle(self.echoed)
 
 
 class HalfClose(Client):
@@ -374,15 +377,9 @@ class HalfClose(Client):
         return f"all {self.size} bytes came back but no EOF after them"
 
     def data_received(self, data: bytes) -> None:
-        if self.verified + len(data) > self.size or not PATTERN.startswith(
-            data, self.offset + self.verified
-        ):
-            expected = self.size - self.verified
-            self.mismatch(data, self.offset + self.verified, expected, "half-close")
-            return
-        self.verified += len(data)
-        if self.verified == self.size:
-            self.echo_ns = time.perf_counter_ns() - self.shut_at
+        if self.verify_message(data, self.offset, self.size, "half-close"):
+            if self.verified == self.size:
+                self.echo_ns = time.perf_counter_ns() - self.shut_at
 
     def eof_received(self) -> None:
         if self.verified < self.size:

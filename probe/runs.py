@@ -100,6 +100,19 @@ def timing_lines(what: str, figures: dict[str, float | int]) -> list[str]:
     ]
 
 
+async def _connect(
+    session: Session, count: int, factory: Callable[[int], Client], timeout_s: float
+) -> Result | None:
+    """Open the session's `count` connections; if that fails, close those opened and return
+    the `Result` saying why."""
+    try:
+        await session.connect(count, factory)
+    except (OSError, TimeoutError) as exc:
+        session.close()
+        return Result({}, [connect_failure(session.endpoint, exc, timeout_s)])
+    return None
+
+
 async def first_of(*waits: Awaitable[Any]) -> None:
     """Return as soon as one of `waits` is done; cancel those of them that are coroutines
     (a future passed in belongs to its owner and is left alone)."""
@@ -133,11 +146,8 @@ async def round_trips(
         preamble = endpoint.preamble
         return PingPong(run, index, options.size, preamble, options.interval_s, options.count, show)
 
-    try:
-        await session.connect(1, factory)
-    except (OSError, TimeoutError) as exc:
-        session.close()
-        return Result({}, [connect_failure(endpoint, exc, options.timeout_s)])
+    if failed := await _connect(session, 1, factory, options.timeout_s):
+        return failed
     (client,) = session.clients
     tls = tls_figures(client)
     console.line(connected_line(endpoint, client, tls))
@@ -193,11 +203,8 @@ async def load(
         f"PROBE {endpoint.label}: {options.mode}, {options.connections} connections, "
         f"{unit}, {options.duration_s:g} s"
     )
-    try:
-        await session.connect(options.connections, factory)
-    except (OSError, TimeoutError) as exc:
-        session.close()
-        return Result({}, [connect_failure(endpoint, exc, options.timeout_s)])
+    if failed := await _connect(session, options.connections, factory, options.timeout_s):
+        return failed
     tls = tls_figures(session.clients[0])
     started = time.perf_counter()
     session.start()
@@ -311,13 +318,12 @@ async def half_close(
     run = Run(stop_on_failure=False)
     session = Session(endpoint, run, options.timeout_s)
     console.line(f"PROBE {endpoint.label}: half-close after {options.size} bytes")
-    try:
-        await session.connect(
-            1, lambda index: HalfClose(run, index, options.size, endpoint.preamble)
-        )
-    except (OSError, TimeoutError) as exc:
-        session.close()
-        return Result({}, [connect_failure(endpoint, exc, options.timeout_s)])
+
+    def factory(index: int) -> HalfClose:
+        return HalfClose(run, index, options.size, endpoint.preamble)
+
+    if failed := await _connect(session, 1, factory, options.timeout_s):
+        return failed
     (client,) = session.clients
     assert isinstance(client, HalfClose)
     console.line(connected_line(endpoint, client, None))
