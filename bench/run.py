@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from probe.figures import percentile
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 LOADGEN = BENCH / "loadgen.py"
@@ -514,14 +516,6 @@ def runs_on(cell: Cell, server: Server) -> bool:
     if cell.mode == "hold" and not server.holds_many:
         return False
     return server.tls or not cell.tls
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile, as the load generator computes it (`probe.figures`)."""
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
-    return sorted_values[index]
 
 
 def median(values: Sequence[float | None]) -> float | None:

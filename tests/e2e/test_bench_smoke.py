@@ -108,3 +108,20 @@ def test_churn_fails_the_run_on_a_corrupted_echo() -> None:
         done = loadgen(port, "--size", "16", mode="churn")
     assert done.returncode == 1
     assert re.search(r"connection \d+: byte 5 differs from what was sent", done.stderr), done.stderr
+
+
+def test_runner_merges_the_results_of_several_load_generators(tmp_path: Path) -> None:
+    """--loadgen-procs 2 splits a churn cell over two verifying processes and merges them."""
+    argv = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--only", "none"]
+    argv += ["--cells", "churn x32", "--duration", "0.5", "--no-pin", "--loadgen-procs", "2"]
+    done = subprocess.run(
+        [*argv, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    (results,) = tmp_path.glob("*-quick.json")
+    (run,) = json.loads(results.read_text())["raw"]["echostat (uvloop)"]["churn-x32"]
+    assert run["loadgen_procs"] == 2
+    assert run["connections"] == 32
+    assert run["connections_per_s"] > 0
+    assert run["failures"] == {}
+    assert "latencies_us" not in run
