@@ -14,7 +14,8 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
-from server.stats import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot
+from server.stats import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot, TcpSnapshot
+from server.tcp_info import TcpInfo
 
 REPORT_INTERVAL_S = 0.5
 """How often workers report; the page and API lag the echo path by at most this."""
@@ -34,7 +35,10 @@ def encode_report(snapshot: StatsSnapshot, connections: list[ConnectionSnapshot]
 
 def decode_report(line: bytes) -> tuple[StatsSnapshot, list[ConnectionSnapshot]]:
     report = json.loads(line)
-    connections = [ConnectionSnapshot(**row) for row in report["connections"]]
+    connections = [
+        ConnectionSnapshot(**{**row, "tcp": row["tcp"] and TcpInfo(**row["tcp"])})
+        for row in report["connections"]
+    ]
     return StatsSnapshot.from_dict(report["snapshot"]), connections
 
 
@@ -64,6 +68,7 @@ class FleetStats:
                 active=0,
                 closed=snap.closed + snap.active,
                 listeners=tuple(dataclasses.replace(s, active=0) for s in snap.listeners),
+                tcp=dataclasses.replace(snap.tcp, open_rtt_ms=()),
             )
         )
 
@@ -93,6 +98,7 @@ class FleetStats:
             bytes_sent=sum(s.bytes_sent for s in everyone),
             listeners=_merge_listeners(everyone),
             workers=tuple(worker for snap in live for worker in snap.workers),
+            tcp=TcpSnapshot.merge([s.tcp for s in live], [s.tcp for s in self._retired]),
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:

@@ -21,6 +21,7 @@ class Rates:
     connections_per_s: float = 0.0
     bytes_received_per_s: float = 0.0
     bytes_sent_per_s: float = 0.0
+    retransmits_per_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class History:
                 connections_per_s=(snap.accepted - previous.accepted) / interval_s,
                 bytes_received_per_s=(snap.bytes_received - previous.bytes_received) / interval_s,
                 bytes_sent_per_s=(snap.bytes_sent - previous.bytes_sent) / interval_s,
+                retransmits_per_s=(snap.tcp.retransmits - previous.tcp.retransmits) / interval_s,
             )
         self._points.append(_Point(snap.taken_at, snap.active, self.rates))
         return self.rates
@@ -63,4 +65,5 @@ class History:
             "connections_per_s": [round(p.rates.connections_per_s, 3) for p in points],
             "bytes_received_per_s": [round(p.rates.bytes_received_per_s, 1) for p in points],
             "bytes_sent_per_s": [round(p.rates.bytes_sent_per_s, 1) for p in points],
+            "retransmits_per_s": [round(p.rates.retransmits_per_s, 3) for p in points],
         }

@@ -8,13 +8,14 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
 from server import __version__
-from server.stats import StatsSource
+from server.stats import RTT_BUCKETS_S, StatsSource, TcpSnapshot
 
 
 def metrics_registry(registry: StatsSource) -> CollectorRegistry:
@@ -88,10 +89,33 @@ class RegistryCollector(Collector):
         yield CounterMetricFamily(
             "echostat_bytes_sent", "Bytes echoed back to clients since start.", snap.bytes_sent
         )
+        if snap.tcp.measured:
+            yield from _path_quality(snap.tcp)
         yield GaugeMetricFamily(
             "echostat_uptime_seconds", "Seconds since the service started.", snap.uptime_seconds
         )
         yield InfoMetricFamily("echostat", "The running echostat.", {"version": __version__})
+
+
+def _path_quality(tcp: TcpSnapshot) -> Iterator[Metric]:
+    """The RTT histogram and retransmitted segments, from TCP_INFO; no per-connection labels."""
+    cumulative = 0
+    buckets = []
+    for bound, count in zip([*map(str, RTT_BUCKETS_S), "+Inf"], tcp.rtt_buckets, strict=True):
+        cumulative += count
+        buckets.append((bound, cumulative))
+    yield HistogramMetricFamily(
+        "echostat_tcp_rtt_seconds",
+        "Smoothed RTT of echo connections (TCP_INFO), observed at close and at most once per"
+        " tcp_info_interval_s while open.",
+        buckets=buckets,
+        sum_value=tcp.rtt_sum_s,
+    )
+    yield CounterMetricFamily(
+        "echostat_tcp_retransmitted_segments",
+        "TCP segments the server retransmitted on echo connections, open and closed.",
+        tcp.retransmits,
+    )
 
 
 def _labelled(
