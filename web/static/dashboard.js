@@ -193,6 +193,7 @@ function loadHistory(history) {
   series.cps = history.connections_per_s.slice();
   series.received = history.bytes_received_per_s.slice();
   series.sent = history.bytes_sent_per_s.slice();
+  loadUdpHistory(history);
   redrawCharts();
 }
 
@@ -313,6 +314,7 @@ function render(stats) {
   renderListeners(stats.listeners);
   renderWorkers(stats.workers);
   renderConnections(stats.top_connections);
+  renderUdp(stats);
   appendPoint(stats);
 }
 
