@@ -13,36 +13,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-class TokenBucket:
-    """`rate_per_s` tokens a second, holding at most `capacity` (one second's worth by default)."""
-
-    __slots__ = ("rate_per_s", "capacity", "tokens", "stamp")
-
-    def __init__(self, rate_per_s: float, now: float, capacity: float | None = None) -> None:
-        self.rate_per_s = rate_per_s
-        self.capacity = rate_per_s if capacity is None else capacity
-        self.tokens = self.capacity
-        self.stamp = now
-
-    def take(self, now: float, amount: float = 1.0) -> bool:
-        """Spend `amount` tokens if the bucket holds them at time `now`; False if it doesn't."""
-        tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate_per_s)
-        self.stamp = now
-        if tokens < amount:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - amount
-        return True
-
-
 class Source:
-    """One source IP address: its rate budget, shared by all its ports, and its drops."""
+    """One source IP address: its token bucket, shared by all its ports, and its drops.
 
-    __slots__ = ("ip", "bucket", "peers", "dropped")
+    The bucket is refilled lazily, in the first tick in which the source sends again, for
+    the time since `refilled_at`.
+    """
 
-    def __init__(self, ip: str, bucket: TokenBucket | None) -> None:
+    __slots__ = ("ip", "tokens", "refilled_at", "peers", "dropped")
+
+    def __init__(self, ip: str, tokens: float, refilled_at: float) -> None:
         self.ip = ip
-        self.bucket = bucket
+        self.tokens = tokens
+        self.refilled_at = refilled_at
         self.peers = 0
         self.dropped = 0
 
@@ -54,23 +37,23 @@ class Peer:
         "ip",
         "port",
         "source",
+        "tick",
         "first_seen",
         "last_seen",
-        "queued_at",
         "datagrams",
         "bytes",
         "dropped",
         "dropped_bytes",
     )
 
-    def __init__(self, ip: str, port: int, source: Source, now: float) -> None:
+    def __init__(self, ip: str, port: int, source: Source, tick: int, now: float) -> None:
         self.ip = ip
         self.port = port
         self.source = source
+        self.tick = tick
+        """The tick of its latest datagram; `last_seen` is that tick's time."""
         self.first_seen = now
         self.last_seen = now
-        self.queued_at = now
-        """When the peer last moved to the young end of the table (see `UDPListenerStats`)."""
         self.datagrams = 0
         self.bytes = 0
         self.dropped = 0
@@ -86,17 +69,17 @@ class Peer:
 class UDPListenerStats:
     """Counters and peers of one UDP listener; `port` is the bound port, never 0.
 
-    `peers` is ordered from least to most recently seen, to within `REQUEUE_S`: a peer moves
-    to the end at most that often, so the oldest is always first, for eviction and expiry.
+    Only what arrives is counted per datagram; what was sent is what arrived minus what was
+    dropped. `peers` is ordered from least to most recently seen (a peer moves to the end
+    with its first datagram in each tick), so the oldest is first, for eviction and expiry.
     """
 
     name: str
     host: str
     port: int
     datagrams_received: int = 0
-    datagrams_sent: int = 0
     bytes_received: int = 0
-    bytes_sent: int = 0
+    dropped_bytes: int = 0
     peers_evicted: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
     peers: dict[Any, Peer] = field(default_factory=dict)
@@ -126,17 +109,13 @@ class UDPListenerStats:
             host=self.host,
             port=self.port,
             datagrams_received=self.datagrams_received,
-            datagrams_sent=self.datagrams_sent,
+            datagrams_sent=self.datagrams_received - sum(self.dropped.values()),
             bytes_received=self.bytes_received,
-            bytes_sent=self.bytes_sent,
+            bytes_sent=self.bytes_received - self.dropped_bytes,
             dropped=dict(self.dropped),
             peers=len(self.peers),
             peers_evicted=self.peers_evicted,
         )
-
-
-REQUEUE_S = 1.0
-"""How stale a peer's place in the table may get before a datagram moves it to the end."""
 
 
 @dataclass(frozen=True)

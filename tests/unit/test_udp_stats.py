@@ -1,28 +1,36 @@
-"""The UDP registry parts without sockets: token buckets and the bounded peers table."""
+"""The UDP parts without sockets: listener budgets and the bounded peers table."""
 
 from __future__ import annotations
 
-from server.udp_stats import Peer, Source, TokenBucket, UDPListenerStats
+import math
+
+from server.config import UDPConfig
+from server.udp import MAX_DATAGRAM_BYTES, ListenerBudget
+from server.udp_stats import Peer, Source, UDPListenerStats
 
 
-def test_token_bucket_allows_a_second_of_burst_then_its_rate() -> None:
-    """A bucket of 10/s passes 10 at once, refuses the 11th, and passes 5 more after 0.5 s."""
-    bucket = TokenBucket(10, now=100.0)
-    assert [bucket.take(100.0) for _ in range(11)] == [True] * 10 + [False]
-    assert [bucket.take(100.5) for _ in range(6)] == [True] * 5 + [False]
+def test_listener_budget_holds_a_second_and_refills_at_its_rate() -> None:
+    """10 datagrams/s: a full budget is 10; after spending it, 0.5 s brings back 5, and an
+    hour of silence still only refills to 10. Bytes hold at least one largest datagram."""
+    budget = ListenerBudget(UDPConfig(max_datagrams_per_s=10, max_bytes_per_s=1000))
+    assert (budget.datagrams, budget.bytes) == (10, MAX_DATAGRAM_BYTES)
+    budget.datagrams = 0
+    budget.refill(0.5)
+    assert budget.datagrams == 5
+    budget.refill(3600)
+    assert (budget.datagrams, budget.bytes) == (10, MAX_DATAGRAM_BYTES)
 
 
-def test_token_bucket_never_holds_more_than_its_capacity() -> None:
-    """An hour of silence still only refills to capacity."""
-    bucket = TokenBucket(1000, now=0.0, capacity=65507)
-    assert bucket.take(3600.0, 65507)
-    assert not bucket.take(3600.0, 1)
+def test_a_limit_of_zero_is_an_endless_budget() -> None:
+    budget = ListenerBudget(UDPConfig(max_datagrams_per_s=0, max_bytes_per_s=0))
+    budget.refill(1.0)
+    assert budget.datagrams == budget.bytes == math.inf
 
 
 def add_peer(stats: UDPListenerStats, ip: str, port: int, now: float) -> None:
-    source = stats.sources.setdefault(ip, Source(ip, None))
+    source = stats.sources.setdefault(ip, Source(ip, 1.0, now))
     source.peers += 1
-    stats.peers[(ip, port)] = Peer(ip, port, source, now)
+    stats.peers[(ip, port)] = Peer(ip, port, source, 0, now)
 
 
 def test_forgetting_the_last_peer_of_an_address_forgets_its_source() -> None:
