@@ -59,6 +59,7 @@ class FleetStats:
         self._reports: dict[int, tuple[StatsSnapshot, list[ConnectionSnapshot]]] = {}
         self._retired: list[StatsSnapshot] = []
         self._peers: dict[int, list[PeerSnapshot]] = {}
+        self.worker_restarts = 0
 
     def update(self, pid: int, line: bytes) -> None:
         """Record the report line `line` from worker `pid`."""
@@ -109,6 +110,7 @@ class FleetStats:
             listeners=_merge_listeners(everyone),
             workers=tuple(worker for snap in live for worker in snap.workers),
             udp_listeners=_merge_udp_listeners(everyone),
+            worker_restarts=self.worker_restarts,
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:

@@ -114,6 +114,8 @@ class StatsSnapshot:
     listeners: tuple[ListenerSnapshot, ...]
     workers: tuple[WorkerSnapshot, ...]
     udp_listeners: tuple[UDPListenerSnapshot, ...] = ()
+    worker_restarts: int = 0
+    """Workers the supervisor restarted after they died; always 0 for a single process."""
 
     @property
     def rejected_total(self) -> int:
