@@ -87,11 +87,7 @@ function renderPeers(table, now) {
       ]),
     ),
   );
-  const hidden = table.total - table.peers.length;
-  const note = byId("peers-note");
-  note.hidden = table.total > 0 && hidden <= 0;
-  note.textContent =
-    table.total === 0 ? "No UDP peers lately." : `and ${numbers.format(hidden)} more (${numbers.format(table.total)} peers)`;
+  showRowsNote("peers-note", table.total, table.peers.length, "No UDP peers lately.", "peers");
 }
 
 function renderUdp(stats) {
