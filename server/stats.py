@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from server.tcp_info import TcpInfo
+from server.udp_stats import PeerSnapshot, UDPListenerSnapshot, UDPListenerStats, peer_snapshot
 
 
 class Connection:
@@ -201,6 +202,7 @@ class StatsSnapshot:
     bytes_sent: int
     listeners: tuple[ListenerSnapshot, ...]
     workers: tuple[WorkerSnapshot, ...]
+    udp_listeners: tuple[UDPListenerSnapshot, ...] = ()
     worker_restarts: int = 0
     """Workers the supervisor restarted after they died; always 0 for a single process."""
     tcp: TcpSnapshot = field(default_factory=TcpSnapshot)
@@ -222,6 +224,9 @@ class StatsSnapshot:
                 "listeners": tuple(ListenerSnapshot(**item) for item in data["listeners"]),
                 "workers": tuple(WorkerSnapshot(**item) for item in data["workers"]),
                 "tcp": TcpSnapshot.from_dict(data["tcp"]),
+                "udp_listeners": tuple(
+                    UDPListenerSnapshot(**item) for item in data.get("udp_listeners", ())
+                ),
             }
         )
 
@@ -257,6 +262,8 @@ class StatsSource(Protocol):
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]: ...
 
+    def peers(self, limit: int | None = None) -> list[PeerSnapshot]: ...
+
 
 _TCP_READS_MIN = 100
 """TCP_INFO reads a snapshot may always make, however few connections are due."""
@@ -281,6 +288,7 @@ class Registry:
         self.ready = False
         """False from the moment shutdown begins, even while still accepting (see /readyz)."""
         self.listeners: list[ListenerStats] = []
+        self.udp_listeners: list[UDPListenerStats] = []
         self.accepted = 0
         self.closed = 0
         self.rejected: Counter[str] = Counter()
@@ -305,6 +313,11 @@ class Registry:
     def add_listener(self, name: str, host: str, port: int, tls: bool = False) -> ListenerStats:
         stats = ListenerStats(name, host, port, tls)
         self.listeners.append(stats)
+        return stats
+
+    def add_udp_listener(self, name: str, host: str, port: int) -> UDPListenerStats:
+        stats = UDPListenerStats(name, host, port)
+        self.udp_listeners.append(stats)
         return stats
 
     @property
@@ -406,6 +419,7 @@ class Registry:
                 ),
             ),
             tcp=self._tcp_snapshot(),
+            udp_listeners=tuple(udp.snapshot() for udp in self.udp_listeners),
         )
 
     def _tcp_snapshot(self) -> TcpSnapshot:
@@ -482,3 +496,11 @@ class Registry:
             )
             for c in ranked
         ]
+
+    def peers(self, limit: int | None = None) -> list[PeerSnapshot]:
+        """Peers of every UDP listener, most datagrams first, at most `limit` of them."""
+        now, wall_now = self.clock(), self.wall_clock()
+        every = [(peer, udp.name) for udp in self.udp_listeners for peer in udp.peers.values()]
+        count = len(every) if limit is None else limit
+        ranked = heapq.nlargest(count, every, key=lambda item: item[0].datagrams)
+        return [peer_snapshot(peer, name, self.pid, now, wall_now) for peer, name in ranked]
