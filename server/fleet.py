@@ -16,7 +16,6 @@ from collections.abc import Iterable
 
 from server.stats import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot, TcpSnapshot
 from server.tcp_info import TcpInfo
-from server.stats import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot
 from server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 
 REPORT_INTERVAL_S = 0.5

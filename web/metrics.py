@@ -16,7 +16,6 @@ from prometheus_client.registry import Collector
 
 from server import __version__
 from server.stats import RTT_BUCKETS_S, StatsSource, TcpSnapshot
-from server.stats import StatsSource
 from server.udp_stats import UDPListenerSnapshot
 
 

@@ -14,7 +14,6 @@ from server import __version__
 from server.config import Config
 from server.stats import ConnectionSnapshot, StatsSnapshot, TcpSnapshot
 from server.tcp_info import TcpInfo
-from server.stats import ConnectionSnapshot, StatsSnapshot
 from server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 from web.history import Rates
 
