@@ -9,6 +9,7 @@ import sys
 
 from server import __version__
 from server.config import ENV_PREFIX, ConfigError, load_config
+from server.resources import describe_max_connections
 from server.runtime import configure_logging, run
 from server.service import serve
 from server.sockets import systemd_sockets
@@ -59,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"echostat: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     if args.check_config:
-        print(f"echostat: {args.config}: configuration is valid")
+        print(
+            f"echostat: {args.config}: configuration is valid; {describe_max_connections(config)}"
+        )
         return 0
     configure_logging(config)
     inherited = systemd_sockets(os.environ)

@@ -23,9 +23,15 @@ STATUS_BACKLOG = 128
 def bind(
     key: str, host: str, port: int, backlog: int = STATUS_BACKLOG, reuse_port: bool = False
 ) -> list[socket.socket]:
-    """`bind_sockets`, with failures turned into a `ConfigError` that names the config key."""
+    """`bind_sockets`, with failures turned into a `ConfigError` that names the config key.
+
+    ``::`` binds every interface in both families, as Tornado does for no address: one
+    IPv6-only and one IPv4 socket, so IPv4 clients keep their own addresses (not mapped
+    ``::ffff:`` ones) in the per-IP limit, the PROXY trust check and the page.
+    """
     try:
-        return bind_sockets(port, host, backlog=backlog, reuse_port=reuse_port)
+        address = None if host == "::" else host
+        return bind_sockets(port, address, backlog=backlog, reuse_port=reuse_port)
     except socket.gaierror as exc:
         raise ConfigError(f"{key}.host: cannot resolve {host!r}: {exc.strerror}") from None
     except OSError as exc:

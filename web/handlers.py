@@ -57,8 +57,21 @@ class BaseHandler(RequestHandler):
     def _refuse(self, status: int, message: str) -> None:
         """End the request here; unlike raising HTTPError, this keeps the headers set so far."""
         self.set_status(status)
+        if self._in_api():
+            self.write_json({"error": message})
+            return
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(message + "\n")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Under /api/ an error is JSON, ``{"error": reason}``, for scripts; elsewhere a page."""
+        if self._in_api():
+            self.write_json({"error": self._reason})
+        else:
+            super().write_error(status_code, **kwargs)
+
+    def _in_api(self) -> bool:
+        return self.request.path.startswith("/api/")
 
     def _authenticated(self) -> bool:
         authorization = self.request.headers.get("Authorization")
