@@ -111,6 +111,8 @@ class StatsSnapshot:
     bytes_sent: int
     listeners: tuple[ListenerSnapshot, ...]
     workers: tuple[WorkerSnapshot, ...]
+    worker_restarts: int = 0
+    """Workers the supervisor restarted after they died; always 0 for a single process."""
 
     @property
     def rejected_total(self) -> int:
