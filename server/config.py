@@ -78,6 +78,9 @@ class StatusConfig:
     token: str | None = field(default=None, repr=False)
     allowed_hosts: tuple[str, ...] = ()
     open_paths: tuple[str, ...] = ("/healthz", "/readyz")
+    max_connections: int = field(default=256, metadata=_range(1, 100_000))
+    header_timeout_s: float = field(default=10.0, metadata=_range(0.1, 3600))
+    idle_timeout_s: float = field(default=60.0, metadata=_range(0.1, 86400))
 
     @property
     def on_loopback(self) -> bool:

@@ -324,3 +324,15 @@ class Registry:
             )
             for c in ranked
         ]
+
+
+@dataclass(slots=True)
+class StatusCounters:
+    """The status side's own connections (page, API, push streams, scrapers): open now,
+    accepted, and those it refused or ended, by reason. Counted by the status server."""
+
+    max_connections: int
+    active: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = dataclasses.field(default_factory=Counter)
+    closed_by_server: Counter[str] = dataclasses.field(default_factory=Counter)

@@ -12,10 +12,15 @@ from tornado.web import HTTPError, RequestHandler
 
 from server import __version__
 from server.config import Config
-from server.stats import StatsSource
+from server.stats import StatsSource, StatusCounters
 from web.access import COOKIE_NAME, LOGIN_PATH, AccessPolicy
 from web.feed import StatsFeed
-from web.schema import connections_document, limits_document, stats_document
+from web.schema import (
+    connections_document,
+    limits_document,
+    stats_document,
+    status_connections_document,
+)
 
 _JSON = "application/json; charset=utf-8"
 
@@ -28,6 +33,7 @@ class BaseHandler(RequestHandler):
     feed: StatsFeed
     policy: AccessPolicy
     metrics: CollectorRegistry
+    status_counters: StatusCounters
 
     def initialize(
         self,
@@ -36,12 +42,14 @@ class BaseHandler(RequestHandler):
         feed: StatsFeed,
         policy: AccessPolicy,
         metrics: CollectorRegistry,
+        status_counters: StatusCounters,
     ) -> None:
         self.registry = registry
         self.config = config
         self.feed = feed
         self.metrics = metrics
         self.policy = policy
+        self.status_counters = status_counters
 
     def prepare(self) -> None:
         """Refuse unknown Host names (421) and requests without the token (401 or login)."""
@@ -132,7 +140,13 @@ class StatsHandler(BaseHandler):
 
     def get(self) -> None:
         document = stats_document(self.registry.snapshot(), self.feed.rates)
-        self.write_json({**document, "limits": limits_document(self.config)})
+        self.write_json(
+            {
+                **document,
+                "limits": limits_document(self.config),
+                "status_connections": status_connections_document(self.status_counters),
+            }
+        )
 
 
 class ConnectionsHandler(BaseHandler):

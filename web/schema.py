@@ -12,7 +12,7 @@ from typing import Any
 
 from server import __version__
 from server.config import Config
-from server.stats import ConnectionSnapshot, StatsSnapshot
+from server.stats import ConnectionSnapshot, StatsSnapshot, StatusCounters
 from web.history import Rates
 
 
@@ -68,6 +68,18 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
 def limits_document(config: Config) -> dict[str, Any]:
     """The limits in force, keyed as in ``config.yaml``."""
     return dataclasses.asdict(config.limits)
+
+
+def status_connections_document(counters: StatusCounters) -> dict[str, Any]:
+    """The status side's own connections, shaped like the echo side's ``connections``."""
+    return {
+        "active": counters.active,
+        "max_connections": counters.max_connections,
+        "accepted": counters.accepted,
+        "rejected": sum(counters.rejected.values()),
+        "rejected_by_reason": dict(sorted(counters.rejected.items())),
+        "closed_by_server": dict(sorted(counters.closed_by_server.items())),
+    }
 
 
 def connections_document(total: int, rows: Sequence[ConnectionSnapshot]) -> dict[str, Any]:
