@@ -19,6 +19,7 @@ from web.handlers import (
     MetricsHandler,
     NotFoundHandler,
     PageHandler,
+    PeersHandler,
     ReadyHandler,
     StatsHandler,
 )
@@ -49,6 +50,7 @@ def make_app(
             (LOGIN_PATH, LoginHandler, state),
             (r"/api/stats", StatsHandler, state),
             (r"/api/connections", ConnectionsHandler, state),
+            (r"/api/peers", PeersHandler, state),
             (r"/api/history", HistoryHandler, state),
             (r"/api/events", EventsHandler, state),
             (r"/metrics", MetricsHandler, state),
