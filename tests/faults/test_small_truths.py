@@ -14,7 +14,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from tests.faults.conftest import StartService
 from tests.faults.test_tls import tls_listener
-from tests.helpers import DEADLINE_S, require_program, status_fetch
+from tests.helpers import DEADLINE_S, require_program, round_trip, status_fetch, udp_socket
 
 TOKEN = "dual-stack-token-0123456789"
 
@@ -31,14 +31,20 @@ async def echo_over(family: socket.AddressFamily, host: str, port: int) -> bytes
 
 
 async def test_double_colon_serves_ipv4_and_ipv6(start_service: StartService) -> None:
-    """A listener and the status page on ``::`` answer over 127.0.0.1 and ::1 alike."""
+    """TCP and UDP listeners and the status page on ``::`` answer over 127.0.0.1 and ::1."""
     service = await start_service(
-        listeners=[{"name": "main", "host": "::", "port": 0}],
+        listeners=[
+            {"name": "main", "host": "::", "port": 0},
+            {"name": "udp", "host": "::", "port": 0, "protocol": "udp"},
+        ],
         status={"host": "::", "port": 0, "token": TOKEN},
     )
     port = service.echo_port("main")
     assert await echo_over(socket.AF_INET, "127.0.0.1", port) == b"hello"
     assert await echo_over(socket.AF_INET6, "::1", port) == b"hello"
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with udp_socket(family) as client:
+            assert await round_trip(client, (host, service.echo_port("udp")), b"dgram") == b"dgram"
     for host in ("127.0.0.1", "[::1]"):
         response = await AsyncHTTPClient().fetch(
             f"http://{host}:{service.status_port}/api/stats",
