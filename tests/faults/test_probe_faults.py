@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,7 @@ from tests.faulty_servers import (
     replays_first,
     resets,
 )
-from tests.helpers import DEADLINE_S, REPO, fetch_json, probe_json, run_probe, wait_for
+from tests.helpers import DEADLINE_S, RunningProbe, fetch_json, probe_json, run_probe, wait_for
 
 ROUND_TRIPS = ("--count", "3", "--interval", "0", "--timeout", "1")
 
@@ -144,14 +141,8 @@ def test_proxy_header_makes_echostat_see_the_proxy_source(
     listener = {"name": "lb", "host": "127.0.0.1", "port": 0, "proxy_protocol": True}
     echostat = start_echostat(listeners=[{**listener, "proxy_trusted": ["127.0.0.0/8"]}])
     target = f"127.0.0.1:{echostat.ports['lb']}"
-    flags = ["--proxy-header", version, "--proxy-source", "203.0.113.7:40000", "--count", "0"]
-    probe = subprocess.Popen(
-        [sys.executable, "-m", "echostat", "probe", target, *flags, "--interval", "0.1"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    flags = ["--proxy-header", version, "--proxy-source", "203.0.113.7:40000"]
+    probe = RunningProbe(target, *flags)
     try:
 
         def proxied() -> dict[str, Any] | None:
@@ -162,7 +153,6 @@ def test_proxy_header_makes_echostat_see_the_proxy_source(
         assert row["peer"] == "203.0.113.7:40000"
         assert row["via"].startswith("127.0.0.1:")
     finally:
-        probe.send_signal(signal.SIGINT)
-        out, errors = probe.communicate(timeout=DEADLINE_S)
-    assert probe.returncode == 0, errors
-    assert re.search(r"^\d+ sent, (\d+) verified, 0 failed", out, re.MULTILINE), out
+        status, out, errors = probe.interrupt()
+    assert status == 0, errors
+    assert re.search(r"^\d+ sent, \d+ verified, 0 failed", out, re.MULTILINE), out
