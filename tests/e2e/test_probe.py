@@ -211,7 +211,7 @@ def test_progress_line_only_on_a_terminal(echostat: EchostatProcess) -> None:
     command = [sys.executable, "-m", "echostat", "probe", target, "--connections", "2"]
     try:
         done = subprocess.run(
-            [*command, "--duration", "2.5"],
+            [*command, "--duration", "3.5"],
             cwd=REPO,
             stdout=child,
             stderr=subprocess.PIPE,
