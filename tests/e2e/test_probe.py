@@ -271,13 +271,19 @@ def test_socat_echo_passes_every_check(socat_echo: int) -> None:
         (["127.0.0.1"], "'127.0.0.1': expected HOST:PORT, e.g. 127.0.0.1:7007"),
         (["::1:7007"], "'::1:7007': an IPv6 address goes in brackets, e.g. [::1]:7007"),
         (["127.0.0.1:0"], "'127.0.0.1:0': port must be 1..65535, got '0'"),
-        (["127.0.0.1:7", "--count", "-1"], "--count: expected 0..1e+06, got -1"),
-        (["127.0.0.1:7", "--size", "0"], "--size: expected 1..1.04858e+06, got 0"),
+        (["127.0.0.1:7", "--count", "-1"], "--count: expected 0..1000000, got -1"),
+        (["127.0.0.1:7", "--size", "0"], "--size: expected 1..1048576, got 0"),
         (
             ["127.0.0.1:7", "--half-close", "--duration", "1"],
             "--duration starts a load run; it does not go with --half-close",
         ),
         (["127.0.0.1:7", "--duration", "1", "--count", "3"], "--count does not apply to load"),
+        (["127.0.0.1:7", "--duration", "601"], "--duration: expected 0.1..600, got 601"),
+        (
+            ["127.0.0.1:7", "--count", "0", "--interval", "0"],
+            "--count 0 runs until Ctrl-C: --interval must then be at least 0.01 s"
+            " (every round-trip time is kept)",
+        ),
         (["127.0.0.1:7", "--ca", "x.pem"], "--ca, --insecure and --sni need --tls"),
         (
             ["127.0.0.1:7", "--tls", "--ca", "/nonexistent.pem"],
