@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
-from server.config import Config
+from server.config import Config, ListenerConfig
 from server.service import Service
 from tests.conftest import udp_config
 from tests.e2e.conftest import StartEchostat
@@ -58,7 +58,14 @@ async def test_datagram_of_any_size_comes_back_exactly(
 
 async def test_ipv6_listener_echoes() -> None:
     """A listener on ::1 echoes a datagram from an IPv6 source."""
-    service = Service(udp_config())
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this host has no IPv6 loopback")
+    config = udp_config()
+    udp6 = ListenerConfig(name="udp6", host="::1", port=0, protocol="udp")
+    service = Service(dataclasses.replace(config, listeners=(*config.listeners, udp6)))
     await service.start()
     try:
         with udp_socket(socket.AF_INET6) as sock:
