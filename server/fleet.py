@@ -14,7 +14,8 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
-from server.stats import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot
+from server.stats import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot, TcpSnapshot
+from server.tcp_info import TcpInfo
 from server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 
 REPORT_INTERVAL_S = 0.5
@@ -40,7 +41,10 @@ def encode_report(
 
 def decode_report(line: bytes) -> tuple[StatsSnapshot, list[ConnectionSnapshot]]:
     report = json.loads(line)
-    connections = [ConnectionSnapshot(**row) for row in report["connections"]]
+    connections = [
+        ConnectionSnapshot(**{**row, "tcp": row["tcp"] and TcpInfo(**row["tcp"])})
+        for row in report["connections"]
+    ]
     return StatsSnapshot.from_dict(report["snapshot"]), connections
 
 
@@ -79,6 +83,7 @@ class FleetStats:
                 active=0,
                 closed=snap.closed + snap.active,
                 listeners=tuple(dataclasses.replace(s, active=0) for s in snap.listeners),
+                tcp=dataclasses.replace(snap.tcp, open_rtt_ms=()),
                 udp_listeners=tuple(dataclasses.replace(u, peers=0) for u in snap.udp_listeners),
             )
         )
@@ -111,6 +116,7 @@ class FleetStats:
             workers=tuple(worker for snap in live for worker in snap.workers),
             udp_listeners=_merge_udp_listeners(everyone),
             worker_restarts=self.worker_restarts,
+            tcp=TcpSnapshot.merge([s.tcp for s in live], [s.tcp for s in self._retired]),
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:

@@ -21,6 +21,7 @@ from server.signals import catch_stop_signals, restore_stop_signals
 from server.sockets import STATUS_BACKLOG, bind, bind_udp, check_inherited_status
 from server.stats import Registry
 from server.status import StatusSide, url_host
+from server.tcp_info import TCP_INFO
 from server.udp import UDPEchoServer
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ class Service:
         with_status: bool = True,
     ) -> None:
         self.config = config
-        self.registry = Registry()
+        self.registry = Registry(tcp_info_interval_s=tcp_info_interval(config))
         self.echo = EchoServer(self.registry, config.limits)
         self.udp = UDPEchoServer(config.udp)
         self.status = StatusSide(self.registry, config) if with_status else None
@@ -162,6 +163,12 @@ async def serve(
     finally:
         if own_signals:
             restore_stop_signals()
+
+
+def tcp_info_interval(config: Config) -> float | None:
+    """How often to observe each connection's TCP_INFO; None if path quality is off or the
+    platform has no TCP_INFO."""
+    return config.tcp_info_interval_s if config.path_quality and TCP_INFO is not None else None
 
 
 def _log_in_one_line(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
