@@ -57,7 +57,7 @@ def test_probe_prints_ping_like_lines_and_a_summary(start_echostat: StartEchosta
     done = run_probe(target, "--count", "3", "--interval", "0.05", "--size", "100")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == f"PROBE {target}: 3 datagrams of 100 bytes, every 0.05 s"
+    assert lines[0] == f"PROBE {target}: 3 datagrams of 100 bytes, 20 a second"
     assert [line.split(" time=")[0] for line in lines[1:4]] == [
         f"100 bytes from {target}: seq={seq}" for seq in (1, 2, 3)
     ]
