@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from probe.udp import MAGIC
 from tests.e2e.conftest import StartEchostat
 from tests.helpers import (
     DEADLINE_S,
@@ -128,6 +129,8 @@ class DropsEveryTenth:
                 data, address = self.sock.recvfrom(65536)
             except TimeoutError:
                 continue
+            if not data.startswith(MAGIC):
+                continue  # a stray datagram to a recently freed port, not the probe's
             self.received += 1
             if self.received % 10:
                 self.sock.sendto(data, address)

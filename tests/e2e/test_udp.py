@@ -85,6 +85,7 @@ async def test_200_sources_each_get_their_own_datagrams(service: Service) -> Non
 
     async def exchange(n: int, sock: socket.socket) -> list[bytes]:
         sent = [payload(100 + n, seed=n * 10 + i) for i in range(5)]
+        sock.connect(address)  # from the server only (see round_trip)
         for data in sent:
             sock.sendto(data, address)
         got = [await loop.sock_recv(sock, 70000) for _ in sent]
@@ -120,6 +121,7 @@ async def test_datagrams_from_privileged_ports_are_dropped(
     one from an ordinary port is echoed."""
     address = ("127.0.0.1", service.echo_port("udp"))
     with privileged_socket() as privileged:
+        privileged.connect(address)
         privileged.sendto(b"loop?", address)
         assert await round_trip(client, address, b"fine") == b"fine"
         await wait_until(lambda: udp_stats(service)["datagrams_received"] == 2)
@@ -154,6 +156,7 @@ async def test_flood_from_one_address_is_cut_to_its_rate_while_another_is_served
     loop = asyncio.get_running_loop()
     try:
         with udp_socket() as flooder, udp_socket(bind=("127.0.0.2", 0)) as other:
+            flooder.connect(address)
             started = time.monotonic()
             for n in range(1000):
                 flooder.sendto(n.to_bytes(4, "big"), address)
