@@ -93,6 +93,7 @@ class FleetStats:
             bytes_sent=sum(s.bytes_sent for s in everyone),
             listeners=_merge_listeners(everyone),
             workers=tuple(worker for snap in live for worker in snap.workers),
+            buffered_bytes=sum(s.buffered_bytes for s in live),
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:

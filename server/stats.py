@@ -14,7 +14,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from server.budget import BufferBudget
 
 
 class Connection:
@@ -111,6 +114,8 @@ class StatsSnapshot:
     bytes_sent: int
     listeners: tuple[ListenerSnapshot, ...]
     workers: tuple[WorkerSnapshot, ...]
+    buffered_bytes: int = 0
+    """Echo buffers held now for clients that read slower than they send."""
 
     @property
     def rejected_total(self) -> int:
@@ -194,6 +199,8 @@ class Registry:
         self.pid = os.getpid()
         self.on_last_close: Callable[[], object] | None = None
         """Called when the last active connection closes; used to wait for a drain."""
+        self.budget: BufferBudget | None = None
+        """The echo side's buffer budget, whose charge snapshots report."""
 
     def add_listener(self, name: str, host: str, port: int, tls: bool = False) -> ListenerStats:
         stats = ListenerStats(name, host, port, tls)
@@ -290,6 +297,7 @@ class Registry:
                     self.pid, len(self._active), self.accepted, self.closed, received, sent
                 ),
             ),
+            buffered_bytes=self.budget.charged if self.budget else 0,
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:

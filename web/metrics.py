@@ -89,6 +89,11 @@ class RegistryCollector(Collector):
             "echostat_bytes_sent", "Bytes echoed back to clients since start.", snap.bytes_sent
         )
         yield GaugeMetricFamily(
+            "echostat_buffered_bytes",
+            "Echo buffers held for clients that read slower than they send.",
+            snap.buffered_bytes,
+        )
+        yield GaugeMetricFamily(
             "echostat_uptime_seconds", "Seconds since the service started.", snap.uptime_seconds
         )
         yield InfoMetricFamily("echostat", "The running echostat.", {"version": __version__})
