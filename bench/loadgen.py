@@ -1,9 +1,10 @@
 """Load generator for TCP echo servers: pingpong, stream and hold, every echoed byte verified.
 
-Runs on uvloop with asyncio Protocols so that the client costs as little as possible per
-byte. Payloads are slices of a seeded random pattern at offsets that differ per connection
-and per round trip, so a server that mixes up connections, reorders, drops or repeats bytes
-is caught; any mismatch (or a run that cannot finish in its deadline) exits non-zero.
+Runs the verifying clients of `probe.engine` (the engine of `echostat probe`) on uvloop, so
+that the client costs as little as possible per byte. Payloads are slices of a seeded random
+pattern at offsets that differ per connection and per round trip, so a server that mixes up
+connections, reorders, drops or repeats bytes is caught; any mismatch (or a run that cannot
+finish in its deadline) exits non-zero. Percentiles are nearest-rank (`probe.figures`).
 The result is one JSON object on stdout; `bench/run.py` drives this script.
 
     python bench/loadgen.py pingpong --port 7007 --size 64 --connections 100 --duration 3
@@ -18,242 +19,18 @@ import asyncio
 import functools
 import json
 import os
-import random
 import resource
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import uvloop
 
-SPAN = 1 << 20
-"""Payload offsets wrap at this many bytes; one read or message is never longer."""
-
-PATTERN = random.Random(20240613).randbytes(SPAN) * 2
-"""What every connection sends: ``PATTERN[offset:offset + n]`` with ``offset < SPAN``.
-
-The second half repeats the first, so byte ``i`` of a stream starting at ``s`` is
-``PATTERN[(s + i) % SPAN]`` whichever slice carried it.
-"""
-
-_STRIDE = 40_009
-"""How far a connection's payload offset moves per round trip (prime, so offsets cycle)."""
-
-_SETTLE_S = 10.0
-"""Deadline for connecting, for the first echo of a connection and for draining at the end."""
-
-
-class Mismatch(Exception):
-    """The server sent back something other than what was sent, in order, once."""
-
-
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile of an already sorted sequence (0 if it is empty)."""
-    if not sorted_values:
-        return 0.0
-    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
-    return sorted_values[index]
-
-
-class Run:
-    """What every connection of one run shares: the phase flags, the failure, the counters."""
-
-    def __init__(self) -> None:
-        self.running = True
-        self.measuring = False
-        self.failure: BaseException | None = None
-        self.failed = asyncio.get_running_loop().create_future()
-        self.latencies_ns: list[int] = []
-
-    def fail(self, reason: str) -> None:
-        if self.failure is None:
-            self.failure = Mismatch(reason)
-            self.failed.set_result(None)
-
-
-class _Client(asyncio.Protocol):
-    """Shared plumbing of the measuring protocols: transport, identity, EOF and loss."""
-
-    def __init__(self, run: Run, index: int) -> None:
-        self.run = run
-        self.index = index
-        self.transport: asyncio.Transport | None = None
-        self.closed = asyncio.get_running_loop().create_future()
-        self.idle = asyncio.get_running_loop().create_future()
-        """Done once the run has stopped and nothing sent is still awaited."""
-        self.echoed = asyncio.get_running_loop().create_future()
-        """Done once the first message (pingpong, hold) or bytes (stream) came back."""
-        self.served = 0
-        """Bytes echoed back and verified, counted from the start of the measured window."""
-
-    def begin(self) -> None:
-        """Start the traffic of a measured run."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-
-    def eof_received(self) -> None:
-        if self.run.running:
-            self.run.fail(f"connection {self.index}: server sent EOF while the run was active")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.run.running:
-            self.run.fail(f"connection {self.index}: lost while the run was active ({exc})")
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
-class PingPong(_Client):
-    """Sends `size` bytes, waits for exactly those bytes back, repeats while the run runs."""
-
-    def __init__(self, run: Run, index: int, size: int) -> None:
-        super().__init__(run, index)
-        self.size = size
-        self.offset = (index * 7919) % SPAN
-        self.received = 0
-        self.sent_at = 0
-
-    def begin(self) -> None:
-        self.send()
-
-    def send(self) -> None:
-        self.offset = (self.offset + _STRIDE) % SPAN
-        self.received = 0
-        self.sent_at = time.perf_counter_ns()
-        self.transport.write(PATTERN[self.offset : self.offset + self.size])  # type: ignore[union-attr]
-
-    def data_received(self, data: bytes) -> None:
-        received = self.received + len(data)
-        if received > self.size or not PATTERN.startswith(data, self.offset + self.received):
-            self.run.fail(
-                f"connection {self.index}: bytes {self.received}..{received} of a "
-                f"{self.size}-byte message differ from what was sent"
-            )
-            return
-        self.received = received
-        if received < self.size:
-            return
-        if not self.echoed.done():
-            self.echoed.set_result(None)
-        run = self.run
-        if run.measuring:
-            run.latencies_ns.append(time.perf_counter_ns() - self.sent_at)
-            self.served += received
-        if run.running:
-            self.send()
-        elif not self.idle.done():
-            self.idle.set_result(None)
-
-
-class Stream(_Client):
-    """Keeps `window` bytes in flight: every verified byte that returns lets one more go."""
-
-    def __init__(self, run: Run, index: int, window: int, chunk: int) -> None:
-        super().__init__(run, index)
-        self.window = window
-        self.chunk = chunk
-        self.start = (index * 7919) % SPAN
-        self.sent = 0
-        self.received = 0
-
-    def begin(self) -> None:
-        self.fill()
-
-    def fill(self) -> None:
-        """Write until `window` bytes are in flight."""
-        while self.sent - self.received < self.window:
-            offset = (self.start + self.sent) % SPAN
-            size = min(self.chunk, self.window - (self.sent - self.received))
-            self.transport.write(PATTERN[offset : offset + size])  # type: ignore[union-attr]
-            self.sent += size
-
-    def data_received(self, data: bytes) -> None:
-        size = len(data)
-        offset = (self.start + self.received) % SPAN
-        if size > SPAN or self.received + size > self.sent or not PATTERN.startswith(data, offset):
-            self.run.fail(
-                f"connection {self.index}: stream bytes {self.received}..{self.received + size}"
-                " differ from what was sent"
-            )
-            return
-        self.received += size
-        if not self.echoed.done():
-            self.echoed.set_result(None)
-        run = self.run
-        if run.measuring:
-            self.served += size
-        if run.running:
-            self.fill()
-        elif self.received == self.sent and not self.idle.done():
-            self.idle.set_result(None)
-
-
-class Holder(_Client):
-    """Sends one small message, verifies its echo, then stays connected and idle."""
-
-    def __init__(self, run: Run, index: int, size: int) -> None:
-        super().__init__(run, index)
-        self.offset = (index * 131) % SPAN
-        self.size = size
-        self.received = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.transport.write(PATTERN[self.offset : self.offset + self.size])  # type: ignore[union-attr]
-
-    def data_received(self, data: bytes) -> None:
-        received = self.received + len(data)
-        if received > self.size or not PATTERN.startswith(data, self.offset + self.received):
-            self.run.fail(f"connection {self.index}: its message came back altered")
-            return
-        self.received = received
-        if received == self.size and not self.echoed.done():
-            self.echoed.set_result(None)
-
-
-async def bounded(what: str, awaitable: Awaitable[Any], run: Run, timeout_s: float) -> None:
-    """Await `awaitable`, but give up after `timeout_s` or as soon as the run has failed."""
-    task = asyncio.ensure_future(awaitable)
-    done, _ = await asyncio.wait(
-        {task, run.failed}, timeout=timeout_s, return_when="FIRST_COMPLETED"
-    )
-    if run.failure is not None or task not in done:
-        task.cancel()
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported below
-    if run.failure is not None:
-        raise run.failure
-    if task not in done:
-        raise TimeoutError(f"{what}: not done within {timeout_s:g} s")
-    task.result()
-
-
-async def connect_all(
-    host: str,
-    port: int,
-    count: int,
-    factory: Callable[[int], _Client],
-    run: Run,
-    parallel: int,
-    rate: float = 0,
-) -> list[_Client]:
-    """Open `count` connections, at most `parallel` handshakes at a time and, if `rate` is
-    set, no more than `rate` per second (a proxy opens one onward for each, just as fast)."""
-    loop = asyncio.get_running_loop()
-    clients: list[_Client] = []
-    gate = asyncio.Semaphore(parallel)
-    started = loop.time()
-
-    async def one(index: int) -> None:
-        if rate:
-            await asyncio.sleep(max(0.0, started + index / rate - loop.time()))
-        async with gate:
-            _, client = await loop.create_connection(lambda: factory(index), host, port)
-            clients.append(client)
-
-    budget_s = _SETTLE_S + count / 500 + (count / rate if rate else 0)
-    await bounded("connecting", asyncio.gather(*(one(i) for i in range(count))), run, budget_s)
-    return clients
+from probe.engine import Client, Holder, Mismatch, PingPong, Run, Stream
+from probe.figures import percentile
+from probe.pattern import SPAN
+from probe.session import SETTLE_S, Endpoint, Session, bounded
 
 
 def process_tree(pid: int) -> list[int]:
@@ -357,7 +134,7 @@ class Subscribers:
         """Subscribe all, returning once every subscriber has received its first event."""
         first = [asyncio.get_running_loop().create_future() for _ in range(self.count)]
         self._tasks = [asyncio.create_task(self._read(i, first[i])) for i in range(self.count)]
-        await bounded("subscribing to /api/events", asyncio.gather(*first), run, _SETTLE_S)
+        await bounded("subscribing to /api/events", asyncio.gather(*first), run, SETTLE_S)
 
     async def _read(self, index: int, first: asyncio.Future[None]) -> None:
         reader, writer = await asyncio.open_connection(self.host, self.port)
@@ -390,49 +167,43 @@ def _content_length(head: bytes) -> int:
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run the mode named by `args.mode` and return its figures."""
     run = Run()
+    session = Session(Endpoint(args.host, args.port), run)
     if args.mode == "hold":
-        return await hold(args, run)
-    factory: Callable[[int], _Client]
+        return await hold(args, session)
+    factory: Callable[[int], Client]
     if args.mode == "pingpong":
         factory = functools.partial(PingPong, run, size=args.size)
     else:
         factory = functools.partial(Stream, run, window=args.window, chunk=args.chunk)
-    clients = await connect_all(
-        args.host, args.port, args.connections, factory, run, 100, args.connect_rate
-    )
+    await session.connect(args.connections, factory, rate=args.connect_rate)
     subscribers = None
     if args.subscribers:
         subscribers = Subscribers(args.host, args.status_port, args.subscribers)
         await subscribers.start(run)
     probe_task = None
     probe = None
-    deadline = time.monotonic() + args.warmup + args.duration + _SETTLE_S
+    deadline = time.monotonic() + args.warmup + args.duration + SETTLE_S
     if args.probe_stats:
         probe = StatusProbe(args.host, args.status_port, args.probe_interval)
         probe_task = asyncio.create_task(probe.probe(run, deadline))
-    for client in clients:
-        client.begin()
-    # Behind a proxy, a connection to it is open before the proxy's own connection onward is.
-    echoed = asyncio.gather(*(client.echoed for client in clients))
-    await bounded("first echoes", echoed, run, _SETTLE_S + args.connections / 1000)
+    session.start()
+    await session.first_echoes()
     cpu = CpuMeter(args.server_pid, args.proxy_pid)
-    await bounded("warming up", asyncio.sleep(args.warmup), run, args.warmup + _SETTLE_S)
+    await bounded("warming up", asyncio.sleep(args.warmup), run, args.warmup + SETTLE_S)
     run.measuring = True
     cpu.start()
     started = time.perf_counter()
-    await bounded("measuring", asyncio.sleep(args.duration), run, args.duration + _SETTLE_S)
+    await bounded("measuring", asyncio.sleep(args.duration), run, args.duration + SETTLE_S)
     elapsed = time.perf_counter() - started
     run.measuring = False
     usage = cpu.stop()
-    run.running = False
-    await bounded("draining", asyncio.gather(*(c.idle for c in clients)), run, _SETTLE_S)
+    await session.stop()
     if probe_task is not None:
-        await bounded("status probe", probe_task, run, _SETTLE_S)
+        await bounded("status probe", probe_task, run, SETTLE_S)
     if subscribers is not None:
         subscribers.stop()
-    for client in clients:
-        client.transport.close()  # type: ignore[union-attr]
-    served = [client.served for client in clients]
+    session.close()
+    served = session.served()
     result: dict[str, Any] = {
         "mode": args.mode,
         "connections": args.connections,
@@ -466,28 +237,19 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-async def hold(args: argparse.Namespace, run: Run) -> dict[str, Any]:
+async def hold(args: argparse.Namespace, session: Session) -> dict[str, Any]:
     """Open `args.connections` idle connections; report the server's RSS growth per connection."""
+    run = session.run
     before = rss_bytes(args.server_pid)
     proxy_before = rss_bytes(args.proxy_pid) if args.proxy_pid else 0
-    clients = await connect_all(
-        args.host,
-        args.port,
-        args.connections,
-        lambda i: Holder(run, i, 16),
-        run,
-        100,
-        args.connect_rate,
-    )
-    echoed = asyncio.gather(*(client.echoed for client in clients))
-    await bounded("first echoes", echoed, run, _SETTLE_S + args.connections / 1000)
-    await bounded("settling", asyncio.sleep(args.settle), run, args.settle + _SETTLE_S)
+    await session.connect(args.connections, lambda i: Holder(run, i, 16), rate=args.connect_rate)
+    await session.first_echoes()
+    await bounded("settling", asyncio.sleep(args.settle), run, args.settle + SETTLE_S)
     after = rss_bytes(args.server_pid)
     proxy_after = rss_bytes(args.proxy_pid) if args.proxy_pid else 0
     run.running = False
-    for client in clients:
-        client.transport.close()  # type: ignore[union-attr]
-    await bounded("closing", asyncio.gather(*(c.closed for c in clients)), run, _SETTLE_S)
+    session.close()
+    await bounded("closing", asyncio.gather(*(c.closed for c in session.clients)), run, SETTLE_S)
     result = {
         "mode": "hold",
         "connections": args.connections,

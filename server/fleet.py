@@ -47,6 +47,7 @@ class FleetStats:
         self._started = time.monotonic()
         self._reports: dict[int, tuple[StatsSnapshot, list[ConnectionSnapshot]]] = {}
         self._retired: list[StatsSnapshot] = []
+        self.worker_restarts = 0
 
     def update(self, pid: int, line: bytes) -> None:
         """Record the report line `line` from worker `pid`."""
@@ -93,6 +94,7 @@ class FleetStats:
             bytes_sent=sum(s.bytes_sent for s in everyone),
             listeners=_merge_listeners(everyone),
             workers=tuple(worker for snap in live for worker in snap.workers),
+            worker_restarts=self.worker_restarts,
             buffered_bytes=sum(s.buffered_bytes for s in live),
         )
 

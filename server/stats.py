@@ -114,6 +114,8 @@ class StatsSnapshot:
     bytes_sent: int
     listeners: tuple[ListenerSnapshot, ...]
     workers: tuple[WorkerSnapshot, ...]
+    worker_restarts: int = 0
+    """Workers the supervisor restarted after they died; always 0 for a single process."""
     buffered_bytes: int = 0
     """Echo buffers held now for clients that read slower than they send."""
 

@@ -129,6 +129,7 @@ class Supervisor:
             if self._stopping:
                 log.info("worker %d (pid %d) exited with status %d", slot, process.pid, code)
                 return
+            self.fleet.worker_restarts += 1
             log.warning(
                 "worker %d (pid %d) died (%s); restarting it",
                 slot,

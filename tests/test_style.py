@@ -7,7 +7,7 @@ import sys
 
 from tests.helpers import REPO
 
-CHECKED = ["server", "web", "tests", "bench", "docs"]
+CHECKED = ["server", "web", "probe", "tests", "bench", "docs"]
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
@@ -27,6 +27,6 @@ def test_code_is_formatted() -> None:
 
 
 def test_mypy_strict_finds_nothing() -> None:
-    """Type hints everywhere, checked strictly, on the service and on its tests."""
-    result = run("mypy", "server", "web", "tests")
+    """Type hints everywhere, checked strictly, on the service, the probe and the tests."""
+    result = run("mypy", "server", "web", "probe", "tests")
     assert result.returncode == 0, result.stdout + result.stderr

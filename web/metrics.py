@@ -88,6 +88,17 @@ class RegistryCollector(Collector):
         yield CounterMetricFamily(
             "echostat_bytes_sent", "Bytes echoed back to clients since start.", snap.bytes_sent
         )
+        yield CounterMetricFamily(
+            "echostat_worker_restarts",
+            "Worker processes restarted by the supervisor after they died.",
+            snap.worker_restarts,
+        )
+        yield GaugeMetricFamily(
+            "echostat_ready", "1 while /readyz answers 200, 0 once shutdown began.", snap.ready
+        )
+        yield GaugeMetricFamily(
+            "echostat_accepting", "1 while the echo listeners accept connections.", snap.accepting
+        )
         yield GaugeMetricFamily(
             "echostat_buffered_bytes",
             "Echo buffers held for clients that read slower than they send.",

@@ -65,6 +65,7 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
             }
             for worker in snap.workers
         ],
+        "worker_restarts": snap.worker_restarts,
     }
 
 

@@ -43,6 +43,7 @@ def assert_stats_shape(stats: dict[str, Any]) -> None:
     assert isinstance(stats["uptime_seconds"], int | float)
     assert isinstance(stats["accepting"], bool)
     assert isinstance(stats["ready"], bool)
+    assert isinstance(stats["worker_restarts"], int)
     (worker,) = stats["workers"]
     assert_shape(
         worker,
@@ -99,6 +100,7 @@ async def test_stats_document_has_documented_fields(service: Service) -> None:
         "listeners",
         "limits",
         "workers",
+        "worker_restarts",
     }
     assert_stats_shape(stats)
     assert stats["connections"]["active"] == 1

@@ -105,4 +105,7 @@ def test_loadgen_fails_the_run_on_a_corrupted_echo(corrupting_server: int) -> No
     """A server that alters one byte makes the load generator exit non-zero, naming it."""
     done = loadgen(corrupting_server)
     assert done.returncode == 1
-    assert "differ from what was sent" in done.stderr
+    flipped = r"connection \d: byte 1000 differs from what was sent: expected (0x..), received "
+    found = re.search(flipped + r"(0x..)", done.stderr)
+    assert found, done.stderr
+    assert int(found[1], 16) ^ int(found[2], 16) == 1

@@ -66,8 +66,8 @@ async def test_two_workers_share_the_load_and_the_page_shows_their_sum(
 async def test_a_dead_worker_is_restarted_and_its_connections_stop_counting(
     start_echostat: StartEchostat,
 ) -> None:
-    """SIGKILL one worker: it is logged and replaced, its clients no longer count as active,
-    the totals keep what it did, and new clients echo."""
+    """SIGKILL one worker: it is logged, replaced and counted as a restart, its clients no
+    longer count as active, the totals keep what it did, and new clients echo."""
     echostat = start_echostat(*TWO_WORKERS)
     clients = await within_deadline(
         asyncio.gather(*(echo_once(echostat.echo_port, b"before") for _ in range(20)))
@@ -83,6 +83,7 @@ async def test_a_dead_worker_is_restarted_and_its_connections_stop_counting(
     assert stats["connections"]["active"] == survivor["active"]
     assert stats["connections"]["accepted"] == 20
     assert stats["connections"]["closed"] == victim["active"]
+    assert stats["worker_restarts"] == 1
     more = await within_deadline(
         asyncio.gather(*(echo_once(echostat.echo_port, b"after") for _ in range(20)))
     )

@@ -1,0 +1,188 @@
+"""Runs a set of verifying clients through their phases: connect, start, measure, stop, close.
+
+`echostat probe` and bench/loadgen.py both drive their clients through a `Session`, each
+adding its own figures (a progress line, CPU use) between the phases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from probe.engine import Client, Mismatch, Run
+
+SETTLE_S = 10.0
+"""Deadline for connecting, for the first echo of a connection and for draining at the end."""
+
+_ClientT = TypeVar("_ClientT", bound=Client)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the clients connect and how: TLS, a source address, a PROXY header first."""
+
+    host: str
+    port: int
+    tls: ssl.SSLContext | None = None
+    server_hostname: str | None = None
+    """The name TLS sends (SNI) and checks the certificate against; `host` if None."""
+    source_host: str | None = None
+    """Bind the client end to this address (port chosen by the kernel)."""
+    preamble: bytes = b""
+    """Written first on every connection (a PROXY protocol header); not expected back."""
+
+    @property
+    def label(self) -> str:
+        """``HOST:PORT``, with brackets around an IPv6 address."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+async def bounded(what: str, awaitable: Awaitable[Any], run: Run, timeout_s: float) -> None:
+    """Await `awaitable`, but give up after `timeout_s` or as soon as a run that stops on
+    failure has failed (raising `Mismatch` with its message, or `TimeoutError`)."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait(
+        {task, run.failed}, timeout=timeout_s, return_when="FIRST_COMPLETED"
+    )
+    if run.failed.done() or task not in done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # reported below
+    if run.failed.done():
+        raise Mismatch(run.failed.result().message)
+    if task not in done:
+        raise TimeoutError(f"{what}: not done within {timeout_s:g} s")
+    task.result()
+
+
+async def open_client(
+    endpoint: Endpoint, address: tuple[Any, ...], family: int, factory: Callable[[], _ClientT]
+) -> _ClientT:
+    """Connect to `address` and start `factory()`'s protocol on it, timing the TCP and the TLS
+    handshake apart; the socket is closed if either fails."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if endpoint.source_host is not None:
+            sock.bind((endpoint.source_host, 0))
+        started = time.perf_counter_ns()
+        await loop.sock_connect(sock, address)
+        connected = time.perf_counter_ns()
+        hostname = (endpoint.server_hostname or endpoint.host) if endpoint.tls else None
+        _, client = await loop.create_connection(
+            factory, sock=sock, ssl=endpoint.tls, server_hostname=hostname
+        )
+    except BaseException:
+        sock.close()
+        raise
+    client.connect_ns = connected - started
+    client.handshake_ns = time.perf_counter_ns() - connected if endpoint.tls else 0
+    return client
+
+
+async def resolve(endpoint: Endpoint) -> tuple[int, tuple[Any, ...]]:
+    """The family and socket address of the endpoint's first TCP address."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        endpoint.host, endpoint.port, type=socket.SOCK_STREAM
+    )
+    family, _, _, _, address = infos[0]
+    return family, address
+
+
+class Session:
+    """The clients of one run against one endpoint, and the phases they go through.
+
+    `connect` opens them, `start` sets them going (and the deadline watch, if
+    `timeout_s` is set), `stop` asks them to finish and waits for what is in flight, `close`
+    closes every connection; `close` is safe to call twice.
+    """
+
+    def __init__(self, endpoint: Endpoint, run: Run, timeout_s: float | None = None) -> None:
+        self.endpoint = endpoint
+        self.run = run
+        self.timeout_s = timeout_s
+        """Per awaited echo: a client waiting longer fails with reason ``timeout``."""
+        self.clients: list[Client] = []
+        self._watch: asyncio.Task[None] | None = None
+
+    async def connect(
+        self,
+        count: int,
+        factory: Callable[[int], Client],
+        parallel: int = 100,
+        rate: float = 0,
+    ) -> None:
+        """Open `count` connections, at most `parallel` handshakes at a time and, if `rate` is
+        set, no more than `rate` per second (a proxy opens one onward for each, just as fast).
+        Raises OSError (or ssl.SSLError) if one cannot be opened, TimeoutError if too slow."""
+        loop = asyncio.get_running_loop()
+        family, address = await resolve(self.endpoint)
+        gate = asyncio.Semaphore(parallel)
+        started = loop.time()
+        per_connection_s = self.timeout_s or SETTLE_S
+
+        async def one(index: int) -> None:
+            if rate:
+                await asyncio.sleep(max(0.0, started + index / rate - loop.time()))
+            async with gate:
+                opening = open_client(self.endpoint, address, family, lambda: factory(index))
+                client = await asyncio.wait_for(opening, per_connection_s)
+                self.clients.append(client)
+
+        budget_s = SETTLE_S + count / 500 + (count / rate if rate else 0)
+        await bounded(
+            "connecting", asyncio.gather(*(one(i) for i in range(count))), self.run, budget_s
+        )
+
+    def start(self) -> None:
+        """Start every client's traffic, and the watch on overdue echoes."""
+        for client in self.clients:
+            client.begin()
+        if self.timeout_s is not None:
+            self._watch = asyncio.create_task(self._watch_deadlines(self.timeout_s))
+
+    async def first_echoes(self, timeout_s: float | None = None) -> None:
+        """Wait until every client has had its first echo (or failed)."""
+        # Behind a proxy, a connection to it is open before the proxy's own connection onward is.
+        echoed = asyncio.gather(*(client.echoed for client in self.clients))
+        budget_s = timeout_s or SETTLE_S + len(self.clients) / 1000
+        await bounded("first echoes", echoed, self.run, budget_s)
+
+    async def stop(self) -> None:
+        """Stop the traffic and wait until what is in flight has come back (or failed)."""
+        self.run.running = False
+        for client in self.clients:
+            client.stop()
+        idle = asyncio.gather(*(client.idle for client in self.clients))
+        await bounded("draining", idle, self.run, (self.timeout_s or 0) + SETTLE_S)
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        for client in self.clients:
+            if client.transport is not None:
+                client.transport.close()
+
+    def served(self) -> Sequence[int]:
+        """Bytes verified per client in the measured window."""
+        return [client.served for client in self.clients]
+
+    async def _watch_deadlines(self, timeout_s: float) -> None:
+        """Fail each client whose awaited echo is older than `timeout_s`, checked ten times
+        per timeout (at least every 0.1 s)."""
+        timeout_ns = round(timeout_s * 1e9)
+        while True:
+            await asyncio.sleep(min(0.1, timeout_s / 10))
+            now = time.perf_counter_ns()
+            for client in self.clients:
+                since = client.waiting_since_ns()
+                if since is not None and not client.failed and now - since > timeout_ns:
+                    client.time_out(timeout_s)
