@@ -95,6 +95,8 @@ class WorkerSnapshot:
     closed: int
     bytes_received: int
     bytes_sent: int
+    stale_s: float = 0.0
+    """How old these figures are: 0 in a single process, else the age of the worker's report."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,9 @@ class StatsSource(Protocol):
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]: ...
 
+    async def refresh(self, connections: int = 0) -> None:
+        """Bring the figures (and at least `connections` busiest rows) up to this moment."""
+
 
 class Registry:
     """Every open connection plus lifetime totals; single-threaded, owned by the event loop.
@@ -203,6 +208,9 @@ class Registry:
         """Called when the last active connection closes; used to wait for a drain."""
         self.budget: BufferBudget | None = None
         """The echo side's buffer budget, whose charge snapshots report."""
+
+    async def refresh(self, connections: int = 0) -> None:
+        """Nothing to fetch: the registry is the live state."""
 
     def add_listener(self, name: str, host: str, port: int, tls: bool = False) -> ListenerStats:
         stats = ListenerStats(name, host, port, tls)

@@ -117,7 +117,8 @@ class PageHandler(BaseHandler):
 class StatsHandler(BaseHandler):
     """``GET /api/stats``: totals now, rates over the last tick, the limits in force."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
+        await self.registry.refresh()
         document = stats_document(self.registry.snapshot(), self.feed.rates)
         self.write_json({**document, "limits": limits_document(self.config)})
 
@@ -125,10 +126,11 @@ class StatsHandler(BaseHandler):
 class ConnectionsHandler(BaseHandler):
     """``GET /api/connections?limit=N``: open connections, most bytes moved first."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         raw = self.get_query_argument("limit", "100")
         if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
             raise HTTPError(400, reason="limit must be an integer 1..100000")
+        await self.registry.refresh(int(raw))
         rows = self.registry.connections(int(raw))
         self.write_json(connections_document(self.registry.active, rows))
 
@@ -172,7 +174,8 @@ def _event(name: bytes | None, data: bytes) -> bytes:
 class MetricsHandler(BaseHandler):
     """``GET /metrics``: Prometheus text (or OpenMetrics, if asked for), collected per scrape."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
+        await self.registry.refresh()
         encode, content_type = choose_encoder(self.request.headers.get("Accept", ""))
         self.write_bytes(content_type, encode(self.metrics))
 

@@ -62,6 +62,7 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
                 "closed": worker.closed,
                 "bytes_received": worker.bytes_received,
                 "bytes_sent": worker.bytes_sent,
+                "stale_s": worker.stale_s,
             }
             for worker in snap.workers
         ],

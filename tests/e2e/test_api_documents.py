@@ -54,6 +54,7 @@ def assert_stats_shape(stats: dict[str, Any]) -> None:
             "closed": int,
             "bytes_received": int,
             "bytes_sent": int,
+            "stale_s": float,
         },
     )
     assert_shape(
