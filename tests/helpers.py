@@ -279,6 +279,19 @@ class EchostatProcess:
         """Open file descriptors of the process, from /proc."""
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def fd_count_but_status_clients(self) -> int:
+        """Open descriptors less the status page's client connections, which come and go with
+        every stats request: a test that has just made one can't know whether the server has
+        closed its end yet."""
+        status_clients = _connections_on_port(self.status_port)
+        count = 0
+        for fd in os.listdir(f"/proc/{self.pid}/fd"):
+            try:
+                count += os.readlink(f"/proc/{self.pid}/fd/{fd}") not in status_clients
+            except FileNotFoundError:
+                pass  # closed meanwhile
+        return count
+
     def rss_bytes(self) -> int:
         """Resident memory of the process (VmRSS), from /proc."""
         status = Path(f"/proc/{self.pid}/status").read_text()
@@ -313,6 +326,19 @@ class EchostatProcess:
             self.log.append(line.rstrip("\n"))
             self._lines.put(line)
         self._lines.put(None)
+
+
+def _connections_on_port(port: int) -> set[str]:
+    """``socket:[INODE]`` names of this namespace's TCP connections (not listeners) on local
+    `port`, from /proc/net/tcp and tcp6."""
+    names = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            listening = fields[3] == "0A"
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and not listening:
+                names.add(f"socket:[{fields[9]}]")
+    return names
 
 
 BAD_CONFIGS = [

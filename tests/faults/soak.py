@@ -120,10 +120,10 @@ async def settle(server: EchostatProcess, baseline_fds: int) -> tuple[dict[str, 
     """
     await stats_when(server.status_port, lambda s: s["connections"]["active"] == 0)
     try:
-        await wait_until(lambda: server.fd_count() == baseline_fds)
+        await wait_until(lambda: server.fd_count_but_status_clients() == baseline_fds)
     except AssertionError:
         pass  # reported with the numbers by `mismatches`
-    fds = server.fd_count()
+    fds = server.fd_count_but_status_clients()
     return await get_json(server.status_port), fds
 
 
@@ -193,7 +193,7 @@ async def soak(seconds: float, clients: int, workdir: Path) -> int:
         # use (the allocator's steady state; a descriptor uvloop opens at the first accept).
         await churn(server.echo_port, clients, min(1.0, seconds / 4), tally)
         await stats_when(server.status_port, lambda s: s["connections"]["active"] == 0)
-        fds_before = server.fd_count()
+        fds_before = server.fd_count_but_status_clients()
         rss_before = server.rss_bytes()
         await churn(server.echo_port, clients, seconds, tally)
         document, fds_after = await settle(server, fds_before)
