@@ -25,6 +25,7 @@ from server.budget import BufferBudget
 from server.config import LimitsConfig, ListenerConfig
 from server.proxy_protocol import Endpoint, ProxyHeaderParser, ProxyProtocolError, is_trusted
 from server.stats import Connection, ListenerStats, Registry
+from server.tcp_info import BUFFER_BYTES, TCP_INFO, TcpInfo, decode
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         "_registry",
         "_budget",
         "_buffer_bytes",
+        "_sock",
+        "tls_protocol",
         "_tls",
         "_queuing",
         "_own",
@@ -66,12 +69,15 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         registry: Registry,
         budget: BufferBudget,
         buffer_bytes: int,
+        sock: socket.socket | None = None,
     ) -> None:
         super().__init__(ip, port, listener)
         self._transport: asyncio.Transport | None = None
         self._registry = registry
         self._budget = budget
         self._buffer_bytes = buffer_bytes
+        self._sock = sock
+        self.tls_protocol: str | None = None
         self._tls = False
         """TLS transports encrypt (so copy) what they are given; plain ones keep a reference."""
         self._queuing = False
@@ -84,10 +90,12 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = typing.cast(asyncio.Transport, transport)
-        self._tls = transport.get_extra_info("sslcontext") is not None
+        self._tls = self.listener.tls
         # Be told as soon as one byte is queued and again once all have gone; TLS transports
         # pause at size >= high, plain ones at size > high.
         self._transport.set_write_buffer_limits(high=1 if self._tls else 0, low=0)
+        if self._tls:
+            self.tls_protocol = transport.get_extra_info("ssl_object").version()
         log.debug(
             "connection %d from %s (via %s) on %s",
             self.id,
@@ -168,6 +176,10 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         self._release()
         # A reset or an EOF is the client's doing; anything else was a fault of ours.
         fault = exc is not None and not isinstance(exc, OSError)
+        if isinstance(exc, ConnectionResetError):
+            self.end_reason = "client_reset"
+        elif isinstance(exc, OSError):
+            self.end_reason = "client_error"
         self._registry.close(self, "error" if fault else None)
         log.debug(
             "connection %d from %s closed (%s): %d bytes in, %d out",
@@ -181,6 +193,14 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
     def unsent_bytes(self) -> int:
         return self._transport.get_write_buffer_size() if self._transport else 0
 
+    def read_tcp_info(self) -> TcpInfo | None:
+        if TCP_INFO is None or self._sock is None:
+            return None
+        try:
+            return decode(self._sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, BUFFER_BYTES))
+        except OSError:  # already closed: a connection whose setup failed
+            return None
+
     def finish(self) -> None:
         """Stop reading; send back what was already read, then EOF; then drop further input.
 
@@ -190,6 +210,7 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        self.end_reason = "shutdown"
         if transport.can_write_eof():
             transport.write_eof()
             transport.set_protocol(_Discard(self))
@@ -385,7 +406,7 @@ class EchoServer(TCPServer):
             self._reject(reason, ip, stats.name)
             return
         echo = EchoProtocol(
-            ip, port, stats, self.registry, self.budget, self.limits.max_buffer_bytes
+            ip, port, stats, self.registry, self.budget, self.limits.max_buffer_bytes, connection
         )
         protocol: asyncio.BaseProtocol = echo
         if config.proxy_protocol:

@@ -16,7 +16,9 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 
-from server.stats import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot
+from server.stats import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot, TcpSnapshot
+from server.tcp_info import TcpInfo
+from server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 
 REPORT_INTERVAL_S = 0.5
 """How often workers report; the page and API lag the echo path by at most this."""
@@ -35,13 +37,17 @@ Ask = Callable[[int, int], None]
 
 
 def encode_report(
-    snapshot: StatsSnapshot, connections: list[ConnectionSnapshot], answers: int | None = None
+    snapshot: StatsSnapshot,
+    connections: list[ConnectionSnapshot],
+    peers: list[PeerSnapshot] | None = None,
+    answers: int | None = None,
 ) -> bytes:
-    """One line a worker sends: its snapshot, its busiest connections, and the number of the
-    question it answers (None for a periodic report)."""
+    """One line a worker sends: its snapshot, its busiest connections and UDP peers, and the
+    number of the question it answers (None for a periodic report)."""
     report = {
         "snapshot": snapshot.to_dict(),
         "connections": [dataclasses.asdict(conn) for conn in connections],
+        "peers": [dataclasses.asdict(peer) for peer in peers or ()],
         "answers": answers,
     }
     return json.dumps(report, separators=(",", ":")).encode() + b"\n"
@@ -59,9 +65,17 @@ class Report:
 
 def decode_report(line: bytes) -> Report:
     report = json.loads(line)
-    connections = [ConnectionSnapshot(**row) for row in report["connections"]]
+    connections = [
+        ConnectionSnapshot(**{**row, "tcp": row["tcp"] and TcpInfo(**row["tcp"])})
+        for row in report["connections"]
+    ]
     snapshot = StatsSnapshot.from_dict(report["snapshot"])
     return Report(snapshot, connections, report.get("answers"), time.monotonic())
+
+
+def decode_peers(line: bytes) -> list[PeerSnapshot]:
+    """The UDP peers of a report line."""
+    return [PeerSnapshot(**row) for row in json.loads(line).get("peers", ())]
 
 
 class FleetStats:
@@ -73,6 +87,7 @@ class FleetStats:
         self._started = time.monotonic()
         self._reports: dict[int, Report] = {}
         self._retired: list[StatsSnapshot] = []
+        self._peers: dict[int, list[PeerSnapshot]] = {}
         self.worker_restarts = 0
         self._askers: dict[int, Ask] = {}
         self._question = 0
@@ -92,6 +107,7 @@ class FleetStats:
     def update(self, pid: int, line: bytes) -> None:
         """Record the report line `line` from worker `pid`."""
         report = self._reports[pid] = decode_report(line)
+        self._peers[pid] = decode_peers(line)
         if report.answers == self._question:
             self._answered(pid)
 
@@ -100,6 +116,7 @@ class FleetStats:
         self._askers.pop(pid, None)
         self._answered(pid)
         report = self._reports.pop(pid, None)
+        self._peers.pop(pid, None)
         if report is None:
             return
         snap = report.snapshot
@@ -109,6 +126,8 @@ class FleetStats:
                 active=0,
                 closed=snap.closed + snap.active,
                 listeners=tuple(dataclasses.replace(s, active=0) for s in snap.listeners),
+                tcp=dataclasses.replace(snap.tcp, open_rtt_ms=()),
+                udp_listeners=tuple(dataclasses.replace(u, peers=0) for u in snap.udp_listeners),
             )
         )
 
@@ -143,7 +162,9 @@ class FleetStats:
                 for report in self._reports.values()
                 for worker in report.snapshot.workers
             ),
+            udp_listeners=_merge_udp_listeners(everyone),
             worker_restarts=self.worker_restarts,
+            tcp=TcpSnapshot.merge([s.tcp for s in live], [s.tcp for s in self._retired]),
             buffered_bytes=sum(s.buffered_bytes for s in live),
         )
 
@@ -153,6 +174,11 @@ class FleetStats:
         rows.sort(key=lambda c: c.bytes_received + c.bytes_sent, reverse=True)
         return rows[:limit]
 
+    def peers(self, limit: int | None = None) -> list[PeerSnapshot]:
+        """The UDP peers with most datagrams over all workers (each reports its busiest)."""
+        rows = [row for peers in self._peers.values() for row in peers]
+        rows.sort(key=lambda p: p.datagrams_received, reverse=True)
+        return rows[:limit]
     async def _ask_everyone(self, connections: int) -> None:
         self._question += 1
         self._unanswered = set(self._askers)
@@ -218,3 +244,26 @@ def _merge_listeners(snapshots: Iterable[StatsSnapshot]) -> tuple[ListenerSnapsh
                 )
             )
     return tuple(merged.values())
+
+
+def _merge_udp_listeners(snapshots: Iterable[StatsSnapshot]) -> tuple[UDPListenerSnapshot, ...]:
+    """UDP listeners by name with counts summed; a retired worker's peers are gone."""
+    merged: dict[str, UDPListenerSnapshot] = {}
+    for snap in snapshots:
+        for item in snap.udp_listeners:
+            seen = merged.get(item.name)
+            merged[item.name] = item if seen is None else _add_udp(seen, item)
+    return tuple(merged.values())
+
+
+def _add_udp(a: UDPListenerSnapshot, b: UDPListenerSnapshot) -> UDPListenerSnapshot:
+    return dataclasses.replace(
+        a,
+        datagrams_received=a.datagrams_received + b.datagrams_received,
+        datagrams_sent=a.datagrams_sent + b.datagrams_sent,
+        bytes_received=a.bytes_received + b.bytes_received,
+        bytes_sent=a.bytes_sent + b.bytes_sent,
+        dropped=dict(Counter(a.dropped) + Counter(b.dropped)),
+        peers=a.peers + b.peers,
+        peers_evicted=a.peers_evicted + b.peers_evicted,
+    )

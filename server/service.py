@@ -18,9 +18,11 @@ from server.config import Config, ConfigError, ListenerConfig, StatusConfig
 from server.echo import EchoServer
 from server.resources import reserve_descriptors
 from server.signals import catch_stop_signals, restore_stop_signals
-from server.sockets import STATUS_BACKLOG, bind, check_inherited_status
+from server.sockets import STATUS_BACKLOG, bind, bind_udp, check_inherited_status
 from server.stats import Registry
 from server.status import StatusSide, url_host
+from server.tcp_info import TCP_INFO
+from server.udp import UDPEchoServer
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,9 @@ class Service:
         with_status: bool = True,
     ) -> None:
         self.config = config
-        self.registry = Registry()
+        self.registry = Registry(tcp_info_interval_s=tcp_info_interval(config))
         self.echo = EchoServer(self.registry, config.limits)
+        self.udp = UDPEchoServer(config.udp)
         self.status = StatusSide(self.registry, config) if with_status else None
         self._inherited = dict(inherited or {})
         self._stopped = False
@@ -68,6 +71,10 @@ class Service:
             raise
         for listener, sockets in echo_sockets:
             port = sockets[0].getsockname()[1]
+            if listener.protocol == "udp":
+                udp = self.registry.add_udp_listener(listener.name, listener.host, port)
+                await self.udp.add_sockets(sockets, udp)
+                continue
             stats = self.registry.add_listener(
                 listener.name, listener.host, port, tls=listener.tls is not None
             )
@@ -77,7 +84,10 @@ class Service:
         self.registry.ready = True
         if self.status:
             self.status.start(status_sockets)
-        echo = ", ".join(f"{s.name} on {s.host}:{s.port}" for s in self.registry.listeners)
+        echo = ", ".join(
+            [f"{s.name} on {s.host}:{s.port}" for s in self.registry.listeners]
+            + [f"{u.name} on {u.host}:{u.port}/udp" for u in self.registry.udp_listeners]
+        )
         page = f"; status page on http://{url_host(status.host)}:{self.status_port}/"
         log.info(
             "echostat %s (pid %d) echoing: %s%s",
@@ -91,6 +101,8 @@ class Service:
         self, key: str, name: str, address: ListenerConfig | StatusConfig
     ) -> list[socket.socket]:
         inherited = self._inherited.pop(name, None)
+        if not inherited and isinstance(address, ListenerConfig) and address.protocol == "udp":
+            return bind_udp(key, address.host, address.port)
         if not inherited:
             backlog = address.backlog if isinstance(address, ListenerConfig) else STATUS_BACKLOG
             return bind(key, address.host, address.port, backlog)
@@ -100,7 +112,9 @@ class Service:
 
     def echo_port(self, name: str) -> int:
         """The bound port of the listener called `name` (useful with port 0)."""
-        return next(s.port for s in self.registry.listeners if s.name == name)
+        ports = {s.name: s.port for s in self.registry.listeners}
+        ports.update((u.name, u.port) for u in self.registry.udp_listeners)
+        return ports[name]
 
     async def stop(self) -> None:
         """Turn /readyz to 503, keep accepting for `shutdown_delay_s`, stop accepting, give
@@ -115,6 +129,7 @@ class Service:
             await asyncio.sleep(delay_s)
         self.registry.accepting = False
         self.echo.stop()
+        self.udp.stop()
         log.info(
             "shutting down: no longer accepting; waiting up to %g s for %d open connections",
             grace_s,
@@ -148,6 +163,12 @@ async def serve(
     finally:
         if own_signals:
             restore_stop_signals()
+
+
+def tcp_info_interval(config: Config) -> float | None:
+    """How often to observe each connection's TCP_INFO; None if path quality is off or the
+    platform has no TCP_INFO."""
+    return config.tcp_info_interval_s if config.path_quality and TCP_INFO is not None else None
 
 
 def _log_in_one_line(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -74,8 +74,11 @@ class Reporter:
         """Queue one report unless the previous one is still in the pipe."""
         if self._pipe.writing() or self._pipe.closed():
             return
+        registry = self._registry
         report = encode_report(
-            self._registry.snapshot(), self._registry.connections(CONNECTIONS_PER_REPORT)
+            registry.snapshot(),
+            registry.connections(CONNECTIONS_PER_REPORT),
+            registry.peers(CONNECTIONS_PER_REPORT),
         )
         self._pipe.write(report).add_done_callback(self._written)
 
@@ -91,7 +94,8 @@ class Reporter:
                 if self._pipe.closed():
                     return
                 connections = self._registry.connections(min(rows, MAX_CONNECTIONS_PER_ANSWER))
-                report = encode_report(self._registry.snapshot(), connections, question)
+                peers = self._registry.peers(CONNECTIONS_PER_REPORT)
+                report = encode_report(self._registry.snapshot(), connections, peers, question)
                 self._pipe.write(report).add_done_callback(self._written)
         except StreamClosedError:
             self.supervisor_gone.set()

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -140,6 +141,23 @@ async def close_all(writers: list[asyncio.StreamWriter]) -> None:
     for writer in writers:
         writer.close()
     await asyncio.gather(*(writer.wait_closed() for writer in writers))
+
+
+def udp_socket(
+    family: socket.AddressFamily = socket.AF_INET, bind: tuple[str, int] | None = None
+) -> socket.socket:
+    """A non-blocking UDP client socket, bound to `bind` if given."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    if bind is not None:
+        sock.bind(bind)
+    return sock
+
+
+async def round_trip(sock: socket.socket, address: tuple[str, int], data: bytes) -> bytes:
+    """Send one datagram of `data` from `sock` to `address`; return the datagram that comes back."""
+    sock.sendto(data, address)
+    return await within_deadline(asyncio.get_running_loop().sock_recv(sock, 70000))
 
 
 def reset_on_close(sock: socket.socket) -> None:
@@ -279,19 +297,6 @@ class EchostatProcess:
         """Open file descriptors of the process, from /proc."""
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
-    def fd_count_but_status_clients(self) -> int:
-        """Open descriptors less the status page's client connections, which come and go with
-        every stats request: a test that has just made one can't know whether the server has
-        closed its end yet."""
-        status_clients = _connections_on_port(self.status_port)
-        count = 0
-        for fd in os.listdir(f"/proc/{self.pid}/fd"):
-            try:
-                count += os.readlink(f"/proc/{self.pid}/fd/{fd}") not in status_clients
-            except FileNotFoundError:
-                pass  # closed meanwhile
-        return count
-
     def rss_bytes(self) -> int:
         """Resident memory of the process (VmRSS), from /proc."""
         status = Path(f"/proc/{self.pid}/status").read_text()
@@ -326,19 +331,6 @@ class EchostatProcess:
             self.log.append(line.rstrip("\n"))
             self._lines.put(line)
         self._lines.put(None)
-
-
-def _connections_on_port(port: int) -> set[str]:
-    """``socket:[INODE]`` names of this namespace's TCP connections (not listeners) on local
-    `port`, from /proc/net/tcp and tcp6."""
-    names = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            listening = fields[3] == "0A"
-            if int(fields[1].rsplit(":", 1)[1], 16) == port and not listening:
-                names.add(f"socket:[{fields[9]}]")
-    return names
 
 
 BAD_CONFIGS = [
@@ -400,3 +392,39 @@ BAD_CONFIGS = [
     ),
 ]
 """Config files (None: absent) and CLI flags that are wrong, with the one-line error each gives."""
+
+
+def run_probe(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m echostat probe ARGS`` to completion and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "echostat", "probe", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+
+
+def probe_json(*args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run the probe with ``--json``; its exit and its parsed JSON document."""
+    done = run_probe(*args, "--json")
+    assert "Traceback" not in done.stderr, done.stderr
+    return done, json.loads(done.stdout)
+
+
+def fetch_json(port: int, path: str = "/api/stats") -> Any:
+    """GET ``http://127.0.0.1:port/path`` from synchronous code and decode its JSON body."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=DEADLINE_S) as answer:
+        return json.load(answer)
+
+
+def wait_for(condition: Callable[[], T | None], what: str, timeout_s: float = DEADLINE_S) -> T:
+    """The first true value of `condition()` from synchronous code, checked every 50 ms;
+    fail naming `what` if there is none within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)  # how often the condition is checked, not a timing assumption
+    return value

@@ -8,13 +8,15 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
 from server import __version__
-from server.stats import StatsSource
+from server.stats import RTT_BUCKETS_S, StatsSource, TcpSnapshot
+from server.udp_stats import UDPListenerSnapshot
 
 
 def metrics_registry(registry: StatsSource) -> CollectorRegistry:
@@ -99,6 +101,8 @@ class RegistryCollector(Collector):
         yield GaugeMetricFamily(
             "echostat_accepting", "1 while the echo listeners accept connections.", snap.accepting
         )
+        if snap.tcp.measured:
+            yield from _path_quality(snap.tcp)
         yield GaugeMetricFamily(
             "echostat_buffered_bytes",
             "Echo buffers held for clients that read slower than they send.",
@@ -108,6 +112,64 @@ class RegistryCollector(Collector):
             "echostat_uptime_seconds", "Seconds since the service started.", snap.uptime_seconds
         )
         yield InfoMetricFamily("echostat", "The running echostat.", {"version": __version__})
+        yield from _udp_families(snap.udp_listeners)
+
+
+_UDP_COUNTERS = (
+    ("datagrams_received", "Datagrams received on UDP listeners since start."),
+    ("datagrams_sent", "Datagrams echoed back by UDP listeners since start."),
+    ("bytes_received", "Bytes received in datagrams on UDP listeners since start."),
+    ("bytes_sent", "Bytes echoed back in datagrams by UDP listeners since start."),
+    ("peers_evicted", "UDP peers forgotten early because the table was full (udp.max_peers)."),
+)
+
+
+def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric]:
+    """Per UDP listener: datagram and byte counters, drops by reason, peers seen lately."""
+    if not listeners:
+        return
+    for field, documentation in _UDP_COUNTERS:
+        values = {udp.name: getattr(udp, field) for udp in listeners}
+        yield _labelled(
+            CounterMetricFamily, f"echostat_udp_{field}", documentation, "listener", values
+        )
+    dropped = CounterMetricFamily(
+        "echostat_udp_datagrams_dropped",
+        "Datagrams not echoed, by listener and reason (see README, UDP echo).",
+        labels=["listener", "reason"],
+    )
+    for udp in listeners:
+        for reason, count in sorted(udp.dropped.items()):
+            dropped.add_metric([udp.name, reason], count)
+    yield dropped
+    yield _labelled(
+        GaugeMetricFamily,
+        "echostat_udp_peers",
+        "UDP source addresses seen in the last udp.peer_idle_s.",
+        "listener",
+        {udp.name: udp.peers for udp in listeners},
+    )
+
+
+def _path_quality(tcp: TcpSnapshot) -> Iterator[Metric]:
+    """The RTT histogram and retransmitted segments, from TCP_INFO; no per-connection labels."""
+    cumulative = 0
+    buckets = []
+    for bound, count in zip([*map(str, RTT_BUCKETS_S), "+Inf"], tcp.rtt_buckets, strict=True):
+        cumulative += count
+        buckets.append((bound, cumulative))
+    yield HistogramMetricFamily(
+        "echostat_tcp_rtt_seconds",
+        "Smoothed RTT of echo connections (TCP_INFO), observed at close and at most once per"
+        " tcp_info_interval_s while open.",
+        buckets=buckets,
+        sum_value=tcp.rtt_sum_s,
+    )
+    yield CounterMetricFamily(
+        "echostat_tcp_retransmitted_segments",
+        "TCP segments the server retransmitted on echo connections, open and closed.",
+        tcp.retransmits,
+    )
 
 
 def _labelled(

@@ -12,8 +12,12 @@ from typing import Any
 
 from server import __version__
 from server.config import Config
-from server.stats import ConnectionSnapshot, StatsSnapshot
+from server.stats import ConnectionSnapshot, StatsSnapshot, TcpSnapshot
+from server.tcp_info import TcpInfo
+from server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 from web.history import Rates
+
+_NO_TCP_INFO = {field.name: None for field in dataclasses.fields(TcpInfo)}
 
 
 def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
@@ -42,6 +46,9 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
             "connections_per_s": round(rates.connections_per_s, 3),
             "bytes_received_per_s": round(rates.bytes_received_per_s, 1),
             "bytes_sent_per_s": round(rates.bytes_sent_per_s, 1),
+            "datagrams_received_per_s": round(rates.datagrams_received_per_s, 1),
+            "datagrams_sent_per_s": round(rates.datagrams_sent_per_s, 1),
+            "datagrams_dropped_per_s": round(rates.datagrams_dropped_per_s, 1),
         },
         "listeners": [
             {
@@ -67,12 +74,50 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
             for worker in snap.workers
         ],
         "worker_restarts": snap.worker_restarts,
+        "udp_listeners": [_udp_listener_document(udp) for udp in snap.udp_listeners],
+        "tcp": _tcp_document(snap.tcp, rates),
+    }
+
+
+def _tcp_document(tcp: TcpSnapshot, rates: Rates) -> dict[str, Any]:
+    """Path quality: RTT percentiles over open connections, retransmitted segments."""
+    known = tcp.measured
+    return {
+        "available": known,
+        "connections_measured": len(tcp.open_rtt_ms),
+        "rtt_ms": {
+            name: tcp.rtt_percentile_ms(fraction)
+            for name, fraction in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+        },
+        "retransmits": tcp.retransmits if known else None,
+        "retransmits_per_s": round(rates.retransmits_per_s, 3) if known else None,
+        "rtt_observations": tcp.rtt_count if known else None,
+        "rtt_observed_sum_s": round(tcp.rtt_sum_s, 6) if known else None,
+    }
+
+
+def _udp_listener_document(udp: UDPListenerSnapshot) -> dict[str, Any]:
+    return {
+        "name": udp.name,
+        "host": udp.host,
+        "port": udp.port,
+        "datagrams_received": udp.datagrams_received,
+        "datagrams_sent": udp.datagrams_sent,
+        "bytes_received": udp.bytes_received,
+        "bytes_sent": udp.bytes_sent,
+        "dropped": udp.dropped_total,
+        "dropped_by_reason": dict(sorted(udp.dropped.items())),
+        "peers": udp.peers,
+        "peers_evicted": udp.peers_evicted,
     }
 
 
 def limits_document(config: Config) -> dict[str, Any]:
-    """The limits in force, keyed as in ``config.yaml``."""
-    return dataclasses.asdict(config.limits)
+    """The limits in force, keyed as in ``config.yaml``; ``udp`` too when UDP listeners exist."""
+    document = dataclasses.asdict(config.limits)
+    if any(listener.protocol == "udp" for listener in config.listeners):
+        document["udp"] = dataclasses.asdict(config.udp)
+    return document
 
 
 def connections_document(total: int, rows: Sequence[ConnectionSnapshot]) -> dict[str, Any]:
@@ -92,4 +137,10 @@ def _connection_document(conn: ConnectionSnapshot) -> dict[str, Any]:
         "idle_s": round(conn.idle_s, 3),
         "bytes_received": conn.bytes_received,
         "bytes_sent": conn.bytes_sent,
+        "tcp": _NO_TCP_INFO if conn.tcp is None else dataclasses.asdict(conn.tcp),
     }
+
+
+def peers_document(total: int, rows: Sequence[PeerSnapshot]) -> dict[str, Any]:
+    """The body of ``GET /api/peers``: `total` UDP peers seen lately, the first `rows` listed."""
+    return {"total": total, "peers": [dataclasses.asdict(row) for row in rows]}
