@@ -179,6 +179,7 @@ class FleetStats:
         rows = [row for peers in self._peers.values() for row in peers]
         rows.sort(key=lambda p: p.datagrams_received, reverse=True)
         return rows[:limit]
+
     async def _ask_everyone(self, connections: int) -> None:
         self._question += 1
         self._unanswered = set(self._askers)

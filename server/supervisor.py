@@ -212,6 +212,8 @@ def _ask(asks: PipeIOStream, question: int, rows: int) -> None:
 def _ignore_outcome(future: asyncio.Future[None]) -> None:
     """A worker that exited can't be asked; its exit is handled where its reports end."""
     future.exception()
+
+
 def _binder(key: str, listener: ListenerConfig) -> Callable[[int, bool], list[socket.socket]]:
     """How to bind `listener` on a port, with or without SO_REUSEPORT."""
     if listener.protocol == "udp":
