@@ -22,6 +22,11 @@ from server.tcp_info import TcpInfo
 from server.udp_stats import PeerSnapshot, UDPListenerSnapshot, UDPListenerStats, peer_snapshot
 
 
+def peer_name(ip: str, port: int) -> str:
+    """An address as ``host:port``, or ``[host]:port`` for IPv6."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
 class Connection:
     """One accepted connection as the registry sees it.
 
@@ -43,6 +48,7 @@ class Connection:
         "_activity_mark",
         "tcp",
         "end_reason",
+        "tls_protocol",
         "_tcp_observed_at",
     )
 
@@ -61,12 +67,14 @@ class Connection:
         """The kernel's view of the path, as last read (path quality on, Linux only)."""
         self.end_reason = "client_eof"
         """Why it ended (see `Registry.close`); set by whoever closes it."""
+        self.tls_protocol: str | None = None
+        """``TLSv1.3`` and the like on a TLS listener."""
         self._tcp_observed_at = -math.inf
 
     @property
     def peer(self) -> str:
         """The client as ``host:port``, or ``[host]:port`` for IPv6."""
-        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+        return peer_name(self.ip, self.port)
 
     def unsent_bytes(self) -> int:
         """Bytes counted in `bytes_sent` that still wait in a user-space buffer."""
