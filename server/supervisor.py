@@ -25,7 +25,7 @@ from tornado.iostream import PipeIOStream, StreamClosedError
 from server import __version__
 from server.config import Config, ListenerConfig
 from server.fleet import FleetStats
-from server.resources import reserve_descriptors
+from server.resources import describe_max_connections, reserve_descriptors
 from server.signals import catch_stop_signals, restore_stop_signals
 from server.sockets import bind, bind_udp, check_inherited_status
 from server.status import StatusSide, url_host
@@ -82,12 +82,14 @@ class Supervisor:
         keepers = [asyncio.ensure_future(self._keep_running(n, fds)) for n, fds in slots.items()]
         self.fleet.accepting = self.fleet.ready = True
         log.info(
-            "echostat %s supervisor (pid %d) running %d workers; status page on http://%s:%d/",
+            "echostat %s supervisor (pid %d) running %d workers; status page on http://%s:%d/;"
+            " %s per worker",
             __version__,
             os.getpid(),
             len(slots),
             url_host(self.config.status.host),
             self.status.port,
+            describe_max_connections(self.config),
         )
         await stop_requested.wait()
         await self._drain(keepers)
