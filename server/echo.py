@@ -21,8 +21,8 @@ from tornado.ioloop import PeriodicCallback
 from tornado.tcpserver import TCPServer
 
 from server.accept import RateLimitedLog, watch_accepts
-from server.adopt import adopt
 from server.access_log import AccessLog
+from server.adopt import adopt
 from server.config import LimitsConfig, ListenerConfig
 from server.proxy_protocol import Endpoint, ProxyHeaderParser, ProxyProtocolError, is_trusted
 from server.resources import echo_may_keep
