@@ -203,6 +203,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         factory = functools.partial(PingPong, run, size=args.size)
     else:
         factory = functools.partial(Stream, run, window=args.window, chunk=args.chunk)
+    idle = Session(session.endpoint, run)
+    if args.idle:  # open (and keep open) idle connections first, as a busy server has
+        await idle.connect(args.idle, lambda i: Holder(run, i, 16), rate=args.connect_rate)
+        await idle.first_echoes()
     await session.connect(args.connections, factory, rate=args.connect_rate)
     subscribers = None
     if args.subscribers:
@@ -231,6 +235,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     if subscribers is not None:
         subscribers.stop()
     session.close()
+    idle.close()
     served = session.served()
     result: dict[str, Any] = {
         "mode": args.mode,
@@ -363,6 +368,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probe-stats", action="store_true", help="time GET /api/stats")
     parser.add_argument("--probe-interval", type=float, default=0.01)
     parser.add_argument("--subscribers", type=int, default=0, help="SSE clients on /api/events")
+    parser.add_argument("--idle", type=int, default=0, help="idle connections held meanwhile")
     parser.add_argument("--tls", action="store_true", help="speak TLS (certificate not checked)")
     parser.add_argument(
         "--emit-latencies",
@@ -383,7 +389,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    raise_fd_limit(args.connections + args.subscribers + 64)
+    raise_fd_limit(args.connections + args.subscribers + args.idle + 64)
     try:
         result = uvloop.run(measure(args))
     except (Mismatch, TimeoutError, OSError) as exc:

@@ -134,6 +134,18 @@ STATUS_CELL = Cell(
 )
 
 
+PAGE_WITH_10K_CELL = Cell(
+    "idle10000-sse1-pingpong-64x100",
+    "64 B x100 + 10,000 idle + page",
+    "pingpong",
+    100,
+    64,
+    ("--idle", "10000", "--connect-rate", "5000", "--subscribers", "1", "--probe-stats"),
+    echostat_only=True,
+)
+"""Echo and GET /api/stats while 10,000 connections are open and a page is subscribed."""
+
+
 def subscribers_cell(base: Cell, count: int) -> Cell:
     """`base` again while `count` dashboards are subscribed to /api/events."""
     return Cell(
@@ -158,7 +170,7 @@ class Plan:
     hold_connections: int
     cells: list[Cell]
     sse_cells: list[Cell] = field(default_factory=list)
-    extra_cells: list[Cell] = field(default_factory=lambda: [STATUS_CELL])
+    extra_cells: list[Cell] = field(default_factory=lambda: [STATUS_CELL, PAGE_WITH_10K_CELL])
 
     def every_cell(self) -> list[Cell]:
         """All cells in the order they run: idle memory first, on fresh servers."""
@@ -209,6 +221,8 @@ def servers(echostat_ref: str | None, ref_tree: Path | None, floor: Path | None)
     found = [
         Server("echostat (uvloop)", uvloop=True, tls=True),
         Server("echostat (asyncio)", tls=True),
+        Server("echostat (uvloop, path quality off)", uvloop=True, overrides=OFF),
+        Server("echostat (uvloop, access log)", uvloop=True, overrides=ACCESS_LOG),
     ]
     if echostat_ref is not None:
         found.append(Server(f"echostat @ {echostat_ref} (its defaults)", source=ref_tree))
@@ -225,6 +239,10 @@ def servers(echostat_ref: str | None, ref_tree: Path | None, floor: Path | None)
         found.append(Server(FLOOR, "epoll_echo.c", binary=floor))
     return found
 
+
+OFF = ("path_quality=false",)
+ACCESS_LOG = ("access_log.enabled=true", "access_log.format=json", "access_log.path=/dev/null")
+"""The access log written in full (JSON, one write per line), to a sink that costs no disk."""
 
 REFERENCE = "echostat (uvloop)"
 """The row whose ratio to every other row the report gives."""
@@ -758,14 +776,17 @@ def _floor(plan: Plan, names: list[str], summaries: Summaries) -> list[str]:
 
 
 def _status_page(names: list[str], echostats: list[str], summaries: Summaries) -> list[str]:
+    """GET /api/stats latency and echo during the status cells, for each echostat."""
     rows = []
-    for n in names:
-        s = summaries[n].get(STATUS_CELL.key, {})
-        keys = ("status_p50_us", "status_p99_us", "status_requests")
-        row = [fmt(s.get(k), "us") for k in keys] + [fmt(s.get("round_trips_per_s"))]
-        rows.append([n, *(row if n in echostats else ["n/a"] * 4)])
-    header = ["server", "p50 µs", "p99 µs", "requests", "echo round trips/s"]
-    title = f"## Status page: GET /api/stats every 10 ms during {STATUS_CELL.label[-9:]}"
+    keys = ("status_p50_us", "status_p99_us", "status_requests", "server_cpu_us_per_unit")
+    for n in echostats:
+        for cell in (STATUS_CELL, PAGE_WITH_10K_CELL):
+            s = summaries[n].get(cell.key)
+            if s is not None:
+                figures = [fmt(s.get(k), "us") for k in keys]
+                rows.append([n, cell.label, *figures, fmt(s.get("round_trips_per_s"))])
+    header = ["server", "cell", "p50 µs", "p99 µs", "requests", "server CPU µs/rt", "round trips/s"]
+    title = "## Status page: GET /api/stats every 10 ms during echo load"
     return [title, "", table(header, rows), ""]
 
 

@@ -157,7 +157,7 @@ class Config:
     event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     path_quality: bool = True
-    tcp_info_interval_s: float = field(default=10.0, metadata=_range(1, 3600))
+    tcp_info_interval_s: float = field(default=30.0, metadata=_range(1, 3600))
     access_log: AccessLogConfig = AccessLogConfig()
     descriptor_limit: int | None = field(default=None, init=False, compare=False, repr=False)
     """The hard RLIMIT_NOFILE seen when loading (None: unlimited), set by `load_config`."""

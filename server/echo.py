@@ -21,12 +21,13 @@ from tornado.ioloop import PeriodicCallback
 from tornado.tcpserver import TCPServer
 
 from server.accept import RateLimitedLog, watch_accepts
+from server.access_log import AccessLog
 from server.adopt import adopt
 from server.budget import BufferBudget
 from server.config import LimitsConfig, ListenerConfig
 from server.proxy_protocol import Endpoint, ProxyHeaderParser, ProxyProtocolError, is_trusted
 from server.resources import echo_may_keep
-from server.stats import Connection, ListenerStats, Registry
+from server.stats import Connection, ListenerStats, Registry, peer_name
 from server.tcp_info import BUFFER_BYTES, TCP_INFO, TcpInfo, decode
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,6 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         "_budget",
         "_buffer_bytes",
         "_sock",
-        "tls_protocol",
         "_tls",
         "_queuing",
         "_own",
@@ -79,7 +79,6 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         self._budget = budget
         self._buffer_bytes = buffer_bytes
         self._sock = sock
-        self.tls_protocol: str | None = None
         self._tls = False
         """TLS transports encrypt (so copy) what they are given; plain ones keep a reference."""
         self._queuing = False
@@ -305,7 +304,7 @@ class _ProxyHeader(asyncio.Protocol):
     def _fail(self, reason: str) -> None:
         """Reject the connection for `reason`, unless its fate is already settled."""
         if self._settle(reason):
-            self._server._reject(reason, self._echo.ip, self._echo.listener.name)
+            self._server._reject(reason, self._echo.peer, self._echo.listener.name)
             if self._transport is not None:
                 self._transport.abort()
 
@@ -337,6 +336,7 @@ class EchoServer(TCPServer):
         self._setups: set[asyncio.Task[Any]] = set()
         self._awaiting_header = 0
         self._rejections = RateLimitedLog(log, interval_s=10.0)
+        self.access_log: AccessLog | None = None
         self._housekeeping = PeriodicCallback(self._expire_connections, _HOUSEKEEPING_S * 1000)
 
     def add_sockets(
@@ -413,7 +413,7 @@ class EchoServer(TCPServer):
             reason = "descriptor_limit"
         if reason is not None:
             connection.close()
-            self._reject(reason, ip, stats.name)
+            self._reject(reason, peer_name(ip, port), stats.name)
             return
         echo = EchoProtocol(
             ip, port, stats, self.registry, self.budget, self.limits.max_buffer_bytes, connection
@@ -456,9 +456,11 @@ class EchoServer(TCPServer):
         per_ip = self.limits.max_connections_per_ip
         return bool(per_ip) and self.registry.active_from(ip) >= per_ip
 
-    def _reject(self, reason: str, ip: str, listener: str) -> None:
+    def _reject(self, reason: str, peer: str, listener: str) -> None:
         self.registry.reject(reason)
-        self._rejections.warning("rejected %s on %s: %s", ip, listener, reason)
+        self._rejections.warning("rejected %s on %s: %s", peer, listener, reason)
+        if self.access_log is not None:
+            self.access_log.rejected(reason, peer, listener)
 
     def _handshake_done(
         self, task: asyncio.Task[Any], protocol: EchoProtocol, connection: socket.socket

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from server import __version__
+from server.access_log import AccessLog
 from server.config import Config, ConfigError, ListenerConfig, StatusConfig
 from server.echo import EchoServer
 from server.resources import describe_max_connections, reserve_descriptors
@@ -47,6 +49,7 @@ class Service:
         self.status = StatusSide(self.registry, config) if with_status else None
         self._inherited = dict(inherited or {})
         self._stopped = False
+        self.access_log: AccessLog | None = None
 
     @property
     def status_port(self) -> int:
@@ -65,6 +68,7 @@ class Service:
             status = self.config.status
             status_sockets = self._listening("status", "status", status) if self.status else []
             bound += status_sockets
+            self._start_access_log()
         except ConfigError:
             for sock in bound:
                 sock.close()
@@ -111,6 +115,15 @@ class Service:
             check_inherited_status(inherited, address)
         return inherited
 
+    def _start_access_log(self) -> None:
+        """Open the access log, if enabled, and reopen it on SIGUSR1 (log rotation)."""
+        if not self.config.access_log.enabled:
+            return
+        self.access_log = AccessLog(self.config.access_log)
+        self.registry.on_close = self.access_log.closed
+        self.echo.access_log = self.access_log
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.access_log.reopen)
+
     def echo_port(self, name: str) -> int:
         """The bound port of the listener called `name` (useful with port 0)."""
         ports = {s.name: s.port for s in self.registry.listeners}
@@ -137,6 +150,9 @@ class Service:
             self.registry.active,
         )
         finished = await self.echo.drain(grace_s)
+        if self.access_log is not None:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
+            self.access_log.close()
         if self.status:
             await self.status.stop()
         log.info("stopped; %d connections were still open after the grace period", finished)

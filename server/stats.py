@@ -13,7 +13,7 @@ import heapq
 import math
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,6 +23,11 @@ from server.udp_stats import PeerSnapshot, UDPListenerSnapshot, UDPListenerStats
 
 if TYPE_CHECKING:
     from server.budget import BufferBudget
+
+
+def peer_name(ip: str, port: int) -> str:
+    """An address as ``host:port``, or ``[host]:port`` for IPv6."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 class Connection:
@@ -46,7 +51,8 @@ class Connection:
         "_activity_mark",
         "tcp",
         "end_reason",
-        "_tcp_observed_at",
+        "tls_protocol",
+        "_tcp_mark",
     )
 
     def __init__(self, ip: str, port: int, listener: ListenerStats) -> None:
@@ -64,12 +70,15 @@ class Connection:
         """The kernel's view of the path, as last read (path quality on, Linux only)."""
         self.end_reason = "client_eof"
         """Why it ended (see `Registry.close`); set by whoever closes it."""
-        self._tcp_observed_at = -math.inf
+        self.tls_protocol: str | None = None
+        """``TLSv1.3`` and the like on a TLS listener."""
+        self._tcp_mark = -1
+        """Bytes moved when `tcp` was last read."""
 
     @property
     def peer(self) -> str:
         """The client as ``host:port``, or ``[host]:port`` for IPv6."""
-        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+        return peer_name(self.ip, self.port)
 
     def unsent_bytes(self) -> int:
         """Bytes counted in `bytes_sent` that still wait in a user-space buffer."""
@@ -317,6 +326,13 @@ class Registry:
         self.tcp_info_interval_s = tcp_info_interval_s
         """How often an open connection's TCP_INFO is observed; None: path quality off."""
         self._closed_retransmits = 0
+        self._open_retransmits = 0
+        self._open_rtts: list[float] = []
+        """Sorted: the last known RTT of every open connection that has one."""
+        self._tcp_new: deque[Connection] = deque()
+        """Connections not yet read, oldest first."""
+        self._tcp_due: deque[tuple[float, Connection]] = deque()
+        """Connections read before, by when they are due again (in order: one interval on)."""
         self._rtt_buckets = [0] * (len(RTT_BUCKETS_S) + 1)
         self._rtt_sum_s = 0.0
         self.budget: BufferBudget | None = None
@@ -350,6 +366,8 @@ class Registry:
         self.accepted += 1
         conn.listener.accepted += 1
         conn.listener.active += 1
+        if self.tcp_info_interval_s is not None:
+            self._tcp_new.append(conn)
 
     def close(self, conn: Connection, reason: str | None = None) -> None:
         """Move `conn` from active to closed; calling it twice for one connection is harmless.
@@ -364,7 +382,9 @@ class Registry:
             self.closed_by_server[reason] += 1
             conn.end_reason = reason
         if self.tcp_info_interval_s is not None:
-            self._observe_tcp(conn, self.clock())
+            self._forget_tcp(conn.tcp)
+            conn.tcp = conn.read_tcp_info() or conn.tcp
+            self._observe_rtt(conn.tcp)
             self._closed_retransmits += (conn.tcp and conn.tcp.retransmits) or 0
         remaining = self._per_ip[conn.ip] - 1
         if remaining:
@@ -439,8 +459,8 @@ class Registry:
         )
 
     def _tcp_snapshot(self) -> TcpSnapshot:
-        """Path quality now, from each open connection's last known TCP_INFO; first reads
-        and observes those whose `tcp_info_interval_s` is up (including new ones)."""
+        """Path quality now, from each open connection's last known TCP_INFO, after reading
+        the connections that are due: new ones first, then those read an interval ago."""
         interval_s = self.tcp_info_interval_s
         if interval_s is None:
             return TcpSnapshot()
@@ -448,33 +468,53 @@ class Registry:
         # Spread the reads: however many connections opened at once, one snapshot reads at
         # most its share of them (each is due once per interval), never all 10,000 at once.
         budget = max(_TCP_READS_MIN, math.ceil(len(self._active) / interval_s))
-        rtts = []
-        retransmits = self._closed_retransmits
-        for conn in self._active.values():
-            if budget and now - conn._tcp_observed_at >= interval_s:
-                budget -= 1
-                self._observe_tcp(conn, now)
-            info = conn.tcp
-            if info is not None:
-                if info.rtt_ms is not None:
-                    rtts.append(info.rtt_ms)
-                retransmits += info.retransmits or 0
-        rtts.sort()
+        while budget and (conn := self._next_due(now)) is not None:
+            self._tcp_due.append((now + interval_s, conn))
+            # Idle with nothing in flight: the kernel has nothing new to say about the path.
+            if conn.bytes_received + conn.bytes_sent == conn._tcp_mark and not (
+                conn.tcp and conn.tcp.unacked
+            ):
+                continue
+            budget -= 1
+            self._track_tcp(conn, conn.read_tcp_info() or conn.tcp)
+            self._observe_rtt(conn.tcp)
         return TcpSnapshot(
             measured=True,
-            open_rtt_ms=tuple(rtts),
-            retransmits=retransmits,
+            open_rtt_ms=tuple(self._open_rtts),
+            retransmits=self._closed_retransmits + self._open_retransmits,
             rtt_buckets=tuple(self._rtt_buckets),
             rtt_sum_s=self._rtt_sum_s,
         )
 
-    def _observe_tcp(self, conn: Connection, now: float) -> None:
-        """Read `conn`'s TCP_INFO (keeping the last known one if that fails) and add its RTT
-        to the histogram."""
-        conn._tcp_observed_at = now
-        conn.tcp = conn.read_tcp_info() or conn.tcp
-        if conn.tcp is not None and conn.tcp.rtt_ms is not None:
-            rtt_s = conn.tcp.rtt_ms / 1000
+    def _next_due(self, now: float) -> Connection | None:
+        """The next open connection whose TCP_INFO is due by `now`, taken off its queue."""
+        while self._tcp_new or (self._tcp_due and self._tcp_due[0][0] <= now):
+            conn = self._tcp_new.popleft() if self._tcp_new else self._tcp_due.popleft()[1]
+            if self._active.get(conn.id) is conn:  # else it closed meanwhile
+                return conn
+        return None
+
+    def _track_tcp(self, conn: Connection, info: TcpInfo | None) -> None:
+        """Make `info` the open connection `conn`'s last known TCP_INFO, in the aggregates."""
+        self._forget_tcp(conn.tcp)
+        conn.tcp = info
+        conn._tcp_mark = conn.bytes_received + conn.bytes_sent
+        if info is not None:
+            if info.rtt_ms is not None:
+                bisect.insort(self._open_rtts, info.rtt_ms)
+            self._open_retransmits += info.retransmits or 0
+
+    def _forget_tcp(self, info: TcpInfo | None) -> None:
+        """Take `info`, an open connection's last known TCP_INFO, out of the aggregates."""
+        if info is not None:
+            if info.rtt_ms is not None:
+                del self._open_rtts[bisect.bisect_left(self._open_rtts, info.rtt_ms)]
+            self._open_retransmits -= info.retransmits or 0
+
+    def _observe_rtt(self, info: TcpInfo | None) -> None:
+        """One observation of the RTT histogram."""
+        if info is not None and info.rtt_ms is not None:
+            rtt_s = info.rtt_ms / 1000
             self._rtt_buckets[bisect.bisect_left(RTT_BUCKETS_S, rtt_s)] += 1
             self._rtt_sum_s += rtt_s
 
@@ -495,7 +535,7 @@ class Registry:
         )
         if self.tcp_info_interval_s is not None:
             for conn in ranked:
-                conn.tcp = conn.read_tcp_info() or conn.tcp
+                self._track_tcp(conn, conn.read_tcp_info() or conn.tcp)
         return [
             ConnectionSnapshot(
                 id=c.id,

@@ -65,10 +65,14 @@ class Supervisor:
 
     async def run(self) -> None:
         stop_requested = catch_stop_signals(on_second=self._kill_all)
+        loop = asyncio.get_running_loop()
+        if self.config.access_log.enabled:  # each worker reopens its own access log
+            loop.add_signal_handler(signal.SIGUSR1, self._signal_all, signal.SIGUSR1)
         try:
             await self._run(stop_requested)
         finally:
             restore_stop_signals()
+            loop.remove_signal_handler(signal.SIGUSR1)
 
     async def _run(self, stop_requested: asyncio.Event) -> None:
         reserve_descriptors(self.config.limits.max_connections)
@@ -202,6 +206,10 @@ class Supervisor:
     def _kill_all(self) -> None:
         for process in self._processes.values():
             process.kill()
+
+    def _signal_all(self, signum: int) -> None:
+        for process in self._processes.values():
+            process.send_signal(signum)
 
 
 def _ask(asks: PipeIOStream, question: int, rows: int) -> None:

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 TCP_INFO: int | None = getattr(socket, "TCP_INFO", None)
 """The socket option number, or None where the platform has no TCP_INFO."""
 
-BUFFER_BYTES = 256
-"""How much to ask the kernel for: more than every field below needs (it returns less)."""
 
 _UNKNOWN_U32 = 0xFFFFFFFF
 """What the kernel reports as min_rtt before it has a sample (``~0U``)."""
@@ -47,6 +45,9 @@ def _layout(fields: tuple[tuple[str, int, str], ...]) -> struct.Struct:
 _WHOLE = _layout(_FIELDS)
 """Decodes every field at once when the kernel returned all of them."""
 
+BUFFER_BYTES = _WHOLE.size
+"""How much to ask the kernel for: up to the last field decoded (older kernels give less)."""
+
 _EACH = tuple((name, offset, struct.Struct("=" + code)) for name, offset, code in _FIELDS)
 
 
@@ -75,26 +76,33 @@ class TcpInfo:
 def decode(data: bytes) -> TcpInfo:
     """`data`, the bytes of a TCP_INFO getsockopt, as a `TcpInfo`."""
     if len(data) >= _WHOLE.size:
-        raw = dict(zip((name for name, _, _ in _FIELDS), _WHOLE.unpack_from(data), strict=True))
-    else:
-        raw = {
-            name: unpacker.unpack_from(data, offset)[0]
-            for name, offset, unpacker in _EACH
-            if offset + unpacker.size <= len(data)
-        }
-    min_rtt = raw.get("min_rtt_us")
-    delivery_rate = raw.get("delivery_rate")
-    return TcpInfo(
-        rtt_ms=_ms(raw.get("rtt_us")),
-        rttvar_ms=_ms(raw.get("rttvar_us")),
-        min_rtt_ms=None if min_rtt == _UNKNOWN_U32 else _ms(min_rtt),
-        retransmits=raw.get("retransmits"),
-        lost=raw.get("lost"),
-        cwnd=raw.get("cwnd"),
-        delivery_rate_bps=None if delivery_rate is None else delivery_rate * 8,
-        unacked=raw.get("unacked"),
+        return _from_kernel(*_WHOLE.unpack_from(data))
+    return _from_kernel(
+        *(
+            unpacker.unpack_from(data, offset)[0] if offset + unpacker.size <= len(data) else None
+            for _, offset, unpacker in _EACH
+        )
     )
 
 
-def _ms(microseconds: int | None) -> float | None:
-    return None if microseconds is None else microseconds / 1000
+def _from_kernel(
+    unacked: int | None,
+    lost: int | None,
+    rtt_us: int | None,
+    rttvar_us: int | None,
+    cwnd: int | None,
+    retransmits: int | None,
+    min_rtt_us: int | None,
+    delivery_rate: int | None,
+) -> TcpInfo:
+    """The kernel's values, in the order of `_FIELDS`, in the API's units."""
+    return TcpInfo(
+        rtt_ms=None if rtt_us is None else rtt_us / 1000,
+        rttvar_ms=None if rttvar_us is None else rttvar_us / 1000,
+        min_rtt_ms=None if min_rtt_us is None or min_rtt_us == _UNKNOWN_U32 else min_rtt_us / 1000,
+        retransmits=retransmits,
+        lost=lost,
+        cwnd=cwnd,
+        delivery_rate_bps=None if delivery_rate is None else delivery_rate * 8,
+        unacked=unacked,
+    )

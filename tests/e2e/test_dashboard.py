@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +13,7 @@ from tornado.ioloop import IOLoop
 
 from server.config import Config, StatusConfig
 from server.service import Service
-from tests.conftest import udp_config
+from tests.conftest import loopback_config, udp_config
 from tests.e2e.browser import CHROMIUM, launch
 from tests.helpers import (
     close_all,
@@ -25,6 +26,9 @@ from tests.helpers import (
 
 SEEN_WITHIN_MS = 3000
 """How soon a change must show on the page without a reload (the issue's 3 s)."""
+
+RTT_TEXT = re.compile(r"^\d+(\.\d)? (µs|ms)$")
+"""An RTT as the page shows it: ``31 µs``, ``1.5 ms``."""
 
 RECOVERY_MS = 10_000
 """Generous bound for noticing a lost server and reconnecting (retries run every second)."""
@@ -72,7 +76,7 @@ async def test_page_counts_clients_as_they_come_and_go(service: Service, browser
     clients = await open_clients(service, 3)
     await expect(active).to_have_text("3", timeout=SEEN_WITHIN_MS)
     await expect(page.locator("#connections tr")).to_have_count(3, timeout=SEEN_WITHIN_MS)
-    await expect(page.locator(".plot canvas")).to_have_count(2)
+    await expect(page.locator(".plot canvas")).to_have_count(3)
     await close_all(clients)
     await expect(active).to_have_text("0", timeout=SEEN_WITHIN_MS)
 
@@ -195,7 +199,48 @@ async def test_udp_listeners_show_datagrams_and_peers_below_the_tcp_view(
         listener = page.locator("#udp-listeners tr").first.locator("td")
         await expect(listener.nth(2)).to_have_text("3")
         await expect(page.locator("#udp-peers")).to_have_text("1")
-        await expect(page.locator(".plot canvas")).to_have_count(3)
+        await expect(page.locator(".plot canvas")).to_have_count(4)
     finally:
         await udp.stop()
     assert errors == []
+
+
+async def test_path_quality_panel_and_columns_show_the_kernels_rtt(
+    service: Service, browser: Browser
+) -> None:
+    """With clients open, the panel shows RTT percentiles and retransmits, each row its RTT
+    and retransmits, and the figures carry plain-words explanations."""
+    errors: list[str] = []
+    page = await open_dashboard(browser, service, errors)
+    clients = await open_clients(service, 3)
+    panel = page.locator("#path-quality")
+    await expect(panel).to_be_visible(timeout=SEEN_WITHIN_MS)
+    for key in ("p50", "p90", "p99", "max"):
+        await expect(page.locator(f"#rtt-{key}")).to_have_text(RTT_TEXT, timeout=SEEN_WITHIN_MS)
+    await expect(page.locator("#rtt-measured")).to_have_text("3", timeout=SEEN_WITHIN_MS)
+    await expect(page.locator("#retransmits-total")).to_have_text(re.compile(r"^\d+$"))
+    await expect(page.locator("#retransmits-rate")).to_have_text(re.compile(r"/s$"))
+    await expect(page.locator("#path-legend")).to_contain_text("round-trip time")
+    await expect(panel.locator("dt[title]")).to_have_count(7)
+    headers = page.locator(".connections thead th.tcp")
+    await expect(headers).to_have_text(["RTT", "retrans."])
+    for index in range(2):
+        await expect(headers.nth(index)).to_have_attribute("title", re.compile(r"\w+ \w+"))
+    cells = page.locator("#connections tr").first.locator("td.tcp")
+    await expect(cells.first).to_have_text(RTT_TEXT, timeout=SEEN_WITHIN_MS)
+    await expect(cells.nth(1)).to_have_text(re.compile(r"^\d+$"))
+    await expect(page.locator("#chart-retransmits canvas")).to_have_count(1)
+    await close_all(clients)
+    assert errors == []
+
+
+@pytest.mark.parametrize("config", [loopback_config(path_quality=False)], ids=["off"])
+async def test_without_path_quality_the_page_hides_it(service: Service, browser: Browser) -> None:
+    """path_quality: false hides the panel and the RTT and retransmit columns."""
+    page = await open_dashboard(browser, service, errors=[])
+    clients = await open_clients(service, 1)
+    await expect(page.locator("#connections tr")).to_have_count(1, timeout=SEEN_WITHIN_MS)
+    await expect(page.locator("#path-quality")).to_be_hidden()
+    await expect(page.locator(".connections th.tcp").first).to_be_hidden()
+    await expect(page.locator("#connections td.tcp").first).to_be_hidden()
+    await close_all(clients)

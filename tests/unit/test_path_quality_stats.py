@@ -59,15 +59,29 @@ def test_snapshot_gives_sorted_rtts_of_open_connections_and_percentiles() -> Non
 
 
 def test_each_open_connection_is_observed_at_most_once_per_interval() -> None:
-    """Snapshots within the interval read no one again; after it, everyone once more."""
+    """Snapshots within the interval read no one again; after it, everyone who moved bytes."""
     clock = Clock()
     registry = registry_with(clock, 1.0, 2.0, interval_s=10.0)
     registry.snapshot()
     registry.snapshot()
     assert registry.snapshot().tcp.rtt_count == 2
+    for conn in connections(registry):
+        conn.bytes_received += 1
     clock.now += 10.0
     assert registry.snapshot().tcp.rtt_count == 4
     assert [c.reads for c in connections(registry)] == [2, 2]
+
+
+def test_an_idle_connection_is_read_again_only_with_data_in_flight() -> None:
+    """No bytes moved and nothing unacknowledged: no new read; unacknowledged data: read."""
+    clock = Clock()
+    registry = registry_with(clock, 1.0, 2.0, interval_s=10.0)
+    quiet, stalled = connections(registry)
+    stalled.info = dataclasses.replace(UNKNOWN, rtt_ms=2.0, unacked=3)
+    registry.snapshot()
+    clock.now += 10.0
+    registry.snapshot()
+    assert (quiet.reads, stalled.reads) == (1, 2)
 
 
 def test_one_snapshot_reads_only_its_share_of_many_new_connections() -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import struct
 from pathlib import Path
 
-from server.tcp_info import TcpInfo, decode
+from server.tcp_info import _FIELDS, TcpInfo, _from_kernel, decode
 
 CAPTURED = (Path(__file__).parent / "data" / "tcp_info_loopback.bin").read_bytes()
 """A loopback connection after a 4 MiB send (see data/README.md)."""
@@ -63,3 +64,8 @@ def test_min_rtt_without_a_sample_is_none() -> None:
     patched = bytearray(CAPTURED)
     struct.pack_into("=I", patched, 148, 0xFFFFFFFF)
     assert decode(bytes(patched)).min_rtt_ms is None
+
+
+def test_offset_table_and_decoder_name_the_same_fields_in_order() -> None:
+    """The table of offsets feeds the decoder positionally: both list the same fields."""
+    assert [name for name, _, _ in _FIELDS] == list(inspect.signature(_from_kernel).parameters)

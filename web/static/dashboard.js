@@ -209,6 +209,7 @@ function loadHistory(history) {
   series.received = history.bytes_received_per_s.slice();
   series.sent = history.bytes_sent_per_s.slice();
   loadUdpHistory(history);
+  loadPathHistory(history);
   redrawCharts();
 }
 
@@ -280,8 +281,8 @@ function renderListeners(listeners) {
 
 function renderConnections(table) {
   byId("connections").replaceChildren(
-    ...table.connections.map((c) =>
-      row([
+    ...table.connections.map((c) => {
+      const tr = row([
         cell("td", c.peer, "mono"),
         // The balancer the connection came through, when its PROXY header named the client.
         cell("td", c.via ?? "direct", c.via ? "mono wide" : "wide"),
@@ -290,8 +291,11 @@ function renderConnections(table) {
         cell("td", formatBytes(c.bytes_received), "num"),
         cell("td", formatBytes(c.bytes_sent), "num"),
         cell("td", c.idle_s < 2 ? "now" : formatDuration(c.idle_s), c.idle_s < 2 ? "num busy" : "num"),
-      ]),
-    ),
+        ...pathCells(c),
+      ]);
+      tr.classList.toggle("retransmitting", Boolean(c.tcp.retransmits));
+      return tr;
+    }),
   );
   showRowsNote("connections-note", table.total, table.connections.length, "No open connections.", "open");
 }
@@ -335,6 +339,7 @@ function render(stats) {
   renderWorkers(stats.workers);
   renderConnections(stats.top_connections);
   renderUdp(stats);
+  renderPath(stats);
   appendPoint(stats);
 }
 

@@ -1,0 +1,141 @@
+"""The access log: one line per closed echo connection and per rejected one, text or JSON.
+
+In the spirit of HAProxy's TCP log: when it ended, who the client was, how long it lasted,
+bytes each way, who closed it and why, and the path's final RTT and retransmits. Every line
+has the same fields (`FIELDS`), in this order, whatever the event; JSON lines have exactly
+these keys. A file is opened in append mode and reopened by `reopen` (on SIGUSR1) so that
+log rotation can move it away; ``-`` writes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from server.config import AccessLogConfig, ConfigError
+from server.stats import Connection
+
+log = logging.getLogger(__name__)
+
+FIELDS = (
+    "time",
+    "event",
+    "peer",
+    "via",
+    "listener",
+    "duration_s",
+    "bytes_received",
+    "bytes_sent",
+    "closed_by",
+    "reason",
+    "tls",
+    "rtt_ms",
+    "retransmits",
+)
+"""The keys of every JSON line, and the order of the text line's fields."""
+
+
+class AccessLog:
+    """Writes access log lines as `config` says; `close` once at the end."""
+
+    def __init__(self, config: AccessLogConfig, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self._clock = clock
+        self._stream: TextIO = sys.stderr
+        self._format = self._json if config.format == "json" else self._text
+        if config.path != "-":
+            self._stream = self._open()
+
+    def closed(self, conn: Connection) -> None:
+        """Log `conn`, which the registry has just counted as closed."""
+        now = self._clock()
+        tcp = conn.tcp
+        self._write(
+            now,
+            event="close",
+            peer=conn.peer,
+            via=conn.via,
+            listener=conn.listener.name,
+            duration_s=round(max(0.0, now - conn.connected_at), 3),
+            bytes_received=conn.bytes_received,
+            bytes_sent=conn.bytes_sent - conn.unsent_bytes(),
+            closed_by=conn.closed_by,
+            reason=conn.end_reason,
+            tls=conn.tls_protocol,
+            rtt_ms=tcp and tcp.rtt_ms,
+            retransmits=tcp and tcp.retransmits,
+        )
+
+    def rejected(self, reason: str, peer: str, listener: str) -> None:
+        """Log a connection closed at accept time for `reason`."""
+        self._write(
+            self._clock(),
+            event="reject",
+            peer=peer,
+            via=None,
+            listener=listener,
+            duration_s=0.0,
+            bytes_received=0,
+            bytes_sent=0,
+            closed_by="server",
+            reason=reason,
+            tls=None,
+            rtt_ms=None,
+            retransmits=None,
+        )
+
+    def reopen(self) -> None:
+        """Open `config.path` anew (log rotation moved it away); keep the old file if the
+        new one can't be opened."""
+        if self.config.path == "-":
+            return
+        try:
+            stream = self._open()
+        except ConfigError as exc:
+            log.error("cannot reopen the access log, still writing to the old file: %s", exc)
+            return
+        self.close()
+        self._stream = stream
+        log.info("access log reopened: %s", self.config.path)
+
+    def close(self) -> None:
+        if self._stream is not sys.stderr:
+            self._stream.close()
+
+    def _open(self) -> TextIO:
+        """`config.path` for appending, one line per write; `ConfigError` if impossible."""
+        path = self.config.path
+        try:
+            return open(path, "a", encoding="utf-8", buffering=1)
+        except OSError as exc:
+            raise ConfigError(f"access_log.path: cannot open {path}: {exc.strerror}") from None
+
+    def _write(self, now: float, **record: Any) -> None:
+        record = {"time": _timestamp(now), **record}
+        self._stream.write(self._format(record) + "\n")
+        if self._stream is sys.stderr:
+            self._stream.flush()
+
+    @staticmethod
+    def _json(record: dict[str, Any]) -> str:
+        return json.dumps(record, separators=(",", ":"))
+
+    @staticmethod
+    def _text(record: dict[str, Any]) -> str:
+        head = f"{record['time']} {record['event']} {record['peer']}"
+        pairs = (f"{key}={_text_value(record[key])}" for key in FIELDS[3:])
+        return " ".join((head, *pairs))
+
+
+def _text_value(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _timestamp(now: float) -> str:
+    """`now` in UTC, ISO 8601 with milliseconds: ``2026-12-02T00:27:36.123Z``."""
+    return datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
