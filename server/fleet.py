@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
-from server.stats import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot
+from server.stats import ConnectionSnapshot, ListenerSnapshot, ReloadCounters, StatsSnapshot
 
 REPORT_INTERVAL_S = 0.5
 """How often workers report; the page and API lag the echo path by at most this."""
@@ -48,6 +48,7 @@ class FleetStats:
         self._reports: dict[int, tuple[StatsSnapshot, list[ConnectionSnapshot]]] = {}
         self._retired: list[StatsSnapshot] = []
         self.worker_restarts = 0
+        self.config_state = ReloadCounters(loaded_at=time.time())
 
     def update(self, pid: int, line: bytes) -> None:
         """Record the report line `line` from worker `pid`."""
@@ -95,6 +96,9 @@ class FleetStats:
             listeners=_merge_listeners(everyone),
             workers=tuple(worker for snap in live for worker in snap.workers),
             worker_restarts=self.worker_restarts,
+            config_loaded_at=self.config_state.loaded_at,
+            reloads=self.config_state.reloads,
+            reloads_failed=self.config_state.failed,
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:

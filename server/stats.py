@@ -72,6 +72,19 @@ class ListenerStats:
     accepted: int = 0
 
 
+@dataclass(slots=True)
+class ReloadCounters:
+    """When the configuration in force was loaded (wall clock), and how reloads went."""
+
+    loaded_at: float
+    reloads: int = 0
+    failed: int = 0
+
+    def applied(self) -> None:
+        self.reloads += 1
+        self.loaded_at = time.time()
+
+
 @dataclass(frozen=True)
 class ListenerSnapshot:
     name: str
@@ -113,6 +126,9 @@ class StatsSnapshot:
     workers: tuple[WorkerSnapshot, ...]
     worker_restarts: int = 0
     """Workers the supervisor restarted after they died; always 0 for a single process."""
+    config_loaded_at: float = 0.0
+    reloads: int = 0
+    reloads_failed: int = 0
 
     @property
     def rejected_total(self) -> int:
@@ -196,6 +212,7 @@ class Registry:
         self.pid = os.getpid()
         self.on_last_close: Callable[[], object] | None = None
         """Called when the last active connection closes; used to wait for a drain."""
+        self.config_state = ReloadCounters(loaded_at=wall_clock())
 
     def add_listener(self, name: str, host: str, port: int, tls: bool = False) -> ListenerStats:
         stats = ListenerStats(name, host, port, tls)
@@ -292,6 +309,9 @@ class Registry:
                     self.pid, len(self._active), self.accepted, self.closed, received, sent
                 ),
             ),
+            config_loaded_at=self.config_state.loaded_at,
+            reloads=self.config_state.reloads,
+            reloads_failed=self.config_state.failed,
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:

@@ -10,7 +10,7 @@ from tornado.httpserver import HTTPServer
 from server.accept import watch_accepts
 from server.config import Config
 from server.stats import StatsSource
-from web.app import make_app
+from web.app import make_app, reconfigure_app
 from web.feed import StatsFeed
 
 
@@ -34,13 +34,18 @@ class StatusSide:
 
     def __init__(self, source: StatsSource, config: Config) -> None:
         self.feed = StatsFeed(source)
-        self.http = StatusServer(make_app(source, config, self.feed))
+        self.app = make_app(source, config, self.feed)
+        self.http = StatusServer(self.app)
         self.port = 0
 
     def start(self, sockets: list[socket.socket]) -> None:
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self.feed.start()
+
+    def reconfigure(self, config: Config) -> None:
+        """Serve later requests under `config` (token, allowed hosts, open paths, limits)."""
+        reconfigure_app(self.app, config)
 
     async def stop(self) -> None:
         """Stop the feed (ending every push stream), then the server and its connections."""

@@ -23,13 +23,15 @@ from collections.abc import Mapping
 from tornado.iostream import PipeIOStream, StreamClosedError
 
 from server import __version__
-from server.config import Config
+from server.config import Config, load_config, read_config_text
 from server.fleet import FleetStats
+from server.reload import Reloader
 from server.resources import reserve_descriptors
-from server.signals import catch_stop_signals, restore_stop_signals
+from server.runtime import apply_log_level
+from server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
 from server.sockets import bind, check_inherited_status
 from server.status import StatusSide, url_host
-from server.worker import WorkerSpec
+from server.worker import WorkerSpec, encode_config_message
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,10 @@ class Supervisor:
         self.fleet = FleetStats()
         self.status = StatusSide(self.fleet, config)
         self._config_path = os.path.abspath(config_path)
+        self._overrides = overrides
+        self._config_text = ""
+        """The config file's text in force, sent to every worker that starts."""
+        self._loaded_text = ""
         # Workers start accepting at once and leave the readiness delay to the supervisor.
         self._worker_overrides = [*overrides, "workers=1", "shutdown_delay_s=0"]
         self._inherited = dict(inherited or {})
@@ -65,6 +71,10 @@ class Supervisor:
     async def run(self) -> None:
         stop_requested = catch_stop_signals(on_second=self._kill_all)
         try:
+            self.config = self._load()
+            self._config_text = self._loaded_text
+            reloader = Reloader(self.config, self._load, self._apply, self.fleet.config_state)
+            catch_reload_signal(reloader.reload)
             await self._run(stop_requested)
         finally:
             restore_stop_signals()
@@ -88,6 +98,23 @@ class Supervisor:
         await stop_requested.wait()
         await self._drain(keepers)
         await self.status.stop()
+
+    def _load(self) -> Config:
+        """Read and validate the config file once, for the supervisor and all its workers."""
+        text = read_config_text(self._config_path)
+        config = load_config(self._config_path, os.environ, self._overrides, text=text)
+        self._loaded_text = text
+        return config
+
+    def _apply(self, config: Config) -> None:
+        """Put the config `_load` validated in force here and pass its text to each worker."""
+        self.config = config
+        self._config_text = self._loaded_text
+        self.status.reconfigure(config)
+        apply_log_level(config)
+        for process in self._processes.values():
+            assert process.stdin is not None
+            process.stdin.write(encode_config_message(self._config_text))
 
     def _bind_all(self) -> dict[int, dict[str, list[int]]]:
         """Listening descriptors for each worker slot, by listener name."""
@@ -152,10 +179,13 @@ class Supervisor:
                 "server.worker",
                 spec.to_json(),
                 pass_fds=fds,
+                stdin=asyncio.subprocess.PIPE,
                 start_new_session=True,  # a terminal's Ctrl-C goes to the supervisor only
             )
         finally:
             os.close(write_fd)
+        assert process.stdin is not None
+        process.stdin.write(encode_config_message(self._config_text))
         self._processes[slot] = process
         return process, PipeIOStream(read_fd)
 
