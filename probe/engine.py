@@ -110,17 +110,21 @@ class Client(asyncio.Protocol):
         """What has not come back, for a timeout message."""
         return "no echo"
 
+    def expecting(self) -> bool:
+        """Whether the connection ending now would be a fault."""
+        return self.run.running or self.waiting_since_ns() is not None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         if self.preamble:
             self.transport.write(self.preamble)  # type: ignore[union-attr]
 
     def eof_received(self) -> None:
-        if self.run.running or self.waiting_since_ns() is not None:
+        if self.expecting():
             self.fail("eof", f"server closed the connection: {self.overdue()}")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.failed and (self.run.running or self.waiting_since_ns() is not None):
+        if not self.failed and self.expecting():
             if isinstance(exc, ConnectionResetError):
                 self.fail("reset", f"reset by the server: {self.overdue()}")
             else:
@@ -143,6 +147,15 @@ class Client(asyncio.Protocol):
 
     def time_out(self, timeout_s: float) -> None:
         self.fail("timeout", f"{self.overdue()} within {timeout_s:g} s")
+
+    def verify_message(self, data: bytes, start: int, size: int, context: str) -> bool:
+        """Check `data` as the next bytes of the one `size`-byte message ``PATTERN[start:]``
+        this connection sent and count them; on a difference report it and return False."""
+        if self.verified + len(data) > size or not PATTERN.startswith(data, start + self.verified):
+            self.mismatch(data, start + self.verified, size - self.verified, context)
+            return False
+        self.verified += len(data)
+        return True
 
     def mismatch(self, data: bytes, pattern_offset: int, expected_bytes: int, context: str) -> None:
         """Report the first byte of `data` that is not ``PATTERN[pattern_offset:]``; bytes
@@ -330,12 +343,51 @@ class Holder(Client):
         return f"{self.verified} of its {self.size}-byte message came back"
 
     def data_received(self, data: bytes) -> None:
-        if self.verified + len(data) > self.size or not PATTERN.startswith(
-            data, self.offset + self.verified
-        ):
-            expected = self.size - self.verified
-            self.mismatch(data, self.offset + self.verified, expected, "hold message")
+        if self.verify_message(data, self.offset, self.size, "hold message"):
+            if self.verified == self.size:
+                _settle(self.echoed)
+
+
+class HalfClose(Client):
+    """Sends `size` bytes, shuts down its write side, and expects exactly those bytes back
+    followed by the server's EOF; `eof_ns` is how long after the shutdown the EOF came."""
+
+    def __init__(self, run: Run, index: int, size: int, preamble: bytes = b"") -> None:
+        super().__init__(run, index, preamble)
+        self.offset = start_offset(index)
+        self.size = size
+        self.shut_at = 0
+        self.echo_ns: int | None = None
+        """From the shutdown to the last byte back."""
+        self.eof_ns: int | None = None
+
+    def begin(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        transport.write(PATTERN[self.offset : self.offset + self.size])
+        transport.write_eof()
+        self.shut_at = time.perf_counter_ns()
+
+    def waiting_since_ns(self) -> int | None:
+        return self.shut_at if self.shut_at and self.eof_ns is None else None
+
+    def overdue(self) -> str:
+        if self.verified < self.size:
+            return f"{self.verified} of {self.size} bytes came back after the half-close"
+        return f"all {self.size} bytes came back but no EOF after them"
+
+    def data_received(self, data: bytes) -> None:
+        if self.verify_message(data, self.offset, self.size, "half-close"):
+            if self.verified == self.size:
+                self.echo_ns = time.perf_counter_ns() - self.shut_at
+
+    def eof_received(self) -> None:
+        if self.verified < self.size:
+            self.fail("eof", f"server closed the connection: {self.overdue()}")
             return
-        self.verified += len(data)
-        if self.verified == self.size:
-            _settle(self.echoed)
+        self.eof_ns = time.perf_counter_ns() - self.shut_at
+        _settle(self.echoed)
+        _settle(self.idle)
+
+    def expecting(self) -> bool:
+        return self.eof_ns is None

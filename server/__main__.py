@@ -1,81 +1,8 @@
-"""The ``echostat`` command: parse flags, load config, configure logging, run the service."""
+"""``python -m server``: the echostat server alone (the ``echostat`` command adds `probe`)."""
 
-from __future__ import annotations
-
-import argparse
-import functools
-import logging
-import os
 import sys
 
-from server import __version__
-from server.config import ENV_PREFIX, ConfigError, load_config
-from server.runtime import configure_logging, run
-from server.service import serve
-from server.sockets import systemd_sockets
-from server.supervisor import Supervisor
-
-EXIT_BAD_CONFIG = 2
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="echostat",
-        description="A TCP echo service with a live status page.",
-        epilog=(
-            f"Any key can also be set by an environment variable: {ENV_PREFIX}STATUS__PORT=8080 "
-            f"sets status.port, {ENV_PREFIX}LISTENERS__0__PORT=0 the first listener's port. "
-            "Precedence: --set over environment over the file."
-        ),
-    )
-    parser.add_argument(
-        "--config",
-        default="config.yaml",
-        metavar="PATH",
-        help="YAML config file (default: ./config.yaml)",
-    )
-    parser.add_argument(
-        "--check-config",
-        action="store_true",
-        help="validate the config (file, environment, --set) and exit: 0 if valid, 2 if not",
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="override one key, e.g. --set status.port=8080 --set listeners.0.port=0",
-    )
-    parser.add_argument("--version", action="version", version=f"echostat {__version__}")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the console script; returns the process exit status."""
-    args = _parser().parse_args(argv)
-    try:
-        config = load_config(args.config, os.environ, args.overrides)
-    except ConfigError as exc:
-        print(f"echostat: {exc}", file=sys.stderr)
-        return EXIT_BAD_CONFIG
-    if args.check_config:
-        print(f"echostat: {args.config}: configuration is valid")
-        return 0
-    configure_logging(config)
-    inherited = systemd_sockets(os.environ)
-    if config.worker_count > 1:
-        main = Supervisor(config, args.config, args.overrides, inherited).run()
-    else:
-        reread = functools.partial(load_config, args.config, os.environ, args.overrides)
-        main = serve(config, inherited=inherited, load=reread)
-    try:
-        run(config, main)
-    except ConfigError as exc:
-        logging.getLogger("server").error("%s", exc)
-        return EXIT_BAD_CONFIG
-    return 0
-
+from server.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -374,3 +375,39 @@ BAD_CONFIGS = [
     ),
 ]
 """Config files (None: absent) and CLI flags that are wrong, with the one-line error each gives."""
+
+
+def run_probe(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m echostat probe ARGS`` to completion and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "echostat", "probe", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+
+
+def probe_json(*args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run the probe with ``--json``; its exit and its parsed JSON document."""
+    done = run_probe(*args, "--json")
+    assert "Traceback" not in done.stderr, done.stderr
+    return done, json.loads(done.stdout)
+
+
+def fetch_json(port: int, path: str = "/api/stats") -> Any:
+    """GET ``http://127.0.0.1:port/path`` from synchronous code and decode its JSON body."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=DEADLINE_S) as answer:
+        return json.load(answer)
+
+
+def wait_for(condition: Callable[[], T | None], what: str, timeout_s: float = DEADLINE_S) -> T:
+    """The first true value of `condition()` from synchronous code, checked every 50 ms;
+    fail naming `what` if there is none within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)  # how often the condition is checked, not a timing assumption
+    return value

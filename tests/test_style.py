@@ -7,7 +7,7 @@ import sys
 
 from tests.helpers import REPO
 
-CHECKED = ["server", "web", "probe", "tests", "bench", "docs"]
+CHECKED = ["server", "web", "probe", "echostat", "tests", "bench", "docs"]
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
@@ -28,5 +28,5 @@ def test_code_is_formatted() -> None:
 
 def test_mypy_strict_finds_nothing() -> None:
     """Type hints everywhere, checked strictly, on the service, the probe and the tests."""
-    result = run("mypy", "server", "web", "probe", "tests")
+    result = run("mypy", "server", "web", "probe", "echostat", "tests")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socketserver
 import subprocess
 import sys
 import threading
@@ -12,6 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.faulty_servers import faulty_server, flips_byte
 
 REPO = Path(__file__).resolve().parents[2]
 LOADGEN = REPO / "bench" / "loadgen.py"
@@ -64,32 +65,11 @@ def _echo_port(process: subprocess.Popen[str]) -> int:
     raise AssertionError(f"echostat exited without a start-up line (status {process.poll()})")
 
 
-class _CorruptingEcho(socketserver.BaseRequestHandler):
-    """Echoes faithfully except that it flips one bit of byte 1000 of each connection."""
-
-    def handle(self) -> None:
-        echoed = 0
-        while data := self.request.recv(65536):
-            if echoed <= 1000 < echoed + len(data):
-                at = 1000 - echoed
-                data = data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
-            echoed += len(data)
-            self.request.sendall(data)
-
-
-class _ThreadedServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-
-
 @pytest.fixture
 def corrupting_server() -> Iterator[int]:
-    """A threaded echo server on 127.0.0.1 that corrupts one byte; yields its port."""
-    with _ThreadedServer(("127.0.0.1", 0), _CorruptingEcho) as server:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        yield server.server_address[1]
-        server.shutdown()
-        thread.join(timeout=10)
+    """A threaded echo server on 127.0.0.1 that corrupts byte 1000; yields its port."""
+    with faulty_server(flips_byte(1000)) as port:
+        yield port
 
 
 def test_loadgen_measures_echostat_and_verifies_every_echo(echostat: int) -> None:

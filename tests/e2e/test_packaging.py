@@ -1,4 +1,4 @@
-"""The built wheel carries the dashboard's files and the ``echostat`` command."""
+"""The built wheel carries the dashboard's files, the probe and the ``echostat`` command."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ _NOT_SOURCE = shutil.ignore_patterns(
 
 
 def test_wheel_contains_templates_static_files_and_console_script(tmp_path: Path) -> None:
-    """A wheel built from a copy of the tree ships web/templates, web/static and `echostat`."""
+    """A wheel built from a copy of the tree ships web/templates, web/static, probe/ and
+    `echostat`."""
     source = tmp_path / "source"
     shutil.copytree(REPO, source, ignore=_NOT_SOURCE)
     subprocess.run(
@@ -31,4 +32,5 @@ def test_wheel_contains_templates_static_files_and_console_script(tmp_path: Path
         console_scripts = archive.read(entry_points).decode()
     static = {p.relative_to(REPO).as_posix() for p in (REPO / "web/static").rglob("*.*")}
     assert {"web/templates/index.html", *static} <= names
-    assert "echostat = server.__main__:main" in console_scripts.splitlines()
+    assert {"probe/engine.py", "probe/cli.py", "echostat/__main__.py"} <= names
+    assert "echostat = echostat.cli:main" in console_scripts.splitlines()

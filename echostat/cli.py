@@ -1,0 +1,36 @@
+"""The ``echostat`` command: ``echostat [FLAGS]`` serves, ``echostat probe TARGET ...`` checks.
+
+The only module that knows both the server's command line and the probe's, the way
+`server.service` is the only one that knows both the echo side and the web side.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from probe import cli as probe_cli
+from server import cli as server_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The server's flags at the top level, and the subcommands."""
+    command = argparse.ArgumentParser(
+        prog="echostat",
+        description=(
+            "A TCP echo service with a live status page. With no subcommand, run the server; "
+            "`echostat probe --help` for the client."
+        ),
+        epilog=server_cli.EPILOG,
+    )
+    server_cli.add_arguments(command)
+    subcommands = command.add_subparsers(dest="command", title="subcommands", metavar="COMMAND")
+    probe_cli.add_parser(subcommands)
+    return command
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "probe":
+        return probe_cli.run(args)
+    return server_cli.serve_from(args)

@@ -1,0 +1,311 @@
+"""``echostat probe`` against echostat and against socat's echo: verified, counted, scriptable."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from echostat.cli import main
+from tests.e2e.conftest import StartEchostat
+from tests.helpers import (
+    DEADLINE_S,
+    LOCAL_PORTS,
+    REPO,
+    EchostatProcess,
+    fetch_json,
+    probe_json,
+    require_program,
+    run_probe,
+    wait_for,
+)
+
+
+@pytest.fixture
+def echostat(start_echostat: StartEchostat) -> EchostatProcess:
+    """echostat from the repository's config.yaml, on free ports."""
+    return start_echostat(*LOCAL_PORTS, "--set", "limits.max_connections_per_ip=0")
+
+
+def run_command(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """The ``echostat`` command in this process: its exit status, stdout and stderr."""
+    try:
+        status = main(list(args))
+    except SystemExit as exit_:
+        status = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return status, captured.out, captured.err
+
+
+def stats_once_closed(echostat: EchostatProcess, connections: int) -> dict[str, Any]:
+    """/api/stats once `connections` connections have been accepted and closed again."""
+
+    def settled() -> dict[str, Any] | None:
+        stats: dict[str, Any] = fetch_json(echostat.status_port)
+        counts = stats["connections"]
+        return stats if counts["closed"] >= connections and counts["active"] == 0 else None
+
+    return wait_for(settled, f"{connections} connections to close")
+
+
+def free_port() -> int:
+    """A port nothing listens on now (bound to port 0, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def socat_echo() -> Iterator[int]:
+    """Debian's socat as an echo server (``EXEC:cat`` per connection); yields its port."""
+    socat = require_program("socat", "socat")
+    port = free_port()
+    process = subprocess.Popen(
+        [socat, f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", "EXEC:cat"],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def listening() -> bool:
+        assert process.poll() is None, process.stderr and process.stderr.read()
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(listening, f"socat to listen on port {port}")
+        yield port
+    finally:
+        process.kill()
+        process.wait(timeout=DEADLINE_S)
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def test_round_trips_are_verified_and_match_echostats_counts(echostat: EchostatProcess) -> None:
+    """The ping-like run's bytes and its one connection are what echostat's /api/stats counts."""
+    done, report = probe_json(
+        f"127.0.0.1:{echostat.echo_port}", "--count", "3", "--interval", "0.1"
+    )
+    assert done.returncode == 0, done.stderr
+    assert (report["ok"], report["check"], report["failures"]) == (True, "round_trips", 0)
+    assert (report["sent"], report["verified"], report["failed"]) == (3, 3, 0)
+    assert report["bytes_sent"] == report["bytes_verified"] == 3 * 64
+    assert report["rtt_ms"]["count"] == 3
+    assert (
+        0 < report["rtt_ms"]["min_ms"] <= report["rtt_ms"]["p50_ms"] <= report["rtt_ms"]["max_ms"]
+    )
+    assert report["connect_ms"] > 0
+    stats = stats_once_closed(echostat, 1)
+    assert stats["connections"]["accepted"] == 1
+    assert stats["bytes"] == {"received": 3 * 64, "sent": 3 * 64}
+
+
+def test_ping_like_output_has_a_line_per_round_trip_and_a_summary(
+    echostat: EchostatProcess,
+) -> None:
+    done = run_probe(f"127.0.0.1:{echostat.echo_port}", "--count", "2", "--interval", "0.1")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    target = f"127.0.0.1:{echostat.echo_port}"
+    assert lines[0] == f"PROBE {target}: 2 round trips of 64 bytes, every 0.1 s"
+    assert lines[1].startswith(f"connected to {target} in ")
+    assert lines[2].startswith(f"64 bytes from {target}: seq=1 time=")
+    assert lines[3].startswith(f"64 bytes from {target}: seq=2 time=")
+    assert lines[4] == f"--- {target} probe statistics ---"
+    assert lines[5].startswith("2 sent, 2 verified, 0 failed, connect ")
+    assert lines[6].startswith("rtt min/avg/max/mdev = ")
+    assert lines[7].startswith("rtt p50/p90/p99 = ")
+
+
+def test_load_run_of_50_connections_is_verified_and_counted(echostat: EchostatProcess) -> None:
+    """--connections 50 --duration 2: every round trip verified, echostat saw all 50."""
+    target = f"127.0.0.1:{echostat.echo_port}"
+    done, report = probe_json(target, "--connections", "50", "--duration", "2")
+    assert done.returncode == 0, done.stderr
+    assert report["check"] == "load"
+    assert report["connections"] == {"opened": 50, "failed": 0}
+    assert report["connect_ms"]["count"] == 50
+    assert report["verified"] == report["sent"] >= 50
+    assert report["rtt_ms"]["count"] == report["verified"]
+    assert report["bytes_verified"] == report["bytes_sent"] == 64 * report["sent"]
+    assert report["round_trips_per_s"] > 0
+    stats = stats_once_closed(echostat, 50)
+    assert stats["connections"]["accepted"] == 50
+    assert stats["bytes"] == {"received": report["bytes_sent"], "sent": report["bytes_sent"]}
+
+
+def test_stream_load_reports_verified_megabytes(echostat: EchostatProcess) -> None:
+    target = f"127.0.0.1:{echostat.echo_port}"
+    done, report = probe_json(target, "--mode", "stream", "--connections", "2", "--duration", "1")
+    assert done.returncode == 0, done.stderr
+    assert report["bytes_verified"] == report["bytes_sent"] > 0
+    assert report["mb_per_s"] > 0
+
+
+def test_load_table_lists_the_figures(echostat: EchostatProcess) -> None:
+    done = run_probe(f"127.0.0.1:{echostat.echo_port}", "--connections", "3", "--duration", "1")
+    assert done.returncode == 0, done.stderr
+    rows = [line.split()[0] for line in done.stdout.splitlines()[2:]]
+    assert rows == ["connections", "connect", "round", "round", "rtt", "rtt", "bytes", "MB/s"]
+
+
+def test_half_close_gets_every_byte_back_then_eof(echostat: EchostatProcess) -> None:
+    target = f"127.0.0.1:{echostat.echo_port}"
+    done, report = probe_json(target, "--half-close", "--size", "100000")
+    assert done.returncode == 0, done.stderr
+    assert (report["check"], report["bytes_verified"]) == ("half_close", 100000)
+    assert report["eof_ms"] >= report["echo_ms"] > 0
+
+
+def test_connect_only_times_each_handshake(echostat: EchostatProcess) -> None:
+    target = f"127.0.0.1:{echostat.echo_port}"
+    done, report = probe_json(target, "--connect-only", "--count", "2", "--interval", "0.1")
+    assert done.returncode == 0, done.stderr
+    assert (report["sent"], report["verified"], report["connect_ms"]["count"]) == (2, 2, 2)
+    stats = stats_once_closed(echostat, 2)
+    assert stats["bytes"] == {"received": 0, "sent": 0}
+
+
+def test_ctrl_c_prints_the_summary_and_exits_0(echostat: EchostatProcess) -> None:
+    """--count 0 runs until SIGINT, then reports what it did, with no traceback."""
+    target = f"127.0.0.1:{echostat.echo_port}"
+    command = [sys.executable, "-m", "echostat", "probe", target, "--count", "0"]
+    probe = subprocess.Popen(
+        [*command, "--interval", "0.1"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert probe.stdout is not None
+    seen = [probe.stdout.readline() for _ in range(4)]  # banner, connected, seq=1, seq=2
+    assert "seq=2 " in seen[-1], seen
+    probe.send_signal(signal.SIGINT)
+    rest, errors = probe.communicate(timeout=DEADLINE_S)
+    assert probe.returncode == 0, errors
+    assert f"--- {target} probe statistics ---" in rest
+    assert "Traceback" not in errors
+
+
+def test_refused_connection_exits_1_naming_the_target() -> None:
+    target = f"127.0.0.1:{free_port()}"
+    done = run_probe(target, "--count", "1")
+    assert done.returncode == 1
+    assert done.stderr == f"echostat probe: cannot connect to {target}: connection refused\n"
+
+
+def test_socat_echo_passes_every_check(socat_echo: int) -> None:
+    """An echo server that is not ours: round trips, half-close and a load run all verify."""
+    target = f"127.0.0.1:{socat_echo}"
+    for args in (
+        ("--count", "3", "--interval", "0.1"),
+        ("--half-close", "--size", "70000"),
+        ("--connections", "4", "--duration", "1"),
+    ):
+        done, report = probe_json(target, *args)
+        assert done.returncode == 0, (args, done.stderr)
+        assert report["ok"] and report["bytes_verified"] == report["bytes_sent"] > 0, report
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["127.0.0.1"], "'127.0.0.1': expected HOST:PORT, e.g. 127.0.0.1:7007"),
+        (["::1:7007"], "'::1:7007': an IPv6 address goes in brackets, e.g. [::1]:7007"),
+        (["127.0.0.1:0"], "'127.0.0.1:0': port must be 1..65535, got '0'"),
+        (["127.0.0.1:7", "--count", "-1"], "--count: expected 0..1e+06, got -1"),
+        (["127.0.0.1:7", "--size", "0"], "--size: expected 1..1.04858e+06, got 0"),
+        (
+            ["127.0.0.1:7", "--half-close", "--duration", "1"],
+            "--duration starts a load run; it does not go with --half-close",
+        ),
+        (["127.0.0.1:7", "--duration", "1", "--count", "3"], "--count does not apply to load"),
+        (["127.0.0.1:7", "--ca", "x.pem"], "--ca, --insecure and --sni need --tls"),
+        (
+            ["127.0.0.1:7", "--tls", "--ca", "/nonexistent.pem"],
+            "--ca /nonexistent.pem: no such file",
+        ),
+        (["127.0.0.1:7", "--proxy-header", "v2"], "--proxy-header and --proxy-source go together"),
+        (
+            ["127.0.0.1:7", "--proxy-header", "v1", "--proxy-source", "::1:5"],
+            "the PROXY source ::1 is IPv6 but the target is IPv4;"
+            " use a source of the target's family",
+        ),
+        (
+            ["127.0.0.1:7", "--tls", "--half-close"],
+            "--half-close does not go with --tls: TLS closes both directions at once",
+        ),
+    ],
+)
+def test_usage_error_exits_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    status, out, errors = run_command(capsys, "probe", *args)
+    assert status == 2
+    assert errors == f"echostat probe: {message}\n"
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "echostat probe: error: the following arguments are required: TARGET"),
+        (["127.0.0.1:7", "--bogus"], "error: unrecognized arguments: --bogus"),
+        (["127.0.0.1:7", "--mode", "x"], "echostat probe: error: argument --mode: invalid choice"),
+    ],
+)
+def test_argparse_errors_exit_2_without_traceback(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    status, _, errors = run_command(capsys, "probe", *args)
+    assert status == 2
+    assert message in errors
+
+
+def test_probe_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_command(capsys, "probe", "--help")
+    assert status == 0
+    for option in (
+        "--count",
+        "--interval",
+        "--size",
+        "--half-close",
+        "--connect-only",
+        "--tls",
+        "--ca",
+        "--insecure",
+        "--sni",
+        "--proxy-header",
+        "--proxy-source",
+        "--source",
+        "--connections",
+        "--duration",
+        "--mode",
+        "--window",
+        "--timeout",
+        "--json",
+    ):
+        assert f"  {option}" in out, option
+    assert "exit status: 0 every byte came back exactly; 1 the path failed" in out
+    assert "Percentiles are nearest-rank" in out
+
+
+def test_plain_echostat_keeps_the_server_flags() -> None:
+    """No subcommand is the server as before: --check-config on the repository's config."""
+    done = subprocess.run(
+        [sys.executable, "-m", "echostat", "--check-config", "--config", "config.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "echostat: config.yaml: configuration is valid\n"

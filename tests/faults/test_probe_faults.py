@@ -1,0 +1,168 @@
+"""``echostat probe`` against servers that break the echo, and through TLS and PROXY listeners."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.faults.conftest import StartEchostat
+from tests.faults.test_tls import tls_listener
+from tests.faulty_servers import (
+    Behaviour,
+    drops_tail,
+    faulty_server,
+    flips_byte,
+    never_answers,
+    replays_first,
+    resets,
+)
+from tests.helpers import DEADLINE_S, REPO, fetch_json, probe_json, run_probe, wait_for
+
+ROUND_TRIPS = ("--count", "3", "--interval", "0", "--timeout", "1")
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "reason", "message"),
+    [
+        (
+            flips_byte(100),
+            "mismatch",
+            r"connection 0: byte 100 differs from what was sent: expected 0x(..), received "
+            r"0x(..) \(round trip 2, 64-byte message\)",
+        ),
+        (
+            replays_first,
+            "mismatch",
+            r"connection 0: byte 64 differs from what was sent: expected 0x(..), received "
+            r"0x(..) \(round trip 2, 64-byte message\)",
+        ),
+        (
+            drops_tail,
+            "eof",
+            r"connection 0: server closed the connection: round trip 1: 32 of 64 bytes came back",
+        ),
+        (
+            never_answers,
+            "timeout",
+            r"connection 0: round trip 1: 0 of 64 bytes came back within 1 s",
+        ),
+        (
+            resets,
+            "reset",
+            r"connection 0: reset by the server: round trip 1: 0 of 64 bytes came back",
+        ),
+    ],
+    ids=["flips-a-byte", "replays-old-data", "drops-the-tail", "never-answers", "resets"],
+)
+def test_a_broken_echo_exits_1_naming_connection_offset_and_bytes(
+    behaviour: Behaviour, reason: str, message: str
+) -> None:
+    with faulty_server(behaviour) as port:
+        done, report = probe_json(f"127.0.0.1:{port}", *ROUND_TRIPS)
+    assert done.returncode == 1
+    found = re.fullmatch(f"echostat probe: {message}\n", done.stderr)
+    assert found, done.stderr
+    failure = report["first_failure"]
+    assert (report["ok"], report["failures"], failure["reason"]) == (False, 1, reason)
+    assert failure["message"] == done.stderr.removeprefix("echostat probe: ").rstrip("\n")
+    if reason == "mismatch":
+        expected, received = (int(byte, 16) for byte in found.groups())
+        assert (failure["expected"], failure["received"]) == (expected, received)
+        assert failure["offset"] == int(re.findall(r"byte (\d+)", message)[0])
+        assert expected != received
+
+
+def test_load_run_counts_each_connection_that_fails() -> None:
+    """Every connection of a load run meets the flipped byte; each one is counted."""
+    with faulty_server(flips_byte(1000)) as port:
+        done, report = probe_json(f"127.0.0.1:{port}", "--connections", "3", "--duration", "1")
+    assert done.returncode == 1
+    assert report["connections"] == {"opened": 3, "failed": 3}
+    assert report["first_failure"]["offset"] == 1000
+    assert "(and 2 more failures)" in done.stderr
+
+
+def test_half_close_that_gets_no_eof_exits_1() -> None:
+    """A server that echoes the bytes but never closes its side fails the half-close check."""
+
+    probe_done = threading.Event()
+
+    def echoes_without_eof(sock: socket.socket) -> None:
+        sock.sendall(sock.recv(65536))
+        while sock.recv(65536):
+            pass
+        probe_done.wait(DEADLINE_S)
+
+    with faulty_server(echoes_without_eof) as port:
+        done = run_probe(f"127.0.0.1:{port}", "--half-close", "--size", "100", "--timeout", "1")
+        probe_done.set()
+    assert done.returncode == 1
+    assert done.stderr == (
+        "echostat probe: connection 0: all 100 bytes came back but no EOF after them within 1 s\n"
+    )
+
+
+def test_tls_probe_reports_protocol_and_cipher(
+    start_echostat: StartEchostat, tls_files: dict[str, Path]
+) -> None:
+    echostat = start_echostat(listeners=tls_listener(tls_files["cert"], tls_files["key"]))
+    target = f"127.0.0.1:{echostat.ports['tls']}"
+    done, report = probe_json(target, "--tls", "--ca", str(tls_files["cert"]), *ROUND_TRIPS)
+    assert done.returncode == 0, done.stderr
+    assert report["tls"]["protocol"] in ("TLSv1.2", "TLSv1.3")
+    assert report["tls"]["cipher"]
+    assert report["verified"] == 3
+    done = run_probe(target, "--tls", "--insecure", "--count", "1")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"connected to \S+ in [\d.]+ ms, TLSv1\.[23] \S+ in [\d.]+ ms", done.stdout)
+
+
+def test_tls_probe_without_the_ca_exits_1_saying_what_to_pass(
+    start_echostat: StartEchostat, tls_files: dict[str, Path]
+) -> None:
+    echostat = start_echostat(listeners=tls_listener(tls_files["cert"], tls_files["key"]))
+    done = run_probe(f"127.0.0.1:{echostat.ports['tls']}", "--tls", "--count", "1")
+    assert done.returncode == 1
+    assert "TLS handshake failed: self-signed certificate" in done.stderr
+    assert "(pass --ca FILE with the server's CA, or --insecure)" in done.stderr
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_proxy_header_makes_echostat_see_the_proxy_source(
+    start_echostat: StartEchostat, version: str
+) -> None:
+    """Through a PROXY listener the peer echostat reports is --proxy-source, and the echo
+    still verifies; the probe runs until Ctrl-C."""
+    listener = {"name": "lb", "host": "127.0.0.1", "port": 0, "proxy_protocol": True}
+    echostat = start_echostat(listeners=[{**listener, "proxy_trusted": ["127.0.0.0/8"]}])
+    target = f"127.0.0.1:{echostat.ports['lb']}"
+    flags = ["--proxy-header", version, "--proxy-source", "203.0.113.7:40000", "--count", "0"]
+    probe = subprocess.Popen(
+        [sys.executable, "-m", "echostat", "probe", target, *flags, "--interval", "0.1"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def proxied() -> dict[str, Any] | None:
+            rows = fetch_json(echostat.status_port, "/api/connections")["connections"]
+            return next((row for row in rows if row["bytes_received"] > 0), None)
+
+        row = wait_for(proxied, "the probe's connection to echo")
+        assert row["peer"] == "203.0.113.7:40000"
+        assert row["via"].startswith("127.0.0.1:")
+    finally:
+        probe.send_signal(signal.SIGINT)
+        out, errors = probe.communicate(timeout=DEADLINE_S)
+    assert probe.returncode == 0, errors
+    assert re.search(r"^\d+ sent, (\d+) verified, 0 failed", out, re.MULTILINE), out

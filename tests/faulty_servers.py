@@ -1,0 +1,82 @@
+"""Echo servers that each break the echo in one way, for checking that a client catches it."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from tests.helpers import reset_on_close
+
+Behaviour = Callable[[socket.socket], None]
+"""Serves one accepted connection; the connection is closed when it returns."""
+
+
+def flips_byte(at: int) -> Behaviour:
+    """Echoes faithfully except that it flips the lowest bit of stream byte `at`."""
+
+    def serve(sock: socket.socket) -> None:
+        echoed = 0
+        while data := sock.recv(65536):
+            if echoed <= at < echoed + len(data):
+                index = at - echoed
+                data = data[:index] + bytes([data[index] ^ 1]) + data[index + 1 :]
+            echoed += len(data)
+            sock.sendall(data)
+
+    return serve
+
+
+def drops_tail(sock: socket.socket) -> None:
+    """Echoes the first half of the first read, then closes the connection (an orderly EOF)."""
+    data = sock.recv(65536)
+    sock.sendall(data[: len(data) // 2])
+
+
+def never_answers(sock: socket.socket) -> None:
+    """Reads everything and sends nothing back."""
+    while sock.recv(65536):
+        pass
+
+
+def resets(sock: socket.socket) -> None:
+    """Reads the first bytes, then closes with a TCP reset."""
+    sock.recv(65536)
+    reset_on_close(sock)
+    sock.close()  # now, before socketserver's orderly shutdown could send a FIN
+
+
+def replays_first(sock: socket.socket) -> None:
+    """Answers every read with the bytes of the first one: an echo of old data."""
+    first = sock.recv(65536)
+    data = first
+    while data:
+        sock.sendall(first[: len(data)])
+        data = sock.recv(65536)
+
+
+@contextmanager
+def faulty_server(behaviour: Behaviour) -> Iterator[int]:
+    """A threaded TCP server on 127.0.0.1 serving each connection with `behaviour`; yields
+    its port, and stops (joining its thread) on exit."""
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            try:
+                behaviour(self.request)
+            except ConnectionError:
+                pass  # the client gave up first: nothing to report
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+
+    with Server(("127.0.0.1", 0), Handler) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            thread.join(timeout=10)
