@@ -88,6 +88,8 @@ async def follow_reloads(spec: WorkerSpec, service: Service) -> None:
             latest = decode_config_message(line)
             reloader.reload()
     except StreamClosedError:
+        pass
+    finally:
         pipe.close()
 
 

@@ -12,6 +12,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from tornado.ioloop import IOLoop
 
 from server.config import Config, StatusConfig
+from server.reload import Reloader
 from server.service import Service
 from tests.e2e.browser import CHROMIUM, launch
 from tests.helpers import close_all, echo_once, require_program
@@ -81,7 +82,8 @@ async def test_page_shows_the_config_age_and_counts_a_reload(
     await expect(page.locator("#config-age")).to_have_text(re.compile(r"^\d+s$"))
     line = page.locator("#config-line")
     await expect(line).to_have_attribute("title", re.compile("reloads: 0, refused: 0$"))
-    assert service.reloader(lambda: service.config).reload()
+    counters = service.registry.config_state
+    assert Reloader(service.config, lambda: service.config, service.reconfigure, counters).reload()
     await expect(line).to_have_attribute(
         "title", re.compile("reloads: 1, refused: 0$"), timeout=SEEN_WITHIN_MS
     )

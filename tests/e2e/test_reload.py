@@ -4,6 +4,7 @@ needs a restart, and any broken config, is refused in one line and the old confi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import shutil
 import signal
@@ -290,5 +291,7 @@ async def echo_or_refusal(port: int) -> asyncio.StreamWriter | None:
         echoed = b""
     if echoed:
         return writer
-    await close_all([writer])
+    writer.close()
+    with contextlib.suppress(ConnectionResetError):
+        await writer.wait_closed()  # re-raises the server's reset, if it sent one
     return None
