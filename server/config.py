@@ -51,11 +51,12 @@ class TLSConfig:
 
 @dataclass(frozen=True)
 class ListenerConfig:
-    """One echo listener: a named TCP address, optionally speaking TLS."""
+    """One echo listener: a named TCP (optionally TLS) or UDP address."""
 
     name: str = "main"
     host: str = "127.0.0.1"
     port: int = field(default=7007, metadata=_range(0, 65535))
+    protocol: Literal["tcp", "udp"] = "tcp"
     backlog: int = field(default=1024, metadata=_range(1, 65535))
     tls: TLSConfig | None = None
     proxy_protocol: bool = False
@@ -105,6 +106,22 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class UDPConfig:
+    """Reflection safety of the UDP listeners; rates are per listener in each worker, 0 = off.
+
+    A UDP source address can be forged, so an echo would send its answers at a victim; these
+    bounds keep echostat from being a useful reflector (see README, "UDP echo").
+    """
+
+    allow_privileged_source_ports: bool = False
+    max_datagrams_per_s_per_ip: int = field(default=1000, metadata=_range(0, 10_000_000))
+    max_datagrams_per_s: int = field(default=100_000, metadata=_range(0, 100_000_000))
+    max_bytes_per_s: int = field(default=100_000_000, metadata=_range(0, 100_000_000_000))
+    max_peers: int = field(default=10_000, metadata=_range(1, 10_000_000))
+    peer_idle_s: float = field(default=30.0, metadata=_range(1, 86400))
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole service: echo listeners, status endpoint, limits and lifecycle."""
 
@@ -112,6 +129,7 @@ class Config:
     workers: int | Literal["auto"] = field(default=1, metadata=_range(1, 256))
     status: StatusConfig = StatusConfig()
     limits: LimitsConfig = LimitsConfig()
+    udp: UDPConfig = UDPConfig()
     shutdown_delay_s: float = field(default=0.0, metadata=_range(0, 600))
     shutdown_grace_s: float = field(default=10.0, metadata=_range(0, 3600))
     event_loop: Literal["asyncio", "uvloop"] = "uvloop"
@@ -387,6 +405,7 @@ def _check_consistency(config: Config, source: str) -> None:
             )
     for index, listener in enumerate(config.listeners):
         _check_proxy_protocol(listener, f"{source}: listeners[{index}]")
+        _check_udp_listener(listener, f"{source}: listeners[{index}]")
     names = [listener.name for listener in config.listeners]
     for index, name in enumerate(names):
         if name in names[:index]:
@@ -412,6 +431,21 @@ def _check_proxy_protocol(listener: ListenerConfig, where: str) -> None:
             f"{where}.proxy_protocol: cannot be combined with tls on one listener; terminate"
             " TLS on the load balancer or use a plain TCP listener"
         )
+
+
+def _check_udp_listener(listener: ListenerConfig, where: str) -> None:
+    """TLS and PROXY headers are stream features; a UDP listener can have neither."""
+    if listener.protocol != "udp":
+        return
+    for key, used in (
+        ("tls", listener.tls is not None),
+        ("proxy_protocol", listener.proxy_protocol),
+    ):
+        if used:
+            raise ConfigError(
+                f"{where}.{key}: not available with protocol: udp; remove it, or use a"
+                " separate tcp listener"
+            )
 
 
 def _load_tls(config: Config, base: Path, source: str) -> None:

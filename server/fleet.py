@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 from server.stats import ConnectionSnapshot, ListenerSnapshot, ReloadCounters, StatsSnapshot
+from server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 
 REPORT_INTERVAL_S = 0.5
 """How often workers report; the page and API lag the echo path by at most this."""
@@ -23,11 +24,16 @@ CONNECTIONS_PER_REPORT = 200
 """Each worker reports its busiest connections only, so a report stays small."""
 
 
-def encode_report(snapshot: StatsSnapshot, connections: list[ConnectionSnapshot]) -> bytes:
-    """One line a worker sends: its snapshot and its busiest connections."""
+def encode_report(
+    snapshot: StatsSnapshot,
+    connections: list[ConnectionSnapshot],
+    peers: list[PeerSnapshot] | None = None,
+) -> bytes:
+    """One line a worker sends: its snapshot, its busiest connections and UDP peers."""
     report = {
         "snapshot": snapshot.to_dict(),
         "connections": [dataclasses.asdict(conn) for conn in connections],
+        "peers": [dataclasses.asdict(peer) for peer in peers or ()],
     }
     return json.dumps(report, separators=(",", ":")).encode() + b"\n"
 
@@ -36,6 +42,11 @@ def decode_report(line: bytes) -> tuple[StatsSnapshot, list[ConnectionSnapshot]]
     report = json.loads(line)
     connections = [ConnectionSnapshot(**row) for row in report["connections"]]
     return StatsSnapshot.from_dict(report["snapshot"]), connections
+
+
+def decode_peers(line: bytes) -> list[PeerSnapshot]:
+    """The UDP peers of a report line."""
+    return [PeerSnapshot(**row) for row in json.loads(line).get("peers", ())]
 
 
 class FleetStats:
@@ -47,16 +58,19 @@ class FleetStats:
         self._started = time.monotonic()
         self._reports: dict[int, tuple[StatsSnapshot, list[ConnectionSnapshot]]] = {}
         self._retired: list[StatsSnapshot] = []
+        self._peers: dict[int, list[PeerSnapshot]] = {}
         self.worker_restarts = 0
         self.config_state = ReloadCounters(loaded_at=time.time())
 
     def update(self, pid: int, line: bytes) -> None:
         """Record the report line `line` from worker `pid`."""
         self._reports[pid] = decode_report(line)
+        self._peers[pid] = decode_peers(line)
 
     def retire(self, pid: int) -> None:
         """Worker `pid` is gone: its open connections died with it."""
         report = self._reports.pop(pid, None)
+        self._peers.pop(pid, None)
         if report is None:
             return
         snap = report[0]
@@ -66,6 +80,7 @@ class FleetStats:
                 active=0,
                 closed=snap.closed + snap.active,
                 listeners=tuple(dataclasses.replace(s, active=0) for s in snap.listeners),
+                udp_listeners=tuple(dataclasses.replace(u, peers=0) for u in snap.udp_listeners),
             )
         )
 
@@ -95,6 +110,7 @@ class FleetStats:
             bytes_sent=sum(s.bytes_sent for s in everyone),
             listeners=_merge_listeners(everyone),
             workers=tuple(worker for snap in live for worker in snap.workers),
+            udp_listeners=_merge_udp_listeners(everyone),
             worker_restarts=self.worker_restarts,
             config_loaded_at=self.config_state.loaded_at,
             reloads=self.config_state.reloads,
@@ -105,6 +121,12 @@ class FleetStats:
         """The busiest connections over all workers (each worker reports its busiest)."""
         rows = [row for _, conns in self._reports.values() for row in conns]
         rows.sort(key=lambda c: c.bytes_received + c.bytes_sent, reverse=True)
+        return rows[:limit]
+
+    def peers(self, limit: int | None = None) -> list[PeerSnapshot]:
+        """The UDP peers with most datagrams over all workers (each reports its busiest)."""
+        rows = [row for peers in self._peers.values() for row in peers]
+        rows.sort(key=lambda p: p.datagrams_received, reverse=True)
         return rows[:limit]
 
 
@@ -122,3 +144,26 @@ def _merge_listeners(snapshots: Iterable[StatsSnapshot]) -> tuple[ListenerSnapsh
                 )
             )
     return tuple(merged.values())
+
+
+def _merge_udp_listeners(snapshots: Iterable[StatsSnapshot]) -> tuple[UDPListenerSnapshot, ...]:
+    """UDP listeners by name with counts summed; a retired worker's peers are gone."""
+    merged: dict[str, UDPListenerSnapshot] = {}
+    for snap in snapshots:
+        for item in snap.udp_listeners:
+            seen = merged.get(item.name)
+            merged[item.name] = item if seen is None else _add_udp(seen, item)
+    return tuple(merged.values())
+
+
+def _add_udp(a: UDPListenerSnapshot, b: UDPListenerSnapshot) -> UDPListenerSnapshot:
+    return dataclasses.replace(
+        a,
+        datagrams_received=a.datagrams_received + b.datagrams_received,
+        datagrams_sent=a.datagrams_sent + b.datagrams_sent,
+        bytes_received=a.bytes_received + b.bytes_received,
+        bytes_sent=a.bytes_sent + b.bytes_sent,
+        dropped=dict(Counter(a.dropped) + Counter(b.dropped)),
+        peers=a.peers + b.peers,
+        peers_evicted=a.peers_evicted + b.peers_evicted,
+    )

@@ -19,10 +19,11 @@ from server.stats import ReloadCounters
 log = logging.getLogger(__name__)
 
 RESTART_KEYS = re.compile(
-    r"^(listeners|listeners\[\d+\]\.(name|host|port|backlog)|workers|status\.(host|port)"
-    r"|event_loop)$"
+    r"^(listeners|listeners\[\d+\]\.(name|protocol|host|port|backlog)|workers"
+    r"|status\.(host|port)|event_loop|udp\..+)$"
 )
-"""Keys bound to sockets or processes: changing them needs a restart."""
+"""Keys bound to sockets or processes, and the UDP budgets each UDP socket is set up with:
+changing them needs a restart."""
 
 KEPT = "the running configuration stays in force"
 

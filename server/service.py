@@ -20,9 +20,10 @@ from server.reload import Reloader
 from server.resources import reserve_descriptors
 from server.runtime import apply_log_level
 from server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
-from server.sockets import STATUS_BACKLOG, bind, check_inherited_status
+from server.sockets import STATUS_BACKLOG, bind, bind_udp, check_inherited_status
 from server.stats import Registry
 from server.status import StatusSide, url_host
+from server.udp import UDPEchoServer
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Service:
         self.config = config
         self.registry = Registry()
         self.echo = EchoServer(self.registry, config.limits)
+        self.udp = UDPEchoServer(config.udp)
         self.status = StatusSide(self.registry, config) if with_status else None
         self._inherited = dict(inherited or {})
         self._stopped = False
@@ -70,6 +72,10 @@ class Service:
             raise
         for listener, sockets in echo_sockets:
             port = sockets[0].getsockname()[1]
+            if listener.protocol == "udp":
+                udp = self.registry.add_udp_listener(listener.name, listener.host, port)
+                await self.udp.add_sockets(sockets, udp)
+                continue
             stats = self.registry.add_listener(
                 listener.name, listener.host, port, tls=listener.tls is not None
             )
@@ -79,7 +85,10 @@ class Service:
         self.registry.ready = True
         if self.status:
             self.status.start(status_sockets)
-        echo = ", ".join(f"{s.name} on {s.host}:{s.port}" for s in self.registry.listeners)
+        echo = ", ".join(
+            [f"{s.name} on {s.host}:{s.port}" for s in self.registry.listeners]
+            + [f"{u.name} on {u.host}:{u.port}/udp" for u in self.registry.udp_listeners]
+        )
         page = f"; status page on http://{url_host(status.host)}:{self.status_port}/"
         log.info(
             "echostat %s (pid %d) echoing: %s%s",
@@ -93,6 +102,8 @@ class Service:
         self, key: str, name: str, address: ListenerConfig | StatusConfig
     ) -> list[socket.socket]:
         inherited = self._inherited.pop(name, None)
+        if not inherited and isinstance(address, ListenerConfig) and address.protocol == "udp":
+            return bind_udp(key, address.host, address.port)
         if not inherited:
             backlog = address.backlog if isinstance(address, ListenerConfig) else STATUS_BACKLOG
             return bind(key, address.host, address.port, backlog)
@@ -120,7 +131,9 @@ class Service:
 
     def echo_port(self, name: str) -> int:
         """The bound port of the listener called `name` (useful with port 0)."""
-        return next(s.port for s in self.registry.listeners if s.name == name)
+        ports = {s.name: s.port for s in self.registry.listeners}
+        ports.update((u.name, u.port) for u in self.registry.udp_listeners)
+        return ports[name]
 
     async def stop(self) -> None:
         """Turn /readyz to 503, keep accepting for `shutdown_delay_s`, stop accepting, give
@@ -135,6 +148,7 @@ class Service:
             await asyncio.sleep(delay_s)
         self.registry.accepting = False
         self.echo.stop()
+        self.udp.stop()
         log.info(
             "shutting down: no longer accepting; waiting up to %g s for %d open connections",
             grace_s,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import typing
 from collections.abc import Iterable, Mapping
 
 from tornado.netutil import bind_sockets
@@ -26,17 +27,44 @@ def bind(
     """`bind_sockets`, with failures turned into a `ConfigError` that names the config key."""
     try:
         return bind_sockets(port, host, backlog=backlog, reuse_port=reuse_port)
-    except socket.gaierror as exc:
-        raise ConfigError(f"{key}.host: cannot resolve {host!r}: {exc.strerror}") from None
     except OSError as exc:
-        hint = {
-            errno.EADDRINUSE: " (another process uses it; pick another port, or 0 for any)",
-            errno.EACCES: " (ports below 1024 need privileges; pick a higher port)",
-            errno.EADDRNOTAVAIL: " (this host has no such address)",
-        }.get(exc.errno or 0, "")
-        raise ConfigError(
-            f"{key}.port: cannot listen on {host}:{port}: {exc.strerror}{hint}"
-        ) from None
+        _raise_bind_error(key, host, port, exc)
+
+
+def bind_udp(key: str, host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
+    """Non-blocking UDP sockets on every address `host` resolves to (IPv4 and IPv6), all on
+    one port, with failures turned into a `ConfigError` that names the config key."""
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+        ):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setblocking(False)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if sockets[0] is not sock:
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+    except (socket.gaierror, OSError) as exc:
+        for sock in sockets:
+            sock.close()
+        _raise_bind_error(key, host, port, exc)
+    return sockets
+
+
+def _raise_bind_error(key: str, host: str, port: int, exc: OSError) -> typing.NoReturn:
+    if isinstance(exc, socket.gaierror):
+        raise ConfigError(f"{key}.host: cannot resolve {host!r}: {exc.strerror}") from None
+    hint = {
+        errno.EADDRINUSE: " (another process uses it; pick another port, or 0 for any)",
+        errno.EACCES: " (ports below 1024 need privileges; pick a higher port)",
+        errno.EADDRNOTAVAIL: " (this host has no such address)",
+    }.get(exc.errno or 0, "")
+    raise ConfigError(f"{key}.port: cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
 
 
 def adopt(fds: Iterable[int]) -> list[socket.socket]:

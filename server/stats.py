@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from server.udp_stats import PeerSnapshot, UDPListenerSnapshot, UDPListenerStats, peer_snapshot
+
 
 class Connection:
     """One accepted connection as the registry sees it.
@@ -124,6 +126,7 @@ class StatsSnapshot:
     bytes_sent: int
     listeners: tuple[ListenerSnapshot, ...]
     workers: tuple[WorkerSnapshot, ...]
+    udp_listeners: tuple[UDPListenerSnapshot, ...] = ()
     worker_restarts: int = 0
     """Workers the supervisor restarted after they died; always 0 for a single process."""
     config_loaded_at: float = 0.0
@@ -146,6 +149,9 @@ class StatsSnapshot:
                 **data,
                 "listeners": tuple(ListenerSnapshot(**item) for item in data["listeners"]),
                 "workers": tuple(WorkerSnapshot(**item) for item in data["workers"]),
+                "udp_listeners": tuple(
+                    UDPListenerSnapshot(**item) for item in data.get("udp_listeners", ())
+                ),
             }
         )
 
@@ -180,6 +186,8 @@ class StatsSource(Protocol):
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]: ...
 
+    def peers(self, limit: int | None = None) -> list[PeerSnapshot]: ...
+
 
 class Registry:
     """Every open connection plus lifetime totals; single-threaded, owned by the event loop.
@@ -199,6 +207,7 @@ class Registry:
         self.ready = False
         """False from the moment shutdown begins, even while still accepting (see /readyz)."""
         self.listeners: list[ListenerStats] = []
+        self.udp_listeners: list[UDPListenerStats] = []
         self.accepted = 0
         self.closed = 0
         self.rejected: Counter[str] = Counter()
@@ -217,6 +226,11 @@ class Registry:
     def add_listener(self, name: str, host: str, port: int, tls: bool = False) -> ListenerStats:
         stats = ListenerStats(name, host, port, tls)
         self.listeners.append(stats)
+        return stats
+
+    def add_udp_listener(self, name: str, host: str, port: int) -> UDPListenerStats:
+        stats = UDPListenerStats(name, host, port)
+        self.udp_listeners.append(stats)
         return stats
 
     @property
@@ -312,6 +326,7 @@ class Registry:
             config_loaded_at=self.config_state.loaded_at,
             reloads=self.config_state.reloads,
             reloads_failed=self.config_state.failed,
+            udp_listeners=tuple(udp.snapshot() for udp in self.udp_listeners),
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:
@@ -344,3 +359,11 @@ class Registry:
             )
             for c in ranked
         ]
+
+    def peers(self, limit: int | None = None) -> list[PeerSnapshot]:
+        """Peers of every UDP listener, most datagrams first, at most `limit` of them."""
+        now, wall_now = self.clock(), self.wall_clock()
+        every = [(peer, udp.name) for udp in self.udp_listeners for peer in udp.peers.values()]
+        count = len(every) if limit is None else limit
+        ranked = heapq.nlargest(count, every, key=lambda item: item[0].datagrams)
+        return [peer_snapshot(peer, name, self.pid, now, wall_now) for peer, name in ranked]

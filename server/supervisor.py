@@ -18,18 +18,18 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from tornado.iostream import PipeIOStream, StreamClosedError
 
 from server import __version__
-from server.config import Config, load_config, read_config_text
+from server.config import Config, ListenerConfig, load_config, read_config_text
 from server.fleet import FleetStats
 from server.reload import Reloader
 from server.resources import reserve_descriptors
 from server.runtime import apply_log_level
 from server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
-from server.sockets import bind, check_inherited_status
+from server.sockets import bind, bind_udp, check_inherited_status
 from server.status import StatusSide, url_host
 from server.worker import WorkerSpec, encode_config_message
 
@@ -123,19 +123,17 @@ class Supervisor:
         for index, listener in enumerate(self.config.listeners):
             key = f"listeners[{index}]"
             shared = self._inherited.pop(listener.name, None)
+            bind_one = _binder(key, listener)
             if shared is None and not hasattr(socket, "SO_REUSEPORT"):
-                shared = bind(key, listener.host, listener.port, listener.backlog)
+                shared = bind_one(listener.port, False)
             if shared is not None:
                 per_slot = [shared] * count
                 self._held += shared
             else:
-                first = bind(key, listener.host, listener.port, listener.backlog, reuse_port=True)
+                first = bind_one(listener.port, True)
                 port = first[0].getsockname()[1]
                 per_slot = [first]
-                per_slot += [
-                    bind(key, listener.host, port, listener.backlog, reuse_port=True)
-                    for _ in range(count - 1)
-                ]
+                per_slot += [bind_one(port, True) for _ in range(count - 1)]
                 self._held += [sock for sockets in per_slot for sock in sockets]
             for n, sockets in enumerate(per_slot):
                 slots[n][listener.name] = [sock.fileno() for sock in sockets]
@@ -221,6 +219,13 @@ class Supervisor:
     def _kill_all(self) -> None:
         for process in self._processes.values():
             process.kill()
+
+
+def _binder(key: str, listener: ListenerConfig) -> Callable[[int, bool], list[socket.socket]]:
+    """How to bind `listener` on a port, with or without SO_REUSEPORT."""
+    if listener.protocol == "udp":
+        return lambda port, reuse_port: bind_udp(key, listener.host, port, reuse_port)
+    return lambda port, reuse_port: bind(key, listener.host, port, listener.backlog, reuse_port)
 
 
 def _describe_exit(code: int) -> str:

@@ -110,8 +110,11 @@ class Reporter:
         """Queue one report unless the previous one is still in the pipe."""
         if self._pipe.writing() or self._pipe.closed():
             return
+        registry = self._registry
         report = encode_report(
-            self._registry.snapshot(), self._registry.connections(CONNECTIONS_PER_REPORT)
+            registry.snapshot(),
+            registry.connections(CONNECTIONS_PER_REPORT),
+            registry.peers(CONNECTIONS_PER_REPORT),
         )
         self._pipe.write(report).add_done_callback(self._written)
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from tornado.ioloop import IOLoop
 
-from server.config import Config, LimitsConfig, ListenerConfig, StatusConfig
+from server.config import Config, LimitsConfig, ListenerConfig, StatusConfig, UDPConfig
 from server.service import Service
 
 
@@ -41,6 +41,23 @@ def loopback_config(**changes: object) -> Config:
         shutdown_grace_s=1.0,
     )
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+UDP_UNLIMITED = UDPConfig(max_datagrams_per_s_per_ip=0, max_datagrams_per_s=0, max_bytes_per_s=0)
+"""Every test client comes from loopback, so the rate limits are off unless a test sets them."""
+
+
+def udp_config(**changes: object) -> Config:
+    """The loopback config plus a UDP listener ``udp`` on 127.0.0.1 and one ``udp6`` on ::1;
+    `changes` replace fields of `UDP_UNLIMITED`."""
+    base = loopback_config()
+    listeners = (
+        *base.listeners,
+        ListenerConfig(name="udp", host="127.0.0.1", port=0, protocol="udp"),
+        ListenerConfig(name="udp6", host="::1", port=0, protocol="udp"),
+    )
+    udp = dataclasses.replace(UDP_UNLIMITED, **changes)  # type: ignore[arg-type]
+    return dataclasses.replace(base, listeners=listeners, udp=udp)
 
 
 @pytest.fixture

@@ -143,6 +143,23 @@ async def close_all(writers: list[asyncio.StreamWriter]) -> None:
     await asyncio.gather(*(writer.wait_closed() for writer in writers))
 
 
+def udp_socket(
+    family: socket.AddressFamily = socket.AF_INET, bind: tuple[str, int] | None = None
+) -> socket.socket:
+    """A non-blocking UDP client socket, bound to `bind` if given."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    if bind is not None:
+        sock.bind(bind)
+    return sock
+
+
+async def round_trip(sock: socket.socket, address: tuple[str, int], data: bytes) -> bytes:
+    """Send one datagram of `data` from `sock` to `address`; return the datagram that comes back."""
+    sock.sendto(data, address)
+    return await within_deadline(asyncio.get_running_loop().sock_recv(sock, 70000))
+
+
 def reset_on_close(sock: socket.socket) -> None:
     """Make `sock.close()` send a TCP reset instead of an orderly EOF (SO_LINGER 0)."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")

@@ -19,6 +19,7 @@ from web.handlers import (
     MetricsHandler,
     NotFoundHandler,
     PageHandler,
+    PeersHandler,
     ReadyHandler,
     StatsHandler,
 )
@@ -43,6 +44,7 @@ def make_app(registry: StatsSource, config: Config, feed: StatsFeed) -> Applicat
             (LOGIN_PATH, LoginHandler, state),
             (r"/api/stats", StatsHandler, state),
             (r"/api/connections", ConnectionsHandler, state),
+            (r"/api/peers", PeersHandler, state),
             (r"/api/history", HistoryHandler, state),
             (r"/api/events", EventsHandler, state),
             (r"/metrics", MetricsHandler, state),

@@ -14,7 +14,7 @@ from tornado.ioloop import PeriodicCallback
 
 from server.stats import StatsSource
 from web.history import History, Rates
-from web.schema import connections_document, stats_document
+from web.schema import connections_document, peers_document, stats_document
 
 HISTORY_POINTS = 300
 """Ticks kept for the charts: five minutes at one tick a second."""
@@ -62,6 +62,10 @@ class StatsFeed:
         rates = self._history.add(snap)
         table = connections_document(snap.active, self._registry.connections(TABLE_ROWS))
         document = {**stats_document(snap, rates), "top_connections": table}
+        if snap.udp_listeners:
+            peers = self._registry.peers(TABLE_ROWS)
+            total = sum(udp.peers for udp in snap.udp_listeners)
+            document["top_peers"] = peers_document(total, peers)
         self._message = json.dumps(document).encode()
         self._tick += 1
         published, self._published = self._published, asyncio.Event()

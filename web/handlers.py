@@ -15,7 +15,7 @@ from server.config import Config
 from server.stats import StatsSource
 from web.access import COOKIE_NAME, LOGIN_PATH, AccessPolicy
 from web.feed import StatsFeed
-from web.schema import connections_document, limits_document, stats_document
+from web.schema import connections_document, limits_document, peers_document, stats_document
 
 _JSON = "application/json; charset=utf-8"
 
@@ -75,6 +75,13 @@ class BaseHandler(RequestHandler):
     def write_json(self, document: Any) -> None:
         self.write_bytes(_JSON, json.dumps(document).encode())
 
+    def limit_argument(self) -> int:
+        """The ``limit`` query argument of a table: 1..100000, 100 if absent."""
+        raw = self.get_query_argument("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+            raise HTTPError(400, reason="limit must be an integer 1..100000")
+        return int(raw)
+
     def write_bytes(self, content_type: str, body: bytes) -> None:
         """Finish with `body`, never cached: every API answer describes the present."""
         self.set_header("Content-Type", content_type)
@@ -126,11 +133,18 @@ class ConnectionsHandler(BaseHandler):
     """``GET /api/connections?limit=N``: open connections, most bytes moved first."""
 
     def get(self) -> None:
-        raw = self.get_query_argument("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
-            raise HTTPError(400, reason="limit must be an integer 1..100000")
-        rows = self.registry.connections(int(raw))
+        rows = self.registry.connections(self.limit_argument())
         self.write_json(connections_document(self.registry.active, rows))
+
+
+class PeersHandler(BaseHandler):
+    """``GET /api/peers?limit=N``: UDP sources seen in the last `udp.peer_idle_s`, most
+    datagrams first."""
+
+    def get(self) -> None:
+        limit = self.limit_argument()
+        total = sum(udp.peers for udp in self.registry.snapshot().udp_listeners)
+        self.write_json(peers_document(total, self.registry.peers(limit)))
 
 
 class HistoryHandler(BaseHandler):

@@ -21,6 +21,9 @@ class Rates:
     connections_per_s: float = 0.0
     bytes_received_per_s: float = 0.0
     bytes_sent_per_s: float = 0.0
+    datagrams_received_per_s: float = 0.0
+    datagrams_sent_per_s: float = 0.0
+    datagrams_dropped_per_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class History:
                 connections_per_s=(snap.accepted - previous.accepted) / interval_s,
                 bytes_received_per_s=(snap.bytes_received - previous.bytes_received) / interval_s,
                 bytes_sent_per_s=(snap.bytes_sent - previous.bytes_sent) / interval_s,
+                **_datagram_rates(snap, previous, interval_s),
             )
         self._points.append(_Point(snap.taken_at, snap.active, self.rates))
         return self.rates
@@ -63,4 +67,31 @@ class History:
             "connections_per_s": [round(p.rates.connections_per_s, 3) for p in points],
             "bytes_received_per_s": [round(p.rates.bytes_received_per_s, 1) for p in points],
             "bytes_sent_per_s": [round(p.rates.bytes_sent_per_s, 1) for p in points],
+            "datagrams_received_per_s": [
+                round(p.rates.datagrams_received_per_s, 1) for p in points
+            ],
+            "datagrams_sent_per_s": [round(p.rates.datagrams_sent_per_s, 1) for p in points],
+            "datagrams_dropped_per_s": [round(p.rates.datagrams_dropped_per_s, 1) for p in points],
         }
+
+
+def _datagram_rates(
+    snap: StatsSnapshot, previous: StatsSnapshot, interval_s: float
+) -> dict[str, float]:
+    """Datagrams per second over every UDP listener, as `Rates` fields."""
+
+    def totals(s: StatsSnapshot) -> tuple[int, int, int]:
+        udp = s.udp_listeners
+        return (
+            sum(u.datagrams_received for u in udp),
+            sum(u.datagrams_sent for u in udp),
+            sum(u.dropped_total for u in udp),
+        )
+
+    now, before = totals(snap), totals(previous)
+    received, sent, dropped = ((a - b) / interval_s for a, b in zip(now, before, strict=True))
+    return {
+        "datagrams_received_per_s": received,
+        "datagrams_sent_per_s": sent,
+        "datagrams_dropped_per_s": dropped,
+    }

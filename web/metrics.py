@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from server import __version__
 from server.stats import StatsSource
+from server.udp_stats import UDPListenerSnapshot
 
 
 def metrics_registry(registry: StatsSource) -> CollectorRegistry:
@@ -118,6 +119,43 @@ class RegistryCollector(Collector):
             "echostat_uptime_seconds", "Seconds since the service started.", snap.uptime_seconds
         )
         yield InfoMetricFamily("echostat", "The running echostat.", {"version": __version__})
+        yield from _udp_families(snap.udp_listeners)
+
+
+_UDP_COUNTERS = (
+    ("datagrams_received", "Datagrams received on UDP listeners since start."),
+    ("datagrams_sent", "Datagrams echoed back by UDP listeners since start."),
+    ("bytes_received", "Bytes received in datagrams on UDP listeners since start."),
+    ("bytes_sent", "Bytes echoed back in datagrams by UDP listeners since start."),
+    ("peers_evicted", "UDP peers forgotten early because the table was full (udp.max_peers)."),
+)
+
+
+def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric]:
+    """Per UDP listener: datagram and byte counters, drops by reason, peers seen lately."""
+    if not listeners:
+        return
+    for field, documentation in _UDP_COUNTERS:
+        values = {udp.name: getattr(udp, field) for udp in listeners}
+        yield _labelled(
+            CounterMetricFamily, f"echostat_udp_{field}", documentation, "listener", values
+        )
+    dropped = CounterMetricFamily(
+        "echostat_udp_datagrams_dropped",
+        "Datagrams not echoed, by listener and reason (see README, UDP echo).",
+        labels=["listener", "reason"],
+    )
+    for udp in listeners:
+        for reason, count in sorted(udp.dropped.items()):
+            dropped.add_metric([udp.name, reason], count)
+    yield dropped
+    yield _labelled(
+        GaugeMetricFamily,
+        "echostat_udp_peers",
+        "UDP source addresses seen in the last udp.peer_idle_s.",
+        "listener",
+        {udp.name: udp.peers for udp in listeners},
+    )
 
 
 def _labelled(

@@ -13,6 +13,7 @@ from typing import Any
 from server import __version__
 from server.config import Config
 from server.stats import ConnectionSnapshot, StatsSnapshot
+from server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 from web.history import Rates
 
 
@@ -38,6 +39,9 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
             "connections_per_s": round(rates.connections_per_s, 3),
             "bytes_received_per_s": round(rates.bytes_received_per_s, 1),
             "bytes_sent_per_s": round(rates.bytes_sent_per_s, 1),
+            "datagrams_received_per_s": round(rates.datagrams_received_per_s, 1),
+            "datagrams_sent_per_s": round(rates.datagrams_sent_per_s, 1),
+            "datagrams_dropped_per_s": round(rates.datagrams_dropped_per_s, 1),
         },
         "listeners": [
             {
@@ -68,12 +72,32 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
             "reloads": snap.reloads,
             "reloads_failed": snap.reloads_failed,
         },
+        "udp_listeners": [_udp_listener_document(udp) for udp in snap.udp_listeners],
+    }
+
+
+def _udp_listener_document(udp: UDPListenerSnapshot) -> dict[str, Any]:
+    return {
+        "name": udp.name,
+        "host": udp.host,
+        "port": udp.port,
+        "datagrams_received": udp.datagrams_received,
+        "datagrams_sent": udp.datagrams_sent,
+        "bytes_received": udp.bytes_received,
+        "bytes_sent": udp.bytes_sent,
+        "dropped": udp.dropped_total,
+        "dropped_by_reason": dict(sorted(udp.dropped.items())),
+        "peers": udp.peers,
+        "peers_evicted": udp.peers_evicted,
     }
 
 
 def limits_document(config: Config) -> dict[str, Any]:
-    """The limits in force, keyed as in ``config.yaml``."""
-    return dataclasses.asdict(config.limits)
+    """The limits in force, keyed as in ``config.yaml``; ``udp`` too when UDP listeners exist."""
+    document = dataclasses.asdict(config.limits)
+    if any(listener.protocol == "udp" for listener in config.listeners):
+        document["udp"] = dataclasses.asdict(config.udp)
+    return document
 
 
 def connections_document(total: int, rows: Sequence[ConnectionSnapshot]) -> dict[str, Any]:
@@ -94,3 +118,8 @@ def _connection_document(conn: ConnectionSnapshot) -> dict[str, Any]:
         "bytes_received": conn.bytes_received,
         "bytes_sent": conn.bytes_sent,
     }
+
+
+def peers_document(total: int, rows: Sequence[PeerSnapshot]) -> dict[str, Any]:
+    """The body of ``GET /api/peers``: `total` UDP peers seen lately, the first `rows` listed."""
+    return {"total": total, "peers": [dataclasses.asdict(row) for row in rows]}

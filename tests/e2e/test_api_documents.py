@@ -79,8 +79,12 @@ def assert_stats_shape(stats: dict[str, Any]) -> None:
             "connections_per_s": float,
             "bytes_received_per_s": float,
             "bytes_sent_per_s": float,
+            "datagrams_received_per_s": float,
+            "datagrams_sent_per_s": float,
+            "datagrams_dropped_per_s": float,
         },
     )
+    assert stats["udp_listeners"] == []
     (listener,) = stats["listeners"]
     assert_shape(
         listener,
@@ -104,6 +108,7 @@ async def test_stats_document_has_documented_fields(service: Service) -> None:
         "listeners",
         "limits",
         "workers",
+        "udp_listeners",
         "worker_restarts",
         "config",
     }
@@ -147,6 +152,9 @@ async def test_history_has_one_column_per_series(service: Service) -> None:
         "connections_per_s",
         "bytes_received_per_s",
         "bytes_sent_per_s",
+        "datagrams_received_per_s",
+        "datagrams_sent_per_s",
+        "datagrams_dropped_per_s",
     ]
     assert set(history) == {"capacity", *columns}
     assert history["capacity"] == 300

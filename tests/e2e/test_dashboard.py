@@ -14,8 +14,9 @@ from tornado.ioloop import IOLoop
 from server.config import Config, StatusConfig
 from server.reload import Reloader
 from server.service import Service
+from tests.conftest import udp_config
 from tests.e2e.browser import CHROMIUM, launch
-from tests.helpers import close_all, echo_once, require_program
+from tests.helpers import close_all, echo_once, require_program, round_trip, udp_socket
 
 SEEN_WITHIN_MS = 3000
 """How soon a change must show on the page without a reload (the issue's 3 s)."""
@@ -132,3 +133,32 @@ async def test_page_shows_disconnected_then_recovers_after_restart(
         await close_all(clients)
     finally:
         await restarted.stop()
+
+
+async def test_udp_listeners_show_datagrams_and_peers_below_the_tcp_view(
+    service: Service, browser: Browser
+) -> None:
+    """A page of a TCP-only server shows no UDP part; with UDP listeners, 3 datagrams from one
+    source show in the listener table and as one peer row, without a reload."""
+    page = await open_dashboard(browser, service, errors=[])
+    await expect(page.locator("#udp")).to_be_hidden()
+    udp = Service(udp_config())
+    await udp.start()
+    errors: list[str] = []
+    try:
+        page = await open_dashboard(browser, udp, errors)
+        await expect(page.locator("#udp")).to_be_visible()
+        with udp_socket() as client:
+            for data in (b"one", b"two", b"three"):
+                assert await round_trip(client, ("127.0.0.1", udp.echo_port("udp")), data) == data
+            peer = f"127.0.0.1:{client.getsockname()[1]}"
+        cells = page.locator("#peers tr").first.locator("td")
+        await expect(cells.nth(0)).to_have_text(peer, timeout=SEEN_WITHIN_MS)
+        await expect(cells.nth(4)).to_have_text("3")
+        listener = page.locator("#udp-listeners tr").first.locator("td")
+        await expect(listener.nth(2)).to_have_text("3")
+        await expect(page.locator("#udp-peers")).to_have_text("1")
+        await expect(page.locator(".plot canvas")).to_have_count(3)
+    finally:
+        await udp.stop()
+    assert errors == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -35,6 +36,12 @@ DASHBOARD = DEPLOY / "grafana" / "echostat-fleet.json"
 SCRAPE_INTERVAL_S = 1
 RATE_INTERVAL = "5s"
 """What Grafana's $__rate_interval becomes at this scrape interval (at least 4 scrapes)."""
+UDP_LISTENER = tuple(
+    arg
+    for key, value in (("name", "udp"), ("protocol", "udp"), ("host", "127.0.0.1"), ("port", 0))
+    for arg in ("--set", f"listeners.1.{key}={value}")
+)
+DATAGRAMS = 20
 
 
 @pytest.fixture
@@ -102,7 +109,12 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
 ) -> None:
     """Two instances scraped by the shipped config: Prometheus' fleet sums equal the clients'
     traffic, each dashboard query returns data without error, and the alert rules load."""
-    limited = start_echostat(*LOCAL_PORTS, "--set", "limits.max_connections_per_ip=2")
+    limited = start_echostat(
+        *LOCAL_PORTS,
+        *("--set", "limits.max_connections_per_ip=2"),
+        *UDP_LISTENER,
+        *("--set", "udp.max_datagrams_per_s_per_ip=1"),
+    )
     timing_out = start_echostat(*LOCAL_PORTS, "--set", "limits.idle_timeout_s=1")
     instances = [limited, timing_out]
     prometheus = prometheus_for(*instances)
@@ -120,6 +132,9 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
     idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", timing_out.echo_port)
     assert await asyncio.wait_for(idle_reader.read(), DEADLINE_S) == b"", "idle timeout"
     await close_all([kept[0][1], refused_writer, idle_writer])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        for n in range(DATAGRAMS):  # one per second may come back, the others are dropped
+            udp.sendto(b"datagram %d" % n, ("127.0.0.1", limited.ports["udp"]))
 
     await until_equal(
         prometheus,
@@ -132,6 +147,9 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
             'sum by (reason) (echostat_connections_closed_by_server_total{job="echostat"})': 1,
             'sum(echostat_worker_restarts_total{job="echostat"})': 0,
             'count(echostat_ready{job="echostat"} == 1)': 2,
+            'sum(echostat_udp_datagrams_received_total{job="echostat"})': DATAGRAMS,
+            'sum(echostat_udp_datagrams_sent_total{job="echostat"})'
+            ' + sum(echostat_udp_datagrams_dropped_total{job="echostat"})': DATAGRAMS,
         },
     )
     # Rates need a few scrapes after the traffic; wait one rate interval's worth of them.

@@ -117,6 +117,22 @@ def test_bad_config_is_one_line_naming_the_problem(
             "--set status.port: cannot set 'status.port': 'status' is 7070",
         ),
         ("", ("=1",), "--set '=1': expected KEY=VALUE, e.g. status.port=8080"),
+        (
+            "listeners:\n  - {protocol: sctp}\n",
+            (),
+            "config.yaml: listeners[0].protocol: expected one of tcp | udp, got 'sctp'",
+        ),
+        (
+            "listeners:\n  - {protocol: udp, proxy_protocol: true, proxy_trusted: [10.0.0.0/8]}\n",
+            (),
+            "config.yaml: listeners[0].proxy_protocol: not available with protocol: udp;"
+            " remove it, or use a separate tcp listener",
+        ),
+        (
+            "udp:\n  max_peers: 0\n",
+            (),
+            "config.yaml: udp.max_peers: expected an integer 1..10000000, got 0",
+        ),
     ],
 )
 def test_invalid_value_message(

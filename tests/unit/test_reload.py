@@ -7,7 +7,14 @@ import logging
 
 import pytest
 
-from server.config import Config, ConfigError, LimitsConfig, ListenerConfig, StatusConfig
+from server.config import (
+    Config,
+    ConfigError,
+    LimitsConfig,
+    ListenerConfig,
+    StatusConfig,
+    UDPConfig,
+)
 from server.reload import Reloader, changed_keys
 from server.stats import ReloadCounters
 
@@ -55,6 +62,8 @@ def reloader(new: Config | Exception) -> tuple[Reloader, list[Config], ReloadCou
         ({"listeners": (ListenerConfig(backlog=10),)}, "listeners[0].backlog"),
         ({"status": StatusConfig(port=8080)}, "status.port"),
         ({"event_loop": "asyncio"}, "event_loop"),
+        ({"listeners": (ListenerConfig(protocol="udp"),)}, "listeners[0].protocol"),
+        ({"udp": UDPConfig(max_peers=5)}, "udp.max_peers"),
     ],
 )
 def test_restart_keys_are_refused_and_nothing_is_applied(

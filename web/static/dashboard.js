@@ -193,6 +193,7 @@ function loadHistory(history) {
   series.cps = history.connections_per_s.slice();
   series.received = history.bytes_received_per_s.slice();
   series.sent = history.bytes_sent_per_s.slice();
+  loadUdpHistory(history);
   redrawCharts();
 }
 
@@ -281,11 +282,16 @@ function renderConnections(table) {
       ]),
     ),
   );
-  const hidden = table.total - table.connections.length;
-  const note = byId("connections-note");
-  note.hidden = table.total > 0 && hidden <= 0;
+  showRowsNote("connections-note", table.total, table.connections.length, "No open connections.", "open");
+}
+
+// Under a table of the first rows: what to say when it is empty, or how many it leaves out.
+function showRowsNote(id, total, shown, emptyText, noun) {
+  const hidden = total - shown;
+  const note = byId(id);
+  note.hidden = total > 0 && hidden <= 0;
   note.textContent =
-    table.total === 0 ? "No open connections." : `and ${numbers.format(hidden)} more (${numbers.format(table.total)} open)`;
+    total === 0 ? emptyText : `and ${numbers.format(hidden)} more (${numbers.format(total)} ${noun})`;
 }
 
 function renderWorkers(workers) {
@@ -317,6 +323,7 @@ function render(stats) {
   renderListeners(stats.listeners);
   renderWorkers(stats.workers);
   renderConnections(stats.top_connections);
+  renderUdp(stats);
   appendPoint(stats);
 }
 

@@ -1,0 +1,169 @@
+"""UDP echo benchmark: echostat's UDP listener against an asyncio DatagramProtocol on uvloop.
+
+Both servers run pinned to CPU 0 and a closed-loop client (a window of datagrams in flight
+on one socket, every echo checked) pinned to CPU 1; the servers alternate within each
+repetition, so load from elsewhere on the machine hits both alike. echostat runs with its
+counters and every rate limit on, set high enough not to bind. Prints a Markdown table:
+datagrams per second, the ratio to the baseline, and server CPU microseconds per datagram.
+
+    .venv/bin/python bench/udp.py --quick      # about 20 s
+    .venv/bin/python bench/udp.py              # 5 repetitions
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from run import free_port, pinned, stop
+
+BENCH = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+SIZES = (64, 1400)
+WINDOW = 32
+"""Datagrams in flight: enough to keep the server busy, few enough never to overflow a buffer."""
+
+BASELINE = "asyncio DatagramProtocol + uvloop"
+ECHOSTAT = "echostat UDP (uvloop, limits on)"
+LIMITS_ON = (
+    "udp.max_datagrams_per_s_per_ip=10000000",
+    "udp.max_datagrams_per_s=100000000",
+    "udp.max_bytes_per_s=100000000000",
+)
+"""Every bound enabled, all far above what one client reaches."""
+
+
+def echostat_argv(workdir: Path, port: int) -> list[str]:
+    config = workdir / "echostat-udp.yaml"
+    config.write_text(
+        f"listeners:\n  - {{name: udp, host: {HOST}, port: {port}, protocol: udp}}\n"
+        f"status: {{host: {HOST}, port: {free_port()}}}\nlog_level: warning\n"
+    )
+    argv = [sys.executable, "-m", "server", "--config", str(config)]
+    return argv + [arg for setting in LIMITS_ON for arg in ("--set", setting)]
+
+
+@contextmanager
+def started(name: str, workdir: Path, cpu: int | None) -> Iterator[subprocess.Popen[bytes]]:
+    """Start server `name` on a free UDP port, wait until it echoes, stop it afterwards."""
+    port = free_port()
+    if name == ECHOSTAT:
+        argv = echostat_argv(workdir, port)
+    else:
+        script = BENCH / "baselines" / "asyncio_datagram.py"
+        argv = [sys.executable, str(script), "--port", str(port), "--uvloop"]
+    process = subprocess.Popen(pinned(cpu, argv), stdout=subprocess.DEVNULL)
+    try:
+        wait_for_echo(port, process, name)
+        process.port = port  # type: ignore[attr-defined]
+        yield process
+    finally:
+        stop(process)
+
+
+def wait_for_echo(port: int, process: subprocess.Popen[bytes], name: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.1)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with status {process.returncode}")
+            sock.sendto(b"ready?", (HOST, port))
+            try:
+                sock.recv(100)
+                return
+            except (TimeoutError, ConnectionRefusedError):
+                continue
+    raise RuntimeError(f"{name}: no echo on UDP port {port} within 15 s")
+
+
+def cpu_seconds(pid: int) -> float:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CLIENT = r"""
+import socket, sys, time
+port, size, window = map(int, sys.argv[1:4])
+duration = float(sys.argv[4])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.connect(("127.0.0.1", port))
+sock.settimeout(0.2)
+data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+echoed = lost = 0
+for _ in range(window):
+    sock.send(data)
+end = time.monotonic() + duration
+while time.monotonic() < end:
+    for _ in range(1000):
+        try:
+            got = sock.recv(65536)
+        except TimeoutError:
+            lost += window
+            for _ in range(window):
+                sock.send(data)
+            continue
+        if got != data:
+            sys.exit("echo mismatch")
+        echoed += 1
+        sock.send(data)
+print(echoed, lost)
+"""
+"""The load: runs in its own process, pinned away from the server; prints echoes and losses."""
+
+
+def measure(
+    port: int, pid: int, size: int, duration_s: float, cpu: int | None
+) -> tuple[float, float]:
+    """(datagrams per second, server CPU µs per datagram) for one run of the client."""
+    argv = [sys.executable, "-c", CLIENT, str(port), str(size), str(WINDOW), str(duration_s)]
+    cpu_before, started_at = cpu_seconds(pid), time.monotonic()
+    done = subprocess.run(pinned(cpu, argv), capture_output=True, text=True, timeout=60, check=True)
+    elapsed_s, cpu_used = time.monotonic() - started_at, cpu_seconds(pid) - cpu_before
+    echoed, lost = map(int, done.stdout.split())
+    if lost > echoed // 100:
+        raise RuntimeError(f"{lost} datagrams lost of {echoed + lost}")
+    return echoed / elapsed_s, cpu_used / echoed * 1e6
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="2 repetitions of 1.5 s")
+    parser.add_argument("--no-pin", action="store_true", help="don't pin to CPUs 0 and 1")
+    args = parser.parse_args()
+    reps, duration_s = (2, 1.5) if args.quick else (5, 3.0)
+    server_cpu, client_cpu = (None, None) if args.no_pin else (0, 1)
+    names = [ECHOSTAT, BASELINE]
+    results: dict[tuple[str, int], list[tuple[float, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(reps):
+            order = names[rep % 2 :] + names[: rep % 2]
+            for name in order:
+                with started(name, Path(tmp), server_cpu) as server:
+                    for size in SIZES:
+                        print(f"  rep {rep + 1}/{reps} {size} B: {name}", file=sys.stderr)
+                        result = measure(server.port, server.pid, size, duration_s, client_cpu)  # type: ignore[attr-defined]
+                        results.setdefault((name, size), []).append(result)
+    print("| server | size | datagrams/s | vs baseline | server CPU µs/datagram |")
+    print("|---|---|---|---|---|")
+    for size in SIZES:
+        base = statistics.median(r[0] for r in results[(BASELINE, size)])
+        for name in names:
+            rate = statistics.median(r[0] for r in results[(name, size)])
+            cost = statistics.median(r[1] for r in results[(name, size)])
+            print(f"| {name} | {size} B | {rate:,.0f} | {rate / base:.2f}x | {cost:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

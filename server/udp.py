@@ -1,0 +1,313 @@
+"""UDP echo (RFC 862): every datagram goes back to its source, within reflection-safe bounds.
+
+`UDPEchoServer` is the datagram sibling of `EchoServer`: it serves bound UDP sockets on the
+same event loop through asyncio datagram endpoints. A source address can be forged, which
+makes any UDP echo a candidate reflector; so by default datagrams from privileged source
+ports (where echo, chargen and other services that answer every datagram live) are dropped,
+and what is sent back is bounded per source IP, per listener and in bytes per second.
+
+Time on this path is a coarse tick (`TICK_S`) advanced by a timer: a peer's first datagram
+in a tick refreshes its place in the peers table and its source's token bucket; every
+further datagram in that tick costs a dictionary lookup and a few integer operations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import socket
+import time
+import typing
+from collections.abc import Iterable
+
+from tornado.ioloop import PeriodicCallback
+
+from server.config import UDPConfig
+from server.udp_stats import Peer, Source, UDPListenerStats
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM_BYTES = 65507
+"""The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers)."""
+
+TICK_S = 0.1
+"""The clock of the UDP path: token buckets refill and peers' last-seen times move this often."""
+
+_TICKS_PER_SWEEP = 10
+"""Idle peers are forgotten and drops reported every this many ticks (once a second)."""
+
+_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+"""Asked of the kernel for each UDP socket, so bursts wait in the kernel, not in a drop."""
+
+_UNLISTED_SOURCES = 100
+"""Sources dropped before they reach the peers table, kept for naming the busiest of them."""
+
+_WARNING_INTERVAL_S = 10.0
+"""At most one drop warning per listener this often."""
+
+
+class Clock:
+    """The current tick and its monotonic time, shared by every UDP endpoint of a process."""
+
+    __slots__ = ("tick", "now")
+
+    def __init__(self) -> None:
+        self.tick = 0
+        self.now = time.monotonic()
+
+    def advance(self) -> float:
+        """Start the next tick; return the seconds since the previous one."""
+        now = time.monotonic()
+        elapsed_s, self.now = now - self.now, now
+        self.tick += 1
+        return elapsed_s
+
+
+class ListenerBudget:
+    """What one listener may still send: datagrams and bytes, refilled every tick.
+
+    Both are token buckets holding one second's worth (bytes: at least one largest
+    datagram); a limit of 0 is an endless budget.
+    """
+
+    __slots__ = ("datagrams", "bytes", "_rates", "_capacities")
+
+    def __init__(self, config: UDPConfig) -> None:
+        rates = (config.max_datagrams_per_s, config.max_bytes_per_s)
+        self._rates = rates
+        self._capacities = (
+            float(rates[0] or math.inf),
+            float(max(rates[1], MAX_DATAGRAM_BYTES) if rates[1] else math.inf),
+        )
+        self.datagrams, self.bytes = self._capacities
+
+    def refill(self, elapsed_s: float) -> None:
+        (datagram_rate, byte_rate), (datagram_cap, byte_cap) = self._rates, self._capacities
+        self.datagrams = min(datagram_cap, self.datagrams + datagram_rate * elapsed_s)
+        self.bytes = min(byte_cap, self.bytes + byte_rate * elapsed_s)
+
+
+class UDPEchoProtocol(asyncio.DatagramProtocol):
+    """Sends every datagram back to where it came from, unless a safety bound says drop.
+
+    One per socket; the sockets of one listener share its `UDPListenerStats` (counters and
+    peers) and its `ListenerBudget`.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        stats: UDPListenerStats,
+        config: UDPConfig,
+        budget: ListenerBudget,
+        clock: Clock,
+    ) -> None:
+        self._sock = sock
+        self._stats = stats
+        self._config = config
+        self._budget = budget
+        self._clock = clock
+        self._source_rate = config.max_datagrams_per_s_per_ip
+        self._source_capacity = float(self._source_rate or math.inf)
+        self._transport: asyncio.DatagramTransport | None = None
+        self._send_paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.DatagramTransport without subclassing it.
+        self._transport = typing.cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | typing.Any, int]) -> None:
+        stats = self._stats
+        size = len(data)
+        stats.datagrams_received += 1
+        stats.bytes_received += size
+        peer = stats.peers.get(addr)
+        if peer is None or peer.tick != self._clock.tick:
+            peer = self._refresh(peer, addr, size)
+            if peer is None:
+                return
+        peer.datagrams += 1
+        peer.bytes += size
+        source, budget = peer.source, self._budget
+        if (
+            source.tokens >= 1
+            and budget.datagrams >= 1
+            and budget.bytes >= size
+            and size
+            and not self._send_paused
+        ):
+            source.tokens -= 1
+            budget.datagrams -= 1
+            budget.bytes -= size
+            self._transport.sendto(data, addr)  # type: ignore[union-attr]
+        else:
+            self._echo_or_drop(peer, addr, size)
+
+    def error_received(self, exc: Exception) -> None:
+        # Linux reports an ICMP "port unreachable" for an earlier echo here; the source has
+        # gone away, which is the client's business.
+        log.debug("udp %s: %s", self._stats.name, exc)
+
+    def pause_writing(self) -> None:
+        self._send_paused = True
+
+    def resume_writing(self) -> None:
+        self._send_paused = False
+
+    def _refresh(self, peer: Peer | None, addr: typing.Any, size: int) -> Peer | None:
+        """A peer's first datagram in this tick: add or requeue it, refill its source's
+        bucket. Returns None, having counted the drop, for a privileged source port."""
+        stats, clock = self._stats, self._clock
+        if peer is None:
+            if addr[1] < 1024 and not self._config.allow_privileged_source_ports:
+                self._drop_unlisted(addr[0], size)
+                return None
+            peer = self._new_peer(addr)
+        else:
+            del stats.peers[addr]
+            stats.peers[addr] = peer
+        peer.tick = clock.tick
+        peer.last_seen = clock.now
+        source = peer.source
+        if source.refilled_at != clock.now:
+            refill = self._source_rate * (clock.now - source.refilled_at)
+            source.tokens = min(self._source_capacity, source.tokens + refill)
+            source.refilled_at = clock.now
+        return peer
+
+    def _new_peer(self, addr: typing.Any) -> Peer:
+        """Add a peer, evicting the least recently seen one if the table is full."""
+        stats, clock = self._stats, self._clock
+        if len(stats.peers) >= self._config.max_peers:
+            stats.forget(next(iter(stats.peers)))
+            stats.peers_evicted += 1
+        ip = addr[0]
+        source = stats.sources.get(ip)
+        if source is None:
+            source = stats.sources[ip] = Source(ip, self._source_capacity, clock.now)
+        source.peers += 1
+        peer = stats.peers[addr] = Peer(ip, addr[1], source, clock.tick, clock.now)
+        return peer
+
+    def _echo_or_drop(self, peer: Peer, addr: typing.Any, size: int) -> None:
+        """The slow path: an empty datagram, or one that some bound may refuse."""
+        source, budget = peer.source, self._budget
+        if source.tokens < 1:
+            reason = "source_rate"
+        elif budget.datagrams < 1:
+            reason = "listener_rate"
+        elif budget.bytes < size:
+            reason = "bytes_rate"
+        elif self._send_paused:
+            reason = "send_buffer_full"
+        elif not self._send_empty(addr):
+            reason = "send_failed"
+        else:
+            source.tokens -= 1
+            budget.datagrams -= 1
+            return
+        self._stats.dropped[reason] += 1
+        self._stats.dropped_bytes += size
+        peer.dropped += 1
+        peer.dropped_bytes += size
+        source.dropped += 1
+
+    def _send_empty(self, addr: typing.Any) -> bool:
+        """Echo an empty datagram, which asyncio's and uvloop's transports silently skip."""
+        try:
+            self._sock.sendto(b"", addr)
+        except OSError as exc:  # EAGAIN with a full send buffer, or the source is unreachable
+            log.debug("udp %s: cannot echo to %s: %s", self._stats.name, addr, exc)
+            return False
+        return True
+
+    def _drop_unlisted(self, ip: str, size: int) -> None:
+        stats = self._stats
+        stats.dropped["privileged_source_port"] += 1
+        stats.dropped_bytes += size
+        if len(stats.unlisted_drops) < _UNLISTED_SOURCES or ip in stats.unlisted_drops:
+            stats.unlisted_drops[ip] += 1
+
+
+class UDPEchoServer:
+    """Serves UDP listeners: `add_sockets` per listener, `stop` once (safe to call twice).
+
+    Every tick it refills the listeners' budgets; once a second it forgets peers idle for
+    `udp.peer_idle_s` and, at most every ten seconds per listener, logs a warning about
+    drops that names the busiest source.
+    """
+
+    def __init__(self, config: UDPConfig) -> None:
+        self.config = config
+        self.clock = Clock()
+        self._transports: list[asyncio.BaseTransport] = []
+        self._listeners: list[tuple[UDPListenerStats, ListenerBudget]] = []
+        self._reported: dict[str, int] = {}
+        self._warned_at: dict[str, float] = {}
+        self._ticker = PeriodicCallback(self._tick, TICK_S * 1000)
+
+    async def add_sockets(self, sockets: Iterable[socket.socket], stats: UDPListenerStats) -> None:
+        """Echo on the bound UDP `sockets`, counting under `stats`; the sockets now belong to
+        their transports."""
+        budget = ListenerBudget(self.config)
+        loop = asyncio.get_running_loop()
+        for sock in sockets:
+            _enlarge_receive_buffer(sock)
+            protocol = functools.partial(
+                UDPEchoProtocol, sock, stats, self.config, budget, self.clock
+            )
+            transport, _ = await loop.create_datagram_endpoint(protocol, sock=sock)
+            self._transports.append(transport)
+        self._listeners.append((stats, budget))
+        if not self._ticker.is_running():
+            self._ticker.start()
+
+    def stop(self) -> None:
+        """Close every UDP socket; datagrams in flight are simply not echoed."""
+        self._ticker.stop()
+        for transport in self._transports:
+            transport.close()
+        self._transports.clear()
+
+    def _tick(self) -> None:
+        elapsed_s = self.clock.advance()
+        sweep = self.clock.tick % _TICKS_PER_SWEEP == 0
+        for stats, budget in self._listeners:
+            budget.refill(elapsed_s)
+            if sweep:
+                stats.expire(self.clock.now, self.config.peer_idle_s)
+                self._report_drops(stats, self.clock.now)
+
+    def _report_drops(self, stats: UDPListenerStats, now: float) -> None:
+        dropped = sum(stats.dropped.values())
+        new = dropped - self._reported.get(stats.name, 0)
+        last = self._warned_at.get(stats.name, -_WARNING_INTERVAL_S)
+        if not new or now - last < _WARNING_INTERVAL_S:
+            return
+        self._reported[stats.name] = dropped
+        self._warned_at[stats.name] = now
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(stats.dropped.items()))
+        by_ip = stats.unlisted_drops
+        for source in stats.sources.values():
+            if source.dropped:
+                by_ip[source.ip] += source.dropped
+                source.dropped = 0
+        busiest = by_ip.most_common(1)
+        named = f"; busiest source {busiest[0][0]} ({busiest[0][1]} dropped)" if busiest else ""
+        by_ip.clear()
+        log.warning(
+            "udp listener %s: dropped %d datagrams since the last report (since start: %s)%s",
+            stats.name,
+            new,
+            reasons,
+            named,
+        )
+
+
+def _enlarge_receive_buffer(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER_BYTES)
+    except OSError:
+        pass  # the kernel caps it at net.core.rmem_max anyway; the default still works
