@@ -106,6 +106,15 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class AccessLogConfig:
+    """One line per closed or rejected echo connection, to stderr (``-``) or a file."""
+
+    enabled: bool = False
+    format: Literal["text", "json"] = "text"
+    path: str = "-"
+
+
+@dataclass(frozen=True)
 class UDPConfig:
     """Reflection safety of the UDP listeners; rates are per listener in each worker, 0 = off.
 
@@ -134,6 +143,9 @@ class Config:
     shutdown_grace_s: float = field(default=10.0, metadata=_range(0, 3600))
     event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    path_quality: bool = True
+    tcp_info_interval_s: float = field(default=10.0, metadata=_range(1, 3600))
+    access_log: AccessLogConfig = AccessLogConfig()
 
     @property
     def worker_count(self) -> int:

@@ -24,6 +24,7 @@ from server.accept import RateLimitedLog, watch_accepts
 from server.config import LimitsConfig, ListenerConfig
 from server.proxy_protocol import Endpoint, ProxyHeaderParser, ProxyProtocolError, is_trusted
 from server.stats import Connection, ListenerStats, Registry
+from server.tcp_info import BUFFER_BYTES, TCP_INFO, TcpInfo, decode
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +43,30 @@ class EchoProtocol(Connection, asyncio.Protocol):
     On the client's EOF the transport flushes what is queued, then closes (half-close safe).
     """
 
-    __slots__ = ("_transport", "_registry", "_buffer_bytes")
+    __slots__ = ("_transport", "_registry", "_buffer_bytes", "_sock", "tls_protocol")
 
     def __init__(
-        self, ip: str, port: int, listener: ListenerStats, registry: Registry, buffer_bytes: int
+        self,
+        ip: str,
+        port: int,
+        listener: ListenerStats,
+        registry: Registry,
+        buffer_bytes: int,
+        sock: socket.socket | None = None,
     ) -> None:
         super().__init__(ip, port, listener)
         self._transport: asyncio.Transport | None = None
         self._registry = registry
         self._buffer_bytes = buffer_bytes
+        self._sock = sock
+        self.tls_protocol: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = typing.cast(asyncio.Transport, transport)
         self._transport.set_write_buffer_limits(high=self._buffer_bytes)
+        if self.listener.tls:
+            self.tls_protocol = transport.get_extra_info("ssl_object").version()
         log.debug(
             "connection %d from %s (via %s) on %s",
             self.id,
@@ -82,6 +93,10 @@ class EchoProtocol(Connection, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         # A reset or an EOF is the client's doing; anything else was a fault of ours.
         fault = exc is not None and not isinstance(exc, OSError)
+        if isinstance(exc, ConnectionResetError):
+            self.end_reason = "client_reset"
+        elif isinstance(exc, OSError):
+            self.end_reason = "client_error"
         self._registry.close(self, "error" if fault else None)
         log.debug(
             "connection %d from %s closed (%s): %d bytes in, %d out",
@@ -95,6 +110,14 @@ class EchoProtocol(Connection, asyncio.Protocol):
     def unsent_bytes(self) -> int:
         return self._transport.get_write_buffer_size() if self._transport else 0
 
+    def read_tcp_info(self) -> TcpInfo | None:
+        if TCP_INFO is None or self._sock is None:
+            return None
+        try:
+            return decode(self._sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, BUFFER_BYTES))
+        except OSError:  # already closed: a connection whose setup failed
+            return None
+
     def finish(self) -> None:
         """Stop reading; send back what was already read, then EOF; then drop further input.
 
@@ -104,6 +127,7 @@ class EchoProtocol(Connection, asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        self.end_reason = "shutdown"
         if transport.can_write_eof():
             transport.write_eof()
             transport.set_protocol(_Discard(self))
@@ -306,7 +330,9 @@ class EchoServer(TCPServer):
             connection.close()
             self._reject(reason, ip, stats.name)
             return
-        echo = EchoProtocol(ip, port, stats, self.registry, self.limits.max_buffer_bytes)
+        echo = EchoProtocol(
+            ip, port, stats, self.registry, self.limits.max_buffer_bytes, connection
+        )
         protocol: asyncio.Protocol = echo
         if config.proxy_protocol:
             protocol = _ProxyHeader(echo, self, config.proxy_header_timeout_s)

@@ -14,7 +14,14 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 
-from server.stats import ConnectionSnapshot, ListenerSnapshot, ReloadCounters, StatsSnapshot
+from server.stats import (
+    ConnectionSnapshot,
+    ListenerSnapshot,
+    ReloadCounters,
+    StatsSnapshot,
+    TcpSnapshot,
+)
+from server.tcp_info import TcpInfo
 from server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 
 REPORT_INTERVAL_S = 0.5
@@ -40,7 +47,10 @@ def encode_report(
 
 def decode_report(line: bytes) -> tuple[StatsSnapshot, list[ConnectionSnapshot]]:
     report = json.loads(line)
-    connections = [ConnectionSnapshot(**row) for row in report["connections"]]
+    connections = [
+        ConnectionSnapshot(**{**row, "tcp": row["tcp"] and TcpInfo(**row["tcp"])})
+        for row in report["connections"]
+    ]
     return StatsSnapshot.from_dict(report["snapshot"]), connections
 
 
@@ -80,6 +90,7 @@ class FleetStats:
                 active=0,
                 closed=snap.closed + snap.active,
                 listeners=tuple(dataclasses.replace(s, active=0) for s in snap.listeners),
+                tcp=dataclasses.replace(snap.tcp, open_rtt_ms=()),
                 udp_listeners=tuple(dataclasses.replace(u, peers=0) for u in snap.udp_listeners),
             )
         )
@@ -115,6 +126,7 @@ class FleetStats:
             config_loaded_at=self.config_state.loaded_at,
             reloads=self.config_state.reloads,
             reloads_failed=self.config_state.failed,
+            tcp=TcpSnapshot.merge([s.tcp for s in live], [s.tcp for s in self._retired]),
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:

@@ -23,6 +23,7 @@ from server.signals import catch_reload_signal, catch_stop_signals, restore_stop
 from server.sockets import STATUS_BACKLOG, bind, bind_udp, check_inherited_status
 from server.stats import Registry
 from server.status import StatusSide, url_host
+from server.tcp_info import TCP_INFO
 from server.udp import UDPEchoServer
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class Service:
         with_status: bool = True,
     ) -> None:
         self.config = config
-        self.registry = Registry()
+        self.registry = Registry(tcp_info_interval_s=tcp_info_interval(config))
         self.echo = EchoServer(self.registry, config.limits)
         self.udp = UDPEchoServer(config.udp)
         self.status = StatusSide(self.registry, config) if with_status else None
@@ -113,9 +114,10 @@ class Service:
 
     def reconfigure(self, config: Config) -> None:
         """Put `config` in force without closing anything: limits, listener TLS and PROXY
-        settings, status access and shutdown timing. The caller (`Reloader`) has checked that
+        settings, path quality, status access and shutdown timing. The caller (`Reloader`) has checked that
         no listener address changed."""
         self.config = config
+        self.registry.tcp_info_interval_s = tcp_info_interval(config)
         self.echo.reconfigure(config.limits, config.listeners)
         if self.status:
             self.status.reconfigure(config)
@@ -186,6 +188,12 @@ async def serve(
     finally:
         if own_signals:
             restore_stop_signals()
+
+
+def tcp_info_interval(config: Config) -> float | None:
+    """How often to observe each connection's TCP_INFO; None if path quality is off or the
+    platform has no TCP_INFO."""
+    return config.tcp_info_interval_s if config.path_quality and TCP_INFO is not None else None
 
 
 def _log_in_one_line(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -7,15 +7,18 @@ this module is trivially unit-testable.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import heapq
+import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from server.tcp_info import TcpInfo
 from server.udp_stats import PeerSnapshot, UDPListenerSnapshot, UDPListenerStats, peer_snapshot
 
 
@@ -38,6 +41,9 @@ class Connection:
         "bytes_sent",
         "last_activity",
         "_activity_mark",
+        "tcp",
+        "end_reason",
+        "_tcp_observed_at",
     )
 
     def __init__(self, ip: str, port: int, listener: ListenerStats) -> None:
@@ -51,6 +57,11 @@ class Connection:
         self.bytes_sent = 0
         self.last_activity = 0.0
         self._activity_mark = 0
+        self.tcp: TcpInfo | None = None
+        """The kernel's view of the path, as last read (path quality on, Linux only)."""
+        self.end_reason = "client_eof"
+        """Why it ended (see `Registry.close`); set by whoever closes it."""
+        self._tcp_observed_at = -math.inf
 
     @property
     def peer(self) -> str:
@@ -60,6 +71,15 @@ class Connection:
     def unsent_bytes(self) -> int:
         """Bytes counted in `bytes_sent` that still wait in a user-space buffer."""
         return 0
+
+    def read_tcp_info(self) -> TcpInfo | None:
+        """The kernel's TCP_INFO for this connection now, or None if it can't be read."""
+        return None
+
+    @property
+    def closed_by(self) -> str:
+        """``client`` or ``server``: who ended the connection."""
+        return "client" if self.end_reason.startswith("client_") else "server"
 
 
 @dataclass(slots=True)
@@ -109,6 +129,75 @@ class WorkerSnapshot:
     bytes_sent: int
 
 
+RTT_BUCKETS_S = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+"""Upper bounds of the RTT histogram, from loopback (tens of µs) to a bad satellite hop."""
+
+
+@dataclass(frozen=True)
+class TcpSnapshot:
+    """Path quality from TCP_INFO: RTTs of open connections, lifetime retransmits and the RTT
+    histogram (one observation per connection at close, and at most one per interval while
+    open). `measured` is false when path quality is off or the platform has no TCP_INFO."""
+
+    measured: bool = False
+    open_rtt_ms: tuple[float, ...] = ()
+    """Sorted; one per open connection whose RTT is known."""
+    retransmits: int = 0
+    rtt_buckets: tuple[int, ...] = (0,) * (len(RTT_BUCKETS_S) + 1)
+    """Observations per bucket of `RTT_BUCKETS_S`, not cumulative; the last is above them all."""
+    rtt_sum_s: float = 0.0
+
+    @property
+    def rtt_count(self) -> int:
+        return sum(self.rtt_buckets)
+
+    def rtt_percentile_ms(self, fraction: float) -> float | None:
+        """The nearest-rank percentile of open connections' RTTs, None with none known."""
+        rtts = self.open_rtt_ms
+        if not rtts:
+            return None
+        return rtts[max(0, math.ceil(fraction * len(rtts)) - 1)]
+
+    @classmethod
+    def merge(cls, live: Sequence[TcpSnapshot], retired: Sequence[TcpSnapshot]) -> TcpSnapshot:
+        """The sum over processes; only `live` ones have open connections."""
+        everyone = [*live, *retired]
+        return cls(
+            measured=any(t.measured for t in everyone),
+            open_rtt_ms=tuple(heapq.merge(*(t.open_rtt_ms for t in live))),
+            retransmits=sum(t.retransmits for t in everyone),
+            rtt_buckets=tuple(map(sum, zip(*(t.rtt_buckets for t in everyone), strict=True)))
+            or cls().rtt_buckets,
+            rtt_sum_s=sum(t.rtt_sum_s for t in everyone),
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TcpSnapshot:
+        return cls(
+            **{
+                **data,
+                "open_rtt_ms": tuple(data["open_rtt_ms"]),
+                "rtt_buckets": tuple(data["rtt_buckets"]),
+            }
+        )
+
+
 @dataclass(frozen=True)
 class StatsSnapshot:
     """Totals at one instant; `bytes_*` include connections that already closed."""
@@ -132,6 +221,7 @@ class StatsSnapshot:
     config_loaded_at: float = 0.0
     reloads: int = 0
     reloads_failed: int = 0
+    tcp: TcpSnapshot = field(default_factory=TcpSnapshot)
 
     @property
     def rejected_total(self) -> int:
@@ -149,6 +239,7 @@ class StatsSnapshot:
                 **data,
                 "listeners": tuple(ListenerSnapshot(**item) for item in data["listeners"]),
                 "workers": tuple(WorkerSnapshot(**item) for item in data["workers"]),
+                "tcp": TcpSnapshot.from_dict(data["tcp"]),
                 "udp_listeners": tuple(
                     UDPListenerSnapshot(**item) for item in data.get("udp_listeners", ())
                 ),
@@ -168,6 +259,7 @@ class ConnectionSnapshot:
     idle_s: float
     bytes_received: int
     bytes_sent: int
+    tcp: TcpInfo | None = None
 
 
 class StatsSource(Protocol):
@@ -189,6 +281,10 @@ class StatsSource(Protocol):
     def peers(self, limit: int | None = None) -> list[PeerSnapshot]: ...
 
 
+_TCP_READS_MIN = 100
+"""TCP_INFO reads a snapshot may always make, however few connections are due."""
+
+
 class Registry:
     """Every open connection plus lifetime totals; single-threaded, owned by the event loop.
 
@@ -200,6 +296,7 @@ class Registry:
         self,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
+        tcp_info_interval_s: float | None = None,
     ) -> None:
         self.wall_clock = wall_clock
         self.clock = clock
@@ -222,6 +319,13 @@ class Registry:
         self.on_last_close: Callable[[], object] | None = None
         """Called when the last active connection closes; used to wait for a drain."""
         self.config_state = ReloadCounters(loaded_at=wall_clock())
+        self.on_close: Callable[[Connection], object] | None = None
+        """Called for every connection once it is counted as closed (the access log)."""
+        self.tcp_info_interval_s = tcp_info_interval_s
+        """How often an open connection's TCP_INFO is observed; None: path quality off."""
+        self._closed_retransmits = 0
+        self._rtt_buckets = [0] * (len(RTT_BUCKETS_S) + 1)
+        self._rtt_sum_s = 0.0
 
     def add_listener(self, name: str, host: str, port: int, tls: bool = False) -> ListenerStats:
         stats = ListenerStats(name, host, port, tls)
@@ -252,12 +356,18 @@ class Registry:
     def close(self, conn: Connection, reason: str | None = None) -> None:
         """Move `conn` from active to closed; calling it twice for one connection is harmless.
 
-        `reason` is given when the server, not the client, ended it (``idle_timeout``...).
+        `reason` is given when the server, not the client, ended it (``idle_timeout``...) and
+        becomes `conn.end_reason`. With path quality on, TCP_INFO is read a last time here,
+        so call this while the socket is still open.
         """
         if self._active.pop(conn.id, None) is None:
             return
         if reason is not None:
             self.closed_by_server[reason] += 1
+            conn.end_reason = reason
+        if self.tcp_info_interval_s is not None:
+            self._observe_tcp(conn, self.clock())
+            self._closed_retransmits += (conn.tcp and conn.tcp.retransmits) or 0
         remaining = self._per_ip[conn.ip] - 1
         if remaining:
             self._per_ip[conn.ip] = remaining
@@ -267,6 +377,8 @@ class Registry:
         conn.listener.active -= 1
         self._closed_bytes_received += conn.bytes_received
         self._closed_bytes_sent += conn.bytes_sent - conn.unsent_bytes()
+        if self.on_close is not None:
+            self.on_close(conn)
         if not self._active and self.on_last_close is not None:
             self.on_last_close()
 
@@ -326,8 +438,49 @@ class Registry:
             config_loaded_at=self.config_state.loaded_at,
             reloads=self.config_state.reloads,
             reloads_failed=self.config_state.failed,
+            tcp=self._tcp_snapshot(),
             udp_listeners=tuple(udp.snapshot() for udp in self.udp_listeners),
         )
+
+    def _tcp_snapshot(self) -> TcpSnapshot:
+        """Path quality now, from each open connection's last known TCP_INFO; first reads
+        and observes those whose `tcp_info_interval_s` is up (including new ones)."""
+        interval_s = self.tcp_info_interval_s
+        if interval_s is None:
+            return TcpSnapshot()
+        now = self.clock()
+        # Spread the reads: however many connections opened at once, one snapshot reads at
+        # most its share of them (each is due once per interval), never all 10,000 at once.
+        budget = max(_TCP_READS_MIN, math.ceil(len(self._active) / interval_s))
+        rtts = []
+        retransmits = self._closed_retransmits
+        for conn in self._active.values():
+            if budget and now - conn._tcp_observed_at >= interval_s:
+                budget -= 1
+                self._observe_tcp(conn, now)
+            info = conn.tcp
+            if info is not None:
+                if info.rtt_ms is not None:
+                    rtts.append(info.rtt_ms)
+                retransmits += info.retransmits or 0
+        rtts.sort()
+        return TcpSnapshot(
+            measured=True,
+            open_rtt_ms=tuple(rtts),
+            retransmits=retransmits,
+            rtt_buckets=tuple(self._rtt_buckets),
+            rtt_sum_s=self._rtt_sum_s,
+        )
+
+    def _observe_tcp(self, conn: Connection, now: float) -> None:
+        """Read `conn`'s TCP_INFO (keeping the last known one if that fails) and add its RTT
+        to the histogram."""
+        conn._tcp_observed_at = now
+        conn.tcp = conn.read_tcp_info() or conn.tcp
+        if conn.tcp is not None and conn.tcp.rtt_ms is not None:
+            rtt_s = conn.tcp.rtt_ms / 1000
+            self._rtt_buckets[bisect.bisect_left(RTT_BUCKETS_S, rtt_s)] += 1
+            self._rtt_sum_s += rtt_s
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:
         """Open connections, most bytes moved first, at most `limit` of them."""
@@ -344,6 +497,9 @@ class Registry:
             if limit is None
             else heapq.nlargest(limit, active, key=moved)
         )
+        if self.tcp_info_interval_s is not None:
+            for conn in ranked:
+                conn.tcp = conn.read_tcp_info() or conn.tcp
         return [
             ConnectionSnapshot(
                 id=c.id,
@@ -356,6 +512,7 @@ class Registry:
                 idle_s=max(0.0, now - c.last_activity),
                 bytes_received=c.bytes_received,
                 bytes_sent=c.bytes_sent - c.unsent_bytes(),
+                tcp=c.tcp,
             )
             for c in ranked
         ]

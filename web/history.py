@@ -21,6 +21,7 @@ class Rates:
     connections_per_s: float = 0.0
     bytes_received_per_s: float = 0.0
     bytes_sent_per_s: float = 0.0
+    retransmits_per_s: float = 0.0
     datagrams_received_per_s: float = 0.0
     datagrams_sent_per_s: float = 0.0
     datagrams_dropped_per_s: float = 0.0
@@ -52,6 +53,7 @@ class History:
                 connections_per_s=(snap.accepted - previous.accepted) / interval_s,
                 bytes_received_per_s=(snap.bytes_received - previous.bytes_received) / interval_s,
                 bytes_sent_per_s=(snap.bytes_sent - previous.bytes_sent) / interval_s,
+                retransmits_per_s=(snap.tcp.retransmits - previous.tcp.retransmits) / interval_s,
                 **_datagram_rates(snap, previous, interval_s),
             )
         self._points.append(_Point(snap.taken_at, snap.active, self.rates))
@@ -67,6 +69,7 @@ class History:
             "connections_per_s": [round(p.rates.connections_per_s, 3) for p in points],
             "bytes_received_per_s": [round(p.rates.bytes_received_per_s, 1) for p in points],
             "bytes_sent_per_s": [round(p.rates.bytes_sent_per_s, 1) for p in points],
+            "retransmits_per_s": [round(p.rates.retransmits_per_s, 3) for p in points],
             "datagrams_received_per_s": [
                 round(p.rates.datagrams_received_per_s, 1) for p in points
             ],

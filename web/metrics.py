@@ -8,13 +8,14 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
+    HistogramMetricFamily,
     InfoMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector
 
 from server import __version__
-from server.stats import StatsSource
+from server.stats import RTT_BUCKETS_S, StatsSource, TcpSnapshot
 from server.udp_stats import UDPListenerSnapshot
 
 
@@ -115,6 +116,8 @@ class RegistryCollector(Collector):
         yield GaugeMetricFamily(
             "echostat_accepting", "1 while the echo listeners accept connections.", snap.accepting
         )
+        if snap.tcp.measured:
+            yield from _path_quality(snap.tcp)
         yield GaugeMetricFamily(
             "echostat_uptime_seconds", "Seconds since the service started.", snap.uptime_seconds
         )
@@ -155,6 +158,27 @@ def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric
         "UDP source addresses seen in the last udp.peer_idle_s.",
         "listener",
         {udp.name: udp.peers for udp in listeners},
+    )
+
+
+def _path_quality(tcp: TcpSnapshot) -> Iterator[Metric]:
+    """The RTT histogram and retransmitted segments, from TCP_INFO; no per-connection labels."""
+    cumulative = 0
+    buckets = []
+    for bound, count in zip([*map(str, RTT_BUCKETS_S), "+Inf"], tcp.rtt_buckets, strict=True):
+        cumulative += count
+        buckets.append((bound, cumulative))
+    yield HistogramMetricFamily(
+        "echostat_tcp_rtt_seconds",
+        "Smoothed RTT of echo connections (TCP_INFO), observed at close and at most once per"
+        " tcp_info_interval_s while open.",
+        buckets=buckets,
+        sum_value=tcp.rtt_sum_s,
+    )
+    yield CounterMetricFamily(
+        "echostat_tcp_retransmitted_segments",
+        "TCP segments the server retransmitted on echo connections, open and closed.",
+        tcp.retransmits,
     )
 
 

@@ -12,9 +12,12 @@ from typing import Any
 
 from server import __version__
 from server.config import Config
-from server.stats import ConnectionSnapshot, StatsSnapshot
+from server.stats import ConnectionSnapshot, StatsSnapshot, TcpSnapshot
+from server.tcp_info import TcpInfo
 from server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 from web.history import Rates
+
+_NO_TCP_INFO = {field.name: None for field in dataclasses.fields(TcpInfo)}
 
 
 def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
@@ -73,6 +76,24 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
             "reloads_failed": snap.reloads_failed,
         },
         "udp_listeners": [_udp_listener_document(udp) for udp in snap.udp_listeners],
+        "tcp": _tcp_document(snap.tcp, rates),
+    }
+
+
+def _tcp_document(tcp: TcpSnapshot, rates: Rates) -> dict[str, Any]:
+    """Path quality: RTT percentiles over open connections, retransmitted segments."""
+    known = tcp.measured
+    return {
+        "available": known,
+        "connections_measured": len(tcp.open_rtt_ms),
+        "rtt_ms": {
+            name: tcp.rtt_percentile_ms(fraction)
+            for name, fraction in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+        },
+        "retransmits": tcp.retransmits if known else None,
+        "retransmits_per_s": round(rates.retransmits_per_s, 3) if known else None,
+        "rtt_observations": tcp.rtt_count if known else None,
+        "rtt_observed_sum_s": round(tcp.rtt_sum_s, 6) if known else None,
     }
 
 
@@ -117,6 +138,7 @@ def _connection_document(conn: ConnectionSnapshot) -> dict[str, Any]:
         "idle_s": round(conn.idle_s, 3),
         "bytes_received": conn.bytes_received,
         "bytes_sent": conn.bytes_sent,
+        "tcp": _NO_TCP_INFO if conn.tcp is None else dataclasses.asdict(conn.tcp),
     }
 
 

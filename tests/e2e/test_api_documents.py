@@ -25,7 +25,20 @@ CONNECTION_FIELDS = {
     "idle_s": float,
     "bytes_received": int,
     "bytes_sent": int,
+    "tcp": dict,
 }
+
+TCP_INFO_FIELDS = {
+    "rtt_ms": float,
+    "rttvar_ms": float,
+    "min_rtt_ms": float,
+    "retransmits": int,
+    "lost": int,
+    "cwnd": int,
+    "delivery_rate_bps": int,
+    "unacked": int,
+}
+"""A connection's ``tcp`` object on Linux."""
 
 
 def assert_shape(document: dict[str, Any], fields: dict[str, type]) -> None:
@@ -90,6 +103,19 @@ def assert_stats_shape(stats: dict[str, Any]) -> None:
         listener,
         {"name": str, "host": str, "port": int, "tls": bool, "active": int, "accepted": int},
     )
+    assert_shape(
+        stats["tcp"],
+        {
+            "available": bool,
+            "connections_measured": int,
+            "rtt_ms": dict,
+            "retransmits": int,
+            "retransmits_per_s": float,
+            "rtt_observations": int,
+            "rtt_observed_sum_s": float,
+        },
+    )
+    assert set(stats["tcp"]["rtt_ms"]) == {"p50", "p90", "p99", "max"}
 
 
 async def test_stats_document_has_documented_fields(service: Service) -> None:
@@ -111,6 +137,7 @@ async def test_stats_document_has_documented_fields(service: Service) -> None:
         "udp_listeners",
         "worker_restarts",
         "config",
+        "tcp",
     }
     assert_stats_shape(stats)
     assert stats["connections"]["active"] == 1
@@ -128,6 +155,7 @@ async def test_connections_lists_most_active_first_up_to_limit(service: Service)
     assert document["total"] == 2
     (row,) = document["connections"]
     assert_shape(row, CONNECTION_FIELDS)
+    assert_shape(row["tcp"], TCP_INFO_FIELDS)
     assert row["bytes_received"] == row["bytes_sent"] == 1000
     assert row["listener"] == "main"
     busy_port = busy[1].get_extra_info("sockname")[1]
@@ -152,6 +180,7 @@ async def test_history_has_one_column_per_series(service: Service) -> None:
         "connections_per_s",
         "bytes_received_per_s",
         "bytes_sent_per_s",
+        "retransmits_per_s",
         "datagrams_received_per_s",
         "datagrams_sent_per_s",
         "datagrams_dropped_per_s",

@@ -120,7 +120,7 @@ async def settle(server: EchostatProcess, baseline_fds: int) -> tuple[dict[str, 
     """
     await stats_when(server.status_port, lambda s: s["connections"]["active"] == 0)
     try:
-        await wait_until(lambda: server.fd_count() == baseline_fds)
+        await wait_until(lambda: server.fd_count() <= baseline_fds)
     except AssertionError:
         pass  # reported with the numbers by `mismatches`
     fds = server.fd_count()
@@ -152,7 +152,8 @@ def mismatches(
             f"bytes received {moved['received']} outside {tally.clean_bytes}.."
             f"{tally.clean_bytes + tally.reset_bytes} (clean .. clean + reset clients' bytes)"
         )
-    if fds[1] != fds[0]:
+    # One fewer after is the baseline's own status request, still closing when it was counted.
+    if fds[1] > fds[0]:
         problems.append(f"open descriptors: {fds[0]} before, {fds[1]} after")
     if rss[1] - rss[0] > RSS_SLACK_BYTES:
         problems.append(f"RSS grew by {(rss[1] - rss[0]) / MIB:.1f} MiB (allowed 16)")
