@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import socket
 import subprocess
@@ -161,7 +162,8 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
         data = await prometheus.api(
             "query_range", query=query, start=began, end=time.time(), step=SCRAPE_INTERVAL_S
         )
-        assert data["result"], f"no data for the dashboard query {query}"
+        values = [float(v) for series in data["result"] for _, v in series["values"]]
+        assert any(math.isfinite(v) for v in values), f"no data for the dashboard query {query}"
     for variable in ("job", "instance"):
         values = await prometheus.api(f"label/{variable}/values", **{"match[]": "echostat_info"})
         assert values, variable
