@@ -114,8 +114,8 @@ class Service:
 
     def reconfigure(self, config: Config) -> None:
         """Put `config` in force without closing anything: limits, listener TLS and PROXY
-        settings, path quality, status access and shutdown timing. The caller (`Reloader`) has checked that
-        no listener address changed."""
+        settings, path quality, status access and shutdown timing. The caller (`Reloader`)
+        has checked that no listener address changed."""
         self.config = config
         self.registry.tcp_info_interval_s = tcp_info_interval(config)
         self.echo.reconfigure(config.limits, config.listeners)
