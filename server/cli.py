@@ -10,6 +10,7 @@ import sys
 
 from server import __version__
 from server.config import ENV_PREFIX, ConfigError, load_config
+from server.resources import describe_max_connections
 from server.runtime import configure_logging, run
 from server.service import serve
 from server.sockets import systemd_sockets
@@ -71,7 +72,8 @@ def serve_from(args: argparse.Namespace) -> int:
         print(f"echostat: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     if args.check_config:
-        print(f"echostat: {args.config}: configuration is valid")
+        limit = describe_max_connections(config)
+        print(f"echostat: {args.config}: configuration is valid; {limit}")
         return 0
     configure_logging(config)
     inherited = systemd_sockets(os.environ)

@@ -13,6 +13,7 @@ import ipaddress
 import math
 import os
 import re
+import resource
 import ssl
 import types
 import typing
@@ -78,6 +79,9 @@ class StatusConfig:
     token: str | None = field(default=None, repr=False)
     allowed_hosts: tuple[str, ...] = ()
     open_paths: tuple[str, ...] = ("/healthz", "/readyz")
+    max_connections: int = field(default=256, metadata=_range(1, 100_000))
+    header_timeout_s: float = field(default=10.0, metadata=_range(0.1, 3600))
+    idle_timeout_s: float = field(default=60.0, metadata=_range(0.1, 86400))
 
     @property
     def on_loopback(self) -> bool:
@@ -94,11 +98,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+DEFAULT_MAX_CONNECTIONS = 10_000
+
+RESERVED_DESCRIPTORS = 32
+"""Descriptors kept beyond echo connections: listeners, the event loop, logs and the status
+side's reserve (`server.resources.STATUS_RESERVE`)."""
+
+
 @dataclass(frozen=True)
 class LimitsConfig:
     """Bounds on connections and on what each may cost; 0 means "no limit" where allowed."""
 
-    max_connections: int = field(default=10000, metadata=_range(1, 1_000_000))
+    max_connections: int = field(default=DEFAULT_MAX_CONNECTIONS, metadata=_range(1, 1_000_000))
+    """Left out of the config, it is derived from the descriptor limit (see `load_config`)."""
     max_connections_per_ip: int = field(default=100, metadata=_range(0, 1_000_000))
     idle_timeout_s: float = field(default=300.0, metadata=_range(0, 7 * 86400))
     max_lifetime_s: float = field(default=0.0, metadata=_range(0, 365 * 86400))
@@ -146,6 +158,10 @@ class Config:
     path_quality: bool = True
     tcp_info_interval_s: float = field(default=10.0, metadata=_range(1, 3600))
     access_log: AccessLogConfig = AccessLogConfig()
+    descriptor_limit: int | None = field(default=None, init=False, compare=False, repr=False)
+    """The hard RLIMIT_NOFILE seen when loading (None: unlimited), set by `load_config`."""
+    max_connections_derived: bool = field(default=False, init=False, compare=False, repr=False)
+    """Whether `limits.max_connections` was derived from `descriptor_limit`, not given."""
 
     @property
     def worker_count(self) -> int:
@@ -182,13 +198,63 @@ def load_config(
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. status.port=8080")
         origins[_key_path(key.strip())] = f"--set {key.strip()}"
         raw = _override(raw, key.strip(), value, origins[_key_path(key.strip())])
+    limits = raw.get("limits")
+    explicit = isinstance(limits, dict) and limits.get("max_connections") is not None
+    if isinstance(limits, dict) and not explicit:
+        raw = {**raw, "limits": {k: v for k, v in limits.items() if k != "max_connections"}}
     try:
         config: Config = _build(Config, raw, source, "")
     except ConfigError as exc:
         raise _blame_origin(exc, source, origins) from None
     _check_consistency(config, source)
     _load_tls(config, Path(path).parent, source)
+    where = origins.get("limits.max_connections", source)
+    return _fit_descriptor_limit(config, explicit, where)
+
+
+def hard_descriptor_limit() -> int | None:
+    """The hard RLIMIT_NOFILE (the soft limit is raised to it at start); None if unlimited."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return None if hard == resource.RLIM_INFINITY else hard
+
+
+def connections_fitting(descriptor_limit: int) -> int:
+    """How many echo connections a descriptor limit holds beside `RESERVED_DESCRIPTORS`."""
+    return max(descriptor_limit - RESERVED_DESCRIPTORS, 0)
+
+
+def _fit_descriptor_limit(config: Config, explicit: bool, where: str) -> Config:
+    """Derive `limits.max_connections` from the descriptor limit when it isn't `explicit`
+    (at most `DEFAULT_MAX_CONNECTIONS`); otherwise check that the limit holds it."""
+    limit = hard_descriptor_limit()
+    wanted = config.limits.max_connections
+    if limit is not None and not explicit:
+        wanted = min(DEFAULT_MAX_CONNECTIONS, connections_fitting(limit))
+        if wanted < 1:
+            raise ConfigError(
+                f"limits.max_connections: the descriptor limit {limit} holds no connection"
+                f" (echostat keeps {RESERVED_DESCRIPTORS} for itself); raise it"
+                " (ulimit -n, LimitNOFILE=)"
+            )
+        config = dataclasses.replace(
+            config, limits=dataclasses.replace(config.limits, max_connections=wanted)
+        )
+    elif limit is not None and wanted > connections_fitting(limit):
+        raise ConfigError(f"{where}: {descriptor_shortage(wanted, limit)}")
+    object.__setattr__(config, "descriptor_limit", limit)
+    object.__setattr__(config, "max_connections_derived", not explicit and limit is not None)
     return config
+
+
+def descriptor_shortage(max_connections: int, descriptor_limit: int) -> str:
+    """Why `max_connections` doesn't fit in `descriptor_limit`, and what to do about it."""
+    return (
+        f"limits.max_connections: {max_connections} connections need"
+        f" {max_connections + RESERVED_DESCRIPTORS} file descriptors but the limit is"
+        f" {descriptor_limit}; lower max_connections to at most"
+        f" {connections_fitting(descriptor_limit)}, leave it out to derive it from the limit,"
+        " or raise the limit (ulimit -n, LimitNOFILE=)"
+    )
 
 
 def _key_path(dotted: str) -> str:
@@ -445,6 +511,21 @@ def _check_proxy_protocol(listener: ListenerConfig, where: str) -> None:
         )
 
 
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+"""TLS 1.2 suites: forward secrecy (ECDHE) and AEAD ciphers only, as Mozilla's "intermediate"
+recommendation (less its DHE suites, which need parameters we don't ship); no CBC, so no
+LUCKY13."""
+
+
 def _check_udp_listener(listener: ListenerConfig, where: str) -> None:
     """TLS and PROXY headers are stream features; a UDP listener can have neither."""
     if listener.protocol != "udp":
@@ -476,6 +557,7 @@ def _load_tls(config: Config, base: Path, source: str) -> None:
                 raise ConfigError(f"{where}.{name}: file not found: {file}")
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(TLS12_CIPHERS)  # TLS 1.3 suites are set apart and stay as they are
         try:
             context.load_cert_chain(cert, key)
         except (ssl.SSLError, OSError) as exc:

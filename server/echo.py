@@ -23,6 +23,7 @@ from tornado.tcpserver import TCPServer
 from server.accept import RateLimitedLog, watch_accepts
 from server.config import LimitsConfig, ListenerConfig
 from server.proxy_protocol import Endpoint, ProxyHeaderParser, ProxyProtocolError, is_trusted
+from server.resources import echo_may_keep
 from server.stats import Connection, ListenerStats, Registry
 from server.tcp_info import BUFFER_BYTES, TCP_INFO, TcpInfo, decode
 
@@ -326,6 +327,8 @@ class EchoServer(TCPServer):
                 reason = "proxy_untrusted"
         else:
             reason = self._over_limit(ip)
+        if reason is None and not echo_may_keep(connection.fileno()):
+            reason = "descriptor_limit"
         if reason is not None:
             connection.close()
             self._reject(reason, ip, stats.name)

@@ -1,16 +1,17 @@
-"""Process resources: make sure the descriptor limit can hold the configured connections."""
+"""Process resources: the descriptor limit, raised at start and watched while accepting."""
 
 from __future__ import annotations
 
 import logging
 import resource
 
-from server.config import ConfigError
+from server.config import Config, ConfigError, connections_fitting, descriptor_shortage
 
 log = logging.getLogger(__name__)
 
-RESERVED_DESCRIPTORS = 32
-"""Descriptors kept beyond echo connections: listeners, the status page, the runtime, logs."""
+STATUS_RESERVE = 16
+"""The highest descriptor numbers under the soft limit, never given to echo connections, so
+the status page can still accept (and serve its files) when echo clients took the rest."""
 
 
 def reserve_descriptors(max_connections: int) -> int:
@@ -24,11 +25,26 @@ def reserve_descriptors(max_connections: int) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         log.debug("raised the open-file limit from %d to %d", soft, hard)
         soft = hard
-    needed = max_connections + RESERVED_DESCRIPTORS
-    if soft != resource.RLIM_INFINITY and needed > soft:
-        raise ConfigError(
-            f"limits.max_connections: {max_connections} connections need {needed} file"
-            f" descriptors but the limit is {soft}; lower max_connections to at most"
-            f" {max(soft - RESERVED_DESCRIPTORS, 0)} or raise the limit (ulimit -n, LimitNOFILE=)"
-        )
+    if soft != resource.RLIM_INFINITY and max_connections > connections_fitting(soft):
+        raise ConfigError(descriptor_shortage(max_connections, soft))
     return soft
+
+
+def echo_may_keep(fd: int) -> bool:
+    """Whether an echo connection may keep descriptor `fd` and leave `STATUS_RESERVE` free.
+
+    Descriptors are allocated lowest first, so a high `fd` means every lower one is taken.
+    The soft limit is read each time: an operator may lower it at run time (prlimit).
+    """
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return soft == resource.RLIM_INFINITY or fd < soft - STATUS_RESERVE
+
+
+def describe_max_connections(config: Config) -> str:
+    """For the startup line: the connection limit in force and where it came from."""
+    limit = config.limits.max_connections
+    if config.max_connections_derived:
+        return (
+            f"max_connections {limit} (derived from the descriptor limit {config.descriptor_limit})"
+        )
+    return f"max_connections {limit} (as configured)"

@@ -17,7 +17,7 @@ from server import __version__
 from server.config import Config, ConfigError, ListenerConfig, StatusConfig
 from server.echo import EchoServer
 from server.reload import Reloader
-from server.resources import reserve_descriptors
+from server.resources import describe_max_connections, reserve_descriptors
 from server.runtime import apply_log_level
 from server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
 from server.sockets import STATUS_BACKLOG, bind, bind_udp, check_inherited_status
@@ -92,11 +92,12 @@ class Service:
         )
         page = f"; status page on http://{url_host(status.host)}:{self.status_port}/"
         log.info(
-            "echostat %s (pid %d) echoing: %s%s",
+            "echostat %s (pid %d) echoing: %s%s; %s",
             __version__,
             os.getpid(),
             echo,
             page if self.status else "",
+            describe_max_connections(self.config),
         )
 
     def _listening(

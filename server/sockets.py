@@ -24,20 +24,27 @@ STATUS_BACKLOG = 128
 def bind(
     key: str, host: str, port: int, backlog: int = STATUS_BACKLOG, reuse_port: bool = False
 ) -> list[socket.socket]:
-    """`bind_sockets`, with failures turned into a `ConfigError` that names the config key."""
+    """`bind_sockets`, with failures turned into a `ConfigError` that names the config key.
+
+    ``::`` binds every interface in both families, as Tornado does for no address: one
+    IPv6-only and one IPv4 socket, so IPv4 clients keep their own addresses (not mapped
+    ``::ffff:`` ones) in the per-IP limit, the PROXY trust check and the page.
+    """
     try:
-        return bind_sockets(port, host, backlog=backlog, reuse_port=reuse_port)
+        address = None if host == "::" else host
+        return bind_sockets(port, address, backlog=backlog, reuse_port=reuse_port)
     except OSError as exc:
         _raise_bind_error(key, host, port, exc)
 
 
 def bind_udp(key: str, host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
-    """Non-blocking UDP sockets on every address `host` resolves to (IPv4 and IPv6), all on
-    one port, with failures turned into a `ConfigError` that names the config key."""
+    """Non-blocking UDP sockets on every address `host` resolves to (IPv4 and IPv6; ``::``
+    means both families, as in `bind`), all on one port, with failures turned into a
+    `ConfigError` that names the config key."""
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in socket.getaddrinfo(
-            host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
+            None if host == "::" else host, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE
         ):
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)

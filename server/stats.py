@@ -524,3 +524,15 @@ class Registry:
         count = len(every) if limit is None else limit
         ranked = heapq.nlargest(count, every, key=lambda item: item[0].datagrams)
         return [peer_snapshot(peer, name, self.pid, now, wall_now) for peer, name in ranked]
+
+
+@dataclass(slots=True)
+class StatusCounters:
+    """The status side's own connections (page, API, push streams, scrapers): open now,
+    accepted, and those it refused or ended, by reason. Counted by the status server."""
+
+    max_connections: int
+    active: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = dataclasses.field(default_factory=Counter)
+    closed_by_server: Counter[str] = dataclasses.field(default_factory=Counter)

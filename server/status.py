@@ -5,28 +5,25 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable
 
-from tornado.httpserver import HTTPServer
-
 from server.accept import watch_accepts
 from server.config import Config
-from server.stats import StatsSource
+from server.stats import StatsSource, StatusCounters
+from server.status_guard import GuardedHTTPServer
 from web.app import make_app, reconfigure_app
 from web.feed import StatsFeed
 
 
-class StatusServer(HTTPServer):
-    """Tornado's HTTP server with the accept loop that survives descriptor exhaustion.
+class StatusServer(GuardedHTTPServer):
+    """The guarded HTTP server with the accept loop that survives descriptor exhaustion.
 
-    When echo clients use up the descriptors, the status page must keep answering once
+    When the process runs out of descriptors, the status page must keep answering once
     some free up, rather than spin in Tornado's accept handler.
     """
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
             self._sockets[sock.fileno()] = sock
-            # _handle_connection is TCPServer's per-connection entry point (wraps TLS, then
-            # calls handle_stream); only the accept loop around it is replaced.
-            self._handlers[sock.fileno()] = watch_accepts(sock, self._handle_connection, "status")
+            self._handlers[sock.fileno()] = watch_accepts(sock, self.accept, "status")
 
 
 class StatusSide:
@@ -34,8 +31,9 @@ class StatusSide:
 
     def __init__(self, source: StatsSource, config: Config) -> None:
         self.feed = StatsFeed(source)
-        self.app = make_app(source, config, self.feed)
-        self.http = StatusServer(self.app)
+        self.counters = StatusCounters(config.status.max_connections)
+        self.app = make_app(source, config, self.feed, self.counters)
+        self.http = StatusServer(self.app, config.status, self.counters)
         self.port = 0
 
     def start(self, sockets: list[socket.socket]) -> None:
@@ -44,8 +42,10 @@ class StatusSide:
         self.feed.start()
 
     def reconfigure(self, config: Config) -> None:
-        """Serve later requests under `config` (token, allowed hosts, open paths, limits)."""
+        """Serve later requests and connections under `config`: token, allowed hosts, open
+        paths, the limits shown, and the status side's own connection limits."""
         reconfigure_app(self.app, config)
+        self.http.reconfigure(config.status)
 
     async def stop(self) -> None:
         """Stop the feed (ending every push stream), then the server and its connections."""

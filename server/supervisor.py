@@ -26,7 +26,7 @@ from server import __version__
 from server.config import Config, ListenerConfig, load_config, read_config_text
 from server.fleet import FleetStats
 from server.reload import Reloader
-from server.resources import reserve_descriptors
+from server.resources import describe_max_connections, reserve_descriptors
 from server.runtime import apply_log_level
 from server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
 from server.sockets import bind, bind_udp, check_inherited_status
@@ -88,12 +88,14 @@ class Supervisor:
         keepers = [asyncio.ensure_future(self._keep_running(n, fds)) for n, fds in slots.items()]
         self.fleet.accepting = self.fleet.ready = True
         log.info(
-            "echostat %s supervisor (pid %d) running %d workers; status page on http://%s:%d/",
+            "echostat %s supervisor (pid %d) running %d workers; status page on http://%s:%d/;"
+            " %s per worker",
             __version__,
             os.getpid(),
             len(slots),
             url_host(self.config.status.host),
             self.status.port,
+            describe_max_connections(self.config),
         )
         await stop_requested.wait()
         await self._drain(keepers)

@@ -338,7 +338,8 @@ BAD_CONFIGS = [
         "status:\n  host: 127.0.0.1\n  prot: 7070\n",
         (),
         "config.yaml: status.prot: unknown key"
-        " (allowed here: host, port, token, allowed_hosts, open_paths)",
+        " (allowed here: host, port, token, allowed_hosts, open_paths, max_connections,"
+        " header_timeout_s, idle_timeout_s)",
         id="unknown-key",
     ),
     pytest.param(

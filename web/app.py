@@ -7,7 +7,7 @@ from pathlib import Path
 from tornado.web import Application
 
 from server.config import Config
-from server.stats import StatsSource
+from server.stats import StatsSource, StatusCounters
 from web.access import LOGIN_PATH, AccessPolicy
 from web.feed import StatsFeed
 from web.handlers import (
@@ -28,15 +28,21 @@ from web.metrics import metrics_registry
 _HERE = Path(__file__).parent
 
 
-def make_app(registry: StatsSource, config: Config, feed: StatsFeed) -> Application:
-    """The status application; it only reads `registry`, never changes the echo side."""
+def make_app(
+    registry: StatsSource, config: Config, feed: StatsFeed, status_counters: StatusCounters
+) -> Application:
+    """The status application; it only reads `registry`, never changes the echo side.
+
+    `status_counters` are the status server's own, shown beside the echo side's.
+    """
     policy = AccessPolicy.from_config(config.status)
     state = {
         "registry": registry,
         "config": config,
         "feed": feed,
         "policy": policy,
-        "metrics": metrics_registry(registry),
+        "metrics": metrics_registry(registry, status_counters),
+        "status_counters": status_counters,
     }
     return Application(
         [

@@ -12,10 +12,16 @@ from tornado.web import HTTPError, RequestHandler
 
 from server import __version__
 from server.config import Config
-from server.stats import StatsSource
+from server.stats import StatsSource, StatusCounters
 from web.access import COOKIE_NAME, LOGIN_PATH, AccessPolicy
 from web.feed import StatsFeed
-from web.schema import connections_document, limits_document, peers_document, stats_document
+from web.schema import (
+    connections_document,
+    limits_document,
+    peers_document,
+    stats_document,
+    status_connections_document,
+)
 
 _JSON = "application/json; charset=utf-8"
 
@@ -28,6 +34,7 @@ class BaseHandler(RequestHandler):
     feed: StatsFeed
     policy: AccessPolicy
     metrics: CollectorRegistry
+    status_counters: StatusCounters
 
     def initialize(
         self,
@@ -36,12 +43,14 @@ class BaseHandler(RequestHandler):
         feed: StatsFeed,
         policy: AccessPolicy,
         metrics: CollectorRegistry,
+        status_counters: StatusCounters,
     ) -> None:
         self.registry = registry
         self.config = config
         self.feed = feed
         self.metrics = metrics
         self.policy = policy
+        self.status_counters = status_counters
 
     def prepare(self) -> None:
         """Refuse unknown Host names (421) and requests without the token (401 or login)."""
@@ -57,8 +66,21 @@ class BaseHandler(RequestHandler):
     def _refuse(self, status: int, message: str) -> None:
         """End the request here; unlike raising HTTPError, this keeps the headers set so far."""
         self.set_status(status)
+        if self._in_api():
+            self.write_json({"error": message})
+            return
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(message + "\n")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Under /api/ an error is JSON, ``{"error": reason}``, for scripts; elsewhere a page."""
+        if self._in_api():
+            self.write_json({"error": self._reason})
+        else:
+            super().write_error(status_code, **kwargs)
+
+    def _in_api(self) -> bool:
+        return self.request.path.startswith("/api/")
 
     def _authenticated(self) -> bool:
         authorization = self.request.headers.get("Authorization")
@@ -126,7 +148,13 @@ class StatsHandler(BaseHandler):
 
     def get(self) -> None:
         document = stats_document(self.registry.snapshot(), self.feed.rates)
-        self.write_json({**document, "limits": limits_document(self.config)})
+        self.write_json(
+            {
+                **document,
+                "limits": limits_document(self.config),
+                "status_connections": status_connections_document(self.status_counters),
+            }
+        )
 
 
 class ConnectionsHandler(BaseHandler):

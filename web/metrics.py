@@ -15,14 +15,15 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from server import __version__
-from server.stats import RTT_BUCKETS_S, StatsSource, TcpSnapshot
+from server.stats import RTT_BUCKETS_S, StatsSource, StatusCounters, TcpSnapshot
 from server.udp_stats import UDPListenerSnapshot
 
 
-def metrics_registry(registry: StatsSource) -> CollectorRegistry:
+def metrics_registry(registry: StatsSource, status: StatusCounters) -> CollectorRegistry:
     """A private `CollectorRegistry` for one app, so several services in a process never clash."""
     metrics = CollectorRegistry()
     metrics.register(RegistryCollector(registry))
+    metrics.register(StatusCollector(status))
     ProcessCollector(registry=metrics)
     return metrics
 
@@ -159,6 +160,35 @@ def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric
         "listener",
         {udp.name: udp.peers for udp in listeners},
     )
+
+
+class StatusCollector(Collector):
+    """The status side's own connections: open, refused beyond the cap, closed by a timeout."""
+
+    def __init__(self, counters: StatusCounters) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self._counters
+        yield GaugeMetricFamily(
+            "echostat_status_connections_active",
+            "Open connections to the status page, API and metrics.",
+            counters.active,
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "echostat_status_connections_rejected",
+            "Status connections refused at accept time, by reason.",
+            "reason",
+            counters.rejected,
+        )
+        yield _labelled(
+            CounterMetricFamily,
+            "echostat_status_connections_closed_by_server",
+            "Status connections closed by a timeout (header_timeout, idle_timeout).",
+            "reason",
+            counters.closed_by_server,
+        )
 
 
 def _path_quality(tcp: TcpSnapshot) -> Iterator[Metric]:

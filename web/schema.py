@@ -12,7 +12,7 @@ from typing import Any
 
 from server import __version__
 from server.config import Config
-from server.stats import ConnectionSnapshot, StatsSnapshot, TcpSnapshot
+from server.stats import ConnectionSnapshot, StatsSnapshot, StatusCounters, TcpSnapshot
 from server.tcp_info import TcpInfo
 from server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 from web.history import Rates
@@ -119,6 +119,18 @@ def limits_document(config: Config) -> dict[str, Any]:
     if any(listener.protocol == "udp" for listener in config.listeners):
         document["udp"] = dataclasses.asdict(config.udp)
     return document
+
+
+def status_connections_document(counters: StatusCounters) -> dict[str, Any]:
+    """The status side's own connections, shaped like the echo side's ``connections``."""
+    return {
+        "active": counters.active,
+        "max_connections": counters.max_connections,
+        "accepted": counters.accepted,
+        "rejected": sum(counters.rejected.values()),
+        "rejected_by_reason": dict(sorted(counters.rejected.items())),
+        "closed_by_server": dict(sorted(counters.closed_by_server.items())),
+    }
 
 
 def connections_document(total: int, rows: Sequence[ConnectionSnapshot]) -> dict[str, Any]:

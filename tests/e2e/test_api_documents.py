@@ -138,8 +138,17 @@ async def test_stats_document_has_documented_fields(service: Service) -> None:
         "worker_restarts",
         "config",
         "tcp",
+        "status_connections",
     }
     assert_stats_shape(stats)
+    assert stats["status_connections"] == {
+        "active": 1,
+        "max_connections": 256,
+        "accepted": 1,
+        "rejected": 0,
+        "rejected_by_reason": {},
+        "closed_by_server": {},
+    }
     assert stats["connections"]["active"] == 1
     assert stats["bytes"] == {"received": 5, "sent": 5}
     assert stats["limits"] == dataclasses.asdict(service.config.limits)

@@ -16,7 +16,14 @@ from server.reload import Reloader
 from server.service import Service
 from tests.conftest import udp_config
 from tests.e2e.browser import CHROMIUM, launch
-from tests.helpers import close_all, echo_once, require_program, round_trip, udp_socket
+from tests.helpers import (
+    close_all,
+    echo_once,
+    require_program,
+    round_trip,
+    udp_socket,
+    wait_until,
+)
 
 SEEN_WITHIN_MS = 3000
 """How soon a change must show on the page without a reload (the issue's 3 s)."""
@@ -133,6 +140,52 @@ async def test_page_shows_disconnected_then_recovers_after_restart(
         await close_all(clients)
     finally:
         await restarted.stop()
+
+
+STATUS_CAP = 4
+
+
+async def test_page_says_so_when_the_status_side_is_full(browser: Browser, config: Config) -> None:
+    """At status.max_connections, an open dashboard whose push channel can't get a slot says it
+    was refused and why, a new page load shows the reason at once, and both recover."""
+    status = StatusConfig(
+        host="127.0.0.1",
+        port=0,
+        max_connections=STATUS_CAP,
+        idle_timeout_s=1.0,
+        header_timeout_s=60.0,
+    )
+    full = Service(dataclasses.replace(config, status=status))
+    await full.start()
+    assert full.status is not None
+    counters = full.status.counters
+    fillers: list[asyncio.StreamWriter] = []
+    try:
+        page = await open_dashboard(browser, full, errors=[])
+        # The page's idle keep-alive connections close after 1 s; its push stream stays.
+        await wait_until(lambda: counters.active == 1, "only the push stream to be left")
+        await page.evaluate("source.close()")
+        await wait_until(lambda: counters.active == 0, "the push stream to close")
+        for _ in range(STATUS_CAP):
+            fillers.append((await asyncio.open_connection("127.0.0.1", full.status_port))[1])
+        await wait_until(lambda: counters.active == STATUS_CAP, "every slot to be taken")
+
+        await page.evaluate("connect()")
+        reason = page.locator("#banner-reason")
+        await expect(reason).to_contain_text("status.max_connections", timeout=RECOVERY_MS)
+        await expect(page.locator("#banner")).to_be_visible()
+        newcomer = await browser.new_page()
+        await newcomer.goto(f"http://127.0.0.1:{full.status_port}/", timeout=RECOVERY_MS)
+        await expect(newcomer.locator("body")).to_contain_text("status.max_connections is 4")
+
+        await close_all(fillers)
+        fillers = []
+        state = page.locator("#link-state")
+        await expect(state).to_have_attribute("data-state", "live", timeout=RECOVERY_MS)
+        await expect(reason).to_be_hidden()
+    finally:
+        await close_all(fillers)
+        await full.stop()
 
 
 async def test_udp_listeners_show_datagrams_and_peers_below_the_tcp_view(

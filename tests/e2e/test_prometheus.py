@@ -43,6 +43,8 @@ UDP_LISTENER = tuple(
     for arg in ("--set", f"listeners.1.{key}={value}")
 )
 DATAGRAMS = 20
+STATUS_CAP = 2
+"""status.max_connections of one instance, which the test exceeds once."""
 
 
 @pytest.fixture
@@ -116,7 +118,11 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
         *UDP_LISTENER,
         *("--set", "udp.max_datagrams_per_s_per_ip=1"),
     )
-    timing_out = start_echostat(*LOCAL_PORTS, "--set", "limits.idle_timeout_s=1")
+    timing_out = start_echostat(
+        *LOCAL_PORTS,
+        *("--set", "limits.idle_timeout_s=1"),
+        *("--set", f"status.max_connections={STATUS_CAP}"),
+    )
     instances = [limited, timing_out]
     prometheus = prometheus_for(*instances)
     began = time.time()
@@ -133,6 +139,7 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
     idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", timing_out.echo_port)
     assert await asyncio.wait_for(idle_reader.read(), DEADLINE_S) == b"", "idle timeout"
     await close_all([kept[0][1], refused_writer, idle_writer])
+    await fill_the_status_side(timing_out.status_port)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         for n in range(DATAGRAMS):  # one per second may come back, the others are dropped
             udp.sendto(b"datagram %d" % n, ("127.0.0.1", limited.ports["udp"]))
@@ -171,6 +178,18 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
     rules = [rule for group in groups for rule in group["rules"]]
     assert rules and all(rule["health"] == "ok" for rule in rules), rules
     await close_all([kept[1][1]])
+
+
+async def fill_the_status_side(port: int) -> None:
+    """Open more status connections than `STATUS_CAP` allows, Prometheus' own included: the
+    first one refused gets its 503 at once. Then close them all, so scrapes succeed again."""
+    clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(STATUS_CAP + 1)]
+    reads = [asyncio.ensure_future(reader.read()) for reader, _ in clients]
+    done, _ = await asyncio.wait(reads, timeout=DEADLINE_S, return_when=asyncio.FIRST_COMPLETED)
+    assert done and b" 503 " in next(iter(done)).result()
+    for read in reads:
+        read.cancel()
+    await close_all([writer for _, writer in clients])
 
 
 async def prometheus_targets_up(prometheus: PrometheusServer, count: int) -> bool:

@@ -46,7 +46,8 @@ async def test_reset_with_megabytes_pending_leaves_nothing_behind(
     counts = document["connections"]
     assert (counts["accepted"], counts["closed"]) == (RESETTING_CLIENTS + 1, RESETTING_CLIENTS + 1)
     assert counts["closed_by_server"] == {}
-    await wait_until(lambda: server.fd_count() == baseline_fds)
+    # At most: the baseline may include a status connection the server was still closing.
+    await wait_until(lambda: server.fd_count() <= baseline_fds, f"at most {baseline_fds} fds")
     assert server.tracebacks() == []
 
 

@@ -49,8 +49,8 @@ def test_every_query_selects_by_job_and_instance() -> None:
 
 
 def test_panels_cover_the_fleet_view() -> None:
-    """Fleet totals, rejections by reason, bytes, per-instance breakdown, path quality,
-    descriptors and UDP."""
+    """Fleet totals, rejections by reason, bytes, per-instance breakdown, path quality, the
+    status side, descriptors and UDP."""
     exprs = " ".join(t["expr"] for panel in panels() for t in panel["targets"])
     for needed in (
         "sum(echostat_connections_active",
@@ -62,6 +62,7 @@ def test_panels_cover_the_fleet_view() -> None:
         "histogram_quantile(0.99, sum by (le) (rate(echostat_tcp_rtt_seconds_bucket",
         "rate(echostat_tcp_retransmitted_segments_total",
         "rate(echostat_udp_datagrams_dropped_total",
+        "rate(echostat_status_connections_rejected_total",
         "process_open_fds{" + SELECTOR[1:-1] + "} / process_max_fds",
     ):
         assert needed in exprs, needed

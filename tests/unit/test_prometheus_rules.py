@@ -18,6 +18,7 @@ REQUIRED_ALERTS = {
     "EchostatRejectingConnections",
     "EchostatDescriptorsNearLimit",
     "EchostatWorkerRestarting",
+    "EchostatStatusRefusingConnections",
     "EchostatReloadRefused",
 }
 

@@ -93,7 +93,22 @@ function markLost() {
 
 function markLive() {
   lostAt = null;
+  byId("banner-reason").hidden = true;
   showState("live");
+}
+
+// A server at its status.max_connections answers 503 with the reason and closes; anything
+// else that breaks the push channel (no answer, a reset) means the server is gone.
+async function explainLoss() {
+  try {
+    const response = await fetch("/api/stats", { cache: "no-store" });
+    if (response.status !== 503) return;
+    const reason = byId("banner-reason");
+    reason.textContent = `The server refused a connection: ${(await response.json()).error}.`;
+    reason.hidden = false;
+  } catch {
+    // Unreachable or reset: "disconnected" already says all there is to say.
+  }
 }
 
 // ---- charts ------------------------------------------------------------------------------
@@ -358,6 +373,7 @@ function connect() {
   };
   source.onerror = () => {
     markLost();
+    explainLoss();
     if (source && source.readyState === EventSource.CLOSED) reconnect();
   };
 }
