@@ -30,6 +30,11 @@ EXIT_OK = 0
 EXIT_PATH_FAILED = 1
 EXIT_USAGE = 2
 
+MAX_DURATION_S = 600
+"""A load run keeps every round-trip time for exact percentiles (about 40 bytes each)."""
+MIN_ENDLESS_INTERVAL_S = 0.01
+"""With --count 0 the round trips go on until Ctrl-C; this bounds how fast their times pile up."""
+
 DESCRIPTION = """\
 Check any TCP echo server (RFC 862; echostat or not), verifying every byte.
 
@@ -101,7 +106,12 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
     load.add_argument(
         "--connections", type=int, metavar="N", help="connections at once (default 1)"
     )
-    load.add_argument("--duration", type=float, metavar="S", help="seconds to run (default 10)")
+    load.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help=f"seconds to run (default 10; at most {MAX_DURATION_S})",
+    )
     load.add_argument(
         "--mode",
         choices=("pingpong", "stream"),
@@ -278,13 +288,25 @@ def _check_ranges(options: Options) -> None:
         ("--interval", options.interval_s, 0, 3600),
         ("--size", options.size, 1, SPAN),
         ("--connections", options.connections, 1, 10_000),
-        ("--duration", options.duration_s, 0.1, 86_400),
+        ("--duration", options.duration_s, 0.1, MAX_DURATION_S),
         ("--window", options.window, 1, SPAN),
         ("--timeout", options.timeout_s, 0.01, 3600),
     ]
     for flag, value, low, high in ranges:
         if not low <= value <= high:
-            raise ValueError(f"{flag}: expected {low:g}..{high:g}, got {value:g}")
+            raise ValueError(
+                f"{flag}: expected {_number(low)}..{_number(high)}, got {_number(value)}"
+            )
+    if options.count == 0 and options.interval_s < MIN_ENDLESS_INTERVAL_S:
+        raise ValueError(
+            f"--count 0 runs until Ctrl-C: --interval must then be at least "
+            f"{MIN_ENDLESS_INTERVAL_S:g} s (every round-trip time is kept)"
+        )
+
+
+def _number(value: float) -> str:
+    """`value` as typed: 1048576, not 1.04858e+06; 0.1 stays 0.1."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def endpoint_for(options: Options) -> Endpoint:

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from tests.helpers import reset_on_close
+from tests.helpers import DEADLINE_S, reset_on_close
 
 Behaviour = Callable[[socket.socket], None]
 """Serves one accepted connection; the connection is closed when it returns."""
@@ -55,6 +55,32 @@ def replays_first(sock: socket.socket) -> None:
     while data:
         sock.sendall(first[: len(data)])
         data = sock.recv(65536)
+
+
+def crosses_pairs() -> Behaviour:
+    """Pairs connections in the order they arrive and sends what each one sends to the other
+    of its pair: every byte comes back, on the wrong connection."""
+    lock = threading.Lock()
+    waiting: list[tuple[socket.socket, threading.Event, list[socket.socket]]] = []
+
+    def serve(sock: socket.socket) -> None:
+        paired = threading.Event()
+        partner: list[socket.socket] = []
+        with lock:
+            if waiting:
+                other, other_paired, other_partner = waiting.pop()
+                other_partner.append(sock)
+                partner.append(other)
+                other_paired.set()
+                paired.set()
+            else:
+                waiting.append((sock, paired, partner))
+        if not paired.wait(DEADLINE_S):
+            return
+        while data := sock.recv(65536):
+            partner[0].sendall(data)
+
+    return serve
 
 
 @contextmanager

@@ -429,3 +429,27 @@ def wait_for(condition: Callable[[], T | None], what: str, timeout_s: float = DE
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(0.05)  # how often the condition is checked, not a timing assumption
     return value
+
+
+class RunningProbe:
+    """``echostat probe TARGET --count 0 ARGS`` in the background (round trips every 0.1 s
+    until Ctrl-C); `interrupt` sends SIGINT and returns its exit status, stdout and stderr."""
+
+    def __init__(self, target: str, *args: str) -> None:
+        command = [sys.executable, "-m", "echostat", "probe", target, "--count", "0"]
+        self.process = subprocess.Popen(
+            [*command, "--interval", "0.1", *args],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def read_line(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline()
+
+    def interrupt(self) -> tuple[int, str, str]:
+        self.process.send_signal(signal.SIGINT)
+        out, errors = self.process.communicate(timeout=DEADLINE_S)
+        return self.process.returncode, out, errors

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import signal
+import os
+import pty
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from tests.helpers import (
     LOCAL_PORTS,
     REPO,
     EchostatProcess,
+    RunningProbe,
     fetch_json,
     probe_json,
     require_program,
@@ -152,6 +155,7 @@ def test_stream_load_reports_verified_megabytes(echostat: EchostatProcess) -> No
 def test_load_table_lists_the_figures(echostat: EchostatProcess) -> None:
     done = run_probe(f"127.0.0.1:{echostat.echo_port}", "--connections", "3", "--duration", "1")
     assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stdout
     rows = [line.split()[0] for line in done.stdout.splitlines()[2:]]
     assert rows == ["connections", "connect", "round", "round", "rtt", "rtt", "bytes", "MB/s"]
 
@@ -176,22 +180,69 @@ def test_connect_only_times_each_handshake(echostat: EchostatProcess) -> None:
 def test_ctrl_c_prints_the_summary_and_exits_0(echostat: EchostatProcess) -> None:
     """--count 0 runs until SIGINT, then reports what it did, with no traceback."""
     target = f"127.0.0.1:{echostat.echo_port}"
-    command = [sys.executable, "-m", "echostat", "probe", target, "--count", "0"]
-    probe = subprocess.Popen(
-        [*command, "--interval", "0.1"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert probe.stdout is not None
-    seen = [probe.stdout.readline() for _ in range(4)]  # banner, connected, seq=1, seq=2
+    probe = RunningProbe(target)
+    seen = [probe.read_line() for _ in range(4)]  # banner, connected, seq=1, seq=2
     assert "seq=2 " in seen[-1], seen
-    probe.send_signal(signal.SIGINT)
-    rest, errors = probe.communicate(timeout=DEADLINE_S)
-    assert probe.returncode == 0, errors
-    assert f"--- {target} probe statistics ---" in rest
+    status, out, errors = probe.interrupt()
+    assert status == 0, errors
+    assert f"--- {target} probe statistics ---" in out
     assert "Traceback" not in errors
+
+
+def test_source_binds_the_client_address(echostat: EchostatProcess) -> None:
+    """--source 127.0.0.2: echostat sees the connection come from that address."""
+    probe = RunningProbe(f"127.0.0.1:{echostat.echo_port}", "--source", "127.0.0.2")
+    try:
+        rows = wait_for(
+            lambda: fetch_json(echostat.status_port, "/api/connections")["connections"],
+            "the probe's connection",
+        )
+        assert rows[0]["peer"].startswith("127.0.0.2:")
+    finally:
+        status, _, errors = probe.interrupt()
+    assert status == 0, errors
+
+
+def test_progress_line_only_on_a_terminal(echostat: EchostatProcess) -> None:
+    """On a terminal the load run rewrites a progress line once a second; in a pipe it does not
+    (the other tests read pipes: their output has no carriage return)."""
+    target = f"127.0.0.1:{echostat.echo_port}"
+    terminal, child = pty.openpty()
+    command = [sys.executable, "-m", "echostat", "probe", target, "--connections", "2"]
+    try:
+        done = subprocess.run(
+            [*command, "--duration", "3.5"],
+            cwd=REPO,
+            stdout=child,
+            stderr=subprocess.PIPE,
+            timeout=DEADLINE_S,
+            check=False,
+        )
+        os.close(child)
+        child = -1
+        shown = _read_all(terminal)
+    finally:
+        os.close(terminal)
+        if child >= 0:
+            os.close(child)
+    assert done.returncode == 0, done.stderr
+    progress = re.findall(r"\r\x1b\[K +[\d.]+ s  \d+ round trips/s  p99 [\d.]+ ms  0 failed", shown)
+    assert len(progress) >= 2, shown
+    assert "--- " + target + " load statistics ---" in shown
+
+
+def _read_all(terminal: int) -> str:
+    """Everything written to a pseudo-terminal whose other end is closed."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # EIO: Linux's end of file on a pty whose other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
 
 
 def test_refused_connection_exits_1_naming_the_target() -> None:
@@ -220,13 +271,19 @@ def test_socat_echo_passes_every_check(socat_echo: int) -> None:
         (["127.0.0.1"], "'127.0.0.1': expected HOST:PORT, e.g. 127.0.0.1:7007"),
         (["::1:7007"], "'::1:7007': an IPv6 address goes in brackets, e.g. [::1]:7007"),
         (["127.0.0.1:0"], "'127.0.0.1:0': port must be 1..65535, got '0'"),
-        (["127.0.0.1:7", "--count", "-1"], "--count: expected 0..1e+06, got -1"),
-        (["127.0.0.1:7", "--size", "0"], "--size: expected 1..1.04858e+06, got 0"),
+        (["127.0.0.1:7", "--count", "-1"], "--count: expected 0..1000000, got -1"),
+        (["127.0.0.1:7", "--size", "0"], "--size: expected 1..1048576, got 0"),
         (
             ["127.0.0.1:7", "--half-close", "--duration", "1"],
             "--duration starts a load run; it does not go with --half-close",
         ),
         (["127.0.0.1:7", "--duration", "1", "--count", "3"], "--count does not apply to load"),
+        (["127.0.0.1:7", "--duration", "601"], "--duration: expected 0.1..600, got 601"),
+        (
+            ["127.0.0.1:7", "--count", "0", "--interval", "0"],
+            "--count 0 runs until Ctrl-C: --interval must then be at least 0.01 s"
+            " (every round-trip time is kept)",
+        ),
         (["127.0.0.1:7", "--ca", "x.pem"], "--ca, --insecure and --sni need --tls"),
         (
             ["127.0.0.1:7", "--tls", "--ca", "/nonexistent.pem"],

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -17,6 +14,7 @@ from tests.faults.conftest import StartEchostat
 from tests.faults.test_tls import tls_listener
 from tests.faulty_servers import (
     Behaviour,
+    crosses_pairs,
     drops_tail,
     faulty_server,
     flips_byte,
@@ -24,9 +22,9 @@ from tests.faulty_servers import (
     replays_first,
     resets,
 )
-from tests.helpers import DEADLINE_S, REPO, fetch_json, probe_json, run_probe, wait_for
+from tests.helpers import DEADLINE_S, RunningProbe, fetch_json, probe_json, run_probe, wait_for
 
-ROUND_TRIPS = ("--count", "3", "--interval", "0", "--timeout", "1")
+ROUND_TRIPS = ("--count", "3", "--interval", "0", "--timeout", "2")
 
 
 @pytest.mark.parametrize(
@@ -52,7 +50,7 @@ ROUND_TRIPS = ("--count", "3", "--interval", "0", "--timeout", "1")
         (
             never_answers,
             "timeout",
-            r"connection 0: round trip 1: 0 of 64 bytes came back within 1 s",
+            r"connection 0: round trip 1: 0 of 64 bytes came back within 2 s",
         ),
         (
             resets,
@@ -90,6 +88,17 @@ def test_load_run_counts_each_connection_that_fails() -> None:
     assert "(and 2 more failures)" in done.stderr
 
 
+def test_a_server_that_mixes_up_connections_is_caught() -> None:
+    """Each connection's payload differs from the others', so bytes that come back on the
+    wrong connection fail both at their first byte."""
+    with faulty_server(crosses_pairs()) as port:
+        done, report = probe_json(f"127.0.0.1:{port}", "--connections", "2", "--duration", "1")
+    assert done.returncode == 1
+    assert report["connections"] == {"opened": 2, "failed": 2}
+    assert report["first_failure"]["reason"] == "mismatch"
+    assert report["first_failure"]["offset"] == 0
+
+
 def test_half_close_that_gets_no_eof_exits_1() -> None:
     """A server that echoes the bytes but never closes its side fails the half-close check."""
 
@@ -102,11 +111,11 @@ def test_half_close_that_gets_no_eof_exits_1() -> None:
         probe_done.wait(DEADLINE_S)
 
     with faulty_server(echoes_without_eof) as port:
-        done = run_probe(f"127.0.0.1:{port}", "--half-close", "--size", "100", "--timeout", "1")
+        done = run_probe(f"127.0.0.1:{port}", "--half-close", "--size", "100", "--timeout", "2")
         probe_done.set()
     assert done.returncode == 1
     assert done.stderr == (
-        "echostat probe: connection 0: all 100 bytes came back but no EOF after them within 1 s\n"
+        "echostat probe: connection 0: all 100 bytes came back but no EOF after them within 2 s\n"
     )
 
 
@@ -144,14 +153,8 @@ def test_proxy_header_makes_echostat_see_the_proxy_source(
     listener = {"name": "lb", "host": "127.0.0.1", "port": 0, "proxy_protocol": True}
     echostat = start_echostat(listeners=[{**listener, "proxy_trusted": ["127.0.0.0/8"]}])
     target = f"127.0.0.1:{echostat.ports['lb']}"
-    flags = ["--proxy-header", version, "--proxy-source", "203.0.113.7:40000", "--count", "0"]
-    probe = subprocess.Popen(
-        [sys.executable, "-m", "echostat", "probe", target, *flags, "--interval", "0.1"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    flags = ["--proxy-header", version, "--proxy-source", "203.0.113.7:40000"]
+    probe = RunningProbe(target, *flags)
     try:
 
         def proxied() -> dict[str, Any] | None:
@@ -162,7 +165,6 @@ def test_proxy_header_makes_echostat_see_the_proxy_source(
         assert row["peer"] == "203.0.113.7:40000"
         assert row["via"].startswith("127.0.0.1:")
     finally:
-        probe.send_signal(signal.SIGINT)
-        out, errors = probe.communicate(timeout=DEADLINE_S)
-    assert probe.returncode == 0, errors
-    assert re.search(r"^\d+ sent, (\d+) verified, 0 failed", out, re.MULTILINE), out
+        status, out, errors = probe.interrupt()
+    assert status == 0, errors
+    assert re.search(r"^\d+ sent, \d+ verified, 0 failed", out, re.MULTILINE), out
