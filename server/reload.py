@@ -20,10 +20,10 @@ log = logging.getLogger(__name__)
 
 RESTART_KEYS = re.compile(
     r"^(listeners|listeners\[\d+\]\.(name|protocol|host|port|backlog)|workers"
-    r"|status\.(host|port)|event_loop|udp\..+)$"
+    r"|status\.(host|port)|event_loop|udp\..+|access_log\..+)$"
 )
-"""Keys bound to sockets or processes, and the UDP budgets each UDP socket is set up with:
-changing them needs a restart."""
+"""Keys bound to sockets or processes, the UDP budgets each UDP socket is set up with, and
+the access log, opened once at start: changing them needs a restart."""
 
 KEPT = "the running configuration stays in force"
 

@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from server.config import (
+    AccessLogConfig,
     Config,
     ConfigError,
     LimitsConfig,
@@ -64,6 +65,7 @@ def reloader(new: Config | Exception) -> tuple[Reloader, list[Config], ReloadCou
         ({"event_loop": "asyncio"}, "event_loop"),
         ({"listeners": (ListenerConfig(protocol="udp"),)}, "listeners[0].protocol"),
         ({"udp": UDPConfig(max_peers=5)}, "udp.max_peers"),
+        ({"access_log": AccessLogConfig(enabled=True)}, "access_log.enabled"),
     ],
 )
 def test_restart_keys_are_refused_and_nothing_is_applied(
