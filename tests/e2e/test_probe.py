@@ -107,7 +107,7 @@ def test_round_trips_are_verified_and_match_echostats_counts(echostat: EchostatP
     assert report["connect_ms"] > 0
     stats = stats_once_closed(echostat, 1)
     assert stats["connections"]["accepted"] == 1
-    assert stats["bytes"] == {"received": 3 * 64, "sent": 3 * 64}
+    assert stats["bytes"] == {"received": 3 * 64, "sent": 3 * 64, "buffered": 0}
 
 
 def test_ping_like_output_has_a_line_per_round_trip_and_a_summary(
@@ -141,7 +141,8 @@ def test_load_run_of_50_connections_is_verified_and_counted(echostat: EchostatPr
     assert report["round_trips_per_s"] > 0
     stats = stats_once_closed(echostat, 50)
     assert stats["connections"]["accepted"] == 50
-    assert stats["bytes"] == {"received": report["bytes_sent"], "sent": report["bytes_sent"]}
+    sent = report["bytes_sent"]
+    assert stats["bytes"] == {"received": sent, "sent": sent, "buffered": 0}
 
 
 def test_stream_load_reports_verified_megabytes(echostat: EchostatProcess) -> None:
@@ -174,7 +175,7 @@ def test_connect_only_times_each_handshake(echostat: EchostatProcess) -> None:
     assert done.returncode == 0, done.stderr
     assert (report["sent"], report["verified"], report["connect_ms"]["count"]) == (2, 2, 2)
     stats = stats_once_closed(echostat, 2)
-    assert stats["bytes"] == {"received": 0, "sent": 0}
+    assert stats["bytes"] == {"received": 0, "sent": 0, "buffered": 0}
 
 
 def test_ctrl_c_prints_the_summary_and_exits_0(echostat: EchostatProcess) -> None:
