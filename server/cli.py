@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -79,7 +80,8 @@ def serve_from(args: argparse.Namespace) -> int:
     if config.worker_count > 1:
         main = Supervisor(config, args.config, args.overrides, inherited).run()
     else:
-        main = serve(config, inherited=inherited)
+        reread = functools.partial(load_config, args.config, os.environ, args.overrides)
+        main = serve(config, inherited=inherited, load=reread)
     try:
         run(config, main)
     except ConfigError as exc:

@@ -176,14 +176,16 @@ def load_config(
     path: str | Path,
     env: Mapping[str, str] | None = None,
     overrides: Sequence[str] = (),
+    text: str | None = None,
 ) -> Config:
     """Read `path`, apply ``ECHOSTAT_*`` variables from `env`, then ``key=value`` `overrides`.
 
-    Raises `ConfigError` for a missing or unreadable file, YAML errors, unknown keys, wrong
-    types and values out of range.
+    `text`, if given, stands for the file's content (a supervisor passes its workers the
+    text it validated). Raises `ConfigError` for a missing or unreadable file, YAML errors,
+    unknown keys, wrong types and values out of range.
     """
     source = str(path)
-    raw = _read_yaml(Path(path))
+    raw = _parse_config(Path(path), read_config_text(path) if text is None else text)
     origins: dict[str, str] = {}
     """Key path (``listeners[0].port``) -> where its value came from, if not the file."""
     for name, value in sorted((env or {}).items()):
@@ -271,13 +273,17 @@ def _blame_origin(exc: ConfigError, source: str, origins: Mapping[str, str]) -> 
     return exc
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_config_text(path: str | Path) -> str:
+    """The content of the config file at `path`; `ConfigError` if it can't be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found (pass --config PATH)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
+
+
+def _parse_config(path: Path, text: str) -> dict[str, Any]:
     try:
         data = _parse_yaml(text)
     except yaml.YAMLError as exc:

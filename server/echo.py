@@ -331,6 +331,8 @@ class EchoServer(TCPServer):
         super().__init__()
         self.registry = registry
         self.limits = limits
+        self._listeners: dict[str, ListenerConfig] = {}
+        """Settings of each listener by name; `reconfigure` replaces them for new clients."""
         self.budget = BufferBudget(limits.max_buffered_bytes)
         registry.budget = self.budget
         self._setups: set[asyncio.Task[Any]] = set()
@@ -357,11 +359,19 @@ class EchoServer(TCPServer):
             if stats is None:
                 host, port = sock.getsockname()[:2]
                 stats = self.registry.add_listener(config.name, host, port)
-            on_accept = functools.partial(self._start_connection, loop, stats, config)
+            self._listeners[stats.name] = config
+            on_accept = functools.partial(self._start_connection, loop, stats)
             self._sockets[sock.fileno()] = sock
             self._handlers[sock.fileno()] = watch_accepts(sock, on_accept, stats.name)
         if not self._housekeeping.is_running():
             self._housekeeping.start()
+
+    def reconfigure(self, limits: LimitsConfig, listeners: Iterable[ListenerConfig]) -> None:
+        """New limits and listener settings (TLS context, PROXY rules) for clients from now
+        on; open connections keep theirs, while time limits apply to them at the next check."""
+        self.limits = limits
+        for listener in listeners:
+            self._listeners[listener.name] = listener
 
     async def drain(self, grace_s: float) -> int:
         """Wait up to `grace_s` for clients to close, then finish the rest; return how many."""
@@ -398,11 +408,11 @@ class EchoServer(TCPServer):
         self,
         loop: asyncio.AbstractEventLoop,
         stats: ListenerStats,
-        config: ListenerConfig,
         connection: socket.socket,
         address: Any,
     ) -> None:
         ip, port = address[0], address[1]
+        config = self._listeners[stats.name]
         if config.proxy_protocol:
             reason = self._over_limit(None)
             if reason is None and not is_trusted(ip, config.trusted_networks):

@@ -16,7 +16,13 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 
-from server.stats import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot, TcpSnapshot
+from server.stats import (
+    ConnectionSnapshot,
+    ListenerSnapshot,
+    ReloadCounters,
+    StatsSnapshot,
+    TcpSnapshot,
+)
 from server.tcp_info import TcpInfo
 from server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 
@@ -89,6 +95,7 @@ class FleetStats:
         self._retired: list[StatsSnapshot] = []
         self._peers: dict[int, list[PeerSnapshot]] = {}
         self.worker_restarts = 0
+        self.config_state = ReloadCounters(loaded_at=time.time())
         self._askers: dict[int, Ask] = {}
         self._question = 0
         self._unanswered: set[int] = set()
@@ -164,6 +171,9 @@ class FleetStats:
             ),
             udp_listeners=_merge_udp_listeners(everyone),
             worker_restarts=self.worker_restarts,
+            config_loaded_at=self.config_state.loaded_at,
+            reloads=self.config_state.reloads,
+            reloads_failed=self.config_state.failed,
             tcp=TcpSnapshot.merge([s.tcp for s in live], [s.tcp for s in self._retired]),
             buffered_bytes=sum(s.buffered_bytes for s in live),
         )

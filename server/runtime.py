@@ -14,13 +14,16 @@ from server.config import Config
 
 def configure_logging(config: Config, prefix: str = "") -> None:
     """One line per record to stderr; `prefix` tells processes apart (``worker 1: ``)."""
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s %(name)s: {prefix}%(message)s",
-    )
-    if config.log_level != "debug":
-        # One line per HTTP request would drown the lifecycle lines; errors still show.
-        logging.getLogger("tornado.access").setLevel(logging.WARNING)
+    logging.basicConfig(format=f"%(asctime)s %(levelname)s %(name)s: {prefix}%(message)s")
+    apply_log_level(config)
+
+
+def apply_log_level(config: Config) -> None:
+    """Set `config.log_level` on the root logger; also on reload."""
+    logging.getLogger().setLevel(config.log_level.upper())
+    # One line per HTTP request would drown the lifecycle lines; errors still show.
+    access = logging.NOTSET if config.log_level == "debug" else logging.WARNING
+    logging.getLogger("tornado.access").setLevel(access)
 
 
 def run(config: Config, main: Coroutine[Any, Any, None]) -> None:

@@ -18,8 +18,10 @@ from server import __version__
 from server.access_log import AccessLog
 from server.config import Config, ConfigError, ListenerConfig, StatusConfig
 from server.echo import EchoServer
+from server.reload import Reloader
 from server.resources import describe_max_connections, reserve_descriptors
-from server.signals import catch_stop_signals, restore_stop_signals
+from server.runtime import apply_log_level
+from server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
 from server.sockets import STATUS_BACKLOG, bind, bind_udp, check_inherited_status
 from server.stats import Registry
 from server.status import StatusSide, url_host
@@ -124,6 +126,25 @@ class Service:
         self.echo.access_log = self.access_log
         asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.access_log.reopen)
 
+    def reconfigure(self, config: Config) -> None:
+        """Put `config` in force without closing anything: limits, listener TLS and PROXY
+        settings, path quality, status access and shutdown timing. The caller (`Reloader`)
+        has checked that no listener address changed."""
+        self.config = config
+        self.registry.tcp_info_interval_s = tcp_info_interval(config)
+        self.echo.reconfigure(config.limits, config.listeners)
+        if self.status:
+            self.status.reconfigure(config)
+
+    def reloader(self, load: Callable[[], Config]) -> Reloader:
+        """A `Reloader` that applies what `load` returns to this service and the log level."""
+
+        def apply(config: Config) -> None:
+            self.reconfigure(config)
+            apply_log_level(config)
+
+        return Reloader(self.config, load, apply, self.registry.config_state)
+
     def echo_port(self, name: str) -> int:
         """The bound port of the listener called `name` (useful with port 0)."""
         ports = {s.name: s.port for s in self.registry.listeners}
@@ -162,15 +183,19 @@ async def serve(
     config: Config,
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     inherited: Mapping[str, list[socket.socket]] | None = None,
+    load: Callable[[], Config] | None = None,
 ) -> None:
     """Run until `shutdown_trigger` returns, or until SIGTERM/SIGINT when none is given.
 
-    With signals, a second SIGTERM/SIGINT during the drain exits at once with status 1.
+    With signals, a second SIGTERM/SIGINT during the drain exits at once with status 1, and
+    SIGHUP reloads the config that `load` reads again (see `server.reload`).
     """
     service = Service(config, inherited)
     if shutdown_trigger is None:
         shutdown_trigger = catch_stop_signals().wait
         own_signals = True
+        if load is not None:
+            catch_reload_signal(service.reloader(load).reload)
     else:
         own_signals = False
     try:

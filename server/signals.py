@@ -1,5 +1,5 @@
-"""SIGTERM/SIGINT for a long-running process: the first asks for a graceful stop, a second
-exits at once with status 1."""
+"""Signals of a long-running process: the first SIGTERM/SIGINT asks for a graceful stop, a
+second exits at once with status 1; SIGHUP asks for a reload."""
 
 from __future__ import annotations
 
@@ -34,7 +34,13 @@ def catch_stop_signals(on_second: Callable[[], object] = lambda: None) -> asynci
     return received
 
 
+def catch_reload_signal(reload: Callable[[], object]) -> None:
+    """Call `reload` on each SIGHUP, instead of dying on the spot as SIGHUP's default does."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+
+
 def restore_stop_signals() -> None:
+    """Remove the handlers of the stop signals and of SIGHUP (those installed, if any)."""
     loop = asyncio.get_running_loop()
-    for signum in STOP_SIGNALS:
+    for signum in (*STOP_SIGNALS, signal.SIGHUP):
         loop.remove_signal_handler(signum)

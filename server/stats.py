@@ -106,6 +106,19 @@ class ListenerStats:
     accepted: int = 0
 
 
+@dataclass(slots=True)
+class ReloadCounters:
+    """When the configuration in force was loaded (wall clock), and how reloads went."""
+
+    loaded_at: float
+    reloads: int = 0
+    failed: int = 0
+
+    def applied(self) -> None:
+        self.reloads += 1
+        self.loaded_at = time.time()
+
+
 @dataclass(frozen=True)
 class ListenerSnapshot:
     name: str
@@ -219,6 +232,9 @@ class StatsSnapshot:
     udp_listeners: tuple[UDPListenerSnapshot, ...] = ()
     worker_restarts: int = 0
     """Workers the supervisor restarted after they died; always 0 for a single process."""
+    config_loaded_at: float = 0.0
+    reloads: int = 0
+    reloads_failed: int = 0
     tcp: TcpSnapshot = field(default_factory=TcpSnapshot)
     buffered_bytes: int = 0
     """Echo buffers held now for clients that read slower than they send."""
@@ -321,6 +337,7 @@ class Registry:
         self.pid = os.getpid()
         self.on_last_close: Callable[[], object] | None = None
         """Called when the last active connection closes; used to wait for a drain."""
+        self.config_state = ReloadCounters(loaded_at=wall_clock())
         self.on_close: Callable[[Connection], object] | None = None
         """Called for every connection once it is counted as closed (the access log)."""
         self.tcp_info_interval_s = tcp_info_interval_s
@@ -453,6 +470,9 @@ class Registry:
                     self.pid, len(self._active), self.accepted, self.closed, received, sent
                 ),
             ),
+            config_loaded_at=self.config_state.loaded_at,
+            reloads=self.config_state.reloads,
+            reloads_failed=self.config_state.failed,
             tcp=self._tcp_snapshot(),
             udp_listeners=tuple(udp.snapshot() for udp in self.udp_listeners),
             buffered_bytes=self.budget.charged if self.budget else 0,

@@ -9,7 +9,7 @@ from server.accept import watch_accepts
 from server.config import Config
 from server.stats import StatsSource, StatusCounters
 from server.status_guard import GuardedHTTPServer
-from web.app import make_app
+from web.app import make_app, reconfigure_app
 from web.feed import StatsFeed
 
 
@@ -32,14 +32,20 @@ class StatusSide:
     def __init__(self, source: StatsSource, config: Config) -> None:
         self.feed = StatsFeed(source)
         self.counters = StatusCounters(config.status.max_connections)
-        app = make_app(source, config, self.feed, self.counters)
-        self.http = StatusServer(app, config.status, self.counters)
+        self.app = make_app(source, config, self.feed, self.counters)
+        self.http = StatusServer(self.app, config.status, self.counters)
         self.port = 0
 
     def start(self, sockets: list[socket.socket]) -> None:
         self.http.add_sockets(sockets)
         self.port = sockets[0].getsockname()[1]
         self.feed.start()
+
+    def reconfigure(self, config: Config) -> None:
+        """Serve later requests and connections under `config`: token, allowed hosts, open
+        paths, the limits shown, and the status side's own connection limits."""
+        reconfigure_app(self.app, config)
+        self.http.reconfigure(config.status)
 
     async def stop(self) -> None:
         """Stop the feed (ending every push stream), then the server and its connections."""

@@ -70,6 +70,14 @@ class GuardedHTTPServer(HTTPServer):
         self._refusal = refusal(limits.max_connections)
         self._refusals = RateLimitedLog(log, interval_s=10.0)
 
+    def reconfigure(self, limits: StatusConfig) -> None:
+        """Limits for the connections accepted from now on (a reload); open ones keep the
+        timeouts they started with."""
+        self.limits = limits
+        self.counters.max_connections = limits.max_connections
+        self.conn_params.body_timeout = limits.header_timeout_s
+        self._refusal = refusal(limits.max_connections)
+
     def accept(self, connection: socket.socket, address: Any) -> None:
         """Serve `connection`, or answer 503 and close it when the cap is reached."""
         counters = self.counters

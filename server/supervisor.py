@@ -24,13 +24,15 @@ from collections.abc import Callable, Mapping
 from tornado.iostream import PipeIOStream, StreamClosedError
 
 from server import __version__
-from server.config import Config, ListenerConfig
+from server.config import Config, ListenerConfig, load_config, read_config_text
 from server.fleet import FleetStats
+from server.reload import Reloader
 from server.resources import describe_max_connections, reserve_descriptors
-from server.signals import catch_stop_signals, restore_stop_signals
+from server.runtime import apply_log_level
+from server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
 from server.sockets import bind, bind_udp, check_inherited_status
 from server.status import StatusSide, url_host
-from server.worker import WorkerSpec
+from server.worker import WorkerSpec, encode_config_message
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,10 @@ class Supervisor:
         self.fleet = FleetStats()
         self.status = StatusSide(self.fleet, config)
         self._config_path = os.path.abspath(config_path)
+        self._overrides = overrides
+        self._config_text = ""
+        """The config file's text in force, sent to every worker that starts."""
+        self._loaded_text = ""
         # Workers start accepting at once and leave the readiness delay to the supervisor.
         self._worker_overrides = [*overrides, "workers=1", "shutdown_delay_s=0"]
         self._inherited = dict(inherited or {})
@@ -69,6 +75,10 @@ class Supervisor:
         if self.config.access_log.enabled:  # each worker reopens its own access log
             loop.add_signal_handler(signal.SIGUSR1, self._signal_all, signal.SIGUSR1)
         try:
+            self.config = self._load()
+            self._config_text = self._loaded_text
+            reloader = Reloader(self.config, self._load, self._apply, self.fleet.config_state)
+            catch_reload_signal(reloader.reload)
             await self._run(stop_requested)
         finally:
             restore_stop_signals()
@@ -95,6 +105,23 @@ class Supervisor:
         await stop_requested.wait()
         await self._drain(keepers)
         await self.status.stop()
+
+    def _load(self) -> Config:
+        """Read and validate the config file once, for the supervisor and all its workers."""
+        text = read_config_text(self._config_path)
+        config = load_config(self._config_path, os.environ, self._overrides, text=text)
+        self._loaded_text = text
+        return config
+
+    def _apply(self, config: Config) -> None:
+        """Put the config `_load` validated in force here and pass its text to each worker."""
+        self.config = config
+        self._config_text = self._loaded_text
+        self.status.reconfigure(config)
+        apply_log_level(config)
+        for process in self._processes.values():
+            assert process.stdin is not None
+            process.stdin.write(encode_config_message(self._config_text))
 
     def _bind_all(self) -> dict[int, dict[str, list[int]]]:
         """Listening descriptors for each worker slot, by listener name."""
@@ -161,6 +188,7 @@ class Supervisor:
                 "server.worker",
                 spec.to_json(),
                 pass_fds=fds,
+                stdin=asyncio.subprocess.PIPE,
                 start_new_session=True,  # a terminal's Ctrl-C goes to the supervisor only
             )
         except BaseException:
@@ -169,6 +197,8 @@ class Supervisor:
         finally:
             os.close(write_fd)
             os.close(ask_read_fd)
+        assert process.stdin is not None
+        process.stdin.write(encode_config_message(self._config_text))
         self._processes[slot] = process
         asks = PipeIOStream(ask_fd)
         self.fleet.add_worker(process.pid, functools.partial(_ask, asks))

@@ -4,6 +4,8 @@ Started by `server.supervisor` as ``python -m server.worker SPEC`` with SPEC a J
 the config path and overrides, the inherited listening descriptors by listener name, the
 descriptor of the pipe that carries one report line per tick back to the supervisor, and
 that of the pipe on which the supervisor asks for a report at once (``N ROWS`` lines).
+Its standard input carries config messages the other way: the config text the supervisor
+validated, first to start with, then one per reload.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from server.fleet import (
 )
 from server.runtime import configure_logging, run
 from server.service import Service
-from server.signals import catch_stop_signals
+from server.signals import catch_reload_signal, catch_stop_signals
 from server.sockets import adopt
 from server.stats import Registry
 
@@ -51,6 +53,51 @@ class WorkerSpec:
     @classmethod
     def from_json(cls, text: str) -> WorkerSpec:
         return cls(**json.loads(text))
+
+
+CONFIG_MESSAGE_MAX_BYTES = 1 << 22
+
+
+def encode_config_message(text: str) -> bytes:
+    """One line to a worker's standard input: the config file's text to put in force."""
+    return json.dumps({"config": text}).encode() + b"\n"
+
+
+def decode_config_message(line: bytes) -> str:
+    text: str = json.loads(line)["config"]
+    return text
+
+
+def read_first_config_message(fd: int) -> str:
+    """The first config message on `fd`, read a byte at a time so that nothing after it is
+    consumed before the event loop takes the pipe over."""
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            raise EOFError("the supervisor closed the config pipe before sending a config")
+        line += byte
+    return decode_config_message(bytes(line))
+
+
+async def follow_reloads(spec: WorkerSpec, service: Service) -> None:
+    """Reload from each config message on standard input until the supervisor closes it."""
+    pipe = PipeIOStream(sys.stdin.fileno())
+    latest = ""
+
+    def load() -> Config:
+        return load_config(spec.config_path, os.environ, spec.overrides, text=latest)
+
+    reloader = service.reloader(load)
+    try:
+        while True:
+            line = await pipe.read_until(b"\n", max_bytes=CONFIG_MESSAGE_MAX_BYTES)
+            latest = decode_config_message(line)
+            reloader.reload()
+    except StreamClosedError:
+        pass
+    finally:
+        pipe.close()
 
 
 class Reporter:
@@ -120,11 +167,14 @@ async def run_worker(config: Config, spec: WorkerSpec) -> None:
     """Serve until SIGTERM (or until the supervisor disappears), then drain like a single
     process would."""
     stop_requested = catch_stop_signals()
+    # A SIGHUP sent to every process of a service (systemctl kill) must not end workers.
+    catch_reload_signal(lambda: log.info("SIGHUP ignored: the supervisor passes reloads on"))
     inherited = {name: adopt(fds) for name, fds in spec.listeners.items()}
     service = Service(config, inherited, with_status=False)
     await service.start()
     reporter = Reporter(service.registry, spec.report_fd, spec.ask_fd)
     reporter.start()
+    reloads = asyncio.ensure_future(follow_reloads(spec, service))
     signal_task = asyncio.ensure_future(stop_requested.wait())
     gone_task = asyncio.ensure_future(reporter.supervisor_gone.wait())
     await asyncio.wait([signal_task, gone_task], return_when=asyncio.FIRST_COMPLETED)
@@ -132,13 +182,15 @@ async def run_worker(config: Config, spec: WorkerSpec) -> None:
         log.warning("supervisor is gone; shutting down")
     signal_task.cancel()
     gone_task.cancel()
+    reloads.cancel()
     await service.stop()
     await reporter.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     spec = WorkerSpec.from_json((argv or sys.argv)[1])
-    config = load_config(spec.config_path, os.environ, spec.overrides)
+    text = read_first_config_message(sys.stdin.fileno())
+    config = load_config(spec.config_path, os.environ, spec.overrides, text=text)
     configure_logging(config, prefix=f"worker {spec.slot}: ")
     run(config, run_worker(config, spec))
     return 0

@@ -63,4 +63,15 @@ def make_app(
         compress_response=False,
         default_handler_class=NotFoundHandler,
         default_handler_args=state,
+        echostat_state=state,
     )
+
+
+def reconfigure_app(app: Application, config: Config) -> None:
+    """Answer every later request under `config`: token, allowed hosts, open paths, limits.
+
+    Every route holds the same state mapping and Tornado passes its current items to each
+    new handler, so updating it in place is the whole change; requests in flight finish
+    under the old settings."""
+    state = app.settings["echostat_state"]
+    state.update(config=config, policy=AccessPolicy.from_config(config.status))

@@ -96,6 +96,21 @@ class RegistryCollector(Collector):
             "Worker processes restarted by the supervisor after they died.",
             snap.worker_restarts,
         )
+        yield CounterMetricFamily(
+            "echostat_config_reloads",
+            "Reloads (SIGHUP) that put a new configuration in force.",
+            snap.reloads,
+        )
+        yield CounterMetricFamily(
+            "echostat_config_reload_failures",
+            "Reloads refused: an invalid config, or a change that needs a restart.",
+            snap.reloads_failed,
+        )
+        yield GaugeMetricFamily(
+            "echostat_config_loaded_timestamp_seconds",
+            "When the configuration in force was loaded, in seconds since the epoch.",
+            snap.config_loaded_at,
+        )
         yield GaugeMetricFamily(
             "echostat_ready", "1 while /readyz answers 200, 0 once shutdown began.", snap.ready
         )

@@ -75,6 +75,12 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
             for worker in snap.workers
         ],
         "worker_restarts": snap.worker_restarts,
+        "config": {
+            "loaded_at": snap.config_loaded_at,
+            "age_s": round(max(0.0, snap.taken_at - snap.config_loaded_at), 3),
+            "reloads": snap.reloads,
+            "reloads_failed": snap.reloads_failed,
+        },
         "udp_listeners": [_udp_listener_document(udp) for udp in snap.udp_listeners],
         "tcp": _tcp_document(snap.tcp, rates),
     }

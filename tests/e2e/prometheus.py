@@ -41,10 +41,10 @@ class PrometheusServer:
         self.port = 0
 
     def start(self) -> PrometheusServer:
-        """Return once the log names the bound port and says the API answers; fail with the
-        log if it never does."""
+        """Return once the log names the bound port and says the API answers (two lines, in
+        either order); fail with the log if it never does."""
         deadline = time.monotonic() + DEADLINE_S
-        while _READY not in (log := self.log_path.read_text()):
+        while _READY not in (log := self.log_path.read_text()) or not _LISTENING.search(log):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"prometheus did not start: {self.log_path.read_text()}")
             time.sleep(0.05)  # how often the log is read, not a timing assumption

@@ -57,6 +57,10 @@ def assert_stats_shape(stats: dict[str, Any]) -> None:
     assert isinstance(stats["accepting"], bool)
     assert isinstance(stats["ready"], bool)
     assert isinstance(stats["worker_restarts"], int)
+    assert_shape(
+        stats["config"],
+        {"loaded_at": float, "age_s": float, "reloads": int, "reloads_failed": int},
+    )
     (worker,) = stats["workers"]
     assert_shape(
         worker,
@@ -133,6 +137,7 @@ async def test_stats_document_has_documented_fields(service: Service) -> None:
         "workers",
         "udp_listeners",
         "worker_restarts",
+        "config",
         "tcp",
         "status_connections",
     }

@@ -12,6 +12,7 @@ from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
 from tornado.ioloop import IOLoop
 
 from server.config import Config, StatusConfig
+from server.reload import Reloader
 from server.service import Service
 from tests.conftest import loopback_config, udp_config
 from tests.e2e.browser import CHROMIUM, launch
@@ -80,6 +81,23 @@ async def test_page_counts_clients_as_they_come_and_go(service: Service, browser
     await close_all(clients)
     await expect(active).to_have_text("0", timeout=SEEN_WITHIN_MS)
 
+    assert errors == []
+
+
+async def test_page_shows_the_config_age_and_counts_a_reload(
+    service: Service, browser: Browser
+) -> None:
+    """The top bar shows how old the config in force is; a reload shows in its tooltip."""
+    errors: list[str] = []
+    page = await open_dashboard(browser, service, errors)
+    await expect(page.locator("#config-age")).to_have_text(re.compile(r"^\d+s$"))
+    line = page.locator("#config-line")
+    await expect(line).to_have_attribute("title", re.compile("reloads: 0, refused: 0$"))
+    counters = service.registry.config_state
+    assert Reloader(service.config, lambda: service.config, service.reconfigure, counters).reload()
+    await expect(line).to_have_attribute(
+        "title", re.compile("reloads: 1, refused: 0$"), timeout=SEEN_WITHIN_MS
+    )
     assert errors == []
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -35,6 +37,14 @@ DASHBOARD = DEPLOY / "grafana" / "echostat-fleet.json"
 SCRAPE_INTERVAL_S = 1
 RATE_INTERVAL = "5s"
 """What Grafana's $__rate_interval becomes at this scrape interval (at least 4 scrapes)."""
+UDP_LISTENER = tuple(
+    arg
+    for key, value in (("name", "udp"), ("protocol", "udp"), ("host", "127.0.0.1"), ("port", 0))
+    for arg in ("--set", f"listeners.1.{key}={value}")
+)
+DATAGRAMS = 20
+STATUS_CAP = 2
+"""status.max_connections of one instance, which the test exceeds once."""
 
 
 @pytest.fixture
@@ -102,8 +112,17 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
 ) -> None:
     """Two instances scraped by the shipped config: Prometheus' fleet sums equal the clients'
     traffic, each dashboard query returns data without error, and the alert rules load."""
-    limited = start_echostat(*LOCAL_PORTS, "--set", "limits.max_connections_per_ip=2")
-    timing_out = start_echostat(*LOCAL_PORTS, "--set", "limits.idle_timeout_s=1")
+    limited = start_echostat(
+        *LOCAL_PORTS,
+        *("--set", "limits.max_connections_per_ip=2"),
+        *UDP_LISTENER,
+        *("--set", "udp.max_datagrams_per_s_per_ip=1"),
+    )
+    timing_out = start_echostat(
+        *LOCAL_PORTS,
+        *("--set", "limits.idle_timeout_s=1"),
+        *("--set", f"status.max_connections={STATUS_CAP}"),
+    )
     instances = [limited, timing_out]
     prometheus = prometheus_for(*instances)
     began = time.time()
@@ -120,6 +139,10 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
     idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", timing_out.echo_port)
     assert await asyncio.wait_for(idle_reader.read(), DEADLINE_S) == b"", "idle timeout"
     await close_all([kept[0][1], refused_writer, idle_writer])
+    await fill_the_status_side(timing_out.status_port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        for n in range(DATAGRAMS):  # one per second may come back, the others are dropped
+            udp.sendto(b"datagram %d" % n, ("127.0.0.1", limited.ports["udp"]))
 
     await until_equal(
         prometheus,
@@ -132,6 +155,9 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
             'sum by (reason) (echostat_connections_closed_by_server_total{job="echostat"})': 1,
             'sum(echostat_worker_restarts_total{job="echostat"})': 0,
             'count(echostat_ready{job="echostat"} == 1)': 2,
+            'sum(echostat_udp_datagrams_received_total{job="echostat"})': DATAGRAMS,
+            'sum(echostat_udp_datagrams_sent_total{job="echostat"})'
+            ' + sum(echostat_udp_datagrams_dropped_total{job="echostat"})': DATAGRAMS,
         },
     )
     # Rates need a few scrapes after the traffic; wait one rate interval's worth of them.
@@ -143,7 +169,8 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
         data = await prometheus.api(
             "query_range", query=query, start=began, end=time.time(), step=SCRAPE_INTERVAL_S
         )
-        assert data["result"], f"no data for the dashboard query {query}"
+        values = [float(v) for series in data["result"] for _, v in series["values"]]
+        assert any(math.isfinite(v) for v in values), f"no data for the dashboard query {query}"
     for variable in ("job", "instance"):
         values = await prometheus.api(f"label/{variable}/values", **{"match[]": "echostat_info"})
         assert values, variable
@@ -151,6 +178,18 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
     rules = [rule for group in groups for rule in group["rules"]]
     assert rules and all(rule["health"] == "ok" for rule in rules), rules
     await close_all([kept[1][1]])
+
+
+async def fill_the_status_side(port: int) -> None:
+    """Open more status connections than `STATUS_CAP` allows, Prometheus' own included: the
+    first one refused gets its 503 at once. Then close them all, so scrapes succeed again."""
+    clients = [await asyncio.open_connection("127.0.0.1", port) for _ in range(STATUS_CAP + 1)]
+    reads = [asyncio.ensure_future(reader.read()) for reader, _ in clients]
+    done, _ = await asyncio.wait(reads, timeout=DEADLINE_S, return_when=asyncio.FIRST_COMPLETED)
+    assert done and b" 503 " in next(iter(done)).result()
+    for read in reads:
+        read.cancel()
+    await close_all([writer for _, writer in clients])
 
 
 async def prometheus_targets_up(prometheus: PrometheusServer, count: int) -> bool:

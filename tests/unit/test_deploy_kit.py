@@ -125,6 +125,12 @@ def test_systemd_service_checks_config_then_runs_it() -> None:
     assert service["RestartPreventExitStatus"] == "2"
 
 
+def test_systemd_reload_sends_sighup_to_the_main_process() -> None:
+    """`systemctl reload` is SIGHUP to the supervisor (or single process), never to workers."""
+    service = _unit("echostat.service")["Service"]
+    assert service["ExecReload"].split() == ["/bin/kill", "-HUP", "$MAINPID"]
+
+
 def test_systemd_stop_timeout_exceeds_shutdown_delay_plus_grace() -> None:
     """TimeoutStopSec leaves the drain time of both shipped configs plus a margin."""
     service = _unit("echostat.service")["Service"]

@@ -49,7 +49,8 @@ def test_every_query_selects_by_job_and_instance() -> None:
 
 
 def test_panels_cover_the_fleet_view() -> None:
-    """Fleet totals, rejections by reason, bytes, per-instance breakdown and descriptors."""
+    """Fleet totals, rejections by reason, bytes, per-instance breakdown, path quality, the
+    status side, descriptors and UDP."""
     exprs = " ".join(t["expr"] for panel in panels() for t in panel["targets"])
     for needed in (
         "sum(echostat_connections_active",
@@ -58,6 +59,10 @@ def test_panels_cover_the_fleet_view() -> None:
         "sum(rate(echostat_bytes_received_total",
         "sum(rate(echostat_bytes_sent_total",
         "sum by (instance) (",
+        "histogram_quantile(0.99, sum by (le) (rate(echostat_tcp_rtt_seconds_bucket",
+        "rate(echostat_tcp_retransmitted_segments_total",
+        "rate(echostat_udp_datagrams_dropped_total",
+        "rate(echostat_status_connections_rejected_total",
         "process_open_fds{" + SELECTOR[1:-1] + "} / process_max_fds",
     ):
         assert needed in exprs, needed

@@ -18,6 +18,8 @@ REQUIRED_ALERTS = {
     "EchostatRejectingConnections",
     "EchostatDescriptorsNearLimit",
     "EchostatWorkerRestarting",
+    "EchostatStatusRefusingConnections",
+    "EchostatReloadRefused",
 }
 
 

@@ -251,6 +251,10 @@ function renderFigures(stats) {
   setText("rate-received", `${formatBytes(stats.rates.bytes_received_per_s)}/s`);
   setText("rate-sent", `${formatBytes(stats.rates.bytes_sent_per_s)}/s`);
   setText("uptime", formatDuration(stats.uptime_seconds));
+  setText("config-age", formatDuration(stats.config.age_s));
+  byId("config-line").title =
+    `loaded ${clock.format(new Date(stats.config.loaded_at * 1000))}; ` +
+    `reloads: ${stats.config.reloads}, refused: ${stats.config.reloads_failed}`;
   byId("draining").hidden = stats.accepting;
   setText("version", stats.version);
   setText("updated", clock.format(new Date(stats.taken_at * 1000)));

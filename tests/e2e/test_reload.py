@@ -1,0 +1,297 @@
+"""Reload on SIGHUP: what can change in place does, without closing a connection; what
+needs a restart, and any broken config, is refused in one line and the old config stays."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import shutil
+import signal
+import ssl
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+
+from tests.faults.support import loopback_settings, write_config
+from tests.helpers import (
+    DEADLINE_S,
+    EchostatProcess,
+    close_all,
+    echo_once,
+    get_json,
+    payload,
+    require_program,
+    run_cli,
+    stats_when,
+)
+
+RELOADED = "configuration reloaded"
+REFUSED = "reload refused"
+Reloadable = Callable[..., tuple[EchostatProcess, Path]]
+
+
+@pytest.fixture
+def reloadable(tmp_path: Path) -> Iterator[Reloadable]:
+    """Start echostat from a config file of `sections` that the test may rewrite; killed by
+    PID after the test."""
+    started: list[EchostatProcess] = []
+
+    def start(**sections: Any) -> tuple[EchostatProcess, Path]:
+        path = write_config(tmp_path / "config.yaml", loopback_settings(**sections))
+        process = EchostatProcess(["--config", str(path)])
+        started.append(process)
+        return process.start(), path
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def rewrite(path: Path, **sections: Any) -> None:
+    """Replace sections of the config file at `path`."""
+    document = yaml.safe_load(path.read_text())
+    document.update(sections)
+    write_config(path, document)
+
+
+async def fetch(port: int, path: str) -> HTTPResponse:
+    return await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}{path}")
+
+
+def reload(echostat: EchostatProcess, outcome: str = RELOADED) -> str:
+    """Send SIGHUP and return the log line that reports `outcome`."""
+    echostat.signal(signal.SIGHUP)
+    return echostat.wait_for_line(outcome).rstrip("\n")
+
+
+async def test_client_echoing_across_sighup_keeps_its_connection_and_every_byte(
+    reloadable: Reloadable,
+) -> None:
+    """Bytes in flight when SIGHUP arrives, and bytes sent after it, all come back on the
+    one connection; the reload is counted in /api/stats and /metrics."""
+    echostat, path = reloadable(limits={"max_connections_per_ip": 0})
+    reader, writer = await asyncio.open_connection("127.0.0.1", echostat.echo_port)
+    before, after = payload(2 << 20, seed=1), payload(2 << 20, seed=2)
+    writer.write(before)
+    rewrite(path, limits={"max_connections_per_ip": 0, "idle_timeout_s": 60}, log_level="debug")
+    line = reload(echostat)
+    assert "limits.idle_timeout_s" in line and "log_level" in line
+    writer.write(after)
+    echoed = await asyncio.wait_for(reader.readexactly(len(before) + len(after)), DEADLINE_S)
+    assert echoed == before + after
+    stats = await get_json(echostat.status_port)
+    assert stats["connections"]["accepted"] == 1 and stats["connections"]["active"] == 1
+    assert stats["config"]["reloads"] == 1 and stats["config"]["reloads_failed"] == 0
+    assert stats["limits"]["idle_timeout_s"] == 60
+    await close_all([writer])
+
+
+async def test_new_max_connections_per_ip_takes_effect_for_new_connections(
+    reloadable: Reloadable,
+) -> None:
+    """Lowering the per-IP limit keeps the open connections echoing and refuses new ones
+    until the client is back under the new limit."""
+    echostat, path = reloadable(limits={"max_connections_per_ip": 3})
+    port = echostat.echo_port
+    open_ = [await echo_once(port, b"before") for _ in range(3)]
+    rewrite(path, limits={"max_connections_per_ip": 1})
+    reload(echostat)
+    for reader, writer in open_:
+        writer.write(b"still here")
+        assert await reader.readexactly(10) == b"still here"
+    assert await echo_or_refusal(port) is None
+    await close_all([writer for _, writer in open_[1:]])
+    await stats_when(echostat.status_port, lambda s: s["connections"]["active"] == 1)
+    assert await echo_or_refusal(port) is None
+    await close_all([open_[0][1]])
+    await stats_when(echostat.status_port, lambda s: s["connections"]["active"] == 0)
+    _, writer = await echo_once(port, b"welcome back")
+    stats = await get_json(echostat.status_port)
+    assert stats["connections"]["rejected_by_reason"] == {"max_connections_per_ip": 2}
+    assert stats["limits"]["max_connections_per_ip"] == 1
+    await close_all([writer])
+
+
+def make_certificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, as ``NAME.crt``, ``NAME.key``."""
+    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+    subprocess.run(
+        [
+            require_program("openssl", "openssl"),
+            *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
+            *("-nodes", "-days", "2", "-subj", f"/CN={name}"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=DEADLINE_S,
+    )
+    return cert, key
+
+
+def fingerprint(pem: bytes) -> str:
+    """SHA-256 fingerprint of a PEM certificate, as ``openssl x509 -fingerprint`` prints it."""
+    done = subprocess.run(
+        ["openssl", "x509", "-noout", "-fingerprint", "-sha256"],
+        input=pem,
+        capture_output=True,
+        check=True,
+        timeout=DEADLINE_S,
+    )
+    return done.stdout.decode().strip().split("=", 1)[1]
+
+
+def served_fingerprint(port: int) -> str:
+    """The fingerprint of the certificate a new TLS client of `port` gets, via s_client."""
+    done = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "127.0.0.1"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+    begin = done.stdout.index(b"-----BEGIN CERTIFICATE-----")
+    end = done.stdout.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----")
+    return fingerprint(done.stdout[begin:end] + b"\n")
+
+
+async def test_rotated_certificate_is_served_to_the_next_client_while_an_old_one_echoes(
+    reloadable: Reloadable, tmp_path: Path
+) -> None:
+    """Replace cert and key files in place and SIGHUP: openssl s_client sees the new
+    certificate, and a TLS connection made before keeps echoing under the old one."""
+    old_cert, old_key = make_certificate(tmp_path, "old")
+    new_cert, new_key = make_certificate(tmp_path, "new")
+    served_cert, served_key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(old_cert, served_cert)
+    shutil.copy(old_key, served_key)
+    tls = {"cert": str(served_cert), "key": str(served_key)}
+    echostat, _ = reloadable(
+        listeners=[{"name": "tls", "host": "127.0.0.1", "port": 0, "tls": tls}]
+    )
+    port = echostat.ports["tls"]
+    context = ssl.create_default_context(cafile=str(old_cert))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    writer.write(b"before")
+    assert await reader.readexactly(6) == b"before"
+    assert served_fingerprint(port) == fingerprint(old_cert.read_bytes())
+
+    shutil.copy(new_cert, served_cert)
+    shutil.copy(new_key, served_key)
+    reload(echostat)
+
+    assert served_fingerprint(port) == fingerprint(new_cert.read_bytes())
+    data = payload(300_000)
+    writer.write(data)
+    assert await asyncio.wait_for(reader.readexactly(len(data)), DEADLINE_S) == data
+    old_peer = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    assert (
+        hashlib.sha256(old_peer).digest()
+        == hashlib.sha256(ssl.PEM_cert_to_DER_cert(old_cert.read_text())).digest()
+    )
+    await close_all([writer])
+
+
+async def test_broken_config_on_reload_keeps_the_old_one_and_logs_one_line(
+    reloadable: Reloadable,
+) -> None:
+    """An invalid file is refused with the message a start would give, in one line; the
+    service keeps echoing under the old config and counts the failure."""
+    echostat, path = reloadable(limits={"max_connections_per_ip": 5})
+    good = path.read_text()
+    path.write_text("limits:\n  max_connections_per_ip: -1\n")
+    start_error = run_cli("--check-config", "--config", str(path)).stderr.strip()
+    assert start_error.startswith("echostat: ")
+    before = len(echostat.log)
+    line = reload(echostat, REFUSED)
+    assert start_error.removeprefix("echostat: ") in line
+    assert "the running configuration stays in force" in line
+    _, writer = await echo_once(echostat.echo_port, b"still serving")
+    path.write_text(good)
+    reload(echostat)
+    between = echostat.log[before:-1]
+    assert between == [line]
+    stats = await get_json(echostat.status_port)
+    assert stats["config"]["reloads_failed"] == 1 and stats["config"]["reloads"] == 1
+    assert stats["limits"]["max_connections_per_ip"] == 5
+    metrics = (await fetch(echostat.status_port, "/metrics")).body.decode()
+    assert "echostat_config_reload_failures_total 1.0" in metrics
+    assert "echostat_config_reloads_total 1.0" in metrics
+    await close_all([writer])
+
+
+@pytest.mark.parametrize(
+    ("listeners", "key"),
+    [
+        ([{"name": "main", "host": "127.0.0.1", "port": 1}], "listeners[0].port"),
+        ([{"name": "main", "host": "127.0.0.2", "port": 0}], "listeners[0].host"),
+        (
+            [
+                {"name": "main", "host": "127.0.0.1", "port": 0},
+                {"name": "more", "host": "127.0.0.1", "port": 0},
+            ],
+            "listeners",
+        ),
+    ],
+    ids=["moved", "rebound", "added"],
+)
+async def test_listener_change_is_refused_naming_the_key_and_nothing_is_applied(
+    reloadable: Reloadable, listeners: list[dict[str, Any]], key: str
+) -> None:
+    """A listener moved or added needs a restart: refused in one line naming the key, and
+    the limit changed in the same file is not applied either."""
+    echostat, path = reloadable(limits={"max_connections_per_ip": 5})
+    rewrite(path, listeners=listeners, limits={"max_connections_per_ip": 1})
+    line = reload(echostat, REFUSED)
+    assert f"reload refused: {key}: changing this needs a restart" in line
+    _, writer = await echo_once(echostat.echo_port, b"same port")
+    stats = await get_json(echostat.status_port)
+    assert stats["limits"]["max_connections_per_ip"] == 5
+    assert stats["config"]["reloads_failed"] == 1
+    await close_all([writer])
+
+
+async def test_reload_with_workers_is_validated_once_and_reaches_every_worker(
+    reloadable: Reloadable,
+) -> None:
+    """With two workers the supervisor reloads, then each worker: the new per-IP limit holds
+    in both, an open connection keeps echoing, and the page counts one reload."""
+    echostat, path = reloadable(workers=2, limits={"max_connections_per_ip": 0})
+    reader, writer = await echo_once(echostat.echo_port, b"before")
+    rewrite(path, workers=2, limits={"max_connections_per_ip": 1})
+    lines = [reload(echostat), *(echostat.wait_for_line(RELOADED) for _ in range(2))]
+    who = sorted(line.split("server.reload: ")[1].split(":")[0] for line in lines)
+    assert who == ["configuration reloaded", "worker 0", "worker 1"], lines
+    writer.write(b"after")
+    assert await reader.readexactly(5) == b"after"
+    await close_all([writer])
+    await stats_when(echostat.status_port, lambda s: s["connections"]["active"] == 0)
+    tries = [await echo_or_refusal(echostat.echo_port) for _ in range(8)]
+    accepted = [writer for writer in tries if writer is not None]
+    assert 1 <= len(accepted) <= 2  # one per worker at most, whichever the kernel picks
+    stats = await get_json(echostat.status_port)
+    assert stats["config"]["reloads"] == 1 and stats["limits"]["max_connections_per_ip"] == 1
+    await close_all(accepted)
+
+
+async def echo_or_refusal(port: int) -> asyncio.StreamWriter | None:
+    """A connection that echoes (kept open and returned), or None if the server refused it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"?")
+    try:
+        echoed = await asyncio.wait_for(reader.read(1), DEADLINE_S)
+    except ConnectionResetError:
+        echoed = b""
+    if echoed:
+        return writer
+    writer.close()
+    with contextlib.suppress(ConnectionResetError):
+        await writer.wait_closed()  # re-raises the server's reset, if it sent one
+    return None

@@ -1,0 +1,54 @@
+"""The manifests of deploy/kubernetes/ against the Kubernetes API's own schemas, offline.
+
+kubernetes-validate bundles the OpenAPI schemas of each Kubernetes release, so this needs no
+cluster and no network; strict mode also refuses fields the API does not know.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.helpers import REPO
+
+KUBERNETES = REPO / "deploy" / "kubernetes"
+MANIFESTS = sorted(path for path in KUBERNETES.glob("*.yaml") if path.name != "kustomization.yaml")
+"""Every API object; kustomization.yaml is kustomize's input, not an object of the API."""
+
+
+def documents(path: Path) -> list[Any]:
+    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+
+
+def validate(document: Any) -> None:
+    kubernetes_validate.validate(document, kubernetes_validate.latest_version(), strict=True)
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda path: path.name)
+def test_manifest_passes_the_kubernetes_schema(path: Path) -> None:
+    """Each object has the fields, types and nesting its kind's schema requires."""
+    for document in documents(path):
+        validate(document)
+
+
+def test_the_schema_check_refuses_a_wrong_type_and_an_unknown_field() -> None:
+    """The same check fails on a port given as text and on a misspelt field."""
+    (deployment,) = documents(KUBERNETES / "deployment.yaml")
+    wrong_type = copy.deepcopy(deployment)
+    wrong_type["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "7007"
+    misspelt = copy.deepcopy(deployment)
+    misspelt["spec"]["replica"] = misspelt["spec"].pop("replicas")
+    for broken in (wrong_type, misspelt):
+        with pytest.raises(kubernetes_validate.ValidationError):
+            validate(broken)
+
+
+def test_every_manifest_of_the_kustomization_is_checked() -> None:
+    """Nothing kustomize applies escapes the schema check."""
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    assert set(kustomization["resources"]) <= {path.name for path in MANIFESTS}

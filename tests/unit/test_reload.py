@@ -1,0 +1,114 @@
+"""The reload decision: which keys changed, which need a restart, nothing half-applied."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+
+from server.config import (
+    AccessLogConfig,
+    Config,
+    ConfigError,
+    LimitsConfig,
+    ListenerConfig,
+    StatusConfig,
+    UDPConfig,
+)
+from server.reload import Reloader, changed_keys
+from server.stats import ReloadCounters
+
+BASE = Config()
+
+
+def test_changed_keys_name_nested_paths_and_list_items() -> None:
+    """Keys are named as error messages name them; equal configs have none."""
+    new = dataclasses.replace(
+        BASE,
+        limits=LimitsConfig(max_connections_per_ip=1),
+        listeners=(ListenerConfig(port=7008),),
+        status=StatusConfig(token="a" * 20),
+    )
+    assert changed_keys(BASE, BASE) == []
+    assert changed_keys(BASE, new) == [
+        "listeners[0].port",
+        "status.token",
+        "limits.max_connections_per_ip",
+    ]
+
+
+def test_a_listener_added_is_one_change_of_the_list() -> None:
+    new = dataclasses.replace(BASE, listeners=(ListenerConfig(), ListenerConfig(name="more")))
+    assert changed_keys(BASE, new) == ["listeners"]
+
+
+def reloader(new: Config | Exception) -> tuple[Reloader, list[Config], ReloadCounters]:
+    applied: list[Config] = []
+    counters = ReloadCounters(loaded_at=0.0)
+
+    def load() -> Config:
+        if isinstance(new, Exception):
+            raise new
+        return new
+
+    return Reloader(BASE, load, applied.append, counters), applied, counters
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"workers": 2}, "workers"),
+        ({"listeners": (ListenerConfig(host="::1"),)}, "listeners[0].host"),
+        ({"listeners": (ListenerConfig(backlog=10),)}, "listeners[0].backlog"),
+        ({"status": StatusConfig(port=8080)}, "status.port"),
+        ({"event_loop": "asyncio"}, "event_loop"),
+        ({"listeners": (ListenerConfig(protocol="udp"),)}, "listeners[0].protocol"),
+        ({"udp": UDPConfig(max_peers=5)}, "udp.max_peers"),
+        ({"access_log": AccessLogConfig(enabled=True)}, "access_log.enabled"),
+    ],
+)
+def test_restart_keys_are_refused_and_nothing_is_applied(
+    changes: dict[str, object], key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A change that needs a restart refuses the whole new config, even its other keys."""
+    new = dataclasses.replace(BASE, limits=LimitsConfig(max_connections=5), **changes)  # type: ignore[arg-type]
+    reload, applied, counters = reloader(new)
+    with caplog.at_level(logging.INFO):
+        assert not reload.reload()
+    assert applied == [] and reload.current is BASE
+    assert (counters.reloads, counters.failed) == (0, 1)
+    (record,) = caplog.records
+    assert record.getMessage().startswith(f"reload refused: {key}: changing this needs a restart")
+
+
+def test_in_place_keys_are_applied_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """Limits, status access, TLS, log level and shutdown timing change without a restart."""
+    new = dataclasses.replace(
+        BASE,
+        limits=LimitsConfig(max_connections_per_ip=1),
+        status=StatusConfig(allowed_hosts=("echo.example",)),
+        log_level="debug",
+        shutdown_grace_s=3.0,
+    )
+    reload, applied, counters = reloader(new)
+    with caplog.at_level(logging.INFO):
+        assert reload.reload()
+    assert applied == [new] and reload.current is new
+    assert (counters.reloads, counters.failed) == (1, 0) and counters.loaded_at > 0
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "configuration reloaded: changed status.allowed_hosts,"
+        " limits.max_connections_per_ip, shutdown_grace_s, log_level"
+    )
+
+
+def test_invalid_config_is_refused_with_its_message(caplog: pytest.LogCaptureFixture) -> None:
+    reload, applied, counters = reloader(ConfigError("config.yaml: limits.x: unknown key"))
+    assert not reload.reload()
+    assert applied == [] and counters.failed == 1
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        "reload refused: config.yaml: limits.x: unknown key;"
+        " the running configuration stays in force"
+    )
