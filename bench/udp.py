@@ -1,7 +1,8 @@
 """UDP echo benchmark: echostat's UDP listener against an asyncio DatagramProtocol on uvloop.
 
-Both servers run pinned to CPU 0 and a closed-loop client (a window of datagrams in flight
-on one socket, every echo checked) pinned to CPU 1; the servers alternate within each
+Both servers run pinned to CPU 0 and a closed-loop client in C (`udp_load.c`: a window of
+datagrams in flight on one socket, every echo checked, batched with sendmmsg/recvmmsg so the
+client is never the bottleneck) pinned to CPU 1; the servers alternate within each
 repetition, so load from elsewhere on the machine hits both alike. echostat runs with its
 counters and every rate limit on, set high enough not to bind. Prints a Markdown table:
 datagrams per second, the ratio to the baseline, and server CPU microseconds per datagram.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -92,41 +94,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-CLIENT = r"""
-import socket, sys, time
-port, size, window = map(int, sys.argv[1:4])
-duration = float(sys.argv[4])
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.connect(("127.0.0.1", port))
-sock.settimeout(0.2)
-data = bytes(range(256)) * (size // 256) + bytes(size % 256)
-echoed = lost = 0
-for _ in range(window):
-    sock.send(data)
-end = time.monotonic() + duration
-while time.monotonic() < end:
-    for _ in range(1000):
-        try:
-            got = sock.recv(65536)
-        except TimeoutError:
-            lost += window
-            for _ in range(window):
-                sock.send(data)
-            continue
-        if got != data:
-            sys.exit("echo mismatch")
-        echoed += 1
-        sock.send(data)
-print(echoed, lost)
-"""
-"""The load: runs in its own process, pinned away from the server; prints echoes and losses."""
+LOAD_SOURCE = BENCH / "udp_load.c"
+"""The load generator, compiled at the start of each run."""
+
+
+def build_load(workdir: Path) -> Path:
+    """Compile `LOAD_SOURCE` with the system's C compiler; the binary's path."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise RuntimeError("bench/udp.py needs a C compiler (apt-get install gcc)")
+    binary = workdir / "udp_load"
+    subprocess.run([compiler, "-O2", "-o", str(binary), str(LOAD_SOURCE)], check=True)
+    return binary
 
 
 def measure(
-    port: int, pid: int, size: int, duration_s: float, cpu: int | None
+    load: Path, port: int, pid: int, size: int, duration_s: float, cpu: int | None
 ) -> tuple[float, float]:
     """(datagrams per second, server CPU µs per datagram) for one run of the client."""
-    argv = [sys.executable, "-c", CLIENT, str(port), str(size), str(WINDOW), str(duration_s)]
+    argv = [str(load), str(port), str(size), str(WINDOW), str(duration_s)]
     cpu_before, started_at = cpu_seconds(pid), time.monotonic()
     done = subprocess.run(pinned(cpu, argv), capture_output=True, text=True, timeout=60, check=True)
     elapsed_s, cpu_used = time.monotonic() - started_at, cpu_seconds(pid) - cpu_before
@@ -146,13 +132,16 @@ def main() -> int:
     names = [ECHOSTAT, BASELINE]
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        load = build_load(Path(tmp))
         for rep in range(reps):
             order = names[rep % 2 :] + names[: rep % 2]
             for name in order:
                 with started(name, Path(tmp), server_cpu) as server:
                     for size in SIZES:
                         print(f"  rep {rep + 1}/{reps} {size} B: {name}", file=sys.stderr)
-                        result = measure(server.port, server.pid, size, duration_s, client_cpu)  # type: ignore[attr-defined]
+                        result = measure(
+                            load, server.port, server.pid, size, duration_s, client_cpu
+                        )  # type: ignore[attr-defined]
                         results.setdefault((name, size), []).append(result)
     print("| server | size | datagrams/s | vs baseline | server CPU µs/datagram |")
     print("|---|---|---|---|---|")

@@ -17,6 +17,7 @@ from typing import Any
 
 import uvloop
 
+from probe import udp
 from probe.address import parse_host_port, parse_ip_port
 from probe.console import Console
 from probe.options import Options
@@ -42,6 +43,10 @@ By default: one connection, --count round trips of --size bytes at --interval, o
 round trip and a summary like ping's. --half-close, --connect-only and a load run
 (--connections N --duration S) are the other checks. Payloads differ per connection and
 per round trip, so a server that mixes up connections or replays old data is caught.
+
+With a udp://HOST:PORT target it checks a UDP echo instead: --count datagrams of --size
+bytes at --interval (or --rate), each numbered and timestamped; it reports loss,
+duplicates, reordering, RTT and jitter (RFC 3550), and --max-loss sets the exit status.
 """
 
 EPILOG = """\
@@ -60,6 +65,7 @@ examples:
   echostat probe 127.0.0.1:7007 --connections 50 --duration 10 --mode stream
   echostat probe echo.example.net:7443 --tls --ca ca.pem --json
   echostat probe 127.0.0.1:7008 --proxy-header v2 --proxy-source 203.0.113.7:40000
+  echostat probe udp://127.0.0.1:7007 --count 1000 --rate 200/s --max-loss 1
 """
 
 
@@ -72,7 +78,9 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("target", metavar="TARGET", help="HOST:PORT, or [IPv6]:PORT")
+    parser.add_argument(
+        "target", metavar="TARGET", help="HOST:PORT, or [IPv6]:PORT; udp://HOST:PORT for UDP"
+    )
     checks = parser.add_argument_group("checks (default: ping-like round trips)")
     only = checks.add_mutually_exclusive_group()
     only.add_argument(
@@ -150,6 +158,7 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
         metavar="IP:PORT",
         help="the client address the PROXY header announces",
     )
+    udp.add_arguments(parser)
     output = parser.add_argument_group("output")
     output.add_argument(
         "--json", action="store_true", help="print one JSON document at the end, nothing else"
@@ -159,7 +168,10 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run the check `args` name and report it; returns the exit status."""
+    if udp.is_udp_target(args.target):
+        return udp.run(args)
     try:
+        udp.check_tcp_args(args)
         options = options_from(args)
         endpoint = endpoint_for(options)
     except ValueError as exc:

@@ -502,7 +502,7 @@ class Registry:
         now, wall_now = self.clock(), self.wall_clock()
         every = [(peer, udp.name) for udp in self.udp_listeners for peer in udp.peers.values()]
         count = len(every) if limit is None else limit
-        ranked = heapq.nlargest(count, every, key=lambda item: item[0].datagrams)
+        ranked = heapq.nlargest(count, every, key=lambda item: item[0].datagrams_received)
         return [peer_snapshot(peer, name, self.pid, now, wall_now) for peer, name in ranked]
 
 

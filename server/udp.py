@@ -6,9 +6,10 @@ makes any UDP echo a candidate reflector; so by default datagrams from privilege
 ports (where echo, chargen and other services that answer every datagram live) are dropped,
 and what is sent back is bounded per source IP, per listener and in bytes per second.
 
-Time on this path is a coarse tick (`TICK_S`) advanced by a timer: a peer's first datagram
-in a tick refreshes its place in the peers table and its source's token bucket; every
-further datagram in that tick costs a dictionary lookup and a few integer operations.
+Time on this path is a coarse tick (`TICK_S`) advanced by a timer. A peer's first datagram
+in a tick refreshes its place in the peers table and takes credit for a few echoes from the
+token buckets of its source IP and of the listener; every further datagram in that tick
+spends credit, which costs a dictionary lookup and two integer subtractions.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ _TICKS_PER_SWEEP = 10
 
 _RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 """Asked of the kernel for each UDP socket, so bursts wait in the kernel, not in a drop."""
+
+_MAX_GRANT = 64
+"""The most datagrams of credit a peer is given at once."""
 
 _UNLISTED_SOURCES = 100
 """Sources dropped before they reach the peers table, kept for naming the busiest of them."""
@@ -83,6 +87,11 @@ class ListenerBudget:
         )
         self.datagrams, self.bytes = self._capacities
 
+    def give_back(self, datagrams: int, byte_count: int) -> None:
+        """Return credit granted but not spent."""
+        self.datagrams = min(self._capacities[0], self.datagrams + datagrams)
+        self.bytes = min(self._capacities[1], self.bytes + byte_count)
+
     def refill(self, elapsed_s: float) -> None:
         (datagram_rate, byte_rate), (datagram_cap, byte_cap) = self._rates, self._capacities
         self.datagrams = min(datagram_cap, self.datagrams + datagram_rate * elapsed_s)
@@ -106,6 +115,7 @@ class UDPEchoProtocol(asyncio.DatagramProtocol):
     ) -> None:
         self._sock = sock
         self._stats = stats
+        self._peers = stats.peers
         self._config = config
         self._budget = budget
         self._clock = clock
@@ -119,31 +129,20 @@ class UDPEchoProtocol(asyncio.DatagramProtocol):
         self._transport = typing.cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | typing.Any, int]) -> None:
-        stats = self._stats
+        peer = self._peers.get(addr)
         size = len(data)
-        stats.datagrams_received += 1
-        stats.bytes_received += size
-        peer = stats.peers.get(addr)
-        if peer is None or peer.tick != self._clock.tick:
-            peer = self._refresh(peer, addr, size)
-            if peer is None:
-                return
-        peer.datagrams += 1
-        peer.bytes += size
-        source, budget = peer.source, self._budget
         if (
-            source.tokens >= 1
-            and budget.datagrams >= 1
-            and budget.bytes >= size
-            and size
+            peer is not None
+            and peer.tick == self._clock.tick
+            and peer.credit
+            and peer.byte_credit >= size > 0
             and not self._send_paused
         ):
-            source.tokens -= 1
-            budget.datagrams -= 1
-            budget.bytes -= size
+            peer.credit -= 1
+            peer.byte_credit -= size
             self._transport.sendto(data, addr)  # type: ignore[union-attr]
         else:
-            self._echo_or_drop(peer, addr, size)
+            self._echo_or_drop(data, addr, peer, size)
 
     def error_received(self, exc: Exception) -> None:
         # Linux reports an ICMP "port unreachable" for an earlier echo here; the source has
@@ -156,26 +155,75 @@ class UDPEchoProtocol(asyncio.DatagramProtocol):
     def resume_writing(self) -> None:
         self._send_paused = False
 
-    def _refresh(self, peer: Peer | None, addr: typing.Any, size: int) -> Peer | None:
-        """A peer's first datagram in this tick: add or requeue it, refill its source's
-        bucket. Returns None, having counted the drop, for a privileged source port."""
-        stats, clock = self._stats, self._clock
+    def _echo_or_drop(self, data: bytes, addr: typing.Any, peer: Peer | None, size: int) -> None:
+        """The slow path: a new peer, a new tick, credit spent, an empty datagram or a full
+        send buffer. Grants fresh credit within the bounds and echoes, or counts a drop."""
         if peer is None:
             if addr[1] < 1024 and not self._config.allow_privileged_source_ports:
                 self._drop_unlisted(addr[0], size)
-                return None
+                return
             peer = self._new_peer(addr)
-        else:
-            del stats.peers[addr]
-            stats.peers[addr] = peer
-        peer.tick = clock.tick
-        peer.last_seen = clock.now
-        source = peer.source
+        reason = self._regrant(peer, addr, size)
+        if reason is None and not size and not self._send_empty(addr):
+            reason = "send_failed"
+        if reason is not None:
+            peer.datagrams += 1
+            peer.bytes += size
+            peer.dropped += 1
+            peer.dropped_bytes += size
+            peer.source.dropped += 1
+            self._stats.dropped[reason] += 1
+            self._stats.dropped_bytes += size
+            return
+        peer.credit -= 1
+        peer.byte_credit -= size
+        if size:
+            self._transport.sendto(data, addr)  # type: ignore[union-attr]
+
+    def _regrant(self, peer: Peer, addr: typing.Any, size: int) -> str | None:
+        """Give `peer` credit for this datagram and a few more, taken from its source's and
+        the listener's budgets; or the name of the bound that has none left.
+
+        The first grant in a tick is one datagram, doubling with each further one up to
+        `_MAX_GRANT`, so a peer holds little credit it won't use; what it didn't use goes
+        back to the budgets here.
+        """
+        clock, source, budget = self._clock, peer.source, self._budget
+        unspent, unspent_bytes = peer.settle()
+        source.tokens = min(self._source_capacity, source.tokens + unspent)
+        budget.give_back(unspent, unspent_bytes)
+        if peer.tick != clock.tick:
+            self._requeue(peer, addr)
+            peer.last_grant = 0
+        wanted = min(_MAX_GRANT, max(1, 2 * peer.last_grant))
         if source.refilled_at != clock.now:
             refill = self._source_rate * (clock.now - source.refilled_at)
             source.tokens = min(self._source_capacity, source.tokens + refill)
             source.refilled_at = clock.now
-        return peer
+        if source.tokens < 1:
+            return "source_rate"
+        if budget.datagrams < 1:
+            return "listener_rate"
+        if budget.bytes < size:
+            return "bytes_rate"
+        if self._send_paused:
+            return "send_buffer_full"
+        count = int(min(wanted, source.tokens, budget.datagrams))
+        byte_count = int(min(budget.bytes, max(count * size, size)))
+        source.tokens -= count
+        budget.datagrams -= count
+        budget.bytes -= byte_count
+        peer.grant(count, byte_count)
+        peer.last_grant = count
+        return None
+
+    def _requeue(self, peer: Peer, addr: typing.Any) -> None:
+        """The peer's first datagram in this tick: it moves to the young end of the table."""
+        peers = self._peers
+        del peers[addr]
+        peers[addr] = peer
+        peer.tick = self._clock.tick
+        peer.last_seen = self._clock.now
 
     def _new_peer(self, addr: typing.Any) -> Peer:
         """Add a peer, evicting the least recently seen one if the table is full."""
@@ -191,29 +239,6 @@ class UDPEchoProtocol(asyncio.DatagramProtocol):
         peer = stats.peers[addr] = Peer(ip, addr[1], source, clock.tick, clock.now)
         return peer
 
-    def _echo_or_drop(self, peer: Peer, addr: typing.Any, size: int) -> None:
-        """The slow path: an empty datagram, or one that some bound may refuse."""
-        source, budget = peer.source, self._budget
-        if source.tokens < 1:
-            reason = "source_rate"
-        elif budget.datagrams < 1:
-            reason = "listener_rate"
-        elif budget.bytes < size:
-            reason = "bytes_rate"
-        elif self._send_paused:
-            reason = "send_buffer_full"
-        elif not self._send_empty(addr):
-            reason = "send_failed"
-        else:
-            source.tokens -= 1
-            budget.datagrams -= 1
-            return
-        self._stats.dropped[reason] += 1
-        self._stats.dropped_bytes += size
-        peer.dropped += 1
-        peer.dropped_bytes += size
-        source.dropped += 1
-
     def _send_empty(self, addr: typing.Any) -> bool:
         """Echo an empty datagram, which asyncio's and uvloop's transports silently skip."""
         try:
@@ -227,6 +252,8 @@ class UDPEchoProtocol(asyncio.DatagramProtocol):
         stats = self._stats
         stats.dropped["privileged_source_port"] += 1
         stats.dropped_bytes += size
+        stats.off_table_datagrams += 1
+        stats.off_table_bytes += size
         if len(stats.unlisted_drops) < _UNLISTED_SOURCES or ip in stats.unlisted_drops:
             stats.unlisted_drops[ip] += 1
 

@@ -1,9 +1,10 @@
 """The UDP side of the registry: per-listener datagram counters and the bounded peers table.
 
 A UDP listener has no connections, so what the registry counts for it is datagrams, bytes,
-drops by reason and "peers", the source addresses seen lately. The per-datagram cost is a
-few integer additions and one dictionary lookup; like `server.stats`, nothing here imports
-Tornado.
+drops by reason and "peers", the source addresses seen lately. An echoed datagram costs one
+dictionary lookup and two integer subtractions: it spends one of its peer's `credit`s and
+its size in `byte_credit`; the counts follow from what was granted and what is left. Like
+`server.stats`, nothing here imports Tornado.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ class Source:
 
 
 class Peer:
-    """One source address (IP and port) in the peers table; times are monotonic seconds."""
+    """One source address (IP and port) in the peers table; times are monotonic seconds.
+
+    `datagrams` and `bytes` count what arrived until credit was last granted; the datagrams
+    echoed since are the credit spent (`granted - credit`, and the same in bytes).
+    """
 
     __slots__ = (
         "ip",
@@ -44,6 +49,11 @@ class Peer:
         "bytes",
         "dropped",
         "dropped_bytes",
+        "credit",
+        "granted",
+        "byte_credit",
+        "byte_granted",
+        "last_grant",
     )
 
     def __init__(self, ip: str, port: int, source: Source, tick: int, now: float) -> None:
@@ -58,6 +68,31 @@ class Peer:
         self.bytes = 0
         self.dropped = 0
         self.dropped_bytes = 0
+        self.credit = self.granted = 0
+        self.byte_credit = self.byte_granted = 0
+        self.last_grant = 0
+        """The size of the latest grant, which the next one in the same tick doubles."""
+
+    @property
+    def datagrams_received(self) -> int:
+        return self.datagrams + self.granted - self.credit
+
+    @property
+    def bytes_received(self) -> int:
+        return self.bytes + self.byte_granted - self.byte_credit
+
+    def settle(self) -> tuple[int, int]:
+        """Count the credit spent as received; return the unspent (datagrams, bytes)."""
+        self.datagrams += self.granted - self.credit
+        self.bytes += self.byte_granted - self.byte_credit
+        unspent = self.credit, self.byte_credit
+        self.credit = self.granted = self.byte_credit = self.byte_granted = 0
+        return unspent
+
+    def grant(self, datagrams: int, byte_count: int) -> None:
+        """Allow this many more echoes and bytes (after `settle`)."""
+        self.credit = self.granted = datagrams
+        self.byte_credit = self.byte_granted = byte_count
 
     @property
     def address(self) -> str:
@@ -69,16 +104,18 @@ class Peer:
 class UDPListenerStats:
     """Counters and peers of one UDP listener; `port` is the bound port, never 0.
 
-    Only what arrives is counted per datagram; what was sent is what arrived minus what was
-    dropped. `peers` is ordered from least to most recently seen (a peer moves to the end
-    with its first datagram in each tick), so the oldest is first, for eviction and expiry.
+    What arrived is the sum over the peers plus `off_table_*`: what peers no longer in the
+    table had received, and what was dropped before reaching it; what was sent is what
+    arrived minus what was dropped. `peers` is ordered from least to most recently seen (a
+    peer moves to the end with its first datagram in each tick), so the oldest is first, for
+    eviction and expiry.
     """
 
     name: str
     host: str
     port: int
-    datagrams_received: int = 0
-    bytes_received: int = 0
+    off_table_datagrams: int = 0
+    off_table_bytes: int = 0
     dropped_bytes: int = 0
     peers_evicted: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
@@ -90,6 +127,8 @@ class UDPListenerStats:
     def forget(self, key: Any) -> None:
         """Remove the peer at `key`, and its source once no peer of it remains."""
         peer = self.peers.pop(key)
+        self.off_table_datagrams += peer.datagrams_received
+        self.off_table_bytes += peer.bytes_received
         peer.source.peers -= 1
         if not peer.source.peers:
             del self.sources[peer.ip]
@@ -104,14 +143,18 @@ class UDPListenerStats:
             self.forget(key)
 
     def snapshot(self) -> UDPListenerSnapshot:
+        datagrams, byte_count = self.off_table_datagrams, self.off_table_bytes
+        for peer in self.peers.values():
+            datagrams += peer.datagrams_received
+            byte_count += peer.bytes_received
         return UDPListenerSnapshot(
             name=self.name,
             host=self.host,
             port=self.port,
-            datagrams_received=self.datagrams_received,
-            datagrams_sent=self.datagrams_received - sum(self.dropped.values()),
-            bytes_received=self.bytes_received,
-            bytes_sent=self.bytes_received - self.dropped_bytes,
+            datagrams_received=datagrams,
+            datagrams_sent=datagrams - sum(self.dropped.values()),
+            bytes_received=byte_count,
+            bytes_sent=byte_count - self.dropped_bytes,
             dropped=dict(self.dropped),
             peers=len(self.peers),
             peers_evicted=self.peers_evicted,
@@ -161,8 +204,8 @@ def peer_snapshot(
         worker=worker,
         first_seen=wall_now - (now - peer.first_seen),
         last_seen=wall_now - (now - peer.last_seen),
-        datagrams_received=peer.datagrams,
-        datagrams_sent=peer.datagrams - peer.dropped,
-        bytes_received=peer.bytes,
-        bytes_sent=peer.bytes - peer.dropped_bytes,
+        datagrams_received=peer.datagrams_received,
+        datagrams_sent=peer.datagrams_received - peer.dropped,
+        bytes_received=peer.bytes_received,
+        bytes_sent=peer.bytes_received - peer.dropped_bytes,
     )

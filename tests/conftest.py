@@ -48,13 +48,12 @@ UDP_UNLIMITED = UDPConfig(max_datagrams_per_s_per_ip=0, max_datagrams_per_s=0, m
 
 
 def udp_config(**changes: object) -> Config:
-    """The loopback config plus a UDP listener ``udp`` on 127.0.0.1 and one ``udp6`` on ::1;
-    `changes` replace fields of `UDP_UNLIMITED`."""
+    """The loopback config plus a UDP listener ``udp`` on 127.0.0.1; `changes` replace
+    fields of `UDP_UNLIMITED`."""
     base = loopback_config()
     listeners = (
         *base.listeners,
         ListenerConfig(name="udp", host="127.0.0.1", port=0, protocol="udp"),
-        ListenerConfig(name="udp6", host="::1", port=0, protocol="udp"),
     )
     udp = dataclasses.replace(UDP_UNLIMITED, **changes)  # type: ignore[arg-type]
     return dataclasses.replace(base, listeners=listeners, udp=udp)

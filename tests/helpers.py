@@ -155,8 +155,13 @@ def udp_socket(
 
 
 async def round_trip(sock: socket.socket, address: tuple[str, int], data: bytes) -> bytes:
-    """Send one datagram of `data` from `sock` to `address`; return the datagram that comes back."""
-    sock.sendto(data, address)
+    """Send one datagram of `data` from `sock` to `address`; return the datagram that comes back.
+
+    `sock` is connected to `address` first, so that the kernel delivers datagrams from there
+    only: a port just freed by another test may still be the target of a server's echoes.
+    """
+    sock.connect(address)
+    sock.send(data)
     return await within_deadline(asyncio.get_running_loop().sock_recv(sock, 70000))
 
 

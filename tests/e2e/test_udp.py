@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
-from server.config import Config
+from server.config import Config, ListenerConfig
 from server.service import Service
 from tests.conftest import udp_config
 from tests.e2e.conftest import StartEchostat
@@ -58,7 +58,14 @@ async def test_datagram_of_any_size_comes_back_exactly(
 
 async def test_ipv6_listener_echoes() -> None:
     """A listener on ::1 echoes a datagram from an IPv6 source."""
-    service = Service(udp_config())
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this host has no IPv6 loopback")
+    config = udp_config()
+    udp6 = ListenerConfig(name="udp6", host="::1", port=0, protocol="udp")
+    service = Service(dataclasses.replace(config, listeners=(*config.listeners, udp6)))
     await service.start()
     try:
         with udp_socket(socket.AF_INET6) as sock:
@@ -78,6 +85,7 @@ async def test_200_sources_each_get_their_own_datagrams(service: Service) -> Non
 
     async def exchange(n: int, sock: socket.socket) -> list[bytes]:
         sent = [payload(100 + n, seed=n * 10 + i) for i in range(5)]
+        sock.connect(address)  # from the server only (see round_trip)
         for data in sent:
             sock.sendto(data, address)
         got = [await loop.sock_recv(sock, 70000) for _ in sent]
@@ -113,6 +121,7 @@ async def test_datagrams_from_privileged_ports_are_dropped(
     one from an ordinary port is echoed."""
     address = ("127.0.0.1", service.echo_port("udp"))
     with privileged_socket() as privileged:
+        privileged.connect(address)
         privileged.sendto(b"loop?", address)
         assert await round_trip(client, address, b"fine") == b"fine"
         await wait_until(lambda: udp_stats(service)["datagrams_received"] == 2)
@@ -147,6 +156,7 @@ async def test_flood_from_one_address_is_cut_to_its_rate_while_another_is_served
     loop = asyncio.get_running_loop()
     try:
         with udp_socket() as flooder, udp_socket(bind=("127.0.0.2", 0)) as other:
+            flooder.connect(address)
             started = time.monotonic()
             for n in range(1000):
                 flooder.sendto(n.to_bytes(4, "big"), address)

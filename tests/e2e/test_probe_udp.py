@@ -1,0 +1,191 @@
+"""`echostat probe udp://...` against echostat, against socat's UDP echo, and against a lossy
+server: loss, duplicates and order counted exactly, exit codes by --max-loss."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from probe.udp import MAGIC
+from tests.e2e.conftest import StartEchostat
+from tests.helpers import (
+    DEADLINE_S,
+    LOCAL_PORTS,
+    fetch_json,
+    probe_json,
+    require_program,
+    run_probe,
+    wait_for,
+)
+
+UDP_LISTENER = (
+    *LOCAL_PORTS,
+    *("--set", "listeners.1.name=udp", "--set", "listeners.1.protocol=udp"),
+    *("--set", "listeners.1.port=0"),
+)
+
+
+def test_probe_counts_every_datagram_against_echostat(start_echostat: StartEchostat) -> None:
+    """20 datagrams at 100/s to echostat: 0 % loss, exit 0, and echostat counted exactly 20."""
+    echostat = start_echostat(*UDP_LISTENER)
+    port = echostat.ports["udp"]
+    done, report = probe_json(f"udp://127.0.0.1:{port}", "--count", "20", "--rate", "100/s")
+    assert done.returncode == 0, report
+    assert (report["sent"], report["received"], report["lost"]) == (20, 20, 0)
+    assert report["loss_percent"] == 0
+    assert report["duplicated"] == report["corrupted"] == 0
+    rtt = report["rtt_ms"]
+    assert 0 < rtt["min_ms"] <= rtt["p99_ms"] <= rtt["max_ms"] and rtt["count"] == 20
+
+    def counted() -> dict[str, Any] | None:
+        udp: dict[str, Any] = fetch_json(echostat.status_port)["udp_listeners"][0]
+        return udp if udp["datagrams_sent"] == 20 else None
+
+    udp = wait_for(counted, "echostat to count 20 echoes")
+    assert (udp["datagrams_received"], udp["bytes_received"], udp["peers"]) == (20, 20 * 64, 1)
+
+
+def test_probe_prints_ping_like_lines_and_a_summary(start_echostat: StartEchostat) -> None:
+    """Without --json: one line per reply and ping's closing lines, with jitter."""
+    echostat = start_echostat(*UDP_LISTENER)
+    target = f"udp://127.0.0.1:{echostat.ports['udp']}"
+    done = run_probe(target, "--count", "3", "--interval", "0.05", "--size", "100")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"PROBE {target}: 3 datagrams of 100 bytes, 20 a second"
+    assert [line.split(" time=")[0] for line in lines[1:4]] == [
+        f"100 bytes from {target}: seq={seq}" for seq in (1, 2, 3)
+    ]
+    assert lines[4] == f"--- {target} udp probe statistics ---"
+    assert lines[5] == "3 sent, 3 received, 0 lost (0.0%), 0 duplicated, 0 reordered, 0 corrupted"
+    assert lines[6].startswith("rtt min/avg/max/mdev = ")
+    assert lines[8].startswith("jitter ") and "RFC 3550" in lines[8]
+
+
+@pytest.fixture
+def socat_udp_echo() -> Iterator[int]:
+    """``socat UDP-RECVFROM:PORT,fork EXEC:cat``, an echo server that is not ours."""
+    program = require_program("socat", "socat")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [program, f"UDP-RECVFROM:{port},bind=127.0.0.1,fork", "EXEC:cat"],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_udp_echo(port)
+        yield port
+    finally:
+        process.kill()
+        process.wait(timeout=DEADLINE_S)
+
+
+def _wait_for_udp_echo(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            sock.sendto(b"ready?", ("127.0.0.1", port))
+            try:
+                sock.recv(100)
+                return
+            except (TimeoutError, ConnectionRefusedError):
+                continue
+    raise AssertionError(f"no UDP echo on port {port}")
+
+
+def test_probe_verifies_socat_udp_echo(socat_udp_echo: int) -> None:
+    """socat's UDP echo answers every datagram exactly: 0 % loss, exit 0."""
+    done, report = probe_json(
+        f"udp://127.0.0.1:{socat_udp_echo}", "--count", "10", "--interval", "0.05"
+    )
+    assert done.returncode == 0, report
+    assert (report["sent"], report["received"], report["corrupted"]) == (10, 10, 0)
+
+
+class DropsEveryTenth:
+    """A UDP echo server in a thread that drops the 10th, 20th, ... datagram it receives."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.received = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, address = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            if not data.startswith(MAGIC):
+                continue  # a stray datagram to a recently freed port, not the probe's
+            self.received += 1
+            if self.received % 10:
+                self.sock.sendto(data, address)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=DEADLINE_S)
+        self.sock.close()
+
+
+@pytest.fixture
+def lossy_server() -> Iterator[DropsEveryTenth]:
+    server = DropsEveryTenth()
+    yield server
+    server.close()
+
+
+def test_probe_reports_ten_percent_loss_and_exits_1(lossy_server: DropsEveryTenth) -> None:
+    """50 datagrams through a server that drops every tenth: 5 lost, 10 %, exit 1."""
+    target = f"udp://127.0.0.1:{lossy_server.port}"
+    done, report = probe_json(target, "--count", "50", "--rate", "200", "--timeout", "1")
+    assert done.returncode == 1
+    assert (report["sent"], report["received"], report["lost"]) == (50, 45, 5)
+    assert report["loss_percent"] == 10.0
+    assert report["ok"] is False
+    assert "10.0% of the datagrams lost, more than --max-loss 0" in done.stderr
+
+
+def test_max_loss_sets_the_threshold_of_the_exit_status(lossy_server: DropsEveryTenth) -> None:
+    """The same 10 % loss passes with --max-loss 10 and fails with --max-loss 9.9."""
+    target = f"udp://127.0.0.1:{lossy_server.port}"
+    common = ("--count", "20", "--rate", "200", "--timeout", "1")
+    assert probe_json(target, *common, "--max-loss", "10")[0].returncode == 0
+    assert probe_json(target, *common, "--max-loss", "9.9")[0].returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--size", "10"), "--size: expected 28..65507 for udp://, got 10"),
+        (("--rate", "0"), "--rate: expected a positive number of datagrams per second, got 0"),
+        (("--half-close",), "--half-close: not available for udp:// targets"),
+        (("--tls",), "--tls: not available for udp:// targets"),
+        (("--rate", "10", "--interval", "1"), "--rate and --interval: give one or the other"),
+    ],
+)
+def test_usage_errors_exit_2_naming_the_flag(args: tuple[str, ...], message: str) -> None:
+    """Flags that make no sense for a UDP probe exit 2 with one line naming the flag."""
+    done = run_probe("udp://127.0.0.1:9", *args)
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"echostat probe: {message}"
+
+
+def test_udp_flags_are_refused_for_a_tcp_target() -> None:
+    """--rate and --max-loss belong to udp:// targets; with HOST:PORT they exit 2."""
+    done = run_probe("127.0.0.1:9", "--max-loss", "5")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "echostat probe: --max-loss: only for udp:// targets"
