@@ -129,12 +129,14 @@ STATUS_CAP = 4
 async def test_page_says_so_when_the_status_side_is_full(browser: Browser, config: Config) -> None:
     """At status.max_connections, an open dashboard whose push channel can't get a slot says it
     was refused and why, a new page load shows the reason at once, and both recover."""
+    # Short timeouts end whatever the browser holds besides its push stream (idle keep-alive
+    # connections, a preconnected socket) within a second; the fillers are push streams too.
     status = StatusConfig(
         host="127.0.0.1",
         port=0,
         max_connections=STATUS_CAP,
         idle_timeout_s=1.0,
-        header_timeout_s=60.0,
+        header_timeout_s=1.0,
     )
     full = Service(dataclasses.replace(config, status=status))
     await full.start()
@@ -143,12 +145,13 @@ async def test_page_says_so_when_the_status_side_is_full(browser: Browser, confi
     fillers: list[asyncio.StreamWriter] = []
     try:
         page = await open_dashboard(browser, full, errors=[])
-        # The page's idle keep-alive connections close after 1 s; its push stream stays.
         await wait_until(lambda: counters.active == 1, "only the push stream to be left")
         await page.evaluate("source.close()")
         await wait_until(lambda: counters.active == 0, "the push stream to close")
         for _ in range(STATUS_CAP):
-            fillers.append((await asyncio.open_connection("127.0.0.1", full.status_port))[1])
+            _, filler = await asyncio.open_connection("127.0.0.1", full.status_port)
+            filler.write(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            fillers.append(filler)
         await wait_until(lambda: counters.active == STATUS_CAP, "every slot to be taken")
 
         await page.evaluate("connect()")
