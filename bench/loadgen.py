@@ -1,4 +1,4 @@
-"""Load generator for TCP echo servers: pingpong, stream and hold, every echoed byte verified.
+"""Load generator for TCP echo servers: pingpong, stream, hold and churn, every byte verified.
 
 Runs the verifying clients of `probe.engine` (the engine of `echostat probe`) on uvloop, so
 that the client costs as little as possible per byte. Payloads are slices of a seeded random
@@ -10,6 +10,8 @@ The result is one JSON object on stdout; `bench/run.py` drives this script.
     python bench/loadgen.py pingpong --port 7007 --size 64 --connections 100 --duration 3
     python bench/loadgen.py stream --port 7007 --connections 10 --duration 3
     python bench/loadgen.py hold --port 7007 --connections 10000 --server-pid 1234
+    python bench/loadgen.py churn --port 7007 --size 16 --connections 32 --duration 3
+    python bench/loadgen.py churn-half-close --port 7007 --size 16 --connections 32 --tls
 """
 
 from __future__ import annotations
@@ -27,10 +29,15 @@ from typing import Any
 
 import uvloop
 
+from probe.churn import Churn
 from probe.engine import Client, Holder, Mismatch, PingPong, Run, Stream
 from probe.figures import percentile
 from probe.pattern import SPAN
 from probe.session import SETTLE_S, Endpoint, Session, bounded
+from probe.tls import client_context
+
+LATENCY_SAMPLES = 20_000
+"""At most this many latencies go out with --emit-latencies (evenly spaced in sorted order)."""
 
 
 def process_tree(pid: int) -> list[int]:
@@ -164,10 +171,31 @@ def _content_length(head: bytes) -> int:
     raise Mismatch("response without Content-Length")
 
 
+def endpoint(args: argparse.Namespace) -> Endpoint:
+    """The server under test; with --tls, any certificate is accepted (it is our own)."""
+    tls = client_context(None, insecure=True) if args.tls else None
+    return Endpoint(args.host, args.port, tls=tls)
+
+
+def latency_figures(latencies_ns: list[int], emit: bool) -> dict[str, Any]:
+    """p50 and p99 in µs; with `emit`, also a sorted sample of the latencies for merging."""
+    latencies = sorted(latencies_ns)
+    figures: dict[str, Any] = {
+        "p50_us": round(percentile(latencies, 0.50) / 1000, 1),
+        "p99_us": round(percentile(latencies, 0.99) / 1000, 1),
+    }
+    if emit:
+        step = max(1, len(latencies) // LATENCY_SAMPLES)
+        figures["latencies_us"] = [round(ns / 1000, 1) for ns in latencies[::step]]
+    return figures
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run the mode named by `args.mode` and return its figures."""
+    if args.mode.startswith("churn"):
+        return await churn(args)
     run = Run()
-    session = Session(Endpoint(args.host, args.port), run)
+    session = Session(endpoint(args), run)
     if args.mode == "hold":
         return await hold(args, session)
     factory: Callable[[int], Client]
@@ -214,12 +242,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         **usage,
     }
     if args.mode == "pingpong":
-        latencies = sorted(run.latencies_ns)
         result.update(
             size=args.size,
-            round_trips_per_s=round(len(latencies) / elapsed),
-            p50_us=round(percentile(latencies, 0.50) / 1000, 1),
-            p99_us=round(percentile(latencies, 0.99) / 1000, 1),
+            round_trips_per_s=round(len(run.latencies_ns) / elapsed),
+            **latency_figures(run.latencies_ns, args.emit_latencies),
         )
     else:
         result.update(window=args.window)
@@ -235,6 +261,40 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     if subscribers is not None:
         result["subscribers"] = {"count": subscribers.count, "min_events": min(subscribers.events)}
     return result
+
+
+async def churn(args: argparse.Namespace) -> dict[str, Any]:
+    """`args.connections` lanes of connect, echo `args.size` bytes, close; connections/s,
+    connect-to-verified-echo latency and failures (refused, reset) by reason."""
+    run = Run(stop_on_failure=False)
+    lanes = Churn(endpoint(args), run, args.connections, args.size, args.mode != "churn")
+    await lanes.start()
+    cpu = CpuMeter(args.server_pid, args.proxy_pid)
+    await asyncio.sleep(args.warmup)
+    run.measuring = True
+    cpu.start()
+    started = time.perf_counter()
+    await asyncio.sleep(args.duration)
+    elapsed = time.perf_counter() - started
+    run.measuring = False
+    usage = cpu.stop()
+    await lanes.stop()
+    mismatches = [f for f in run.failures if f.reason == "mismatch"]
+    if mismatches:
+        raise Mismatch(mismatches[0].message)
+    if not lanes.completed:
+        raise Mismatch(f"no connection completed its echo; failures: {dict(lanes.failures)}")
+    return {
+        "mode": args.mode,
+        "connections": args.connections,
+        "size": args.size,
+        "tls": args.tls,
+        "seconds": round(elapsed, 3),
+        "connections_per_s": round(lanes.completed / elapsed),
+        "failures": dict(lanes.failures),
+        **latency_figures(lanes.latencies_ns, args.emit_latencies),
+        **usage,
+    }
 
 
 async def hold(args: argparse.Namespace, session: Session) -> dict[str, Any]:
@@ -280,14 +340,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=("pingpong", "stream", "hold"))
+    parser.add_argument("mode", choices=("pingpong", "stream", "hold", "churn", "churn-half-close"))
     parser.add_argument("--host", default="127.0.0.1", help="echo server address (loopback only)")
     parser.add_argument("--port", type=int, required=True, help="echo server port")
-    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument(
+        "--connections", type=int, default=1, help="connections (churn: lanes at once)"
+    )
     parser.add_argument(
         "--connect-rate", type=float, default=0, help="new connections per second (0: no cap)"
     )
-    parser.add_argument("--size", type=int, default=64, help="pingpong message bytes")
+    parser.add_argument("--size", type=int, default=64, help="pingpong and churn message bytes")
     parser.add_argument("--window", type=int, default=256 * 1024, help="stream bytes in flight")
     parser.add_argument("--chunk", type=int, default=64 * 1024, help="stream bytes per write")
     parser.add_argument("--duration", type=float, default=3.0, help="measured seconds")
@@ -301,6 +363,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probe-stats", action="store_true", help="time GET /api/stats")
     parser.add_argument("--probe-interval", type=float, default=0.01)
     parser.add_argument("--subscribers", type=int, default=0, help="SSE clients on /api/events")
+    parser.add_argument("--tls", action="store_true", help="speak TLS (certificate not checked)")
+    parser.add_argument(
+        "--emit-latencies",
+        action="store_true",
+        help="include a sorted sample of latencies (µs), so that runs can be merged",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.size <= SPAN or not 1 <= args.chunk <= SPAN:
         parser.error(f"--size and --chunk must be 1..{SPAN}")

@@ -110,13 +110,15 @@ class Pinning:
     key: str
     title: str
     why: str
-    server_cpu: int | None
-    client_cpu: int | None
+    server_cpu: str | None
+    """A taskset CPU list."""
+    client_cpu: str | None
 
 
 def pinnings(which: str) -> list[Pinning]:
     """The pinning modes to run: `which` is both, pinned or unpinned."""
-    server_cpu, client_cpu = pin_cpus(which != "unpinned")
+    server_cpu, client_cpus = pin_cpus(which != "unpinned", loadgen_procs=1)
+    client_cpu = client_cpus[0]
     found = []
     if which != "unpinned" and server_cpu is not None:
         found.append(
@@ -192,7 +194,7 @@ def cell_for(row: Row, cell: Cell) -> Cell:
 
 
 @contextmanager
-def haproxy_started(backend_port: int, workdir: Path, cpu: int | None) -> Iterator[tuple[int, int]]:
+def haproxy_started(backend_port: int, workdir: Path, cpu: str | None) -> Iterator[tuple[int, int]]:
     """Debian's HAProxy in the foreground in front of `backend_port`; yields (PID, its port).
 
     Its frontend socket is bound here (port 0) and handed over as ``fd@N``; this returns once
@@ -251,9 +253,9 @@ def wait_for_echo(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def row_started(row: Row, workdir: Path, cpu: int | None) -> Iterator[Running]:
+def row_started(row: Row, workdir: Path, cpu: str | None) -> Iterator[Running]:
     """echostat as `row` says, with HAProxy in front if it says so, all on `cpu`."""
-    with started(row.server(), workdir, cpu) as echostat:
+    with started(row.server(), workdir, cpu, certificate=None) as echostat:
         if not row.haproxy:
             yield echostat
             return
@@ -287,7 +289,7 @@ def measure_all(plan: Plan, chosen: list[Pinning], cols: list[Column], workdir: 
                             file=sys.stderr,
                         )
                         run_cell = cell_for(row, cell)
-                        result = run_loadgen(run_cell, plan, running[row.name], pin.client_cpu)
+                        result = run_loadgen(run_cell, plan, running[row.name], [pin.client_cpu])
                         results[pin.key][row.name].setdefault(cell.key, []).append(result)
     return results
 

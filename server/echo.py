@@ -21,6 +21,7 @@ from tornado.ioloop import PeriodicCallback
 from tornado.tcpserver import TCPServer
 
 from server.accept import RateLimitedLog, watch_accepts
+from server.adopt import adopt
 from server.config import LimitsConfig, ListenerConfig
 from server.proxy_protocol import Endpoint, ProxyHeaderParser, ProxyProtocolError, is_trusted
 from server.resources import echo_may_keep
@@ -64,17 +65,18 @@ class EchoProtocol(Connection, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
-        self._transport = typing.cast(asyncio.Transport, transport)
-        self._transport.set_write_buffer_limits(high=self._buffer_bytes)
+        self._transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=self._buffer_bytes)  # type: ignore[attr-defined]
         if self.listener.tls:
             self.tls_protocol = transport.get_extra_info("ssl_object").version()
-        log.debug(
-            "connection %d from %s (via %s) on %s",
-            self.id,
-            self.peer,
-            self.via or "direct",
-            self.listener.name,
-        )
+        if log.isEnabledFor(logging.DEBUG):  # spares building the arguments per connection
+            log.debug(
+                "connection %d from %s (via %s) on %s",
+                self.id,
+                self.peer,
+                self.via or "direct",
+                self.listener.name,
+            )
 
     def data_received(self, data: bytes) -> None:
         size = len(data)
@@ -99,14 +101,15 @@ class EchoProtocol(Connection, asyncio.Protocol):
         elif isinstance(exc, OSError):
             self.end_reason = "client_error"
         self._registry.close(self, "error" if fault else None)
-        log.debug(
-            "connection %d from %s closed (%s): %d bytes in, %d out",
-            self.id,
-            self.peer,
-            exc or "eof",
-            self.bytes_received,
-            self.bytes_sent,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "connection %d from %s closed (%s): %d bytes in, %d out",
+                self.id,
+                self.peer,
+                exc or "eof",
+                self.bytes_received,
+                self.bytes_sent,
+            )
 
     def unsent_bytes(self) -> int:
         return self._transport.get_write_buffer_size() if self._transport else 0
@@ -262,11 +265,13 @@ class EchoServer(TCPServer):
         Without `stats`, each socket is registered as a plain listener named ``main``.
         """
         config = config or ListenerConfig()
+        # Asking for the running loop costs a getpid() call each time: pass it along instead.
+        loop = asyncio.get_running_loop()
         for sock in sockets:
             if stats is None:
                 host, port = sock.getsockname()[:2]
                 stats = self.registry.add_listener(config.name, host, port)
-            on_accept = functools.partial(self._start_connection, stats=stats, config=config)
+            on_accept = functools.partial(self._start_connection, loop, stats, config)
             self._sockets[sock.fileno()] = sock
             self._handlers[sock.fileno()] = watch_accepts(sock, on_accept, stats.name)
         if not self._housekeeping.is_running():
@@ -305,10 +310,11 @@ class EchoServer(TCPServer):
 
     def _start_connection(
         self,
-        connection: socket.socket,
-        address: Any,
+        loop: asyncio.AbstractEventLoop,
         stats: ListenerStats,
         config: ListenerConfig,
+        connection: socket.socket,
+        address: Any,
     ) -> None:
         ip, port = address[0], address[1]
         if config.proxy_protocol:
@@ -332,17 +338,21 @@ class EchoServer(TCPServer):
         else:
             self.registry.open(echo)
         tls = config.tls
-        loop = asyncio.get_running_loop()
-        setup = loop.create_task(
+        if tls is None:
+            setup = loop.connect_accepted_socket(lambda: protocol, connection)
+            adopt(setup, functools.partial(self._setup_failed, echo, connection))
+            return
+        # A handshake takes long enough to be worth a task, which shutdown can cancel.
+        handshake = loop.create_task(
             loop.connect_accepted_socket(
                 lambda: protocol,
                 connection,
-                ssl=tls.context if tls else None,
-                ssl_handshake_timeout=tls.handshake_timeout_s if tls else None,
+                ssl=tls.context,
+                ssl_handshake_timeout=tls.handshake_timeout_s,
             )
         )
-        self._setups.add(setup)
-        setup.add_done_callback(lambda task: self._setup_done(task, echo, connection))
+        self._setups.add(handshake)
+        handshake.add_done_callback(lambda task: self._handshake_done(task, echo, connection))
 
     def _over_limit(self, ip: str | None) -> str | None:
         """The name of the limit a new connection from `ip` would exceed, if any.
@@ -364,16 +374,22 @@ class EchoServer(TCPServer):
         self.registry.reject(reason)
         self._rejections.warning("rejected %s on %s: %s", ip, listener, reason)
 
-    def _setup_done(
+    def _handshake_done(
         self, task: asyncio.Task[Any], protocol: EchoProtocol, connection: socket.socket
     ) -> None:
-        """Clean up a connection whose transport never came up (e.g. a failed TLS handshake)."""
         self._setups.discard(task)
-        if task.cancelled() or task.exception() is not None:
-            error = "cancelled" if task.cancelled() else repr(task.exception())
-            log.debug("connection from %s failed in setup: %s", protocol.peer, error)
-            connection.close()
-            self.registry.close(protocol, "setup_failed")
+        if task.cancelled():
+            self._setup_failed(protocol, connection, asyncio.CancelledError())
+        elif (error := task.exception()) is not None:
+            self._setup_failed(protocol, connection, error)
+
+    def _setup_failed(
+        self, protocol: EchoProtocol, connection: socket.socket, error: BaseException
+    ) -> None:
+        """Clean up a connection whose transport never came up (e.g. a failed TLS handshake)."""
+        log.debug("connection from %s failed in setup: %r", protocol.peer, error)
+        connection.close()
+        self.registry.close(protocol, "setup_failed")
 
     def _expire_connections(self) -> None:
         """Once a second: refresh idle times, then end connections past a time limit."""

@@ -19,9 +19,9 @@ LOADGEN = REPO / "bench" / "loadgen.py"
 STARTUP_TIMEOUT_S = 30
 
 
-def loadgen(port: int, *extra: str) -> subprocess.CompletedProcess[str]:
-    """One short pingpong run of bench/loadgen.py against `port`."""
-    argv = [sys.executable, str(LOADGEN), "pingpong", "--port", str(port), "--connections", "4"]
+def loadgen(port: int, *extra: str, mode: str = "pingpong") -> subprocess.CompletedProcess[str]:
+    """One short run of bench/loadgen.py (pingpong unless `mode` says) against `port`."""
+    argv = [sys.executable, str(LOADGEN), mode, "--port", str(port), "--connections", "4"]
     argv += ["--duration", "1", "--warmup", "0.1", *extra]
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
@@ -89,3 +89,39 @@ def test_loadgen_fails_the_run_on_a_corrupted_echo(corrupting_server: int) -> No
     found = re.search(flipped + r"(0x..)", done.stderr)
     assert found, done.stderr
     assert int(found[1], 16) ^ int(found[2], 16) == 1
+
+
+@pytest.mark.parametrize("mode", ["churn", "churn-half-close"])
+def test_churn_modes_measure_echostat_and_verify_every_echo(echostat: int, mode: str) -> None:
+    """Connect, echo 16 bytes, close, again: connections complete verified, none fails."""
+    done = loadgen(echostat, "--size", "16", mode=mode)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["connections_per_s"] > 0
+    assert result["failures"] == {}
+    assert 0 < result["p50_us"] <= result["p99_us"]
+
+
+def test_churn_fails_the_run_on_a_corrupted_echo() -> None:
+    """A server that alters byte 5 of each connection fails the churn run, naming the byte."""
+    with faulty_server(flips_byte(5)) as port:
+        done = loadgen(port, "--size", "16", mode="churn")
+    assert done.returncode == 1
+    assert re.search(r"connection \d+: byte 5 differs from what was sent", done.stderr), done.stderr
+
+
+def test_runner_merges_the_results_of_several_load_generators(tmp_path: Path) -> None:
+    """--loadgen-procs 2 splits a churn cell over two verifying processes and merges them."""
+    argv = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--only", "none"]
+    argv += ["--cells", "churn x32", "--duration", "0.5", "--no-pin", "--loadgen-procs", "2"]
+    done = subprocess.run(
+        [*argv, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    (results,) = tmp_path.glob("*-quick.json")
+    (run,) = json.loads(results.read_text())["raw"]["echostat (uvloop)"]["churn-x32"]
+    assert run["loadgen_procs"] == 2
+    assert run["connections"] == 32
+    assert run["connections_per_s"] > 0
+    assert run["failures"] == {}
+    assert "latencies_us" not in run
