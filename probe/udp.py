@@ -33,6 +33,12 @@ HEADER = struct.Struct("!4s8sQQ")
 """Magic, run id, sequence number, send time in monotonic nanoseconds."""
 
 MAGIC = b"EUDP"
+MAX_COUNT = 1_000_000
+"""Every round-trip time and sequence number is kept, so a run is bounded (about 100 MB)."""
+
+MIN_ENDLESS_INTERVAL_S = 0.01
+"""With --count 0 the datagrams go on until Ctrl-C; this bounds how fast their records grow."""
+
 MIN_SIZE = HEADER.size
 MAX_SIZE = 65507
 
@@ -318,10 +324,15 @@ def options_from(args: argparse.Namespace) -> UDPOptions:
     )
     if not MIN_SIZE <= options.size <= MAX_SIZE:
         raise ValueError(f"--size: expected {MIN_SIZE}..{MAX_SIZE} for udp://, got {options.size}")
-    if options.count < 0:
-        raise ValueError(f"--count: expected 0 (until Ctrl-C) or more, got {options.count}")
+    if not 0 <= options.count <= MAX_COUNT:
+        raise ValueError(f"--count: expected 0 (until Ctrl-C)..{MAX_COUNT}, got {options.count}")
     if not interval_s >= 0:
         raise ValueError(f"--interval: expected 0 or more seconds, got {interval_s:g}")
+    if options.count == 0 and interval_s < MIN_ENDLESS_INTERVAL_S:
+        raise ValueError(
+            f"--count 0 runs until Ctrl-C: --interval must then be at least"
+            f" {MIN_ENDLESS_INTERVAL_S:g} s (every round-trip time is kept)"
+        )
     if not options.timeout_s > 0:
         raise ValueError(
             f"--timeout: expected a positive number of seconds, got {options.timeout_s:g}"

@@ -175,6 +175,12 @@ def test_max_loss_sets_the_threshold_of_the_exit_status(lossy_server: DropsEvery
         (("--half-close",), "--half-close: not available for udp:// targets"),
         (("--tls",), "--tls: not available for udp:// targets"),
         (("--rate", "10", "--interval", "1"), "--rate and --interval: give one or the other"),
+        (("--count", "2000000"), "--count: expected 0 (until Ctrl-C)..1000000, got 2000000"),
+        (
+            ("--count", "0", "--rate", "1000"),
+            "--count 0 runs until Ctrl-C: --interval must then be at least 0.01 s"
+            " (every round-trip time is kept)",
+        ),
     ],
 )
 def test_usage_errors_exit_2_naming_the_flag(args: tuple[str, ...], message: str) -> None:
