@@ -55,8 +55,11 @@ def echostat_argv(workdir: Path, port: int) -> list[str]:
 
 
 @contextmanager
-def started(name: str, workdir: Path, cpu: int | None) -> Iterator[subprocess.Popen[bytes]]:
-    """Start server `name` on a free UDP port, wait until it echoes, stop it afterwards."""
+def started(
+    name: str, workdir: Path, cpu: str | None
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """Start server `name` on a free UDP port, wait until it echoes, stop it afterwards;
+    yields the process and its port."""
     port = free_port()
     if name == ECHOSTAT:
         argv = echostat_argv(workdir, port)
@@ -66,8 +69,7 @@ def started(name: str, workdir: Path, cpu: int | None) -> Iterator[subprocess.Po
     process = subprocess.Popen(pinned(cpu, argv), stdout=subprocess.DEVNULL)
     try:
         wait_for_echo(port, process, name)
-        process.port = port  # type: ignore[attr-defined]
-        yield process
+        yield process, port
     finally:
         stop(process)
 
@@ -109,7 +111,7 @@ def build_load(workdir: Path) -> Path:
 
 
 def measure(
-    load: Path, port: int, pid: int, size: int, duration_s: float, cpu: int | None
+    load: Path, port: int, pid: int, size: int, duration_s: float, cpu: str | None
 ) -> tuple[float, float]:
     """(datagrams per second, server CPU µs per datagram) for one run of the client."""
     argv = [str(load), str(port), str(size), str(WINDOW), str(duration_s)]
@@ -128,7 +130,7 @@ def main() -> int:
     parser.add_argument("--no-pin", action="store_true", help="don't pin to CPUs 0 and 1")
     args = parser.parse_args()
     reps, duration_s = (2, 1.5) if args.quick else (5, 3.0)
-    server_cpu, client_cpu = (None, None) if args.no_pin else (0, 1)
+    server_cpu, client_cpu = (None, None) if args.no_pin else ("0", "1")
     names = [ECHOSTAT, BASELINE]
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,12 +138,10 @@ def main() -> int:
         for rep in range(reps):
             order = names[rep % 2 :] + names[: rep % 2]
             for name in order:
-                with started(name, Path(tmp), server_cpu) as server:
+                with started(name, Path(tmp), server_cpu) as (server, port):
                     for size in SIZES:
                         print(f"  rep {rep + 1}/{reps} {size} B: {name}", file=sys.stderr)
-                        result = measure(
-                            load, server.port, server.pid, size, duration_s, client_cpu
-                        )  # type: ignore[attr-defined]
+                        result = measure(load, port, server.pid, size, duration_s, client_cpu)
                         results.setdefault((name, size), []).append(result)
     print("| server | size | datagrams/s | vs baseline | server CPU µs/datagram |")
     print("|---|---|---|---|---|")
