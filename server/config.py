@@ -115,6 +115,7 @@ class LimitsConfig:
     idle_timeout_s: float = field(default=300.0, metadata=_range(0, 7 * 86400))
     max_lifetime_s: float = field(default=0.0, metadata=_range(0, 365 * 86400))
     max_buffer_bytes: int = field(default=262144, metadata=_range(1024, 64 * 1024 * 1024))
+    max_buffered_bytes: int = field(default=64 * 1024 * 1024, metadata=_range(1 << 20, 1 << 40))
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from tornado.tcpserver import TCPServer
 
 from server.accept import RateLimitedLog, watch_accepts
 from server.adopt import adopt
+from server.budget import BufferBudget
 from server.config import LimitsConfig, ListenerConfig
 from server.proxy_protocol import Endpoint, ProxyHeaderParser, ProxyProtocolError, is_trusted
 from server.resources import echo_may_keep
@@ -37,15 +38,30 @@ _EOF_LINGER_S = 2.0
 """After sending EOF at shutdown, how long a connection may stay open for its client's EOF."""
 
 
-class EchoProtocol(Connection, asyncio.Protocol):
+class EchoProtocol(Connection, asyncio.BufferedProtocol):
     """Writes every received chunk straight back; the record the registry counts.
 
-    Backpressure: the transport's write buffer holds at most `buffer_bytes` before reading
-    is paused, so a client that sends but doesn't read costs at most that plus one read chunk.
+    Reads land in the budget's shared buffer and are written back from it, so a client that
+    reads its echo costs no allocation. Once the transport has to queue (`pause_writing`: the
+    client reads slower than it sends), this connection takes that buffer over and reads into
+    buffers of its own, charged to the budget, until the queue has drained (`resume_writing`).
+    Meanwhile it stops reading whenever its queue passes `buffer_bytes` or the budget is spent,
+    so a client that sends but doesn't read costs at most that plus one read.
     On the client's EOF the transport flushes what is queued, then closes (half-close safe).
     """
 
-    __slots__ = ("_transport", "_registry", "_buffer_bytes", "_sock", "tls_protocol")
+    __slots__ = (
+        "_transport",
+        "_registry",
+        "_budget",
+        "_buffer_bytes",
+        "_sock",
+        "tls_protocol",
+        "_tls",
+        "_queuing",
+        "_own",
+        "_charged",
+    )
 
     def __init__(
         self,
@@ -53,21 +69,35 @@ class EchoProtocol(Connection, asyncio.Protocol):
         port: int,
         listener: ListenerStats,
         registry: Registry,
+        budget: BufferBudget,
         buffer_bytes: int,
         sock: socket.socket | None = None,
     ) -> None:
         super().__init__(ip, port, listener)
         self._transport: asyncio.Transport | None = None
         self._registry = registry
+        self._budget = budget
         self._buffer_bytes = buffer_bytes
         self._sock = sock
         self.tls_protocol: str | None = None
+        self._tls = False
+        """TLS transports encrypt (so copy) what they are given; plain ones keep a reference."""
+        self._queuing = False
+        """The transport holds bytes not yet sent: between pause_writing and resume_writing."""
+        self._own: memoryview | None = None
+        """While queuing, the unused rest of the buffer this connection reads into."""
+        self._charged = 0
+        """Bytes this connection holds against the budget."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(high=self._buffer_bytes)  # type: ignore[attr-defined]
-        if self.listener.tls:
+        self._tls = self.listener.tls
+        # Be told as soon as one byte is queued and again once all have gone; TLS transports
+        # pause at size >= high, plain ones at size > high.
+        high = 1 if self._tls else 0
+        transport.set_write_buffer_limits(high=high, low=0)  # type: ignore[attr-defined]
+        if self._tls:
             self.tls_protocol = transport.get_extra_info("ssl_object").version()
         if log.isEnabledFor(logging.DEBUG):  # spares building the arguments per connection
             log.debug(
@@ -78,22 +108,76 @@ class EchoProtocol(Connection, asyncio.Protocol):
                 self.listener.name,
             )
 
-    def data_received(self, data: bytes) -> None:
-        size = len(data)
-        self.bytes_received += size
-        self.bytes_sent += size
+    def get_buffer(self, sizehint: int) -> memoryview:
+        own = self._own
+        if own is None:
+            return self._budget.view
+        if not own:
+            own = self._own = self._budget.new_buffer()
+            self._charged += len(own)
+        return own
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.bytes_received += nbytes
+        self.bytes_sent += nbytes
+        own = self._own
+        if own is None:
+            self._transport.write(self._budget.view[:nbytes])  # type: ignore[union-attr]
+            if self._queuing:
+                self._adopt(nbytes)
+        else:
+            self._own = own[nbytes:]
+            self._transport.write(own[:nbytes])  # type: ignore[union-attr]
+            self._account()
+
+    def echo_bytes(self, data: bytes) -> None:
+        """Echo `data` that arrived before this protocol took the connection over."""
+        self.bytes_received += len(data)
+        self.bytes_sent += len(data)
         self._transport.write(data)  # type: ignore[union-attr]
+        if self._queuing:
+            self._account()
+
+    def pause_writing(self) -> None:
+        self._queuing = True
+
+    def resume_writing(self) -> None:
+        """Everything queued has been sent: give the buffers back and read again."""
+        self._queuing = False
+        self._release()
+        self._transport.resume_reading()  # type: ignore[union-attr]
+
+    def _adopt(self, nbytes: int) -> None:
+        """The transport kept part of the shared buffer: make that buffer this connection's."""
+        if not self._tls:
+            taken = self._budget.take_view()
+            self._charged += len(taken)
+            self._own = taken[nbytes:]
+        self._account()
+
+    def _account(self) -> None:
+        """Charge what a TLS transport holds; stop reading while this connection holds too
+        much or the budget is spent."""
+        transport = self._transport
+        assert transport is not None
+        queued = transport.get_write_buffer_size()
+        if self._tls:
+            self._budget.charge(queued - self._charged)
+            self._charged = queued
+        if queued > self._buffer_bytes or self._budget.spent:
+            transport.pause_reading()
+
+    def _release(self) -> None:
+        self._own = None
+        if self._charged:
+            self._budget.charge(-self._charged)
+            self._charged = 0
 
     def eof_received(self) -> None:
         """Returning None lets the transport flush everything queued, then close."""
 
-    def pause_writing(self) -> None:
-        self._transport.pause_reading()  # type: ignore[union-attr]
-
-    def resume_writing(self) -> None:
-        self._transport.resume_reading()  # type: ignore[union-attr]
-
     def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
         # A reset or an EOF is the client's doing; anything else was a fault of ours.
         fault = exc is not None and not isinstance(exc, OSError)
         if isinstance(exc, ConnectionResetError):
@@ -216,7 +300,7 @@ class _ProxyHeader(asyncio.Protocol):
         transport.set_protocol(echo)
         echo.connection_made(transport)
         if remainder:
-            echo.data_received(remainder)
+            echo.echo_bytes(remainder)
 
     def _fail(self, reason: str) -> None:
         """Reject the connection for `reason`, unless its fate is already settled."""
@@ -248,6 +332,8 @@ class EchoServer(TCPServer):
         super().__init__()
         self.registry = registry
         self.limits = limits
+        self.budget = BufferBudget(limits.max_buffered_bytes)
+        registry.budget = self.budget
         self._setups: set[asyncio.Task[Any]] = set()
         self._awaiting_header = 0
         self._rejections = RateLimitedLog(log, interval_s=10.0)
@@ -330,9 +416,9 @@ class EchoServer(TCPServer):
             self._reject(reason, ip, stats.name)
             return
         echo = EchoProtocol(
-            ip, port, stats, self.registry, self.limits.max_buffer_bytes, connection
+            ip, port, stats, self.registry, self.budget, self.limits.max_buffer_bytes, connection
         )
-        protocol: asyncio.Protocol = echo
+        protocol: asyncio.BaseProtocol = echo
         if config.proxy_protocol:
             protocol = _ProxyHeader(echo, self, config.proxy_header_timeout_s)
         else:

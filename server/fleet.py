@@ -1,18 +1,20 @@
 """The whole instance as the status page sees it when several worker processes echo.
 
-Each worker reports its own snapshot and busiest connections once per tick over a pipe;
-`FleetStats` keeps the latest report of each and sums them on demand. Nothing crosses a
-process boundary on the echo path. A worker that dies is folded into retired totals: its
+Each worker reports its own snapshot and busiest connections once per tick over a pipe, and
+at once whenever the supervisor asks (`refresh`, before answering an API request or a
+scrape); `FleetStats` keeps the latest report of each and sums them on demand. Nothing
+crosses a process boundary on the echo path. A worker that dies is folded into retired totals: its
 connections count as closed, its bytes and accepts stay in the lifetime figures.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from server.stats import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot, TcpSnapshot
 from server.tcp_info import TcpInfo
@@ -24,28 +26,51 @@ REPORT_INTERVAL_S = 0.5
 CONNECTIONS_PER_REPORT = 200
 """Each worker reports its busiest connections only, so a report stays small."""
 
+MAX_CONNECTIONS_PER_ANSWER = 100_000
+"""The most rows a worker sends when asked for more (``/api/connections?limit=``'s maximum)."""
+
+ASK_DEADLINE_S = 0.2
+"""How long a request waits for the workers' answers before using older reports."""
+
+Ask = Callable[[int, int], None]
+"""Sends question number N, wanting M connection rows, to one worker."""
+
 
 def encode_report(
     snapshot: StatsSnapshot,
     connections: list[ConnectionSnapshot],
     peers: list[PeerSnapshot] | None = None,
+    answers: int | None = None,
 ) -> bytes:
-    """One line a worker sends: its snapshot, its busiest connections and UDP peers."""
+    """One line a worker sends: its snapshot, its busiest connections and UDP peers, and the
+    number of the question it answers (None for a periodic report)."""
     report = {
         "snapshot": snapshot.to_dict(),
         "connections": [dataclasses.asdict(conn) for conn in connections],
         "peers": [dataclasses.asdict(peer) for peer in peers or ()],
+        "answers": answers,
     }
     return json.dumps(report, separators=(",", ":")).encode() + b"\n"
 
 
-def decode_report(line: bytes) -> tuple[StatsSnapshot, list[ConnectionSnapshot]]:
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """One decoded report line, stamped with when it arrived (monotonic)."""
+
+    snapshot: StatsSnapshot
+    connections: list[ConnectionSnapshot]
+    answers: int | None
+    received_at: float
+
+
+def decode_report(line: bytes) -> Report:
     report = json.loads(line)
     connections = [
         ConnectionSnapshot(**{**row, "tcp": row["tcp"] and TcpInfo(**row["tcp"])})
         for row in report["connections"]
     ]
-    return StatsSnapshot.from_dict(report["snapshot"]), connections
+    snapshot = StatsSnapshot.from_dict(report["snapshot"])
+    return Report(snapshot, connections, report.get("answers"), time.monotonic())
 
 
 def decode_peers(line: bytes) -> list[PeerSnapshot]:
@@ -60,23 +85,41 @@ class FleetStats:
         self.accepting = False
         self.ready = False
         self._started = time.monotonic()
-        self._reports: dict[int, tuple[StatsSnapshot, list[ConnectionSnapshot]]] = {}
+        self._reports: dict[int, Report] = {}
         self._retired: list[StatsSnapshot] = []
         self._peers: dict[int, list[PeerSnapshot]] = {}
         self.worker_restarts = 0
+        self._askers: dict[int, Ask] = {}
+        self._question = 0
+        self._unanswered: set[int] = set()
+        self._all_answered = asyncio.Event()
+        self._rounds = _Rounds(self._ask_everyone)
+
+    def add_worker(self, pid: int, ask: Ask) -> None:
+        """Worker `pid` runs; `ask` puts a question to it (see `refresh`)."""
+        self._askers[pid] = ask
+
+    async def refresh(self, connections: int = 0) -> None:
+        """Ask every worker for its figures and `connections` busiest rows now; return once all
+        have answered or `ASK_DEADLINE_S` has passed (the late ones keep their last report)."""
+        await self._rounds.join(connections)
 
     def update(self, pid: int, line: bytes) -> None:
         """Record the report line `line` from worker `pid`."""
-        self._reports[pid] = decode_report(line)
+        report = self._reports[pid] = decode_report(line)
         self._peers[pid] = decode_peers(line)
+        if report.answers == self._question:
+            self._answered(pid)
 
     def retire(self, pid: int) -> None:
         """Worker `pid` is gone: its open connections died with it."""
+        self._askers.pop(pid, None)
+        self._answered(pid)
         report = self._reports.pop(pid, None)
         self._peers.pop(pid, None)
         if report is None:
             return
-        snap = report[0]
+        snap = report.snapshot
         self._retired.append(
             dataclasses.replace(
                 snap,
@@ -90,10 +133,11 @@ class FleetStats:
 
     @property
     def active(self) -> int:
-        return sum(snap.active for snap, _ in self._reports.values())
+        return sum(report.snapshot.active for report in self._reports.values())
 
     def snapshot(self) -> StatsSnapshot:
-        live = [snap for snap, _ in self._reports.values()]
+        now = time.monotonic()
+        live = [report.snapshot for report in self._reports.values()]
         rejected: Counter[str] = Counter()
         closed_by_server: Counter[str] = Counter()
         for snap in [*live, *self._retired]:
@@ -113,15 +157,20 @@ class FleetStats:
             bytes_received=sum(s.bytes_received for s in everyone),
             bytes_sent=sum(s.bytes_sent for s in everyone),
             listeners=_merge_listeners(everyone),
-            workers=tuple(worker for snap in live for worker in snap.workers),
+            workers=tuple(
+                dataclasses.replace(worker, stale_s=round(now - report.received_at, 3))
+                for report in self._reports.values()
+                for worker in report.snapshot.workers
+            ),
             udp_listeners=_merge_udp_listeners(everyone),
             worker_restarts=self.worker_restarts,
             tcp=TcpSnapshot.merge([s.tcp for s in live], [s.tcp for s in self._retired]),
+            buffered_bytes=sum(s.buffered_bytes for s in live),
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:
         """The busiest connections over all workers (each worker reports its busiest)."""
-        rows = [row for _, conns in self._reports.values() for row in conns]
+        rows = [row for report in self._reports.values() for row in report.connections]
         rows.sort(key=lambda c: c.bytes_received + c.bytes_sent, reverse=True)
         return rows[:limit]
 
@@ -130,6 +179,56 @@ class FleetStats:
         rows = [row for peers in self._peers.values() for row in peers]
         rows.sort(key=lambda p: p.datagrams_received, reverse=True)
         return rows[:limit]
+
+    async def _ask_everyone(self, connections: int) -> None:
+        self._question += 1
+        self._unanswered = set(self._askers)
+        self._all_answered.clear()
+        rows = min(max(connections, CONNECTIONS_PER_REPORT), MAX_CONNECTIONS_PER_ANSWER)
+        for ask in self._askers.values():
+            ask(self._question, rows)
+        if self._unanswered:
+            try:
+                await asyncio.wait_for(self._all_answered.wait(), ASK_DEADLINE_S)
+            except TimeoutError:
+                pass
+
+    def _answered(self, pid: int) -> None:
+        self._unanswered.discard(pid)
+        if not self._unanswered:
+            self._all_answered.set()
+
+
+class _Rounds:
+    """Runs `ask_round` one round at a time; a caller waits for a round that began after it
+    called, and everyone who called during a round shares the next one."""
+
+    def __init__(self, ask_round: Callable[[int], Awaitable[None]]) -> None:
+        self._ask_round = ask_round
+        self._next: asyncio.Future[None] | None = None
+        self._rows = 0
+        self._runner: asyncio.Task[None] | None = None
+
+    async def join(self, rows: int) -> None:
+        self._rows = max(self._rows, rows)
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        waiting = self._next
+        if self._runner is None:
+            self._runner = asyncio.ensure_future(self._run())
+        await asyncio.shield(waiting)
+
+    async def _run(self) -> None:
+        try:
+            while (due := self._next) is not None:
+                self._next = None
+                rows, self._rows = self._rows, 0
+                try:
+                    await self._ask_round(rows)
+                finally:
+                    due.set_result(None)
+        finally:
+            self._runner = None
 
 
 def _merge_listeners(snapshots: Iterable[StatsSnapshot]) -> tuple[ListenerSnapshot, ...]:

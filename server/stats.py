@@ -16,10 +16,13 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from server.tcp_info import TcpInfo
 from server.udp_stats import PeerSnapshot, UDPListenerSnapshot, UDPListenerStats, peer_snapshot
+
+if TYPE_CHECKING:
+    from server.budget import BufferBudget
 
 
 class Connection:
@@ -114,6 +117,8 @@ class WorkerSnapshot:
     closed: int
     bytes_received: int
     bytes_sent: int
+    stale_s: float = 0.0
+    """How old these figures are: 0 in a single process, else the age of the worker's report."""
 
 
 RTT_BUCKETS_S = (
@@ -206,6 +211,8 @@ class StatsSnapshot:
     worker_restarts: int = 0
     """Workers the supervisor restarted after they died; always 0 for a single process."""
     tcp: TcpSnapshot = field(default_factory=TcpSnapshot)
+    buffered_bytes: int = 0
+    """Echo buffers held now for clients that read slower than they send."""
 
     @property
     def rejected_total(self) -> int:
@@ -264,6 +271,9 @@ class StatsSource(Protocol):
 
     def peers(self, limit: int | None = None) -> list[PeerSnapshot]: ...
 
+    async def refresh(self, connections: int = 0) -> None:
+        """Bring the figures (and at least `connections` busiest rows) up to this moment."""
+
 
 _TCP_READS_MIN = 100
 """TCP_INFO reads a snapshot may always make, however few connections are due."""
@@ -309,6 +319,11 @@ class Registry:
         self._closed_retransmits = 0
         self._rtt_buckets = [0] * (len(RTT_BUCKETS_S) + 1)
         self._rtt_sum_s = 0.0
+        self.budget: BufferBudget | None = None
+        """The echo side's buffer budget, whose charge snapshots report."""
+
+    async def refresh(self, connections: int = 0) -> None:
+        """Nothing to fetch: the registry is the live state."""
 
     def add_listener(self, name: str, host: str, port: int, tls: bool = False) -> ListenerStats:
         stats = ListenerStats(name, host, port, tls)
@@ -420,6 +435,7 @@ class Registry:
             ),
             tcp=self._tcp_snapshot(),
             udp_listeners=tuple(udp.snapshot() for udp in self.udp_listeners),
+            buffered_bytes=self.budget.charged if self.budget else 0,
         )
 
     def _tcp_snapshot(self) -> TcpSnapshot:

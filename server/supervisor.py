@@ -12,6 +12,7 @@ arrive meanwhile wait in the backlog instead of being refused.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -121,10 +122,11 @@ class Supervisor:
         """Run the worker of `slot`, restarting it whenever it dies, until shutdown."""
         while True:
             started = time.monotonic()
-            process, reports = await self._spawn(slot, listeners)
+            process, reports, asks = await self._spawn(slot, listeners)
             await self._read_reports(process.pid, reports)
             code = await process.wait()
             self.fleet.retire(process.pid)
+            asks.close()
             del self._processes[slot]
             if self._stopping:
                 log.info("worker %d (pid %d) exited with status %d", slot, process.pid, code)
@@ -141,10 +143,13 @@ class Supervisor:
 
     async def _spawn(
         self, slot: int, listeners: dict[str, list[int]]
-    ) -> tuple[asyncio.subprocess.Process, PipeIOStream]:
+    ) -> tuple[asyncio.subprocess.Process, PipeIOStream, PipeIOStream]:
         read_fd, write_fd = os.pipe()
-        spec = WorkerSpec(slot, self._config_path, self._worker_overrides, listeners, write_fd)
-        fds = [write_fd, *(fd for group in listeners.values() for fd in group)]
+        ask_read_fd, ask_fd = os.pipe()
+        spec = WorkerSpec(
+            slot, self._config_path, self._worker_overrides, listeners, write_fd, ask_read_fd
+        )
+        fds = [write_fd, ask_read_fd, *(fd for group in listeners.values() for fd in group)]
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -154,16 +159,22 @@ class Supervisor:
                 pass_fds=fds,
                 start_new_session=True,  # a terminal's Ctrl-C goes to the supervisor only
             )
+        except BaseException:
+            os.close(ask_fd)
+            raise
         finally:
             os.close(write_fd)
+            os.close(ask_read_fd)
         self._processes[slot] = process
-        return process, PipeIOStream(read_fd)
+        asks = PipeIOStream(ask_fd)
+        self.fleet.add_worker(process.pid, functools.partial(_ask, asks))
+        return process, PipeIOStream(read_fd), asks
 
     async def _read_reports(self, pid: int, reports: PipeIOStream) -> None:
         """Feed `pid`'s report lines to the fleet until its pipe closes (it exited)."""
         try:
             while True:
-                self.fleet.update(pid, await reports.read_until(b"\n", max_bytes=1 << 22))
+                self.fleet.update(pid, await reports.read_until(b"\n", max_bytes=1 << 26))
         except StreamClosedError:
             reports.close()
 
@@ -191,6 +202,18 @@ class Supervisor:
     def _kill_all(self) -> None:
         for process in self._processes.values():
             process.kill()
+
+
+def _ask(asks: PipeIOStream, question: int, rows: int) -> None:
+    """Put `question` to a worker, unless it hasn't even read the last one (it is stuck)."""
+    if asks.closed() or asks.writing():
+        return
+    asks.write(b"%d %d\n" % (question, rows)).add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(future: asyncio.Future[None]) -> None:
+    """A worker that exited can't be asked; its exit is handled where its reports end."""
+    future.exception()
 
 
 def _binder(key: str, listener: ListenerConfig) -> Callable[[int, bool], list[socket.socket]]:

@@ -1,8 +1,9 @@
 """A worker process: echoes on sockets inherited from the supervisor and reports its stats.
 
 Started by `server.supervisor` as ``python -m server.worker SPEC`` with SPEC a JSON object:
-the config path and overrides, the inherited listening descriptors by listener name, and
-the descriptor of the pipe that carries one report line per tick back to the supervisor.
+the config path and overrides, the inherited listening descriptors by listener name, the
+descriptor of the pipe that carries one report line per tick back to the supervisor, and
+that of the pipe on which the supervisor asks for a report at once (``N ROWS`` lines).
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from tornado.ioloop import PeriodicCallback
 from tornado.iostream import PipeIOStream, StreamClosedError
 
 from server.config import Config, load_config
-from server.fleet import CONNECTIONS_PER_REPORT, REPORT_INTERVAL_S, encode_report
+from server.fleet import (
+    CONNECTIONS_PER_REPORT,
+    MAX_CONNECTIONS_PER_ANSWER,
+    REPORT_INTERVAL_S,
+    encode_report,
+)
 from server.runtime import configure_logging, run
 from server.service import Service
 from server.signals import catch_stop_signals
@@ -37,6 +43,7 @@ class WorkerSpec:
     overrides: list[str]
     listeners: dict[str, list[int]]
     report_fd: int
+    ask_fd: int
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -47,17 +54,21 @@ class WorkerSpec:
 
 
 class Reporter:
-    """Sends the registry's snapshot to the supervisor every tick; notices if it is gone."""
+    """Sends the registry's snapshot to the supervisor every tick and whenever it asks;
+    notices if it is gone."""
 
-    def __init__(self, registry: Registry, report_fd: int) -> None:
+    def __init__(self, registry: Registry, report_fd: int, ask_fd: int) -> None:
         self._registry = registry
         self._pipe = PipeIOStream(report_fd)
+        self._asks = PipeIOStream(ask_fd)
         self.supervisor_gone = asyncio.Event()
         self._timer = PeriodicCallback(self.publish, REPORT_INTERVAL_S * 1000)
+        self._answering: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self.publish()
         self._timer.start()
+        self._answering = asyncio.ensure_future(self._answer())
 
     def publish(self) -> None:
         """Queue one report unless the previous one is still in the pipe."""
@@ -75,9 +86,26 @@ class Reporter:
         if isinstance(future.exception(), StreamClosedError):
             self.supervisor_gone.set()
 
+    async def _answer(self) -> None:
+        """Answer each question at once, however full the pipe, with the rows it asks for."""
+        try:
+            while True:
+                question, rows = map(int, (await self._asks.read_until(b"\n", 64)).split())
+                if self._pipe.closed():
+                    return
+                connections = self._registry.connections(min(rows, MAX_CONNECTIONS_PER_ANSWER))
+                peers = self._registry.peers(CONNECTIONS_PER_REPORT)
+                report = encode_report(self._registry.snapshot(), connections, peers, question)
+                self._pipe.write(report).add_done_callback(self._written)
+        except StreamClosedError:
+            self.supervisor_gone.set()
+
     async def close(self) -> None:
         """Send a last report, wait until it is in the pipe, stop."""
         self._timer.stop()
+        if self._answering is not None:
+            self._answering.cancel()
+        self._asks.close()
         if not self._pipe.closed():
             try:
                 await self._pipe.write(
@@ -95,7 +123,7 @@ async def run_worker(config: Config, spec: WorkerSpec) -> None:
     inherited = {name: adopt(fds) for name, fds in spec.listeners.items()}
     service = Service(config, inherited, with_status=False)
     await service.start()
-    reporter = Reporter(service.registry, spec.report_fd)
+    reporter = Reporter(service.registry, spec.report_fd, spec.ask_fd)
     reporter.start()
     signal_task = asyncio.ensure_future(stop_requested.wait())
     gone_task = asyncio.ensure_future(reporter.supervisor_gone.wait())

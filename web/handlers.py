@@ -146,7 +146,8 @@ class PageHandler(BaseHandler):
 class StatsHandler(BaseHandler):
     """``GET /api/stats``: totals now, rates over the last tick, the limits in force."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
+        await self.registry.refresh()
         document = stats_document(self.registry.snapshot(), self.feed.rates)
         self.write_json(
             {
@@ -160,8 +161,10 @@ class StatsHandler(BaseHandler):
 class ConnectionsHandler(BaseHandler):
     """``GET /api/connections?limit=N``: open connections, most bytes moved first."""
 
-    def get(self) -> None:
-        rows = self.registry.connections(self.limit_argument())
+    async def get(self) -> None:
+        limit = self.limit_argument()
+        await self.registry.refresh(limit)
+        rows = self.registry.connections(limit)
         self.write_json(connections_document(self.registry.active, rows))
 
 
@@ -214,7 +217,8 @@ def _event(name: bytes | None, data: bytes) -> bytes:
 class MetricsHandler(BaseHandler):
     """``GET /metrics``: Prometheus text (or OpenMetrics, if asked for), collected per scrape."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
+        await self.registry.refresh()
         encode, content_type = choose_encoder(self.request.headers.get("Accept", ""))
         self.write_bytes(content_type, encode(self.metrics))
 

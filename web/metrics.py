@@ -105,6 +105,11 @@ class RegistryCollector(Collector):
         if snap.tcp.measured:
             yield from _path_quality(snap.tcp)
         yield GaugeMetricFamily(
+            "echostat_buffered_bytes",
+            "Echo buffers held for clients that read slower than they send.",
+            snap.buffered_bytes,
+        )
+        yield GaugeMetricFamily(
             "echostat_uptime_seconds", "Seconds since the service started.", snap.uptime_seconds
         )
         yield InfoMetricFamily("echostat", "The running echostat.", {"version": __version__})

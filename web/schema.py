@@ -36,7 +36,11 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
             "rejected_by_reason": dict(sorted(snap.rejected.items())),
             "closed_by_server": dict(sorted(snap.closed_by_server.items())),
         },
-        "bytes": {"received": snap.bytes_received, "sent": snap.bytes_sent},
+        "bytes": {
+            "received": snap.bytes_received,
+            "sent": snap.bytes_sent,
+            "buffered": snap.buffered_bytes,
+        },
         "rates": {
             "interval_s": round(rates.interval_s, 3),
             "connections_per_s": round(rates.connections_per_s, 3),
@@ -65,6 +69,7 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
                 "closed": worker.closed,
                 "bytes_received": worker.bytes_received,
                 "bytes_sent": worker.bytes_sent,
+                "stale_s": worker.stale_s,
             }
             for worker in snap.workers
         ],

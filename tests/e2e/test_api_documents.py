@@ -67,6 +67,7 @@ def assert_stats_shape(stats: dict[str, Any]) -> None:
             "closed": int,
             "bytes_received": int,
             "bytes_sent": int,
+            "stale_s": float,
         },
     )
     assert_shape(
@@ -80,7 +81,7 @@ def assert_stats_shape(stats: dict[str, Any]) -> None:
             "closed_by_server": dict,
         },
     )
-    assert_shape(stats["bytes"], {"received": int, "sent": int})
+    assert_shape(stats["bytes"], {"received": int, "sent": int, "buffered": int})
     assert_shape(
         stats["rates"],
         {
@@ -145,7 +146,7 @@ async def test_stats_document_has_documented_fields(service: Service) -> None:
         "closed_by_server": {},
     }
     assert stats["connections"]["active"] == 1
-    assert stats["bytes"] == {"received": 5, "sent": 5}
+    assert stats["bytes"] == {"received": 5, "sent": 5, "buffered": 0}
     assert stats["limits"] == dataclasses.asdict(service.config.limits)
     await close_all([writer])
 

@@ -24,7 +24,7 @@ async def test_stats_document_has_the_documented_schema(service: Service) -> Non
         key: stats["connections"][key] for key in ("active", "accepted", "closed", "rejected")
     }
     assert counts == {"active": 0, "accepted": 0, "closed": 0, "rejected": 0}
-    assert stats["bytes"] == {"received": 0, "sent": 0}
+    assert stats["bytes"] == {"received": 0, "sent": 0, "buffered": 0}
     assert isinstance(stats["uptime_seconds"], int | float) and stats["uptime_seconds"] >= 0
     assert stats["listeners"] == [
         {
@@ -74,7 +74,7 @@ async def test_counts_are_exact_through_connect_close_and_reset(service: Service
     assert stats["connections"] == {**stats["connections"], "accepted": CLIENTS, "closed": CLIENTS}
     assert stats["connections"]["rejected"] == 0
     assert stats["listeners"][0]["active"] == 0
-    assert stats["bytes"] == {"received": sent, "sent": sent}
+    assert stats["bytes"] == {"received": sent, "sent": sent, "buffered": 0}
 
 
 async def test_healthz_answers_200_while_accepting(service: Service) -> None:

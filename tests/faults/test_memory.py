@@ -1,0 +1,97 @@
+"""The process-wide buffer budget: 2,000 clients that send without reading, and after them."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+from server.config import LimitsConfig
+from tests.faults.conftest import StartEchostat
+from tests.faults.support import connect, echo
+from tests.helpers import REPO, get_json, payload, stats_when, wait_until
+
+NON_READERS = 2000
+PUSH_BYTES = 512 * 1024
+"""What each non-reader tries to send: far more than its share of the budget."""
+BUDGET_BYTES = LimitsConfig().max_buffered_bytes
+OVERHEAD_PER_CONNECTION = 10 * 1024
+"""The README promises about 6 KiB per connection beyond the budget; the rest is margin."""
+RETURN_MARGIN_BYTES = 32 * 1024 * 1024
+RETURN_WITHIN_S = 10.0
+BULK = payload(1 << 20)
+
+
+async def test_non_readers_hold_at_most_the_budget_and_give_it_back(
+    start_echostat: StartEchostat,
+) -> None:
+    """2,000 non-readers: RSS grows by at most the budget plus a little per connection, other
+    clients echo on at speed, /api/stats answers in under 100 ms; once they close, RSS comes
+    back to within 32 MiB of where it was before them within 10 s."""
+    server = start_echostat(
+        4096, limits={"max_connections": NON_READERS + 100, "max_connections_per_ip": 0}
+    )
+    bystander = await connect(server.echo_port)
+    before_s = await _timed(lambda: echo(bystander, BULK))
+    baseline = server.rss_bytes()
+
+    loader = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.faults.nonreaders",
+        str(server.echo_port),
+        str(NON_READERS),
+        str(PUSH_BYTES),
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert loader.stdin is not None and loader.stdout is not None
+    try:
+        peak = baseline
+        pushed = asyncio.ensure_future(loader.stdout.readline())
+
+        def settled() -> bool:
+            nonlocal peak
+            peak = max(peak, server.rss_bytes())
+            return pushed.done()
+
+        await wait_until(settled, "the non-readers to stop sending", 60.0)
+        assert pushed.result(), "the non-reading clients exited early"
+        document = await stats_when(
+            server.status_port, lambda s: s["connections"]["active"] == NON_READERS + 1
+        )
+        assert document["bytes"]["buffered"] >= BUDGET_BYTES - 65536, document["bytes"]
+        during_s = await _timed(lambda: echo(bystander, BULK))
+        latencies = [await _timed(lambda: get_json(server.status_port)) for _ in range(5)]
+        peak = max(peak, server.rss_bytes())
+    finally:
+        loader.stdin.close()
+        await loader.wait()
+
+    growth = peak - baseline
+    assert growth <= BUDGET_BYTES + NON_READERS * OVERHEAD_PER_CONNECTION, growth
+    assert during_s < 1.0 + 2 * before_s, (before_s, during_s)
+    assert statistics.median(latencies) < 0.1, latencies
+    await stats_when(server.status_port, lambda s: s["connections"]["active"] == 1)
+    await wait_until(
+        lambda: server.rss_bytes() <= baseline + RETURN_MARGIN_BYTES,
+        "RSS to come back down",
+        RETURN_WITHIN_S,
+    )
+    print(
+        f"RSS growth with {NON_READERS} non-readers: {growth / 2**20:.1f} MiB (budget"
+        f" {BUDGET_BYTES / 2**20:.0f} MiB); /api/stats max {max(latencies) * 1000:.0f} ms;"
+        f" after they left: {(server.rss_bytes() - baseline) / 2**20:.1f} MiB"
+    )
+    bystander.close()
+
+
+async def _timed(action: Callable[[], Awaitable[object]]) -> float:
+    """Seconds `action()`'s awaitable takes."""
+    started = time.monotonic()
+    await action()
+    return time.monotonic() - started

@@ -1,0 +1,31 @@
+"""The buffer budget: what it charges, when it is spent, and the read buffers it lends."""
+
+from __future__ import annotations
+
+from server.budget import READ_BYTES, SQUEEZED_READ_BYTES, BufferBudget
+
+LIMIT = 4 * READ_BYTES
+
+
+def test_taking_the_shared_buffer_charges_it_and_replaces_it() -> None:
+    """The taken buffer is the caller's: charged, and never handed out again."""
+    budget = BufferBudget(LIMIT)
+    shared = budget.view
+    taken = budget.take_view()
+
+    assert taken is shared and budget.view is not shared
+    assert budget.charged == READ_BYTES and not budget.spent
+
+
+def test_reads_shrink_to_a_page_once_a_full_read_no_longer_fits() -> None:
+    """Near the limit reads are a page; at it the budget is spent; released, reads grow back."""
+    budget = BufferBudget(LIMIT)
+    held = [budget.new_buffer() for _ in range(3)]
+    assert len(budget.view) == READ_BYTES
+
+    held.append(budget.new_buffer())
+    assert budget.spent and len(budget.view) == SQUEEZED_READ_BYTES
+    assert len(budget.new_buffer()) == SQUEEZED_READ_BYTES
+
+    budget.charge(-(budget.charged))
+    assert not budget.spent and len(budget.view) == READ_BYTES
