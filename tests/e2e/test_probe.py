@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from echostat.cli import main
-from tests.e2e.conftest import StartEchostat
 from tests.helpers import (
     DEADLINE_S,
     LOCAL_PORTS,
@@ -29,10 +28,15 @@ from tests.helpers import (
 )
 
 
-@pytest.fixture
-def echostat(start_echostat: StartEchostat) -> EchostatProcess:
-    """echostat from the repository's config.yaml, on free ports."""
-    return start_echostat(*LOCAL_PORTS, "--set", "limits.max_connections_per_ip=0")
+@pytest.fixture(scope="module")
+def echostat() -> Iterator[EchostatProcess]:
+    """One echostat from the repository's config.yaml on free ports, for the whole module:
+    the tests that count compare its /api/stats before and after their probe."""
+    process = EchostatProcess([*LOCAL_PORTS, "--set", "limits.max_connections_per_ip=0"])
+    try:
+        yield process.start()
+    finally:
+        process.stop()
 
 
 def run_command(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -46,15 +50,23 @@ def run_command(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, st
     return status, captured.out, captured.err
 
 
-def stats_once_closed(echostat: EchostatProcess, connections: int) -> dict[str, Any]:
-    """/api/stats once `connections` connections have been accepted and closed again."""
+def counts(echostat: EchostatProcess) -> tuple[int, int, int]:
+    """Connections accepted, bytes received and bytes sent, from /api/stats."""
+    stats = fetch_json(echostat.status_port)
+    return (stats["connections"]["accepted"], stats["bytes"]["received"], stats["bytes"]["sent"])
 
-    def settled() -> dict[str, Any] | None:
-        stats: dict[str, Any] = fetch_json(echostat.status_port)
-        counts = stats["connections"]
-        return stats if counts["closed"] >= connections and counts["active"] == 0 else None
 
-    return wait_for(settled, f"{connections} connections to close")
+def counted_since(echostat: EchostatProcess, before: tuple[int, int, int]) -> tuple[int, ...]:
+    """What /api/stats counted since `before` (connections, bytes in, bytes out), once every
+    connection is closed again."""
+
+    def settled() -> tuple[int, ...] | None:
+        stats = fetch_json(echostat.status_port)
+        if stats["connections"]["active"]:
+            return None
+        return tuple(now - then for now, then in zip(counts(echostat), before, strict=True))
+
+    return wait_for(settled, "the probe's connections to close")
 
 
 def free_port() -> int:
@@ -93,6 +105,7 @@ def socat_echo() -> Iterator[int]:
 
 def test_round_trips_are_verified_and_match_echostats_counts(echostat: EchostatProcess) -> None:
     """The ping-like run's bytes and its one connection are what echostat's /api/stats counts."""
+    before = counts(echostat)
     done, report = probe_json(
         f"127.0.0.1:{echostat.echo_port}", "--count", "3", "--interval", "0.1"
     )
@@ -105,9 +118,7 @@ def test_round_trips_are_verified_and_match_echostats_counts(echostat: EchostatP
         0 < report["rtt_ms"]["min_ms"] <= report["rtt_ms"]["p50_ms"] <= report["rtt_ms"]["max_ms"]
     )
     assert report["connect_ms"] > 0
-    stats = stats_once_closed(echostat, 1)
-    assert stats["connections"]["accepted"] == 1
-    assert stats["bytes"] == {"received": 3 * 64, "sent": 3 * 64, "buffered": 0}
+    assert counted_since(echostat, before) == (1, 3 * 64, 3 * 64)
 
 
 def test_ping_like_output_has_a_line_per_round_trip_and_a_summary(
@@ -130,6 +141,7 @@ def test_ping_like_output_has_a_line_per_round_trip_and_a_summary(
 def test_load_run_of_50_connections_is_verified_and_counted(echostat: EchostatProcess) -> None:
     """--connections 50 --duration 2: every round trip verified, echostat saw all 50."""
     target = f"127.0.0.1:{echostat.echo_port}"
+    before = counts(echostat)
     done, report = probe_json(target, "--connections", "50", "--duration", "2")
     assert done.returncode == 0, done.stderr
     assert report["check"] == "load"
@@ -139,10 +151,7 @@ def test_load_run_of_50_connections_is_verified_and_counted(echostat: EchostatPr
     assert report["rtt_ms"]["count"] == report["verified"]
     assert report["bytes_verified"] == report["bytes_sent"] == 64 * report["sent"]
     assert report["round_trips_per_s"] > 0
-    stats = stats_once_closed(echostat, 50)
-    assert stats["connections"]["accepted"] == 50
-    sent = report["bytes_sent"]
-    assert stats["bytes"] == {"received": sent, "sent": sent, "buffered": 0}
+    assert counted_since(echostat, before) == (50, report["bytes_sent"], report["bytes_sent"])
 
 
 def test_stream_load_reports_verified_megabytes(echostat: EchostatProcess) -> None:
@@ -171,11 +180,11 @@ def test_half_close_gets_every_byte_back_then_eof(echostat: EchostatProcess) -> 
 
 def test_connect_only_times_each_handshake(echostat: EchostatProcess) -> None:
     target = f"127.0.0.1:{echostat.echo_port}"
+    before = counts(echostat)
     done, report = probe_json(target, "--connect-only", "--count", "2", "--interval", "0.1")
     assert done.returncode == 0, done.stderr
     assert (report["sent"], report["verified"], report["connect_ms"]["count"]) == (2, 2, 2)
-    stats = stats_once_closed(echostat, 2)
-    assert stats["bytes"] == {"received": 0, "sent": 0, "buffered": 0}
+    assert counted_since(echostat, before) == (2, 0, 0)
 
 
 def test_ctrl_c_prints_the_summary_and_exits_0(echostat: EchostatProcess) -> None:
@@ -194,11 +203,12 @@ def test_source_binds_the_client_address(echostat: EchostatProcess) -> None:
     """--source 127.0.0.2: echostat sees the connection come from that address."""
     probe = RunningProbe(f"127.0.0.1:{echostat.echo_port}", "--source", "127.0.0.2")
     try:
-        rows = wait_for(
-            lambda: fetch_json(echostat.status_port, "/api/connections")["connections"],
-            "the probe's connection",
-        )
-        assert rows[0]["peer"].startswith("127.0.0.2:")
+
+        def from_source() -> list[dict[str, Any]]:
+            rows = fetch_json(echostat.status_port, "/api/connections")["connections"]
+            return [row for row in rows if row["peer"].startswith("127.0.0.2:")]
+
+        assert wait_for(from_source, "a connection from 127.0.0.2")
     finally:
         status, _, errors = probe.interrupt()
     assert status == 0, errors

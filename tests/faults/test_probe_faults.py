@@ -144,6 +144,18 @@ def test_tls_probe_without_the_ca_exits_1_saying_what_to_pass(
     assert "(pass --ca FILE with the server's CA, or --insecure)" in done.stderr
 
 
+def test_tls_probe_checks_the_certificate_against_sni(
+    start_echostat: StartEchostat, tls_files: dict[str, Path]
+) -> None:
+    """--sni NAME is the name the certificate must carry (this one is for 127.0.0.1 only)."""
+    echostat = start_echostat(listeners=tls_listener(tls_files["cert"], tls_files["key"]))
+    target = f"127.0.0.1:{echostat.ports['tls']}"
+    done = run_probe(target, "--tls", "--ca", str(tls_files["cert"]), "--sni", "echo.example")
+    assert done.returncode == 1
+    assert "TLS handshake failed: Hostname mismatch" in done.stderr
+    assert "'echo.example'" in done.stderr
+
+
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_proxy_header_makes_echostat_see_the_proxy_source(
     start_echostat: StartEchostat, version: str
