@@ -20,10 +20,10 @@ log = logging.getLogger(__name__)
 
 RESTART_KEYS = re.compile(
     r"^(listeners|listeners\[\d+\]\.(name|protocol|host|port|backlog)|workers"
-    r"|status\.(host|port)|event_loop|udp\..+|access_log\..+)$"
+    r"|status\.(host|port)|event_loop|udp\..+)$"
 )
-"""Keys bound to sockets or processes, the UDP budgets each UDP socket is set up with, and
-the access log, opened once at start: changing them needs a restart."""
+"""Keys bound to sockets or processes, and the UDP budgets each UDP socket is set up with:
+changing them needs a restart."""
 
 KEPT = "the running configuration stays in force"
 
@@ -62,6 +62,8 @@ class Reloader:
         apply: Callable[[Config], None],
         counters: ReloadCounters,
     ) -> None:
+        """`apply` may raise `ConfigError` only before it changes anything (a file it
+        cannot open); the reload is then refused like an invalid config."""
         self.current = current
         self._load = load
         self._apply = apply
@@ -77,7 +79,10 @@ class Reloader:
         restart = [key for key in changed if RESTART_KEYS.match(key)]
         if restart:
             return self._refuse(f"{', '.join(restart)}: changing this needs a restart")
-        self._apply(new)
+        try:
+            self._apply(new)
+        except ConfigError as exc:  # raised by apply's first step, before anything changed
+            return self._refuse(f"{exc}")
         self.current = new
         self._counters.applied()
         tls = [listener.name for listener in new.listeners if listener.tls is not None]

@@ -118,13 +118,30 @@ class Service:
         return inherited
 
     def _start_access_log(self) -> None:
-        """Open the access log, if enabled, and reopen it on SIGUSR1 (log rotation)."""
-        if not self.config.access_log.enabled:
+        """Open the access log, if enabled; SIGUSR1 reopens it (log rotation)."""
+        self._use_access_log(self._access_log_for(self.config))
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self._reopen_access_log)
+
+    def _access_log_for(self, config: Config) -> AccessLog | None:
+        """The access log `config` asks for: the open one if its settings are unchanged,
+        else a new one (opening its file may raise `ConfigError`), or None when disabled."""
+        if self.access_log is not None and self.access_log.config == config.access_log:
+            return self.access_log
+        return AccessLog(config.access_log) if config.access_log.enabled else None
+
+    def _use_access_log(self, access_log: AccessLog | None) -> None:
+        """Log closes and rejections to `access_log` from now on; close the one it replaces."""
+        if access_log is self.access_log:
             return
-        self.access_log = AccessLog(self.config.access_log)
-        self.registry.on_close = self.access_log.closed
-        self.echo.access_log = self.access_log
-        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.access_log.reopen)
+        if self.access_log is not None:
+            self.access_log.close()
+        self.access_log = access_log
+        self.registry.on_close = access_log.closed if access_log else None
+        self.echo.access_log = access_log
+
+    def _reopen_access_log(self) -> None:
+        if self.access_log is not None:
+            self.access_log.reopen()
 
     def reconfigure(self, config: Config) -> None:
         """Put `config` in force without closing anything: limits, listener TLS and PROXY
@@ -140,7 +157,9 @@ class Service:
         """A `Reloader` that applies what `load` returns to this service and the log level."""
 
         def apply(config: Config) -> None:
+            access_log = self._access_log_for(config)  # the one step that can fail: first
             self.reconfigure(config)
+            self._use_access_log(access_log)
             apply_log_level(config)
 
         return Reloader(self.config, load, apply, self.registry.config_state)
@@ -171,9 +190,8 @@ class Service:
             self.registry.active,
         )
         finished = await self.echo.drain(grace_s)
-        if self.access_log is not None:
-            asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
-            self.access_log.close()
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
+        self._use_access_log(None)
         if self.status:
             await self.status.stop()
         log.info("stopped; %d connections were still open after the grace period", finished)

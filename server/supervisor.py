@@ -72,8 +72,8 @@ class Supervisor:
     async def run(self) -> None:
         stop_requested = catch_stop_signals(on_second=self._kill_all)
         loop = asyncio.get_running_loop()
-        if self.config.access_log.enabled:  # each worker reopens its own access log
-            loop.add_signal_handler(signal.SIGUSR1, self._signal_all, signal.SIGUSR1)
+        # Each worker reopens its own access log; a reload may have enabled it since start.
+        loop.add_signal_handler(signal.SIGUSR1, self._signal_all, signal.SIGUSR1)
         try:
             self.config = self._load()
             self._config_text = self._loaded_text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import shutil
 import signal
 import ssl
@@ -29,6 +30,7 @@ from tests.helpers import (
     require_program,
     run_cli,
     stats_when,
+    wait_until,
 )
 
 RELOADED = "configuration reloaded"
@@ -295,3 +297,31 @@ async def echo_or_refusal(port: int) -> asyncio.StreamWriter | None:
     with contextlib.suppress(ConnectionResetError):
         await writer.wait_closed()  # re-raises the server's reset, if it sent one
     return None
+
+
+async def test_access_log_turned_on_by_reload_logs_the_next_close_and_a_bad_path_is_refused(
+    reloadable: Reloadable, tmp_path: Path
+) -> None:
+    """Enabling the access log on SIGHUP logs connections that end from then on; a new path
+    that can't be opened refuses the reload and the log in force keeps its file."""
+    log_path = tmp_path / "access.log"
+    echostat, path = reloadable()
+    _, writer = await echo_once(echostat.echo_port, b"before")
+    await close_all([writer])
+    await stats_when(echostat.status_port, lambda s: s["connections"]["closed"] == 1)
+
+    rewrite(path, access_log={"enabled": True, "format": "json", "path": str(log_path)})
+    assert "access_log" in reload(echostat)
+    _, writer = await echo_once(echostat.echo_port, b"after the reload")
+    await close_all([writer])
+    await wait_until(lambda: log_path.exists() and log_path.read_text().count("\n") == 1)
+    record = json.loads(log_path.read_text())
+    assert record["event"] == "close" and record["bytes_received"] == len(b"after the reload")
+
+    unwritable = tmp_path / "missing" / "access.log"
+    rewrite(path, access_log={"enabled": True, "format": "json", "path": str(unwritable)})
+    assert "access_log.path" in reload(echostat, REFUSED)
+    _, writer = await echo_once(echostat.echo_port, b"still logged")
+    await close_all([writer])
+    await wait_until(lambda: log_path.read_text().count("\n") == 2)
+    assert not unwritable.parent.exists()
