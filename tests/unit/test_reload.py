@@ -65,7 +65,6 @@ def reloader(new: Config | Exception) -> tuple[Reloader, list[Config], ReloadCou
         ({"event_loop": "asyncio"}, "event_loop"),
         ({"listeners": (ListenerConfig(protocol="udp"),)}, "listeners[0].protocol"),
         ({"udp": UDPConfig(max_peers=5)}, "udp.max_peers"),
-        ({"access_log": AccessLogConfig(enabled=True)}, "access_log.enabled"),
     ],
 )
 def test_restart_keys_are_refused_and_nothing_is_applied(
@@ -112,3 +111,20 @@ def test_invalid_config_is_refused_with_its_message(caplog: pytest.LogCaptureFix
         "reload refused: config.yaml: limits.x: unknown key;"
         " the running configuration stays in force"
     )
+
+
+def test_a_step_of_apply_that_fails_first_refuses_the_reload(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An access log path that can't be opened, found by apply before it changes anything,
+    is refused like an invalid config; the old config stays current."""
+    new = dataclasses.replace(BASE, access_log=AccessLogConfig(enabled=True, path="/nowhere"))
+    counters = ReloadCounters(loaded_at=0.0)
+
+    def apply(config: Config) -> None:
+        raise ConfigError("access_log.path: cannot open /nowhere: Permission denied")
+
+    reload = Reloader(BASE, lambda: new, apply, counters)
+    assert not reload.reload()
+    assert reload.current is BASE and (counters.reloads, counters.failed) == (0, 1)
+    assert "access_log.path: cannot open /nowhere" in caplog.text
