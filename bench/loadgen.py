@@ -29,12 +29,12 @@ from typing import Any
 
 import uvloop
 
-from probe.churn import Churn
-from probe.engine import Client, Holder, Mismatch, PingPong, Run, Stream
-from probe.figures import percentile
-from probe.pattern import SPAN
-from probe.session import SETTLE_S, Endpoint, Session, bounded
-from probe.tls import client_context
+from echostat.probe.churn import Churn
+from echostat.probe.engine import Client, Holder, Mismatch, PingPong, Run, Stream
+from echostat.probe.figures import percentile
+from echostat.probe.pattern import SPAN
+from echostat.probe.session import SETTLE_S, Endpoint, Session, bounded
+from echostat.probe.tls import client_context
 
 LATENCY_SAMPLES = 20_000
 """At most this many latencies go out with --emit-latencies (evenly spaced in sorted order)."""

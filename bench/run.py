@@ -34,7 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probe.figures import percentile
+from source_tree import import_root, server_module
+
+from echostat.probe.figures import percentile
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -351,11 +353,14 @@ def started(
         status_port = free_port()
         event_loop = None if server.source else "uvloop" if server.uvloop else "asyncio"
         config = echostat_config(workdir, echo_port, status_port, event_loop, tls)
-        argv = [sys.executable, "-m", "server", "--config", str(config)]
-        argv += [arg for setting in server.overrides for arg in ("--set", setting)]
+        module = "echostat"
         if server.source is not None:
-            env["PYTHONPATH"] = str(server.source)
+            module = server_module(server.source)
+            links = workdir / f"import-root-{echo_port}"
+            env["PYTHONPATH"] = str(import_root(server.source, links))
             cwd = server.source
+        argv = [sys.executable, "-m", module, "--config", str(config)]
+        argv += [arg for setting in server.overrides for arg in ("--set", setting)]
     elif server.binary is not None:
         argv = [str(server.binary), "--port", str(echo_port)]
     else:

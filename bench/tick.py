@@ -21,10 +21,10 @@ import statistics
 import sys
 import time
 
-from server.config import Config
-from server.echo import EchoProtocol
-from server.stats import Registry
-from web.feed import StatsFeed
+from echostat.server.config import Config
+from echostat.server.echo import EchoProtocol
+from echostat.server.stats import Registry
+from echostat.web.feed import StatsFeed
 
 INTERVAL_S = Config().tcp_info_interval_s
 """tcp_info_interval_s, the default."""

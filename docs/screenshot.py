@@ -14,8 +14,8 @@ from pathlib import Path
 
 from playwright.async_api import Browser, async_playwright
 
-from server.config import Config, ListenerConfig, StatusConfig
-from server.service import Service
+from echostat.server.config import Config, ListenerConfig, StatusConfig
+from echostat.service import Service
 from tests.e2e.browser import launch
 
 DOCS = Path(__file__).parent

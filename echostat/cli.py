@@ -1,15 +1,15 @@
 """The ``echostat`` command: ``echostat [FLAGS]`` serves, ``echostat probe TARGET ...`` checks.
 
-The only module that knows both the server's command line and the probe's, the way
-`server.service` is the only one that knows both the echo side and the web side.
+The only module that knows both the server's command line (`echostat.serve`) and the probe's,
+the way `echostat.service` is the only one that knows both the echo side and the web side.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from probe import cli as probe_cli
-from server import cli as server_cli
+from echostat import serve as server_cli
+from echostat.probe import cli as probe_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,8 +14,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from probe.engine import Client, HalfClose, Holder, Run
-from probe.session import SETTLE_S, Endpoint, bounded, open_client, resolve
+from echostat.probe.engine import Client, HalfClose, Holder, Run
+from echostat.probe.session import SETTLE_S, Endpoint, bounded, open_client, resolve
 
 
 class Once(Holder):

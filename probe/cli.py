@@ -17,15 +17,15 @@ from typing import Any
 
 import uvloop
 
-from probe import udp
-from probe.address import parse_host_port, parse_ip_port
-from probe.console import Console
-from probe.options import Options
-from probe.pattern import SPAN
-from probe.proxy_header import ip_of, proxy_header
-from probe.runs import CHECK_RUNS, Result
-from probe.session import Endpoint
-from probe.tls import client_context
+from echostat.probe import udp
+from echostat.probe.address import parse_host_port, parse_ip_port
+from echostat.probe.console import Console
+from echostat.probe.options import Options
+from echostat.probe.pattern import SPAN
+from echostat.probe.proxy_header import ip_of, proxy_header
+from echostat.probe.runs import CHECK_RUNS, Result
+from echostat.probe.session import Endpoint
+from echostat.probe.tls import client_context
 
 EXIT_OK = 0
 EXIT_PATH_FAILED = 1

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from probe.pattern import PATTERN, SPAN, STRIDE, first_difference, start_offset
+from echostat.probe.pattern import PATTERN, SPAN, STRIDE, first_difference, start_offset
 
 
 class Mismatch(Exception):

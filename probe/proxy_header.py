@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-from probe.address import IPAddress
+from echostat.probe.address import IPAddress
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 _V2_PROXY_COMMAND = 0x21

@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from probe.console import Console
-from probe.engine import Client, Failure, HalfClose, PingPong, Run, Stream
-from probe.figures import Timing
-from probe.options import Options
-from probe.session import Endpoint, Session, open_client, resolve
+from echostat.probe.console import Console
+from echostat.probe.engine import Client, Failure, HalfClose, PingPong, Run, Stream
+from echostat.probe.figures import Timing
+from echostat.probe.options import Options
+from echostat.probe.session import Endpoint, Session, open_client, resolve
 
 STREAM_CHUNK_BYTES = 64 * 1024
 """Largest single write of the stream mode."""

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from probe.engine import Client, Mismatch, Run
+from echostat.probe.engine import Client, Mismatch, Run
 
 SETTLE_S = 10.0
 """Deadline for connecting, for the first echo of a connection and for draining at the end."""

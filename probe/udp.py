@@ -25,9 +25,9 @@ from typing import Any
 
 import uvloop
 
-from probe.address import parse_host_port
-from probe.console import Console
-from probe.runs import plural, timing, timing_lines
+from echostat.probe.address import parse_host_port
+from echostat.probe.console import Console
+from echostat.probe.runs import plural, timing, timing_lines
 
 HEADER = struct.Struct("!4s8sQQ")
 """Magic, run id, sequence number, send time in monotonic nanoseconds."""

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from server.config import AccessLogConfig, ConfigError
-from server.stats import Connection
+from echostat.server.config import AccessLogConfig, ConfigError
+from echostat.server.stats import Connection
 
 log = logging.getLogger(__name__)
 

@@ -20,15 +20,20 @@ from typing import Any
 from tornado.ioloop import PeriodicCallback
 from tornado.tcpserver import TCPServer
 
-from server.accept import RateLimitedLog, watch_accepts
-from server.access_log import AccessLog
-from server.adopt import adopt
-from server.budget import BufferBudget
-from server.config import LimitsConfig, ListenerConfig
-from server.proxy_protocol import Endpoint, ProxyHeaderParser, ProxyProtocolError, is_trusted
-from server.resources import echo_may_keep
-from server.stats import Connection, ListenerStats, Registry, peer_name
-from server.tcp_info import BUFFER_BYTES, TCP_INFO, TcpInfo, decode
+from echostat.server.accept import RateLimitedLog, watch_accepts
+from echostat.server.access_log import AccessLog
+from echostat.server.adopt import adopt
+from echostat.server.budget import BufferBudget
+from echostat.server.config import LimitsConfig, ListenerConfig
+from echostat.server.proxy_protocol import (
+    Endpoint,
+    ProxyHeaderParser,
+    ProxyProtocolError,
+    is_trusted,
+)
+from echostat.server.resources import echo_may_keep
+from echostat.server.stats import Connection, ListenerStats, Registry, peer_name
+from echostat.server.tcp_info import BUFFER_BYTES, TCP_INFO, TcpInfo, decode
 
 log = logging.getLogger(__name__)
 

@@ -16,15 +16,15 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 
-from server.stats import (
+from echostat.server.stats import (
     ConnectionSnapshot,
     ListenerSnapshot,
     ReloadCounters,
     StatsSnapshot,
     TcpSnapshot,
 )
-from server.tcp_info import TcpInfo
-from server.udp_stats import PeerSnapshot, UDPListenerSnapshot
+from echostat.server.tcp_info import TcpInfo
+from echostat.server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 
 REPORT_INTERVAL_S = 0.5
 """How often workers report; the page and API lag the echo path by at most this."""

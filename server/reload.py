@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from server.config import Config, ConfigError
-from server.stats import ReloadCounters
+from echostat.server.config import Config, ConfigError
+from echostat.server.stats import ReloadCounters
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import resource
 
-from server.config import Config, ConfigError, connections_fitting, descriptor_shortage
+from echostat.server.config import Config, ConfigError, connections_fitting, descriptor_shortage
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import uvloop
 
-from server.config import Config
+from echostat.server.config import Config
 
 
 def configure_logging(config: Config, prefix: str = "") -> None:

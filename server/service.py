@@ -1,7 +1,7 @@
-"""The process lifecycle: bind everything, serve echo and status on one loop, drain, stop.
+"""The process lifecycle: bind everything, serve echo (and a status side) on one loop, drain.
 
-`Service` is the piece tests drive directly; `serve` wraps it for the command line, mapping
-SIGTERM/SIGINT to a graceful shutdown and a second signal to an immediate exit.
+`Service` runs the data plane and, when given a `StatusSideFactory`, the status side the
+composition root chose (`echostat.service` attaches the page); worker processes run it without.
 """
 
 from __future__ import annotations
@@ -11,28 +11,27 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from server import __version__
-from server.access_log import AccessLog
-from server.config import Config, ConfigError, ListenerConfig, StatusConfig
-from server.echo import EchoServer
-from server.reload import Reloader
-from server.resources import describe_max_connections, reserve_descriptors
-from server.runtime import apply_log_level
-from server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
-from server.sockets import STATUS_BACKLOG, bind, bind_udp, check_inherited_status
-from server.stats import Registry
-from server.status import StatusSide, url_host
-from server.tcp_info import TCP_INFO
-from server.udp import UDPEchoServer
+from echostat.server import __version__
+from echostat.server.access_log import AccessLog
+from echostat.server.config import Config, ConfigError, ListenerConfig, StatusConfig
+from echostat.server.echo import EchoServer
+from echostat.server.reload import Reloader
+from echostat.server.resources import describe_max_connections, reserve_descriptors
+from echostat.server.runtime import apply_log_level
+from echostat.server.sockets import STATUS_BACKLOG, bind, bind_udp, check_inherited_status, url_host
+from echostat.server.stats import Registry
+from echostat.server.status_side import StatusSideFactory
+from echostat.server.tcp_info import TCP_INFO
+from echostat.server.udp import UDPEchoServer
 
 log = logging.getLogger(__name__)
 
 
 class Service:
-    """Echo listeners and, unless `with_status` is false, the status page, on the running loop.
+    """Echo listeners and, if `status_side` is given, a status side, on the running loop.
 
     `inherited` maps listener names (and ``status``) to already-bound listening sockets, from
     systemd socket activation or a supervisor; everything else is bound from the config.
@@ -42,13 +41,13 @@ class Service:
         self,
         config: Config,
         inherited: Mapping[str, list[socket.socket]] | None = None,
-        with_status: bool = True,
+        status_side: StatusSideFactory | None = None,
     ) -> None:
         self.config = config
         self.registry = Registry(tcp_info_interval_s=tcp_info_interval(config))
         self.echo = EchoServer(self.registry, config.limits)
         self.udp = UDPEchoServer(config.udp)
-        self.status = StatusSide(self.registry, config) if with_status else None
+        self.status = status_side(self.registry, config) if status_side else None
         self._inherited = dict(inherited or {})
         self._stopped = False
         self.access_log: AccessLog | None = None
@@ -195,34 +194,6 @@ class Service:
         if self.status:
             await self.status.stop()
         log.info("stopped; %d connections were still open after the grace period", finished)
-
-
-async def serve(
-    config: Config,
-    shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
-    inherited: Mapping[str, list[socket.socket]] | None = None,
-    load: Callable[[], Config] | None = None,
-) -> None:
-    """Run until `shutdown_trigger` returns, or until SIGTERM/SIGINT when none is given.
-
-    With signals, a second SIGTERM/SIGINT during the drain exits at once with status 1, and
-    SIGHUP reloads the config that `load` reads again (see `server.reload`).
-    """
-    service = Service(config, inherited)
-    if shutdown_trigger is None:
-        shutdown_trigger = catch_stop_signals().wait
-        own_signals = True
-        if load is not None:
-            catch_reload_signal(service.reloader(load).reload)
-    else:
-        own_signals = False
-    try:
-        await service.start()
-        await shutdown_trigger()
-        await service.stop()
-    finally:
-        if own_signals:
-            restore_stop_signals()
 
 
 def tcp_info_interval(config: Config) -> float | None:

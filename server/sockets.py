@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from tornado.netutil import bind_sockets
 
-from server.config import ConfigError, StatusConfig, is_loopback
+from echostat.server.config import ConfigError, StatusConfig, is_loopback
 
 SD_LISTEN_FDS_START = 3
 """systemd passes sockets as descriptors 3, 4, ... (sd_listen_fds(3))."""
@@ -116,3 +116,8 @@ def check_inherited_status(sockets: list[socket.socket], status: StatusConfig) -
                 f"status: the inherited status socket listens on {host}, not on loopback,"
                 " but status.token is not set; set a token or bind the socket unit to 127.0.0.1"
             )
+
+
+def url_host(host: str) -> str:
+    """`host` as it goes in a URL: IPv6 addresses in brackets."""
+    return f"[{host}]" if ":" in host else host

@@ -18,11 +18,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from server.tcp_info import TcpInfo
-from server.udp_stats import PeerSnapshot, UDPListenerSnapshot, UDPListenerStats, peer_snapshot
+from echostat.server.tcp_info import TcpInfo
+from echostat.server.udp_stats import (
+    PeerSnapshot,
+    UDPListenerSnapshot,
+    UDPListenerStats,
+    peer_snapshot,
+)
 
 if TYPE_CHECKING:
-    from server.budget import BufferBudget
+    from echostat.server.budget import BufferBudget
 
 
 def peer_name(ip: str, port: int) -> str:
@@ -580,15 +585,3 @@ class Registry:
         count = len(every) if limit is None else limit
         ranked = heapq.nlargest(count, every, key=lambda item: item[0].datagrams_received)
         return [peer_snapshot(peer, name, self.pid, now, wall_now) for peer, name in ranked]
-
-
-@dataclass(slots=True)
-class StatusCounters:
-    """The status side's own connections (page, API, push streams, scrapers): open now,
-    accepted, and those it refused or ended, by reason. Counted by the status server."""
-
-    max_connections: int
-    active: int = 0
-    accepted: int = 0
-    rejected: Counter[str] = dataclasses.field(default_factory=Counter)
-    closed_by_server: Counter[str] = dataclasses.field(default_factory=Counter)

@@ -2,11 +2,11 @@
 
 The supervisor binds every listener once per worker with SO_REUSEPORT (so the kernel spreads
 connections over the workers), or once for all workers when the sockets came from systemd;
-starts each worker as a fresh ``python -m server.worker`` process that inherits its sockets;
-owns the status port and serves the page from `FleetStats`, fed by each worker's report pipe;
-restarts a worker that dies; and on SIGTERM/SIGINT runs the same drain as a single process.
-A worker's listening sockets stay open in the supervisor while it restarts, so clients that
-arrive meanwhile wait in the backlog instead of being refused.
+starts each worker as a fresh ``python -m echostat.server.worker`` process that inherits its
+sockets; owns the status port and serves the status side from `FleetStats`, fed by each
+worker's report pipe; restarts a worker that dies; and on SIGTERM/SIGINT runs the same drain as
+a single process. A worker's listening sockets stay open in the supervisor while it restarts,
+so clients that arrive meanwhile wait in the backlog instead of being refused.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ from collections.abc import Callable, Mapping
 
 from tornado.iostream import PipeIOStream, StreamClosedError
 
-from server import __version__
-from server.config import Config, ListenerConfig, load_config, read_config_text
-from server.fleet import FleetStats
-from server.reload import Reloader
-from server.resources import describe_max_connections, reserve_descriptors
-from server.runtime import apply_log_level
-from server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
-from server.sockets import bind, bind_udp, check_inherited_status
-from server.status import StatusSide, url_host
-from server.worker import WorkerSpec, encode_config_message
+from echostat.server import __version__
+from echostat.server.config import Config, ListenerConfig, load_config, read_config_text
+from echostat.server.fleet import FleetStats
+from echostat.server.reload import Reloader
+from echostat.server.resources import describe_max_connections, reserve_descriptors
+from echostat.server.runtime import apply_log_level
+from echostat.server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
+from echostat.server.sockets import bind, bind_udp, check_inherited_status, url_host
+from echostat.server.status_side import StatusSideFactory
+from echostat.server.worker import WorkerSpec, encode_config_message
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +44,22 @@ EXIT_MARGIN_S = 5.0
 
 
 class Supervisor:
-    """Runs `config.worker_count` workers; `run` returns once all have exited after a signal."""
+    """Runs `config.worker_count` workers; `run` returns once all have exited after a signal.
+
+    The status side (`status_side`, built over the fleet's figures) runs in this process.
+    """
 
     def __init__(
         self,
         config: Config,
         config_path: str,
         overrides: list[str],
+        status_side: StatusSideFactory,
         inherited: Mapping[str, list[socket.socket]] | None = None,
     ) -> None:
         self.config = config
         self.fleet = FleetStats()
-        self.status = StatusSide(self.fleet, config)
+        self.status = status_side(self.fleet, config)
         self._config_path = os.path.abspath(config_path)
         self._overrides = overrides
         self._config_text = ""
@@ -185,7 +189,7 @@ class Supervisor:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "server.worker",
+                "echostat.server.worker",
                 spec.to_json(),
                 pass_fds=fds,
                 stdin=asyncio.subprocess.PIPE,

@@ -25,8 +25,8 @@ from collections.abc import Iterable
 
 from tornado.ioloop import PeriodicCallback
 
-from server.config import UDPConfig
-from server.udp_stats import Peer, Source, UDPListenerStats
+from echostat.server.config import UDPConfig
+from echostat.server.udp_stats import Peer, Source, UDPListenerStats
 
 log = logging.getLogger(__name__)
 

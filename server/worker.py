@@ -1,6 +1,6 @@
 """A worker process: echoes on sockets inherited from the supervisor and reports its stats.
 
-Started by `server.supervisor` as ``python -m server.worker SPEC`` with SPEC a JSON object:
+Started by `server.supervisor` as ``python -m echostat.server.worker SPEC`` with SPEC a JSON object:
 the config path and overrides, the inherited listening descriptors by listener name, the
 descriptor of the pipe that carries one report line per tick back to the supervisor, and
 that of the pipe on which the supervisor asks for a report at once (``N ROWS`` lines).
@@ -20,18 +20,18 @@ from dataclasses import asdict, dataclass
 from tornado.ioloop import PeriodicCallback
 from tornado.iostream import PipeIOStream, StreamClosedError
 
-from server.config import Config, load_config
-from server.fleet import (
+from echostat.server.config import Config, load_config
+from echostat.server.fleet import (
     CONNECTIONS_PER_REPORT,
     MAX_CONNECTIONS_PER_ANSWER,
     REPORT_INTERVAL_S,
     encode_report,
 )
-from server.runtime import configure_logging, run
-from server.service import Service
-from server.signals import catch_reload_signal, catch_stop_signals
-from server.sockets import adopt
-from server.stats import Registry
+from echostat.server.runtime import configure_logging, run
+from echostat.server.service import Service
+from echostat.server.signals import catch_reload_signal, catch_stop_signals
+from echostat.server.sockets import adopt
+from echostat.server.stats import Registry
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ async def run_worker(config: Config, spec: WorkerSpec) -> None:
     # A SIGHUP sent to every process of a service (systemctl kill) must not end workers.
     catch_reload_signal(lambda: log.info("SIGHUP ignored: the supervisor passes reloads on"))
     inherited = {name: adopt(fds) for name, fds in spec.listeners.items()}
-    service = Service(config, inherited, with_status=False)
+    service = Service(config, inherited)
     await service.start()
     reporter = Reporter(service.registry, spec.report_fd, spec.ask_fd)
     reporter.start()

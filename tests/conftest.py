@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from tornado.ioloop import IOLoop
 
-from server.config import Config, LimitsConfig, ListenerConfig, StatusConfig, UDPConfig
-from server.service import Service
+from echostat.server.config import Config, LimitsConfig, ListenerConfig, StatusConfig, UDPConfig
+from echostat.service import Service
 
 
 @pytest.fixture

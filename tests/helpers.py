@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
-from server.service import Service
+from echostat.service import Service
 
 REPO = Path(__file__).resolve().parent.parent
 """The source tree: its config.yaml is the documented default deployment."""
@@ -192,9 +192,9 @@ def recv_to_eof(sock: socket.socket) -> bytes:
 def run_cli(
     *args: str, cwd: Path = REPO, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m server ARGS`` to completion and capture its output."""
+    """Run ``python -m echostat ARGS`` to completion and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "server", *args],
+        [sys.executable, "-m", "echostat", *args],
         cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,
@@ -218,7 +218,7 @@ os.execv(sys.argv[split + 1], sys.argv[split + 1 :])
 
 
 class EchostatProcess:
-    """``python -m server ARGS`` running in the background, its log lines collected.
+    """``python -m echostat ARGS`` running in the background, its log lines collected.
 
     `fd_limit` sets its soft and hard RLIMIT_NOFILE (util-linux's prlimit then execs, so the
     PID is echostat's; no preexec_fn, unsafe in a threaded test run). `start` returns once
@@ -235,7 +235,7 @@ class EchostatProcess:
         activation: Mapping[str, socket.socket] | None = None,
     ) -> None:
         limit = ["prlimit", f"--nofile={fd_limit}:{fd_limit}", "--"] if fd_limit else []
-        command = [sys.executable, "-m", "server", *args]
+        command = [sys.executable, "-m", "echostat", *args]
         fds: tuple[int, ...] = ()
         if activation:
             env = {**(env or {}), "LISTEN_FDS": str(len(activation))}

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from server.config import StatusConfig
+from echostat.server.config import StatusConfig
 
 COOKIE_NAME = "echostat_session"
 LOGIN_PATH = "/login"

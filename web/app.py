@@ -6,11 +6,12 @@ from pathlib import Path
 
 from tornado.web import Application
 
-from server.config import Config
-from server.stats import StatsSource, StatusCounters
-from web.access import LOGIN_PATH, AccessPolicy
-from web.feed import StatsFeed
-from web.handlers import (
+from echostat.server.config import Config
+from echostat.server.stats import StatsSource
+from echostat.web.access import LOGIN_PATH, AccessPolicy
+from echostat.web.counters import StatusCounters
+from echostat.web.feed import StatsFeed
+from echostat.web.handlers import (
     ConnectionsHandler,
     EventsHandler,
     HealthHandler,
@@ -23,7 +24,7 @@ from web.handlers import (
     ReadyHandler,
     StatsHandler,
 )
-from web.metrics import metrics_registry
+from echostat.web.metrics import metrics_registry
 
 _HERE = Path(__file__).parent
 

@@ -12,9 +12,9 @@ import json
 
 from tornado.ioloop import PeriodicCallback
 
-from server.stats import StatsSource
-from web.history import History, Rates
-from web.schema import connections_document, peers_document, stats_document
+from echostat.server.stats import StatsSource
+from echostat.web.history import History, Rates
+from echostat.web.schema import connections_document, peers_document, stats_document
 
 HISTORY_POINTS = 300
 """Ticks kept for the charts: five minutes at one tick a second."""

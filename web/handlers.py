@@ -10,12 +10,13 @@ from prometheus_client.exposition import choose_encoder
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 
-from server import __version__
-from server.config import Config
-from server.stats import StatsSource, StatusCounters
-from web.access import COOKIE_NAME, LOGIN_PATH, AccessPolicy
-from web.feed import StatsFeed
-from web.schema import (
+from echostat.server import __version__
+from echostat.server.config import Config
+from echostat.server.stats import StatsSource
+from echostat.web.access import COOKIE_NAME, LOGIN_PATH, AccessPolicy
+from echostat.web.counters import StatusCounters
+from echostat.web.feed import StatsFeed
+from echostat.web.schema import (
     connections_document,
     limits_document,
     peers_document,

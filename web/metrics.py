@@ -14,9 +14,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from server import __version__
-from server.stats import RTT_BUCKETS_S, StatsSource, StatusCounters, TcpSnapshot
-from server.udp_stats import UDPListenerSnapshot
+from echostat.server import __version__
+from echostat.server.stats import RTT_BUCKETS_S, StatsSource, TcpSnapshot
+from echostat.server.udp_stats import UDPListenerSnapshot
+from echostat.web.counters import StatusCounters
 
 
 def metrics_registry(registry: StatsSource, status: StatusCounters) -> CollectorRegistry:

@@ -10,12 +10,13 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from server import __version__
-from server.config import Config
-from server.stats import ConnectionSnapshot, StatsSnapshot, StatusCounters, TcpSnapshot
-from server.tcp_info import TcpInfo
-from server.udp_stats import PeerSnapshot, UDPListenerSnapshot
-from web.history import Rates
+from echostat.server import __version__
+from echostat.server.config import Config
+from echostat.server.stats import ConnectionSnapshot, StatsSnapshot, TcpSnapshot
+from echostat.server.tcp_info import TcpInfo
+from echostat.server.udp_stats import PeerSnapshot, UDPListenerSnapshot
+from echostat.web.counters import StatusCounters
+from echostat.web.history import Rates
 
 _TCP_INFO_FIELDS = tuple(field.name for field in dataclasses.fields(TcpInfo))
 _NO_TCP_INFO = dict.fromkeys(_TCP_INFO_FIELDS)

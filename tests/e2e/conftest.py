@@ -13,7 +13,7 @@ StartEchostat = Callable[..., EchostatProcess]
 
 @pytest.fixture
 def start_echostat() -> Iterator[StartEchostat]:
-    """Start ``python -m server ARGS`` and wait for its startup line; killed after the test."""
+    """Start ``python -m echostat ARGS`` and wait for its startup line; killed after the test."""
     started: list[EchostatProcess] = []
 
     def start(

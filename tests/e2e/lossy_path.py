@@ -11,7 +11,7 @@ import json
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.service import Service
+from echostat.service import Service
 from tests.conftest import loopback_config
 from tests.helpers import close_all, get_json, status_fetch, wait_until
 

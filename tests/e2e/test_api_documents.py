@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from server import __version__
-from server.service import Service
+from echostat.server import __version__
+from echostat.service import Service
 from tests.helpers import close_all, echo_once, get_json
 
 CONNECTION_FIELDS = {

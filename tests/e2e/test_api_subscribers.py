@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from server.service import Service
+from echostat.service import Service
 from tests.helpers import close_all
 
 SUBSCRIBERS = 50

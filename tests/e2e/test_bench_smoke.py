@@ -35,7 +35,7 @@ def echostat(tmp_path: Path) -> Iterator[int]:
         "status: {host: 127.0.0.1, port: 0}\nshutdown_grace_s: 1\n"
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "server", "--config", str(config)],
+        [sys.executable, "-m", "echostat", "--config", str(config)],
         cwd=REPO,
         stderr=subprocess.PIPE,
         text=True,

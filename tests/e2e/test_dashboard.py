@@ -11,9 +11,9 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
 from tornado.ioloop import IOLoop
 
-from server.config import Config, StatusConfig
-from server.reload import Reloader
-from server.service import Service
+from echostat.server.config import Config, StatusConfig
+from echostat.server.reload import Reloader
+from echostat.service import Service
 from tests.conftest import loopback_config, udp_config
 from tests.e2e.browser import CHROMIUM, launch
 from tests.helpers import (

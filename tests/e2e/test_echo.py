@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from server.config import Config, LimitsConfig
-from server.service import Service
+from echostat.server.config import Config, LimitsConfig
+from echostat.service import Service
 from tests.conftest import loopback_config
 from tests.helpers import half_close_echo, payload, reset_on_close, wait_until, within_deadline
 

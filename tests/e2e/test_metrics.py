@@ -6,8 +6,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
-from server import __version__
-from server.service import Service
+from echostat.server import __version__
+from echostat.service import Service
 from tests.conftest import loopback_config
 from tests.helpers import close_all, echo_once, get_json, status_fetch, wait_until
 

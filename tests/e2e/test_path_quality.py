@@ -9,7 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
-from server.service import Service
+from echostat.service import Service
 from tests.conftest import loopback_config
 from tests.e2e.conftest import StartEchostat
 from tests.helpers import (

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from probe.udp import MAGIC
+from echostat.probe.udp import MAGIC
 from tests.e2e.conftest import StartEchostat
 from tests.helpers import (
     DEADLINE_S,

@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from server.config import Config, LimitsConfig, ListenerConfig
-from server.service import Service
+from echostat.server.config import Config, LimitsConfig, ListenerConfig
+from echostat.service import Service
 from tests.conftest import loopback_config
 from tests.helpers import DEADLINE_S, wait_until
 

@@ -269,7 +269,7 @@ async def test_reload_with_workers_is_validated_once_and_reaches_every_worker(
     reader, writer = await echo_once(echostat.echo_port, b"before")
     rewrite(path, workers=2, limits={"max_connections_per_ip": 1})
     lines = [reload(echostat), *(echostat.wait_for_line(RELOADED) for _ in range(2))]
-    who = sorted(line.split("server.reload: ")[1].split(":")[0] for line in lines)
+    who = sorted(line.split("echostat.server.reload: ")[1].split(":")[0] for line in lines)
     assert who == ["configuration reloaded", "worker 0", "worker 1"], lines
     writer.write(b"after")
     assert await reader.readexactly(5) == b"after"

@@ -11,7 +11,7 @@ from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient
 
-from server.service import Service
+from echostat.service import Service
 from tests.helpers import DEADLINE_S, get_json, reset_on_close, within_deadline
 
 CLIENTS = 5

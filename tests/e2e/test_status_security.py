@@ -7,8 +7,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from server.config import Config, StatusConfig
-from server.service import Service
+from echostat.server.config import Config, StatusConfig
+from echostat.service import Service
 from tests.conftest import loopback_config
 from tests.helpers import status_fetch
 

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
-from server.config import Config, ListenerConfig
-from server.service import Service
+from echostat.server.config import Config, ListenerConfig
+from echostat.service import Service
 from tests.conftest import udp_config
 from tests.e2e.conftest import StartEchostat
 from tests.helpers import (

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from tornado.ioloop import IOLoop
 
-from server.config import load_config
-from server.service import Service
+from echostat.server.config import load_config
+from echostat.service import Service
 from tests.faults.support import loopback_settings, write_config
 from tests.helpers import EchostatProcess
 

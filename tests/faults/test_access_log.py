@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from server.access_log import FIELDS
+from echostat.server.access_log import FIELDS
 from tests.faults.conftest import StartEchostat, StartService
 from tests.faults.support import connect, echo, read_until_closed
 from tests.helpers import half_close_echo, payload, reset_on_close, wait_until

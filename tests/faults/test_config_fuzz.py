@@ -11,7 +11,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from server.config import (
+from echostat.server.config import (
     Config,
     ConfigError,
     LimitsConfig,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from server.resources import STATUS_RESERVE
+from echostat.server.resources import STATUS_RESERVE
 from tests.faults.conftest import StartEchostat
 from tests.faults.support import connect, connections, echo
 from tests.helpers import DEADLINE_S, LOCAL_PORTS, REPO, EchostatProcess, get_json, stats_when
@@ -89,7 +89,7 @@ def _check_config_under(fd_limit: int, *args: str) -> subprocess.CompletedProces
             *limit,
             sys.executable,
             "-m",
-            "server",
+            "echostat",
             "--config",
             "config.yaml",
             "--check-config",

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from server.config import LimitsConfig
+from echostat.server.config import LimitsConfig
 from tests.faults.conftest import StartEchostat
 from tests.faults.support import connect, echo
 from tests.helpers import REPO, get_json, payload, stats_when, wait_until

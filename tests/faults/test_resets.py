@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from server.echo import EchoProtocol
+from echostat.server.echo import EchoProtocol
 from tests.faults.conftest import StartEchostat, StartService
 from tests.faults.support import (
     connect,
@@ -85,7 +85,7 @@ async def test_handler_exception_closes_only_its_connection(
     await wait_until(lambda: service.registry.active == 3)
     for sock in others:
         assert await echo(sock, b"after") == b"after"
-    lines = [r for r in caplog.records if r.name.startswith(("server", "asyncio", "tornado"))]
+    lines = [r for r in caplog.records if r.name.startswith(("echostat", "asyncio", "tornado"))]
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert "injected fault" in lines[0].getMessage() and lines[0].exc_info is None
     counts = await connections(service.status_port)

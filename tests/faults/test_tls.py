@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from tornado.ioloop import IOLoop
 
-from server.service import Service
+from echostat.service import Service
 from tests.faults.conftest import StartEchostat, StartService
 from tests.faults.support import connect, read_until_closed
 from tests.helpers import DEADLINE_S, payload, stats_when

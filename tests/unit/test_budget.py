@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.budget import READ_BYTES, SQUEEZED_READ_BYTES, BufferBudget
+from echostat.server.budget import READ_BYTES, SQUEEZED_READ_BYTES, BufferBudget
 
 LIMIT = 4 * READ_BYTES
 

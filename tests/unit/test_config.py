@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.config import Config, ConfigError, LimitsConfig, ListenerConfig, load_config
+from echostat.server.config import Config, ConfigError, LimitsConfig, ListenerConfig, load_config
 from tests.helpers import BAD_CONFIGS, REPO
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from server.config import Config, ConfigError, ListenerConfig, load_config
+from echostat.server.config import Config, ConfigError, ListenerConfig, load_config
 from tests.helpers import require_program
 
 ROOT = Path(__file__).resolve().parents[2]

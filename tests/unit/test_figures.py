@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from probe.figures import Timing, percentile
-from probe.pattern import PATTERN, SPAN, first_difference
+from echostat.probe.figures import Timing, percentile
+from echostat.probe.pattern import PATTERN, SPAN, first_difference
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from server.stats import Connection, Registry
-from web.history import History
+from echostat.server.stats import Connection, Registry
+from echostat.web.history import History
 
 
 class FakeClock:

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from server.fleet import FleetStats, encode_report
-from server.stats import RTT_BUCKETS_S, Connection, ListenerStats, Registry, TcpSnapshot
-from server.tcp_info import TcpInfo
+from echostat.server.fleet import FleetStats, encode_report
+from echostat.server.stats import RTT_BUCKETS_S, Connection, ListenerStats, Registry, TcpSnapshot
+from echostat.server.tcp_info import TcpInfo
 
 UNKNOWN = TcpInfo(None, None, None, None, None, None, None, None)
 

@@ -6,9 +6,9 @@ from ipaddress import ip_address
 
 import pytest
 
-from probe.address import parse_host_port, parse_ip_port
-from probe.proxy_header import proxy_header
-from server.proxy_protocol import Endpoint, ProxyHeaderParser
+from echostat.probe.address import parse_host_port, parse_ip_port
+from echostat.probe.proxy_header import proxy_header
+from echostat.server.proxy_protocol import Endpoint, ProxyHeaderParser
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.proxy_protocol import (
+from echostat.server.proxy_protocol import (
     V2_SIGNATURE,
     Endpoint,
     ProxyHeaderParser,

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from server.config import (
+from echostat.server.config import (
     AccessLogConfig,
     Config,
     ConfigError,
@@ -16,8 +16,8 @@ from server.config import (
     StatusConfig,
     UDPConfig,
 )
-from server.reload import Reloader, changed_keys
-from server.stats import ReloadCounters
+from echostat.server.reload import Reloader, changed_keys
+from echostat.server.stats import ReloadCounters
 
 BASE = Config()
 

@@ -6,7 +6,7 @@ import inspect
 import struct
 from pathlib import Path
 
-from server.tcp_info import _FIELDS, TcpInfo, _from_kernel, decode
+from echostat.server.tcp_info import _FIELDS, TcpInfo, _from_kernel, decode
 
 CAPTURED = (Path(__file__).parent / "data" / "tcp_info_loopback.bin").read_bytes()
 """A loopback connection after a 4 MiB send (see data/README.md)."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from server.config import UDPConfig
-from server.udp import MAX_DATAGRAM_BYTES, ListenerBudget
-from server.udp_stats import Peer, Source, UDPListenerStats
+from echostat.server.config import UDPConfig
+from echostat.server.udp import MAX_DATAGRAM_BYTES, ListenerBudget
+from echostat.server.udp_stats import Peer, Source, UDPListenerStats
 
 
 def test_listener_budget_holds_a_second_and_refills_at_its_rate() -> None:

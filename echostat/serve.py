@@ -1,4 +1,4 @@
-"""The server's command line: parse flags, load config, configure logging, run the service."""
+"""Serving from the command line: the server's flags, then load config, configure logging, run."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ import logging
 import os
 import sys
 
-from server import __version__
-from server.config import ENV_PREFIX, ConfigError, load_config
-from server.resources import describe_max_connections
-from server.runtime import configure_logging, run
-from server.service import serve
-from server.sockets import systemd_sockets
-from server.supervisor import Supervisor
+from echostat.server import __version__
+from echostat.server.config import ENV_PREFIX, ConfigError, load_config
+from echostat.server.resources import describe_max_connections
+from echostat.server.runtime import configure_logging, run
+from echostat.server.sockets import systemd_sockets
+from echostat.server.supervisor import Supervisor
+from echostat.service import serve
+from echostat.web.status import StatusSide
+
+log = logging.getLogger(__name__)
 
 EXIT_BAD_CONFIG = 2
 
@@ -24,15 +27,6 @@ EPILOG = (
     f"sets status.port, {ENV_PREFIX}LISTENERS__0__PORT=0 the first listener's port. "
     "Precedence: --set over environment over the file."
 )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m server``: the server's flags alone."""
-    server = argparse.ArgumentParser(
-        prog="echostat", description="A TCP echo service with a live status page.", epilog=EPILOG
-    )
-    add_arguments(server)
-    return server
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,11 +53,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"echostat {__version__}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m server``; returns the process exit status."""
-    return serve_from(build_parser().parse_args(argv))
-
-
 def serve_from(args: argparse.Namespace) -> int:
     """Run the server as parsed flags `args` say; returns the process exit status."""
     try:
@@ -78,13 +67,13 @@ def serve_from(args: argparse.Namespace) -> int:
     configure_logging(config)
     inherited = systemd_sockets(os.environ)
     if config.worker_count > 1:
-        main = Supervisor(config, args.config, args.overrides, inherited).run()
+        main = Supervisor(config, args.config, args.overrides, StatusSide, inherited).run()
     else:
         reread = functools.partial(load_config, args.config, os.environ, args.overrides)
         main = serve(config, inherited=inherited, load=reread)
     try:
         run(config, main)
     except ConfigError as exc:
-        logging.getLogger("server").error("%s", exc)
+        log.error("%s", exc)
         return EXIT_BAD_CONFIG
     return 0

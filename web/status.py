@@ -5,12 +5,13 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable
 
-from server.accept import watch_accepts
-from server.config import Config
-from server.stats import StatsSource, StatusCounters
-from server.status_guard import GuardedHTTPServer
-from web.app import make_app, reconfigure_app
-from web.feed import StatsFeed
+from echostat.server.accept import watch_accepts
+from echostat.server.config import Config
+from echostat.server.stats import StatsSource
+from echostat.web.app import make_app, reconfigure_app
+from echostat.web.counters import StatusCounters
+from echostat.web.feed import StatsFeed
+from echostat.web.guard import GuardedHTTPServer
 
 
 class StatusServer(GuardedHTTPServer):
@@ -52,8 +53,3 @@ class StatusSide:
         self.feed.stop()
         self.http.stop()
         await self.http.close_all_connections()
-
-
-def url_host(host: str) -> str:
-    """`host` as it goes in a URL: IPv6 addresses in brackets."""
-    return f"[{host}]" if ":" in host else host

@@ -26,9 +26,9 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 from tornado.web import Application
 
-from server.accept import RateLimitedLog
-from server.config import StatusConfig
-from server.stats import StatusCounters
+from echostat.server.accept import RateLimitedLog
+from echostat.server.config import StatusConfig
+from echostat.web.counters import StatusCounters
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,18 @@
+"""The status side's own connection counters, shown beside the echo side's figures."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class StatusCounters:
+    """The status side's own connections (page, API, push streams, scrapers): open now,
+    accepted, and those it refused or ended, by reason. Counted by the status server."""
+
+    max_connections: int
+    active: int = 0
+    accepted: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    closed_by_server: Counter[str] = field(default_factory=Counter)
