@@ -31,9 +31,17 @@ def validate(document: Any) -> None:
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda path: path.name)
 def test_manifest_passes_the_kubernetes_schema(path: Path) -> None:
-    """Each object has the fields, types and nesting its kind's schema requires."""
-    for document in documents(path):
+    """Each manifest holds at least one object, and each object has the fields, types and
+    nesting its kind's schema requires."""
+    objects = documents(path)
+    assert objects, f"{path.name} holds no Kubernetes object"
+    for document in objects:
         validate(document)
+
+
+def test_the_kit_has_the_manifests_it_documents() -> None:
+    """The deployment, service and config map are there to be checked at all."""
+    assert {"deployment.yaml", "service.yaml", "configmap.yaml"} <= {p.name for p in MANIFESTS}
 
 
 def test_the_schema_check_refuses_a_wrong_type_and_an_unknown_field() -> None:
