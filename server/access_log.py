@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from echostat.server.config import AccessLogConfig, ConfigError
-from echostat.server.stats import Connection
+from echostat.server.registry import Connection
 
 log = logging.getLogger(__name__)
 

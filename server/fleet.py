@@ -16,13 +16,9 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 
-from echostat.server.stats import (
-    ConnectionSnapshot,
-    ListenerSnapshot,
-    ReloadCounters,
-    StatsSnapshot,
-    TcpSnapshot,
-)
+from echostat.server.path_quality import TcpSnapshot
+from echostat.server.reload import ReloadCounters
+from echostat.server.snapshots import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot
 from echostat.server.tcp_info import TcpInfo
 from echostat.server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 

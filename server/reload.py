@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from echostat.server.config import Config, ConfigError
-from echostat.server.stats import ReloadCounters
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,19 @@ RESTART_KEYS = re.compile(
 changing them needs a restart."""
 
 KEPT = "the running configuration stays in force"
+
+
+@dataclass(slots=True)
+class ReloadCounters:
+    """When the configuration in force was loaded (wall clock), and how reloads went."""
+
+    loaded_at: float
+    reloads: int = 0
+    failed: int = 0
+
+    def applied(self) -> None:
+        self.reloads += 1
+        self.loaded_at = time.time()
 
 
 def changed_keys(old: Any, new: Any, path: str = "") -> list[str]:

@@ -18,11 +18,11 @@ from echostat.server import __version__
 from echostat.server.access_log import AccessLog
 from echostat.server.config import Config, ConfigError, ListenerConfig, StatusConfig
 from echostat.server.echo import EchoServer
+from echostat.server.registry import Registry
 from echostat.server.reload import Reloader
 from echostat.server.resources import describe_max_connections, reserve_descriptors
 from echostat.server.runtime import apply_log_level
 from echostat.server.sockets import STATUS_BACKLOG, bind, bind_udp, check_inherited_status, url_host
-from echostat.server.stats import Registry
 from echostat.server.status_side import StatusSideFactory
 from echostat.server.tcp_info import TCP_INFO
 from echostat.server.udp import UDPEchoServer

@@ -27,11 +27,11 @@ from echostat.server.fleet import (
     REPORT_INTERVAL_S,
     encode_report,
 )
+from echostat.server.registry import Registry
 from echostat.server.runtime import configure_logging, run
 from echostat.server.service import Service
 from echostat.server.signals import catch_reload_signal, catch_stop_signals
 from echostat.server.sockets import adopt
-from echostat.server.stats import Registry
 
 log = logging.getLogger(__name__)
 
