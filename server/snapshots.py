@@ -17,30 +17,6 @@ from echostat.server.udp_stats import UDPListenerSnapshot
 
 
 @dataclass(frozen=True)
-class ListenerSnapshot:
-    name: str
-    host: str
-    port: int
-    tls: bool
-    active: int
-    accepted: int
-
-
-@dataclass(frozen=True)
-class WorkerSnapshot:
-    """One worker process's share of the totals."""
-
-    pid: int
-    active: int
-    accepted: int
-    closed: int
-    bytes_received: int
-    bytes_sent: int
-    stale_s: float = 0.0
-    """How old these figures are: 0 in a single process, else the age of the worker's report."""
-
-
-@dataclass(frozen=True)
 class StatsSnapshot:
     """Totals at one instant; `bytes_*` include connections that already closed."""
 
@@ -93,6 +69,8 @@ class StatsSnapshot:
 
 @dataclass(frozen=True)
 class ConnectionSnapshot:
+    """One open connection as a page or API row shows it; `bytes_sent` is what left."""
+
     id: int
     peer: str
     via: str | None
@@ -113,3 +91,27 @@ class ConnectionSnapshot:
     def from_dict(cls, data: dict[str, Any]) -> ConnectionSnapshot:
         """The inverse of `to_dict`."""
         return cls(**{**data, "tcp": data["tcp"] and TcpInfo(**data["tcp"])})
+
+
+@dataclass(frozen=True)
+class ListenerSnapshot:
+    name: str
+    host: str
+    port: int
+    tls: bool
+    active: int
+    accepted: int
+
+
+@dataclass(frozen=True)
+class WorkerSnapshot:
+    """One worker process's share of the totals."""
+
+    pid: int
+    active: int
+    accepted: int
+    closed: int
+    bytes_received: int
+    bytes_sent: int
+    stale_s: float = 0.0
+    """How old these figures are: 0 in a single process, else the age of the worker's report."""
