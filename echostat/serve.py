@@ -9,7 +9,9 @@ import os
 import sys
 
 from echostat.server import __version__
-from echostat.server.config import ENV_PREFIX, ConfigError, load_config
+from echostat.server.config import ConfigError
+from echostat.server.config_loading import load_config
+from echostat.server.config_validation import ENV_PREFIX
 from echostat.server.resources import describe_max_connections
 from echostat.server.runtime import configure_logging, run
 from echostat.server.sockets import systemd_sockets

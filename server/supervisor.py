@@ -24,7 +24,8 @@ from collections.abc import Callable, Mapping
 from tornado.iostream import PipeIOStream, StreamClosedError
 
 from echostat.server import __version__
-from echostat.server.config import Config, ListenerConfig, load_config, read_config_text
+from echostat.server.config import Config, ListenerConfig
+from echostat.server.config_loading import load_config, read_config_text
 from echostat.server.fleet import FleetStats
 from echostat.server.messages import (
     REPORT_MAX_BYTES,

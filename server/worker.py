@@ -18,7 +18,8 @@ import sys
 from tornado.ioloop import PeriodicCallback
 from tornado.iostream import PipeIOStream, StreamClosedError
 
-from echostat.server.config import Config, load_config
+from echostat.server.config import Config
+from echostat.server.config_loading import load_config
 from echostat.server.fleet import (
     CONNECTIONS_PER_REPORT,
     MAX_CONNECTIONS_PER_ANSWER,
