@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from echostat.server.config import Config, ConfigError
+from echostat.server.resources import ResourceError
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ class Reloader:
         apply: Callable[[Config], None],
         counters: ReloadCounters,
     ) -> None:
-        """`apply` may raise `ConfigError` only before it changes anything (a file it
-        cannot open); the reload is then refused like an invalid config."""
+        """`apply` may raise `ResourceError` (or `ConfigError`) only before it changes
+        anything (a file it cannot open); the reload is then refused like an invalid config."""
         self.current = current
         self._load = load
         self._apply = apply
@@ -95,7 +96,7 @@ class Reloader:
             return self._refuse(f"{', '.join(restart)}: changing this needs a restart")
         try:
             self._apply(new)
-        except ConfigError as exc:  # raised by apply's first step, before anything changed
+        except (ConfigError, ResourceError) as exc:  # raised by apply's first step
             return self._refuse(f"{exc}")
         self.current = new
         self._counters.applied()

@@ -1,5 +1,5 @@
 """Process resources: the descriptor limit, fitted to the config, raised at start and watched
-while accepting."""
+while accepting; and `ResourceError`, for what the system refuses a valid configuration."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ import resource
 from echostat.server.config import DEFAULT_MAX_CONNECTIONS, Config, ConfigError
 
 log = logging.getLogger(__name__)
+
+
+class ResourceError(Exception):
+    """The system refused what a valid configuration asks for (a file to open, descriptors);
+    the message is one line that names the key. `ConfigError` is for configurations that are
+    wrong in themselves."""
+
 
 STATUS_RESERVE = 16
 """The highest descriptor numbers under the soft limit, never given to echo connections, so
@@ -23,7 +30,7 @@ side's reserve (`STATUS_RESERVE`)."""
 def reserve_descriptors(max_connections: int) -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit; return it.
 
-    Raises `ConfigError` when even the hard limit can't hold `max_connections` plus
+    Raises `ResourceError` when even the hard limit can't hold `max_connections` plus
     `RESERVED_DESCRIPTORS`, naming both numbers.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -32,7 +39,7 @@ def reserve_descriptors(max_connections: int) -> int:
         log.debug("raised the open-file limit from %d to %d", soft, hard)
         soft = hard
     if soft != resource.RLIM_INFINITY and max_connections > connections_fitting(soft):
-        raise ConfigError(descriptor_shortage(max_connections, soft))
+        raise ResourceError(descriptor_shortage(max_connections, soft))
     return soft
 
 
