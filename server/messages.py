@@ -21,6 +21,7 @@ REPORT_MAX_BYTES = 1 << 26
 """The longest report line the supervisor reads (a worker's answer with its most rows)."""
 
 QUESTION_MAX_BYTES = 64
+"""The longest question line a worker reads: two decimal numbers."""
 
 
 @dataclass(frozen=True)

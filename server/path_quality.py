@@ -90,7 +90,7 @@ class TcpSnapshot:
         )
 
 
-TCP_READS_MIN = 100
+_TCP_READS_MIN = 100
 """TCP_INFO reads a snapshot may always make, however few connections are due."""
 
 
@@ -136,7 +136,7 @@ class TcpSampler:
         the connections that are due: new ones first, then those read an interval ago."""
         # Spread the reads: however many connections opened at once, one snapshot reads at
         # most its share of them (each is due once per interval), never all 10,000 at once.
-        budget = max(TCP_READS_MIN, math.ceil(len(active) / interval_s))
+        budget = max(_TCP_READS_MIN, math.ceil(len(active) / interval_s))
         while budget and (conn := self._next_due(active, now)) is not None:
             self._due.append((now + interval_s, conn))
             # Idle with nothing in flight: the kernel has nothing new to say about the path.
