@@ -23,7 +23,7 @@ import time
 
 from echostat.server.config import Config
 from echostat.server.echo import EchoProtocol
-from echostat.server.stats import Registry
+from echostat.server.registry import Registry
 from echostat.web.feed import StatsFeed
 
 INTERVAL_S = Config().tcp_info_interval_s

@@ -9,8 +9,10 @@ import os
 import sys
 
 from echostat.server import __version__
-from echostat.server.config import ENV_PREFIX, ConfigError, load_config
-from echostat.server.resources import describe_max_connections
+from echostat.server.config import ConfigError
+from echostat.server.config_loading import load_config
+from echostat.server.config_validation import ENV_PREFIX
+from echostat.server.resources import ResourceError, describe_max_connections
 from echostat.server.runtime import configure_logging, run
 from echostat.server.sockets import systemd_sockets
 from echostat.server.supervisor import Supervisor
@@ -73,7 +75,7 @@ def serve_from(args: argparse.Namespace) -> int:
         main = serve(config, inherited=inherited, load=reread)
     try:
         run(config, main)
-    except ConfigError as exc:
+    except (ConfigError, ResourceError) as exc:
         log.error("%s", exc)
         return EXIT_BAD_CONFIG
     return 0

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from echostat.server.config import AccessLogConfig, ConfigError
-from echostat.server.stats import Connection
+from echostat.server.config import AccessLogConfig
+from echostat.server.registry import Connection
+from echostat.server.resources import ResourceError
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class AccessLog:
             return
         try:
             stream = self._open()
-        except ConfigError as exc:
+        except ResourceError as exc:
             log.error("cannot reopen the access log, still writing to the old file: %s", exc)
             return
         self.close()
@@ -108,12 +109,12 @@ class AccessLog:
             self._stream.close()
 
     def _open(self) -> TextIO:
-        """`config.path` for appending, one line per write; `ConfigError` if impossible."""
+        """`config.path` for appending, one line per write; `ResourceError` if impossible."""
         path = self.config.path
         try:
             return open(path, "a", encoding="utf-8", buffering=1)
         except OSError as exc:
-            raise ConfigError(f"access_log.path: cannot open {path}: {exc.strerror}") from None
+            raise ResourceError(f"access_log.path: cannot open {path}: {exc.strerror}") from None
 
     def _write(self, now: float, **record: Any) -> None:
         record = {"time": _timestamp(now), **record}

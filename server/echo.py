@@ -31,8 +31,8 @@ from echostat.server.proxy_protocol import (
     ProxyProtocolError,
     is_trusted,
 )
+from echostat.server.registry import Connection, ListenerStats, Registry, peer_name
 from echostat.server.resources import echo_may_keep
-from echostat.server.stats import Connection, ListenerStats, Registry, peer_name
 from echostat.server.tcp_info import BUFFER_BYTES, TCP_INFO, TcpInfo, decode
 
 log = logging.getLogger(__name__)

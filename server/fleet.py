@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 
-from echostat.server.stats import (
-    ConnectionSnapshot,
-    ListenerSnapshot,
-    ReloadCounters,
-    StatsSnapshot,
-    TcpSnapshot,
-)
-from echostat.server.tcp_info import TcpInfo
+from echostat.server.messages import Question, Report, decode_report
+from echostat.server.path_quality import TcpSnapshot
+from echostat.server.reload import ReloadCounters
+from echostat.server.snapshots import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot
 from echostat.server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 
 REPORT_INTERVAL_S = 0.5
@@ -38,50 +33,8 @@ MAX_CONNECTIONS_PER_ANSWER = 100_000
 ASK_DEADLINE_S = 0.2
 """How long a request waits for the workers' answers before using older reports."""
 
-Ask = Callable[[int, int], None]
-"""Sends question number N, wanting M connection rows, to one worker."""
-
-
-def encode_report(
-    snapshot: StatsSnapshot,
-    connections: list[ConnectionSnapshot],
-    peers: list[PeerSnapshot] | None = None,
-    answers: int | None = None,
-) -> bytes:
-    """One line a worker sends: its snapshot, its busiest connections and UDP peers, and the
-    number of the question it answers (None for a periodic report)."""
-    report = {
-        "snapshot": snapshot.to_dict(),
-        "connections": [dataclasses.asdict(conn) for conn in connections],
-        "peers": [dataclasses.asdict(peer) for peer in peers or ()],
-        "answers": answers,
-    }
-    return json.dumps(report, separators=(",", ":")).encode() + b"\n"
-
-
-@dataclasses.dataclass(frozen=True)
-class Report:
-    """One decoded report line, stamped with when it arrived (monotonic)."""
-
-    snapshot: StatsSnapshot
-    connections: list[ConnectionSnapshot]
-    answers: int | None
-    received_at: float
-
-
-def decode_report(line: bytes) -> Report:
-    report = json.loads(line)
-    connections = [
-        ConnectionSnapshot(**{**row, "tcp": row["tcp"] and TcpInfo(**row["tcp"])})
-        for row in report["connections"]
-    ]
-    snapshot = StatsSnapshot.from_dict(report["snapshot"])
-    return Report(snapshot, connections, report.get("answers"), time.monotonic())
-
-
-def decode_peers(line: bytes) -> list[PeerSnapshot]:
-    """The UDP peers of a report line."""
-    return [PeerSnapshot(**row) for row in json.loads(line).get("peers", ())]
+Ask = Callable[[Question], None]
+"""Puts a question to one worker."""
 
 
 class FleetStats:
@@ -93,7 +46,6 @@ class FleetStats:
         self._started = time.monotonic()
         self._reports: dict[int, Report] = {}
         self._retired: list[StatsSnapshot] = []
-        self._peers: dict[int, list[PeerSnapshot]] = {}
         self.worker_restarts = 0
         self.config_state = ReloadCounters(loaded_at=time.time())
         self._askers: dict[int, Ask] = {}
@@ -113,8 +65,7 @@ class FleetStats:
 
     def update(self, pid: int, line: bytes) -> None:
         """Record the report line `line` from worker `pid`."""
-        report = self._reports[pid] = decode_report(line)
-        self._peers[pid] = decode_peers(line)
+        report = self._reports[pid] = decode_report(line, time.monotonic())
         if report.answers == self._question:
             self._answered(pid)
 
@@ -123,7 +74,6 @@ class FleetStats:
         self._askers.pop(pid, None)
         self._answered(pid)
         report = self._reports.pop(pid, None)
-        self._peers.pop(pid, None)
         if report is None:
             return
         snap = report.snapshot
@@ -186,7 +136,7 @@ class FleetStats:
 
     def peers(self, limit: int | None = None) -> list[PeerSnapshot]:
         """The UDP peers with most datagrams over all workers (each reports its busiest)."""
-        rows = [row for peers in self._peers.values() for row in peers]
+        rows = [row for report in self._reports.values() for row in report.peers]
         rows.sort(key=lambda p: p.datagrams_received, reverse=True)
         return rows[:limit]
 
@@ -195,8 +145,9 @@ class FleetStats:
         self._unanswered = set(self._askers)
         self._all_answered.clear()
         rows = min(max(connections, CONNECTIONS_PER_REPORT), MAX_CONNECTIONS_PER_ANSWER)
+        question = Question(self._question, rows)
         for ask in self._askers.values():
-            ask(self._question, rows)
+            ask(question)
         if self._unanswered:
             try:
                 await asyncio.wait_for(self._all_answered.wait(), ASK_DEADLINE_S)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from echostat.server.config import Config, ConfigError
-from echostat.server.stats import ReloadCounters
+from echostat.server.resources import ResourceError
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,19 @@ RESTART_KEYS = re.compile(
 changing them needs a restart."""
 
 KEPT = "the running configuration stays in force"
+
+
+@dataclass(slots=True)
+class ReloadCounters:
+    """When the configuration in force was loaded (wall clock), and how reloads went."""
+
+    loaded_at: float
+    reloads: int = 0
+    failed: int = 0
+
+    def applied(self) -> None:
+        self.reloads += 1
+        self.loaded_at = time.time()
 
 
 def changed_keys(old: Any, new: Any, path: str = "") -> list[str]:
@@ -62,8 +77,8 @@ class Reloader:
         apply: Callable[[Config], None],
         counters: ReloadCounters,
     ) -> None:
-        """`apply` may raise `ConfigError` only before it changes anything (a file it
-        cannot open); the reload is then refused like an invalid config."""
+        """`apply` may raise `ResourceError` (or `ConfigError`) only before it changes
+        anything (a file it cannot open); the reload is then refused like an invalid config."""
         self.current = current
         self._load = load
         self._apply = apply
@@ -81,7 +96,7 @@ class Reloader:
             return self._refuse(f"{', '.join(restart)}: changing this needs a restart")
         try:
             self._apply(new)
-        except ConfigError as exc:  # raised by apply's first step, before anything changed
+        except (ConfigError, ResourceError) as exc:  # raised by apply's first step
             return self._refuse(f"{exc}")
         self.current = new
         self._counters.applied()

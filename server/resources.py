@@ -1,23 +1,36 @@
-"""Process resources: the descriptor limit, raised at start and watched while accepting."""
+"""Process resources: the descriptor limit, fitted to the config, raised at start and watched
+while accepting; and `ResourceError`, for what the system refuses a valid configuration."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import resource
 
-from echostat.server.config import Config, ConfigError, connections_fitting, descriptor_shortage
+from echostat.server.config import DEFAULT_MAX_CONNECTIONS, Config, ConfigError
 
 log = logging.getLogger(__name__)
+
+
+class ResourceError(Exception):
+    """The system refused what a valid configuration asks for (a file to open, descriptors);
+    the message is one line that names the key. `ConfigError` is for configurations that are
+    wrong in themselves."""
+
 
 STATUS_RESERVE = 16
 """The highest descriptor numbers under the soft limit, never given to echo connections, so
 the status page can still accept (and serve its files) when echo clients took the rest."""
 
+RESERVED_DESCRIPTORS = 32
+"""Descriptors kept beyond echo connections: listeners, the event loop, logs and the status
+side's reserve (`STATUS_RESERVE`)."""
+
 
 def reserve_descriptors(max_connections: int) -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit; return it.
 
-    Raises `ConfigError` when even the hard limit can't hold `max_connections` plus
+    Raises `ResourceError` when even the hard limit can't hold `max_connections` plus
     `RESERVED_DESCRIPTORS`, naming both numbers.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -26,7 +39,7 @@ def reserve_descriptors(max_connections: int) -> int:
         log.debug("raised the open-file limit from %d to %d", soft, hard)
         soft = hard
     if soft != resource.RLIM_INFINITY and max_connections > connections_fitting(soft):
-        raise ConfigError(descriptor_shortage(max_connections, soft))
+        raise ResourceError(descriptor_shortage(max_connections, soft))
     return soft
 
 
@@ -48,3 +61,50 @@ def describe_max_connections(config: Config) -> str:
             f"max_connections {limit} (derived from the descriptor limit {config.descriptor_limit})"
         )
     return f"max_connections {limit} (as configured)"
+
+
+def hard_descriptor_limit() -> int | None:
+    """The hard RLIMIT_NOFILE (the soft limit is raised to it at start); None if unlimited."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return None if hard == resource.RLIM_INFINITY else hard
+
+
+def connections_fitting(descriptor_limit: int) -> int:
+    """How many echo connections a descriptor limit holds beside `RESERVED_DESCRIPTORS`."""
+    return max(descriptor_limit - RESERVED_DESCRIPTORS, 0)
+
+
+def fit_descriptor_limit(config: Config, origin: str | None) -> Config:
+    """`config` with `limits.max_connections` derived from the hard descriptor limit (at most
+    `DEFAULT_MAX_CONNECTIONS`) when it was left out (`origin` None); otherwise checked against
+    that limit, naming `origin` (the file, variable or flag that set it) in the `ConfigError`."""
+    explicit = origin is not None
+    limit = hard_descriptor_limit()
+    wanted = config.limits.max_connections
+    if limit is not None and not explicit:
+        wanted = min(DEFAULT_MAX_CONNECTIONS, connections_fitting(limit))
+        if wanted < 1:
+            raise ConfigError(
+                f"limits.max_connections: the descriptor limit {limit} holds no connection"
+                f" (echostat keeps {RESERVED_DESCRIPTORS} for itself); raise it"
+                " (ulimit -n, LimitNOFILE=)"
+            )
+        config = dataclasses.replace(
+            config, limits=dataclasses.replace(config.limits, max_connections=wanted)
+        )
+    elif limit is not None and wanted > connections_fitting(limit):
+        raise ConfigError(f"{origin}: {descriptor_shortage(wanted, limit)}")
+    object.__setattr__(config, "descriptor_limit", limit)
+    object.__setattr__(config, "max_connections_derived", not explicit and limit is not None)
+    return config
+
+
+def descriptor_shortage(max_connections: int, descriptor_limit: int) -> str:
+    """Why `max_connections` doesn't fit in `descriptor_limit`, and what to do about it."""
+    return (
+        f"limits.max_connections: {max_connections} connections need"
+        f" {max_connections + RESERVED_DESCRIPTORS} file descriptors but the limit is"
+        f" {descriptor_limit}; lower max_connections to at most"
+        f" {connections_fitting(descriptor_limit)}, leave it out to derive it from the limit,"
+        " or raise the limit (ulimit -n, LimitNOFILE=)"
+    )

@@ -18,11 +18,11 @@ from echostat.server import __version__
 from echostat.server.access_log import AccessLog
 from echostat.server.config import Config, ConfigError, ListenerConfig, StatusConfig
 from echostat.server.echo import EchoServer
+from echostat.server.registry import Registry
 from echostat.server.reload import Reloader
-from echostat.server.resources import describe_max_connections, reserve_descriptors
+from echostat.server.resources import ResourceError, describe_max_connections, reserve_descriptors
 from echostat.server.runtime import apply_log_level
 from echostat.server.sockets import STATUS_BACKLOG, bind, bind_udp, check_inherited_status, url_host
-from echostat.server.stats import Registry
 from echostat.server.status_side import StatusSideFactory
 from echostat.server.tcp_info import TCP_INFO
 from echostat.server.udp import UDPEchoServer
@@ -70,7 +70,7 @@ class Service:
             status_sockets = self._listening("status", "status", status) if self.status else []
             bound += status_sockets
             self._start_access_log()
-        except ConfigError:
+        except (ConfigError, ResourceError):
             for sock in bound:
                 sock.close()
             raise
@@ -123,7 +123,7 @@ class Service:
 
     def _access_log_for(self, config: Config) -> AccessLog | None:
         """The access log `config` asks for: the open one if its settings are unchanged,
-        else a new one (opening its file may raise `ConfigError`), or None when disabled."""
+        else a new one (opening its file may raise `ResourceError`), or None when disabled."""
         if self.access_log is not None and self.access_log.config == config.access_log:
             return self.access_log
         return AccessLog(config.access_log) if config.access_log.enabled else None

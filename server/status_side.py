@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from echostat.server.config import Config
-from echostat.server.stats import StatsSource
+from echostat.server.registry import StatsSource
 
 
 class StatusSide(Protocol):

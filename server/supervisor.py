@@ -24,15 +24,22 @@ from collections.abc import Callable, Mapping
 from tornado.iostream import PipeIOStream, StreamClosedError
 
 from echostat.server import __version__
-from echostat.server.config import Config, ListenerConfig, load_config, read_config_text
+from echostat.server.config import Config, ListenerConfig
+from echostat.server.config_loading import load_config, read_config_text
 from echostat.server.fleet import FleetStats
+from echostat.server.messages import (
+    REPORT_MAX_BYTES,
+    Question,
+    WorkerSpec,
+    encode_config_message,
+    encode_question,
+)
 from echostat.server.reload import Reloader
 from echostat.server.resources import describe_max_connections, reserve_descriptors
 from echostat.server.runtime import apply_log_level
 from echostat.server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
 from echostat.server.sockets import bind, bind_udp, check_inherited_status, url_host
 from echostat.server.status_side import StatusSideFactory
-from echostat.server.worker import WorkerSpec, encode_config_message
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +219,7 @@ class Supervisor:
         """Feed `pid`'s report lines to the fleet until its pipe closes (it exited)."""
         try:
             while True:
-                self.fleet.update(pid, await reports.read_until(b"\n", max_bytes=1 << 26))
+                self.fleet.update(pid, await reports.read_until(b"\n", max_bytes=REPORT_MAX_BYTES))
         except StreamClosedError:
             reports.close()
 
@@ -246,11 +253,11 @@ class Supervisor:
             process.send_signal(signum)
 
 
-def _ask(asks: PipeIOStream, question: int, rows: int) -> None:
+def _ask(asks: PipeIOStream, question: Question) -> None:
     """Put `question` to a worker, unless it hasn't even read the last one (it is stuck)."""
     if asks.closed() or asks.writing():
         return
-    asks.write(b"%d %d\n" % (question, rows)).add_done_callback(_ignore_outcome)
+    asks.write(encode_question(question)).add_done_callback(_ignore_outcome)
 
 
 def _ignore_outcome(future: asyncio.Future[None]) -> None:

@@ -4,7 +4,7 @@ A UDP listener has no connections, so what the registry counts for it is datagra
 drops by reason and "peers", the source addresses seen lately. An echoed datagram costs one
 dictionary lookup and two integer subtractions: it spends one of its peer's `credit`s and
 its size in `byte_credit`; the counts follow from what was granted and what is left. Like
-`server.stats`, nothing here imports Tornado.
+`server.registry`, nothing here imports Tornado.
 """
 
 from __future__ import annotations

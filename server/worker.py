@@ -11,61 +11,35 @@ validated, first to start with, then one per reload.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass
 
 from tornado.ioloop import PeriodicCallback
 from tornado.iostream import PipeIOStream, StreamClosedError
 
-from echostat.server.config import Config, load_config
+from echostat.server.config import Config
+from echostat.server.config_loading import load_config
 from echostat.server.fleet import (
     CONNECTIONS_PER_REPORT,
     MAX_CONNECTIONS_PER_ANSWER,
     REPORT_INTERVAL_S,
+)
+from echostat.server.messages import (
+    CONFIG_MESSAGE_MAX_BYTES,
+    QUESTION_MAX_BYTES,
+    WorkerSpec,
+    decode_config_message,
+    decode_question,
     encode_report,
 )
+from echostat.server.registry import Registry
 from echostat.server.runtime import configure_logging, run
 from echostat.server.service import Service
 from echostat.server.signals import catch_reload_signal, catch_stop_signals
 from echostat.server.sockets import adopt
-from echostat.server.stats import Registry
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """Everything a worker needs from its supervisor."""
-
-    slot: int
-    config_path: str
-    overrides: list[str]
-    listeners: dict[str, list[int]]
-    report_fd: int
-    ask_fd: int
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> WorkerSpec:
-        return cls(**json.loads(text))
-
-
-CONFIG_MESSAGE_MAX_BYTES = 1 << 22
-
-
-def encode_config_message(text: str) -> bytes:
-    """One line to a worker's standard input: the config file's text to put in force."""
-    return json.dumps({"config": text}).encode() + b"\n"
-
-
-def decode_config_message(line: bytes) -> str:
-    text: str = json.loads(line)["config"]
-    return text
 
 
 def read_first_config_message(fd: int) -> str:
@@ -137,12 +111,15 @@ class Reporter:
         """Answer each question at once, however full the pipe, with the rows it asks for."""
         try:
             while True:
-                question, rows = map(int, (await self._asks.read_until(b"\n", 64)).split())
+                line = await self._asks.read_until(b"\n", QUESTION_MAX_BYTES)
+                question = decode_question(line)
                 if self._pipe.closed():
                     return
-                connections = self._registry.connections(min(rows, MAX_CONNECTIONS_PER_ANSWER))
+                rows = min(question.rows, MAX_CONNECTIONS_PER_ANSWER)
+                connections = self._registry.connections(rows)
                 peers = self._registry.peers(CONNECTIONS_PER_REPORT)
-                report = encode_report(self._registry.snapshot(), connections, peers, question)
+                snapshot = self._registry.snapshot()
+                report = encode_report(snapshot, connections, peers, question.number)
                 self._pipe.write(report).add_done_callback(self._written)
         except StreamClosedError:
             self.supervisor_gone.set()

@@ -7,7 +7,7 @@ from pathlib import Path
 from tornado.web import Application
 
 from echostat.server.config import Config
-from echostat.server.stats import StatsSource
+from echostat.server.registry import StatsSource
 from echostat.web.access import LOGIN_PATH, AccessPolicy
 from echostat.web.counters import StatusCounters
 from echostat.web.feed import StatsFeed

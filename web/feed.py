@@ -12,7 +12,7 @@ import json
 
 from tornado.ioloop import PeriodicCallback
 
-from echostat.server.stats import StatsSource
+from echostat.server.registry import StatsSource
 from echostat.web.history import History, Rates
 from echostat.web.schema import connections_document, peers_document, stats_document
 

@@ -12,7 +12,7 @@ from tornado.web import HTTPError, RequestHandler
 
 from echostat.server import __version__
 from echostat.server.config import Config
-from echostat.server.stats import StatsSource
+from echostat.server.registry import StatsSource
 from echostat.web.access import COOKIE_NAME, LOGIN_PATH, AccessPolicy
 from echostat.web.counters import StatusCounters
 from echostat.web.feed import StatsFeed

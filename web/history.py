@@ -10,7 +10,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from echostat.server.stats import StatsSnapshot
+from echostat.server.snapshots import StatsSnapshot
 
 
 @dataclass(frozen=True)

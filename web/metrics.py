@@ -15,7 +15,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from echostat.server import __version__
-from echostat.server.stats import RTT_BUCKETS_S, StatsSource, TcpSnapshot
+from echostat.server.path_quality import RTT_BUCKETS_S, TcpSnapshot
+from echostat.server.registry import StatsSource
 from echostat.server.udp_stats import UDPListenerSnapshot
 from echostat.web.counters import StatusCounters
 

@@ -1,4 +1,4 @@
-"""The JSON documents of the API, built from `server.stats` snapshots.
+"""The JSON documents of the API, built from `server.snapshots` snapshots.
 
 These shapes are public interface (docs/api.md describes them): scripts read them, so
 fields are only ever added.
@@ -12,7 +12,8 @@ from typing import Any
 
 from echostat.server import __version__
 from echostat.server.config import Config
-from echostat.server.stats import ConnectionSnapshot, StatsSnapshot, TcpSnapshot
+from echostat.server.path_quality import TcpSnapshot
+from echostat.server.snapshots import ConnectionSnapshot, StatsSnapshot
 from echostat.server.tcp_info import TcpInfo
 from echostat.server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 from echostat.web.counters import StatusCounters

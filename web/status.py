@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from echostat.server.accept import watch_accepts
 from echostat.server.config import Config
-from echostat.server.stats import StatsSource
+from echostat.server.registry import StatsSource
 from echostat.web.app import make_app, reconfigure_app
 from echostat.web.counters import StatusCounters
 from echostat.web.feed import StatsFeed

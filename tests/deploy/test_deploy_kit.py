@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from echostat.server.config import Config, ConfigError, ListenerConfig, load_config
+from echostat.server.config import Config, ConfigError, ListenerConfig
+from echostat.server.config_loading import load_config
 from tests.helpers import require_program
 
 ROOT = Path(__file__).resolve().parents[2]

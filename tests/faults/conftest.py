@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tornado.ioloop import IOLoop
 
-from echostat.server.config import load_config
+from echostat.server.config_loading import load_config
 from echostat.service import Service
 from tests.faults.support import loopback_settings, write_config
 from tests.helpers import EchostatProcess

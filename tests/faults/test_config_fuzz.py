@@ -18,8 +18,8 @@ from echostat.server.config import (
     ListenerConfig,
     StatusConfig,
     TLSConfig,
-    load_config,
 )
+from echostat.server.config_loading import load_config
 
 FUZZ = settings(
     max_examples=100,

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from echostat.server.config import Config, ConfigError, LimitsConfig, ListenerConfig, load_config
+from echostat.server.config import Config, ConfigError, LimitsConfig, ListenerConfig
+from echostat.server.config_loading import load_config
 from tests.helpers import BAD_CONFIGS, REPO
 
 

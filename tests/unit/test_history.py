@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from echostat.server.stats import Connection, Registry
+from echostat.server.registry import Connection, Registry
 from echostat.web.history import History
 
 

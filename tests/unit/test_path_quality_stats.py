@@ -6,8 +6,10 @@ import dataclasses
 
 import pytest
 
-from echostat.server.fleet import FleetStats, encode_report
-from echostat.server.stats import RTT_BUCKETS_S, Connection, ListenerStats, Registry, TcpSnapshot
+from echostat.server.fleet import FleetStats
+from echostat.server.messages import encode_report
+from echostat.server.path_quality import RTT_BUCKETS_S, TcpSnapshot
+from echostat.server.registry import Connection, ListenerStats, Registry
 from echostat.server.tcp_info import TcpInfo
 
 UNKNOWN = TcpInfo(None, None, None, None, None, None, None, None)

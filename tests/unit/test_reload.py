@@ -16,8 +16,7 @@ from echostat.server.config import (
     StatusConfig,
     UDPConfig,
 )
-from echostat.server.reload import Reloader, changed_keys
-from echostat.server.stats import ReloadCounters
+from echostat.server.reload import ReloadCounters, Reloader, changed_keys
 
 BASE = Config()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from echostat.server.stats import Connection, ListenerStats, Registry
+from echostat.server.registry import Connection, ListenerStats, Registry
 
 
 class Clocks:

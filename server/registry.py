@@ -7,24 +7,24 @@ this module is trivially unit-testable.
 
 from __future__ import annotations
 
-import bisect
-import dataclasses
 import heapq
-import math
 import os
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
-from echostat.server.tcp_info import TcpInfo
-from echostat.server.udp_stats import (
-    PeerSnapshot,
-    UDPListenerSnapshot,
-    UDPListenerStats,
-    peer_snapshot,
+from echostat.server.path_quality import TcpSampler, TcpSnapshot
+from echostat.server.reload import ReloadCounters
+from echostat.server.snapshots import (
+    ConnectionSnapshot,
+    ListenerSnapshot,
+    StatsSnapshot,
+    WorkerSnapshot,
 )
+from echostat.server.tcp_info import TcpInfo
+from echostat.server.udp_stats import PeerSnapshot, UDPListenerStats, peer_snapshot
 
 if TYPE_CHECKING:
     from echostat.server.budget import BufferBudget
@@ -57,7 +57,7 @@ class Connection:
         "tcp",
         "end_reason",
         "tls_protocol",
-        "_tcp_mark",
+        "tcp_read_mark",
     )
 
     def __init__(self, ip: str, port: int, listener: ListenerStats) -> None:
@@ -77,8 +77,8 @@ class Connection:
         """Why it ended (see `Registry.close`); set by whoever closes it."""
         self.tls_protocol: str | None = None
         """``TLSv1.3`` and the like on a TLS listener."""
-        self._tcp_mark = -1
-        """Bytes moved when `tcp` was last read."""
+        self.tcp_read_mark = -1
+        """Bytes moved when `tcp` was last read (kept by the path quality sampler)."""
 
     @property
     def peer(self) -> str:
@@ -111,178 +111,6 @@ class ListenerStats:
     accepted: int = 0
 
 
-@dataclass(slots=True)
-class ReloadCounters:
-    """When the configuration in force was loaded (wall clock), and how reloads went."""
-
-    loaded_at: float
-    reloads: int = 0
-    failed: int = 0
-
-    def applied(self) -> None:
-        self.reloads += 1
-        self.loaded_at = time.time()
-
-
-@dataclass(frozen=True)
-class ListenerSnapshot:
-    name: str
-    host: str
-    port: int
-    tls: bool
-    active: int
-    accepted: int
-
-
-@dataclass(frozen=True)
-class WorkerSnapshot:
-    """One worker process's share of the totals."""
-
-    pid: int
-    active: int
-    accepted: int
-    closed: int
-    bytes_received: int
-    bytes_sent: int
-    stale_s: float = 0.0
-    """How old these figures are: 0 in a single process, else the age of the worker's report."""
-
-
-RTT_BUCKETS_S = (
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-)
-"""Upper bounds of the RTT histogram, from loopback (tens of µs) to a bad satellite hop."""
-
-
-@dataclass(frozen=True)
-class TcpSnapshot:
-    """Path quality from TCP_INFO: RTTs of open connections, lifetime retransmits and the RTT
-    histogram (one observation per connection at close, and at most one per interval while
-    open). `measured` is false when path quality is off or the platform has no TCP_INFO."""
-
-    measured: bool = False
-    open_rtt_ms: tuple[float, ...] = ()
-    """Sorted; one per open connection whose RTT is known."""
-    retransmits: int = 0
-    rtt_buckets: tuple[int, ...] = (0,) * (len(RTT_BUCKETS_S) + 1)
-    """Observations per bucket of `RTT_BUCKETS_S`, not cumulative; the last is above them all."""
-    rtt_sum_s: float = 0.0
-
-    @property
-    def rtt_count(self) -> int:
-        return sum(self.rtt_buckets)
-
-    def rtt_percentile_ms(self, fraction: float) -> float | None:
-        """The nearest-rank percentile of open connections' RTTs, None with none known."""
-        rtts = self.open_rtt_ms
-        if not rtts:
-            return None
-        return rtts[max(0, math.ceil(fraction * len(rtts)) - 1)]
-
-    @classmethod
-    def merge(cls, live: Sequence[TcpSnapshot], retired: Sequence[TcpSnapshot]) -> TcpSnapshot:
-        """The sum over processes; only `live` ones have open connections."""
-        everyone = [*live, *retired]
-        return cls(
-            measured=any(t.measured for t in everyone),
-            open_rtt_ms=tuple(heapq.merge(*(t.open_rtt_ms for t in live))),
-            retransmits=sum(t.retransmits for t in everyone),
-            rtt_buckets=tuple(map(sum, zip(*(t.rtt_buckets for t in everyone), strict=True)))
-            or cls().rtt_buckets,
-            rtt_sum_s=sum(t.rtt_sum_s for t in everyone),
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TcpSnapshot:
-        return cls(
-            **{
-                **data,
-                "open_rtt_ms": tuple(data["open_rtt_ms"]),
-                "rtt_buckets": tuple(data["rtt_buckets"]),
-            }
-        )
-
-
-@dataclass(frozen=True)
-class StatsSnapshot:
-    """Totals at one instant; `bytes_*` include connections that already closed."""
-
-    taken_at: float
-    uptime_seconds: float
-    accepting: bool
-    ready: bool
-    active: int
-    accepted: int
-    closed: int
-    rejected: dict[str, int]
-    closed_by_server: dict[str, int]
-    bytes_received: int
-    bytes_sent: int
-    listeners: tuple[ListenerSnapshot, ...]
-    workers: tuple[WorkerSnapshot, ...]
-    udp_listeners: tuple[UDPListenerSnapshot, ...] = ()
-    worker_restarts: int = 0
-    """Workers the supervisor restarted after they died; always 0 for a single process."""
-    config_loaded_at: float = 0.0
-    reloads: int = 0
-    reloads_failed: int = 0
-    tcp: TcpSnapshot = field(default_factory=TcpSnapshot)
-    buffered_bytes: int = 0
-    """Echo buffers held now for clients that read slower than they send."""
-
-    @property
-    def rejected_total(self) -> int:
-        return sum(self.rejected.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data, for sending between processes as JSON."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StatsSnapshot:
-        """The inverse of `to_dict`."""
-        return cls(
-            **{
-                **data,
-                "listeners": tuple(ListenerSnapshot(**item) for item in data["listeners"]),
-                "workers": tuple(WorkerSnapshot(**item) for item in data["workers"]),
-                "tcp": TcpSnapshot.from_dict(data["tcp"]),
-                "udp_listeners": tuple(
-                    UDPListenerSnapshot(**item) for item in data.get("udp_listeners", ())
-                ),
-            }
-        )
-
-
-@dataclass(frozen=True)
-class ConnectionSnapshot:
-    id: int
-    peer: str
-    via: str | None
-    worker: int
-    listener: str
-    connected_at: float
-    age_s: float
-    idle_s: float
-    bytes_received: int
-    bytes_sent: int
-    tcp: TcpInfo | None = None
-
-
 class StatsSource(Protocol):
     """What the status side reads: a `Registry`, or the aggregate of several workers."""
 
@@ -303,10 +131,6 @@ class StatsSource(Protocol):
 
     async def refresh(self, connections: int = 0) -> None:
         """Bring the figures (and at least `connections` busiest rows) up to this moment."""
-
-
-_TCP_READS_MIN = 100
-"""TCP_INFO reads a snapshot may always make, however few connections are due."""
 
 
 class Registry:
@@ -347,16 +171,7 @@ class Registry:
         """Called for every connection once it is counted as closed (the access log)."""
         self.tcp_info_interval_s = tcp_info_interval_s
         """How often an open connection's TCP_INFO is observed; None: path quality off."""
-        self._closed_retransmits = 0
-        self._open_retransmits = 0
-        self._open_rtts: list[float] = []
-        """Sorted: the last known RTT of every open connection that has one."""
-        self._tcp_new: deque[Connection] = deque()
-        """Connections not yet read, oldest first."""
-        self._tcp_due: deque[tuple[float, Connection]] = deque()
-        """Connections read before, by when they are due again (in order: one interval on)."""
-        self._rtt_buckets = [0] * (len(RTT_BUCKETS_S) + 1)
-        self._rtt_sum_s = 0.0
+        self._path_quality = TcpSampler()
         self.budget: BufferBudget | None = None
         """The echo side's buffer budget, whose charge snapshots report."""
 
@@ -389,7 +204,7 @@ class Registry:
         conn.listener.accepted += 1
         conn.listener.active += 1
         if self.tcp_info_interval_s is not None:
-            self._tcp_new.append(conn)
+            self._path_quality.opened(conn)
 
     def close(self, conn: Connection, reason: str | None = None) -> None:
         """Move `conn` from active to closed; calling it twice for one connection is harmless.
@@ -404,10 +219,7 @@ class Registry:
             self.closed_by_server[reason] += 1
             conn.end_reason = reason
         if self.tcp_info_interval_s is not None:
-            self._forget_tcp(conn.tcp)
-            conn.tcp = conn.read_tcp_info() or conn.tcp
-            self._observe_rtt(conn.tcp)
-            self._closed_retransmits += (conn.tcp and conn.tcp.retransmits) or 0
+            self._path_quality.closed(conn)
         remaining = self._per_ip[conn.ip] - 1
         if remaining:
             self._per_ip[conn.ip] = remaining
@@ -483,66 +295,6 @@ class Registry:
             buffered_bytes=self.budget.charged if self.budget else 0,
         )
 
-    def _tcp_snapshot(self) -> TcpSnapshot:
-        """Path quality now, from each open connection's last known TCP_INFO, after reading
-        the connections that are due: new ones first, then those read an interval ago."""
-        interval_s = self.tcp_info_interval_s
-        if interval_s is None:
-            return TcpSnapshot()
-        now = self.clock()
-        # Spread the reads: however many connections opened at once, one snapshot reads at
-        # most its share of them (each is due once per interval), never all 10,000 at once.
-        budget = max(_TCP_READS_MIN, math.ceil(len(self._active) / interval_s))
-        while budget and (conn := self._next_due(now)) is not None:
-            self._tcp_due.append((now + interval_s, conn))
-            # Idle with nothing in flight: the kernel has nothing new to say about the path.
-            if conn.bytes_received + conn.bytes_sent == conn._tcp_mark and not (
-                conn.tcp and conn.tcp.unacked
-            ):
-                continue
-            budget -= 1
-            self._track_tcp(conn, conn.read_tcp_info() or conn.tcp)
-            self._observe_rtt(conn.tcp)
-        return TcpSnapshot(
-            measured=True,
-            open_rtt_ms=tuple(self._open_rtts),
-            retransmits=self._closed_retransmits + self._open_retransmits,
-            rtt_buckets=tuple(self._rtt_buckets),
-            rtt_sum_s=self._rtt_sum_s,
-        )
-
-    def _next_due(self, now: float) -> Connection | None:
-        """The next open connection whose TCP_INFO is due by `now`, taken off its queue."""
-        while self._tcp_new or (self._tcp_due and self._tcp_due[0][0] <= now):
-            conn = self._tcp_new.popleft() if self._tcp_new else self._tcp_due.popleft()[1]
-            if self._active.get(conn.id) is conn:  # else it closed meanwhile
-                return conn
-        return None
-
-    def _track_tcp(self, conn: Connection, info: TcpInfo | None) -> None:
-        """Make `info` the open connection `conn`'s last known TCP_INFO, in the aggregates."""
-        self._forget_tcp(conn.tcp)
-        conn.tcp = info
-        conn._tcp_mark = conn.bytes_received + conn.bytes_sent
-        if info is not None:
-            if info.rtt_ms is not None:
-                bisect.insort(self._open_rtts, info.rtt_ms)
-            self._open_retransmits += info.retransmits or 0
-
-    def _forget_tcp(self, info: TcpInfo | None) -> None:
-        """Take `info`, an open connection's last known TCP_INFO, out of the aggregates."""
-        if info is not None:
-            if info.rtt_ms is not None:
-                del self._open_rtts[bisect.bisect_left(self._open_rtts, info.rtt_ms)]
-            self._open_retransmits -= info.retransmits or 0
-
-    def _observe_rtt(self, info: TcpInfo | None) -> None:
-        """One observation of the RTT histogram."""
-        if info is not None and info.rtt_ms is not None:
-            rtt_s = info.rtt_ms / 1000
-            self._rtt_buckets[bisect.bisect_left(RTT_BUCKETS_S, rtt_s)] += 1
-            self._rtt_sum_s += rtt_s
-
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:
         """Open connections, most bytes moved first, at most `limit` of them."""
         now = self.clock()
@@ -560,7 +312,7 @@ class Registry:
         )
         if self.tcp_info_interval_s is not None:
             for conn in ranked:
-                self._track_tcp(conn, conn.read_tcp_info() or conn.tcp)
+                self._path_quality.read(conn)
         return [
             ConnectionSnapshot(
                 id=c.id,
@@ -585,3 +337,10 @@ class Registry:
         count = len(every) if limit is None else limit
         ranked = heapq.nlargest(count, every, key=lambda item: item[0].datagrams_received)
         return [peer_snapshot(peer, name, self.pid, now, wall_now) for peer, name in ranked]
+
+    def _tcp_snapshot(self) -> TcpSnapshot:
+        """Path quality now, or an unmeasured snapshot when it is off."""
+        interval_s = self.tcp_info_interval_s
+        if interval_s is None:
+            return TcpSnapshot()
+        return self._path_quality.snapshot(self._active, interval_s, self.clock())

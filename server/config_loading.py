@@ -1,0 +1,91 @@
+"""Loading the configuration for running: read the file, validate it, prepare what it names.
+
+`load_config` is the one entry point: the file's text goes through the pure
+`server.config_validation`; then what depends on this machine is settled at start-up, not when
+the first client arrives: `limits.max_connections` is fitted to the descriptor limit and every
+TLS listener's certificate and key are loaded into an `SSLContext`.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from echostat.server.config import Config, ConfigError
+from echostat.server.config_validation import validate_config
+from echostat.server.resources import fit_descriptor_limit
+
+
+def load_config(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    overrides: Sequence[str] = (),
+    text: str | None = None,
+) -> Config:
+    """Read `path`, apply ``ECHOSTAT_*`` variables from `env`, then ``key=value`` `overrides`.
+
+    `text`, if given, stands for the file's content (a supervisor passes its workers the
+    text it validated). Raises `ConfigError` for a missing or unreadable file, YAML errors,
+    unknown keys, wrong types and values out of range, TLS files that can't be used and a
+    `limits.max_connections` the descriptor limit can't hold.
+    """
+    source = str(path)
+    validated = validate_config(
+        read_config_text(path) if text is None else text, source, env, overrides
+    )
+    _load_tls(validated.config, Path(path).parent, source)
+    return fit_descriptor_limit(validated.config, validated.max_connections_origin)
+
+
+def read_config_text(path: str | Path) -> str:
+    """The content of the config file at `path`; `ConfigError` if it can't be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (pass --config PATH)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+
+
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+"""TLS 1.2 suites: forward secrecy (ECDHE) and AEAD ciphers only, as Mozilla's "intermediate"
+recommendation (less its DHE suites, which need parameters we don't ship); no CBC, so no
+LUCKY13."""
+
+
+def _load_tls(config: Config, base: Path, source: str) -> None:
+    """Build each TLS listener's context now, so bad files fail at start, not at first client.
+
+    Relative paths are taken from the config file's directory.
+    """
+    for index, listener in enumerate(config.listeners):
+        tls = listener.tls
+        if tls is None:
+            continue
+        where = f"{source}: listeners[{index}].tls"
+        cert, key = base / tls.cert, base / tls.key
+        for name, file in (("cert", cert), ("key", key)):
+            if not file.is_file():
+                raise ConfigError(f"{where}.{name}: file not found: {file}")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_ciphers(TLS12_CIPHERS)  # TLS 1.3 suites are set apart and stay as they are
+        try:
+            context.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            reason = getattr(exc, "reason", None) or exc.strerror or exc
+            raise ConfigError(
+                f"{where}: cannot use cert {cert} with key {key}: {reason}"
+                " (both must be PEM files and the key must belong to the certificate)"
+            ) from None
+        object.__setattr__(tls, "context", context)

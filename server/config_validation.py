@@ -1,0 +1,348 @@
+"""Configuration validation, pure: YAML text, environment and overrides in, a `Config` out.
+
+`validate_config` reads nothing but its arguments: it parses the text, applies ``ECHOSTAT_*``
+variables and ``key=value`` overrides, and checks every key against the schema
+(`server.config`), raising `ConfigError` with one line naming the source, the key path and
+what is wrong, e.g. ``config.yaml: listeners[0].port: expected an integer 0..65535, got 70000``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import math
+import re
+import types
+import typing
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from echostat.server.config import Config, ConfigError, ListenerConfig
+
+ENV_PREFIX = "ECHOSTAT_"
+"""Environment variables ``ECHOSTAT_<KEY>`` override single keys; ``__`` separates levels."""
+
+
+@dataclass(frozen=True)
+class ValidatedConfig:
+    """A valid `Config`, and where its `limits.max_connections` came from: None when it was
+    left out (it is then derived from the descriptor limit when the config is loaded)."""
+
+    config: Config
+    max_connections_origin: str | None
+
+
+def validate_config(
+    text: str, source: str, env: Mapping[str, str] | None = None, overrides: Sequence[str] = ()
+) -> ValidatedConfig:
+    """`text`, the content of the file `source`, with ``ECHOSTAT_*`` variables from `env`,
+    then ``key=value`` `overrides`, as a validated config.
+
+    Raises `ConfigError` for YAML errors, unknown keys, wrong types, values out of range and
+    keys that contradict each other.
+    """
+    raw = _parse_config(Path(source), text)
+    origins: dict[str, str] = {}
+    """Key path (``listeners[0].port``) -> where its value came from, if not the file."""
+    for name, value in sorted((env or {}).items()):
+        if name.startswith(ENV_PREFIX):
+            key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            origins[_key_path(key)] = f"environment variable {name}"
+            raw = _override(raw, key, value, origins[_key_path(key)])
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. status.port=8080")
+        origins[_key_path(key.strip())] = f"--set {key.strip()}"
+        raw = _override(raw, key.strip(), value, origins[_key_path(key.strip())])
+    limits = raw.get("limits")
+    explicit = isinstance(limits, dict) and limits.get("max_connections") is not None
+    if isinstance(limits, dict) and not explicit:
+        raw = {**raw, "limits": {k: v for k, v in limits.items() if k != "max_connections"}}
+    try:
+        config: Config = _build(Config, raw, source, "")
+    except ConfigError as exc:
+        raise _blame_origin(exc, source, origins) from None
+    _check_consistency(config, source)
+    origin = origins.get("limits.max_connections", source) if explicit else None
+    return ValidatedConfig(config, origin)
+
+
+def _key_path(dotted: str) -> str:
+    """``listeners.0.port`` as error messages spell it: ``listeners[0].port``."""
+    return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", dotted)
+
+
+def _blame_origin(exc: ConfigError, source: str, origins: Mapping[str, str]) -> ConfigError:
+    """Name the variable or flag, not the file, when the bad value came from one of them."""
+    message = str(exc)
+    for path, origin in origins.items():
+        prefix = f"{source}: {path}:"
+        if message.startswith(prefix):
+            return ConfigError(f"{origin}: {path}:{message[len(prefix) :]}")
+    return exc
+
+
+def _parse_config(path: Path, text: str) -> dict[str, Any]:
+    try:
+        data = _parse_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def _parse_yaml(text: str) -> Any:
+    """`text` as YAML, safely; everything wrong with it is raised as a `yaml.YAMLError`.
+
+    PyYAML itself raises RecursionError for deep nesting and ValueError for integers of more
+    than 4300 digits (Python's limit on int-from-string conversion).
+    """
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+    except ValueError as exc:
+        raise yaml.YAMLError(str(exc)) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line from a PyYAML error: the problem and where it is."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader refuses it below, with its position
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[str, Any]:
+    """Return a copy of `raw` with the key at `dotted` (``listeners.0.port``) set to `text`.
+
+    The value is parsed as a YAML scalar, so ``8080`` is a number and ``null`` is None; list
+    items are addressed by index, and the index one past the end appends a new item.
+    """
+    try:
+        value = _parse_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: invalid value {text!r}: {_yaml_problem(exc)}") from None
+    parts = dotted.split(".")
+    root: dict[str, Any] = dict(raw)
+    node: Any = root
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if isinstance(node, dict):
+            if last:
+                node[part] = value
+            else:
+                child = node.get(part)
+                if child is None:
+                    # A section the file leaves out: a list when the next part is an index.
+                    child = [] if parts[depth + 1].isdecimal() else {}
+                elif not isinstance(child, list | dict):
+                    path = ".".join(parts[: depth + 1])
+                    shown = _show(child)
+                    raise ConfigError(f"{origin}: cannot set {dotted!r}: {path!r} is {shown}")
+                child = list(child) if isinstance(child, list) else dict(child)
+                node[part] = child
+                node = child
+        elif isinstance(node, list) and part.isdecimal() and int(part) <= len(node):
+            index = int(part)
+            if index == len(node):
+                node.append({})
+            if last:
+                node[index] = value
+            else:
+                node[index] = dict(node[index]) if isinstance(node[index], dict) else {}
+                node = node[index]
+        else:
+            path = ".".join(parts[:depth])
+            raise ConfigError(f"{origin}: cannot set {dotted!r}: {path!r} has no item {part!r}")
+    return root
+
+
+def _build(cls: Any, raw: Any, source: str, path: str) -> Any:
+    """Validate the mapping `raw` against dataclass `cls`, recursively."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: {path or 'top level'}: expected a mapping, got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(str(key) for key in raw if key not in fields)
+    if unknown:
+        allowed = ", ".join(fields)
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(f"{source}: {where}: unknown key (allowed here: {allowed})")
+    for name, fld in fields.items():
+        required = fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING
+        if required and name not in raw:
+            where = f"{path}.{name}" if path else name
+            raise ConfigError(f"{source}: {where}: missing (this key is required)")
+    values = {}
+    for name, value in raw.items():
+        key_path = f"{path}.{name}" if path else name
+        values[name] = _convert(hints[name], fields[name], value, source, key_path)
+    return cls(**values)
+
+
+def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, source: str, path: str) -> Any:
+    """Check one value against its type hint and range; return it in its final type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        wanted = []
+        for inner in (a for a in args if a is not type(None)):
+            try:
+                return _convert(inner, fld, value, source, path)
+            except ConfigError as exc:
+                wanted.append(str(exc).partition(": expected ")[2].rpartition(", got ")[0])
+        raise ConfigError(f"{source}: {path}: expected {' or '.join(wanted)}, got {_show(value)}")
+    if origin is tuple and dataclasses.is_dataclass(args[0]):
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{source}: {path}: expected a non-empty list, got {_show(value)}")
+        return tuple(_build(args[0], item, source, f"{path}[{i}]") for i, item in enumerate(value))
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {path}: expected a list, got {_show(value)}")
+        return tuple(
+            _convert(args[0], fld, item, source, f"{path}[{i}]") for i, item in enumerate(value)
+        )
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, source, path)
+    if origin is Literal:
+        if value not in args:
+            choices = " | ".join(str(a) for a in args)
+            raise ConfigError(f"{source}: {path}: expected one of {choices}, got {_show(value)}")
+        return value
+    if hint is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{source}: {path}: expected a non-empty string, got {_show(value)}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {path}: expected true or false, got {_show(value)}")
+        return value
+    return _convert_number(hint, fld, value, source, path)
+
+
+def _convert_number(
+    hint: Any, fld: dataclasses.Field[Any], value: Any, source: str, path: str
+) -> int | float:
+    kind = "an integer" if hint is int else "a number"
+    low, high = fld.metadata.get("range", (-math.inf, math.inf))
+    span = f" {_fmt(low)}..{_fmt(high)}" if "range" in fld.metadata else ""
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if not numeric or (hint is int and not isinstance(value, int)) or math.isnan(value):
+        raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {_show(value)}")
+    if not low <= value <= high:
+        raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {_fmt(value)}")
+    return hint(value)  # type: ignore[no-any-return]
+
+
+MIN_TOKEN_CHARS = 16
+
+
+def _check_consistency(config: Config, source: str) -> None:
+    """Rules that span several keys."""
+    status = config.status
+    if status.token is not None and len(status.token) < MIN_TOKEN_CHARS:
+        raise ConfigError(
+            f"{source}: status.token: too short ({len(status.token)} characters, need at least"
+            f" {MIN_TOKEN_CHARS}); generate one with: python3 -c 'import secrets;"
+            " print(secrets.token_urlsafe(32))'"
+        )
+    if status.token is None and not status.on_loopback:
+        raise ConfigError(
+            f"{source}: status.token: required because status.host {status.host} is not a"
+            " loopback address; set a token (python3 -c 'import secrets;"
+            " print(secrets.token_urlsafe(32))') or bind status.host to 127.0.0.1"
+        )
+    for index, open_path in enumerate(status.open_paths):
+        if not open_path.startswith("/"):
+            raise ConfigError(
+                f"{source}: status.open_paths[{index}]: expected a path starting with /,"
+                f" got {open_path!r}"
+            )
+    for index, listener in enumerate(config.listeners):
+        _check_proxy_protocol(listener, f"{source}: listeners[{index}]")
+        _check_udp_listener(listener, f"{source}: listeners[{index}]")
+    names = [listener.name for listener in config.listeners]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise ConfigError(
+                f"{source}: listeners[{index}].name: duplicate listener name {name!r}"
+            )
+
+
+def _check_proxy_protocol(listener: ListenerConfig, where: str) -> None:
+    """PROXY headers are believed only from networks listed explicitly, never guessed."""
+    for index, cidr in enumerate(listener.proxy_trusted):
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.proxy_trusted[{index}]: {exc}") from None
+    if listener.proxy_protocol and not listener.proxy_trusted:
+        raise ConfigError(
+            f"{where}.proxy_trusted: required with proxy_protocol: true; list the networks of"
+            " your load balancers, e.g. [10.0.0.0/8]"
+        )
+    if listener.proxy_protocol and listener.tls is not None:
+        raise ConfigError(
+            f"{where}.proxy_protocol: cannot be combined with tls on one listener; terminate"
+            " TLS on the load balancer or use a plain TCP listener"
+        )
+
+
+def _check_udp_listener(listener: ListenerConfig, where: str) -> None:
+    """TLS and PROXY headers are stream features; a UDP listener can have neither."""
+    if listener.protocol != "udp":
+        return
+    for key, used in (
+        ("tls", listener.tls is not None),
+        ("proxy_protocol", listener.proxy_protocol),
+    ):
+        if used:
+            raise ConfigError(
+                f"{where}.{key}: not available with protocol: udp; remove it, or use a"
+                " separate tcp listener"
+            )
+
+
+def _fmt(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it, in YAML terms."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    return repr(value)
