@@ -6,6 +6,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
+
+Mode = Literal["pingpong", "stream", "hold", "churn", "churn-half-close", "p99"]
+"""A load generator mode (loadgen.py's first argument); "p99" only names the report's p99
+column, which shows the pingpong cell 64 B x100's latency."""
 
 
 @dataclass(frozen=True)
@@ -14,7 +19,7 @@ class Cell:
 
     key: str
     label: str
-    mode: str
+    mode: Mode
     connections: int
     size: int = 0
     extra: tuple[str, ...] = ()
@@ -48,7 +53,7 @@ CHURN_BYTES = 16
 
 def churn(connections: int, half_close: bool = False) -> Cell:
     """Connect, echo 16 bytes, close (the client first), again, on `connections` at once."""
-    mode = "churn-half-close" if half_close else "churn"
+    mode: Mode = "churn-half-close" if half_close else "churn"
     return Cell(f"{mode}-x{connections}", f"{mode} x{connections}", mode, connections, CHURN_BYTES)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from plan import Cell
+from plan import Cell, Mode
 
 RATE_KEYS = {
     "pingpong": "round_trips_per_s",
@@ -52,7 +52,7 @@ class CellResult:
     `document` is loadgen's JSON object itself: it goes into the results file unchanged, so
     result files keep loadgen's keys; the other fields are the figures this side reads."""
 
-    mode: str
+    mode: Mode
     connections: int
     document: dict[str, Any] = field(repr=False)
     round_trips_per_s: float | None = None
@@ -127,7 +127,7 @@ class Summary:
 
     `to_json` writes the keys its mode has, as the results files always had them."""
 
-    mode: str
+    mode: Mode
     reps: int
     round_trips_per_s: float | None = None
     connections_per_s: float | None = None

@@ -50,7 +50,7 @@ class Row:
         return f"workers {self.workers} {'via HAProxy' if self.haproxy else 'direct'}"
 
     def server(self) -> Server:
-        # run.py's config already has room for 10,000 connections from one address.
+        # servers.py's echostat config already has room for 10,000 connections from one address.
         overrides: tuple[str, ...] = (f"workers={self.workers}",)
         overrides += BEHIND_PROXY if self.haproxy else ()
         return Server(self.name, uvloop=True, overrides=overrides)
@@ -197,7 +197,8 @@ Summaries = dict[str, dict[str, dict[str, Summary]]]
 
 
 def summarize_all(results: Results) -> Summaries:
-    """run.py's medians per cell, plus HAProxy's share and the connections actually used."""
+    """The medians per cell (`results.summarize`), plus HAProxy's share and the connections
+    actually opened."""
     summaries: Summaries = {}
     for pin, rows in results.items():
         summaries[pin] = {}
