@@ -17,12 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
-import platform
 import resource
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,51 +26,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from run import (
-    BENCH,
-    HOST,
-    READY_TIMEOUT_S,
-    Cell,
-    Plan,
-    Running,
-    Server,
-    finite,
-    fmt,
-    hold_cell,
-    load_average,
-    median,
-    pin_cpus,
-    pingpong,
-    pinned,
-    run_loadgen,
-    started,
-    stop,
-    stream,
-    summarize,
-    table,
-)
-
-HAPROXY_CONFIG = """\
-global
-    maxconn {maxconn}
-defaults
-    mode tcp
-    maxconn {maxconn}
-    timeout connect 20s
-    retries 5
-    timeout client 120s
-    timeout server 120s
-frontend echo
-    bind fd@{frontend_fd}
-    default_backend echostat
-backend echostat
-    server echostat {host}:{port} send-proxy-v2
-"""
-
-HAPROXY_FIXED_FDS = 20
-"""Descriptors HAProxy needs beside two per connection (2.6 asks for 17 more)."""
+from haproxy import haproxy_capacity, haproxy_started, haproxy_version
+from measure import Measurement, run_loadgen
+from plan import Cell, Plan, hold_cell, pingpong, plan_parser, stream
+from report import date, fmt, load_average, machine, table, write_results
+from results import Summary, median
+from servers import BENCH, Running, Server, pin_cpus, started
 
 BEHIND_PROXY = ("listeners.0.proxy_protocol=true", "listeners.0.proxy_trusted=[127.0.0.0/8]")
 
@@ -92,8 +50,8 @@ class Row:
         return f"workers {self.workers} {'via HAProxy' if self.haproxy else 'direct'}"
 
     def server(self) -> Server:
-        # run.py's config already has room for 10,000 connections from one address.
-        overrides = (f"workers={self.workers}",)
+        # servers.py's echostat config already has room for 10,000 connections from one address.
+        overrides: tuple[str, ...] = (f"workers={self.workers}",)
         overrides += BEHIND_PROXY if self.haproxy else ()
         return Server(self.name, uvloop=True, overrides=overrides)
 
@@ -146,6 +104,11 @@ def pinnings(which: str) -> list[Pinning]:
     return found
 
 
+Figure = Literal[
+    "round_trips_per_s", "p99_us", "mb_per_s", "bytes_per_connection", "proxy_bytes_per_connection"
+]
+
+
 @dataclass(frozen=True)
 class Column:
     """One measurement shown in the report; `cell` is what the load generator runs."""
@@ -153,8 +116,8 @@ class Column:
     key: str
     label: str
     cell: Cell
-    figure: str
-    """The summary key shown: round_trips_per_s, p99_us, mb_per_s or bytes_per_connection."""
+    figure: Figure
+    """The summary figure shown."""
 
 
 CONNECT_RATE = 2000
@@ -170,7 +133,7 @@ def paced(cell: Cell) -> Cell:
 
 def columns(many: int) -> list[Column]:
     """The report's columns, in the order they run: idle memory first, on fresh servers."""
-    hold = paced(hold_cell(Plan("scale", 1, 0, 0, many, [])))
+    hold = paced(hold_cell(many))
     found = [Column("hold", f"idle KiB/conn x{many:,}", hold, "bytes_per_connection")]
     for count in (1, 100, many):
         cell = paced(pingpong(64, count))
@@ -180,76 +143,11 @@ def columns(many: int) -> list[Column]:
     return found
 
 
-def haproxy_capacity() -> int:
-    """Connections HAProxy can proxy under this process's hard descriptor limit (inherited)."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    return sys.maxsize if hard == resource.RLIM_INFINITY else (hard - HAPROXY_FIXED_FDS) // 2
-
-
 def cell_for(row: Row, cell: Cell) -> Cell:
     """`cell`, with no more connections than HAProxy can hold on a proxied row."""
     if row.haproxy and cell.connections > haproxy_capacity():
         return dataclasses.replace(cell, connections=haproxy_capacity())
     return cell
-
-
-@contextmanager
-def haproxy_started(backend_port: int, workdir: Path, cpu: str | None) -> Iterator[tuple[int, int]]:
-    """Debian's HAProxy in the foreground in front of `backend_port`; yields (PID, its port).
-
-    Its frontend socket is bound here (port 0) and handed over as ``fd@N``; this returns once
-    one message has come back through it, and stops HAProxy (SIGTERM, then SIGKILL) after.
-    """
-    program = haproxy_program()
-    if program is None:
-        raise RuntimeError("haproxy is not installed (apt-get install haproxy)")
-    frontend = socket.socket()
-    frontend.bind((HOST, 0))
-    frontend.listen(4096)
-    maxconn = min(haproxy_capacity(), 20_000)
-    config = workdir / f"haproxy-{backend_port}.cfg"
-    config.write_text(
-        HAPROXY_CONFIG.format(
-            maxconn=maxconn, frontend_fd=frontend.fileno(), host=HOST, port=backend_port
-        )
-    )
-    log = (workdir / f"haproxy-{backend_port}.log").open("wb")
-    process = subprocess.Popen(
-        pinned(cpu, [program, "-db", "-f", str(config)]),
-        pass_fds=(frontend.fileno(),),
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    port = int(frontend.getsockname()[1])
-    try:
-        wait_for_echo(port, process)
-        yield process.pid, port
-    finally:
-        stop(process)
-        log.close()
-        frontend.close()
-
-
-def wait_for_echo(port: int, process: subprocess.Popen[bytes]) -> None:
-    """Return once `port` echoes a message; raise if `process` exits or time runs out."""
-    probe = b"ready?"
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"haproxy exited with status {process.returncode} at start")
-        try:
-            with socket.create_connection((HOST, port), timeout=1) as sock:
-                sock.sendall(probe)
-                echoed = b""
-                while len(echoed) < len(probe) and (data := sock.recv(64)):
-                    echoed += data
-            if echoed == probe:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"haproxy on port {port}: no echo within {READY_TIMEOUT_S:g} s")
 
 
 @contextmanager
@@ -263,8 +161,8 @@ def row_started(row: Row, workdir: Path, cpu: str | None) -> Iterator[Running]:
             yield Running(echostat.process, port, echostat.status_port, proxy_pid)
 
 
-Results = dict[str, dict[str, dict[str, list[dict[str, Any]]]]]
-"""results[pinning][row][column cell key] = one loadgen result per repetition."""
+Results = dict[str, dict[str, Measurement]]
+"""results[pinning][row] = that row's loadgen results per column cell key."""
 
 
 def measure_all(plan: Plan, chosen: list[Pinning], cols: list[Column], workdir: Path) -> Results:
@@ -272,7 +170,7 @@ def measure_all(plan: Plan, chosen: list[Pinning], cols: list[Column], workdir: 
 
     The row order rotates per repetition so that load from elsewhere hits all rows alike.
     """
-    results: Results = {p.key: {r.name: {} for r in ROWS} for p in chosen}
+    results = {p.key: {r.name: Measurement(r.name) for r in ROWS} for p in chosen}
     cells = list({c.cell.key: c.cell for c in cols}.values())
     for rep in range(plan.reps):
         order = ROWS[rep % len(ROWS) :] + ROWS[: rep % len(ROWS)]
@@ -290,37 +188,67 @@ def measure_all(plan: Plan, chosen: list[Pinning], cols: list[Column], workdir: 
                         )
                         run_cell = cell_for(row, cell)
                         result = run_loadgen(run_cell, plan, running[row.name], [pin.client_cpu])
-                        results[pin.key][row.name].setdefault(cell.key, []).append(result)
+                        results[pin.key][row.name].add(cell, result)
     return results
 
 
-Summaries = dict[str, dict[str, dict[str, dict[str, Any]]]]
+Summaries = dict[str, dict[str, dict[str, Summary]]]
 """summaries[pinning][row][column cell key] = medians of that cell."""
 
 
 def summarize_all(results: Results) -> Summaries:
-    """run.py's medians per cell, plus HAProxy's share and the connections actually used."""
+    """The medians per cell (`results.summarize`), plus HAProxy's share and the connections
+    actually opened."""
     summaries: Summaries = {}
     for pin, rows in results.items():
         summaries[pin] = {}
-        for row, cells in rows.items():
-            summaries[pin][row] = {}
-            for key, runs in cells.items():
-                summary = summarize(runs)
-                summary["connections"] = runs[0]["connections"]
-                for extra in ("proxy_cpu", "proxy_bytes_per_connection"):
-                    if extra in runs[0]:
-                        summary[extra] = median([r[extra] for r in runs])
-                summaries[pin][row][key] = summary
+        for row, measured in rows.items():
+            summaries[pin][row] = {
+                key: dataclasses.replace(
+                    summary,
+                    connections=measured.runs[key][0].connections,
+                    proxy_cpu=median([r.proxy_cpu for r in measured.runs[key]]),
+                    proxy_bytes_per_connection=median(
+                        [r.proxy_bytes_per_connection for r in measured.runs[key]]
+                    ),
+                )
+                for key, summary in measured.summaries().items()
+            }
     return summaries
 
 
-def value(summary: dict[str, Any] | None, figure: str) -> float | None:
+def value(summary: Summary | None, figure: Figure) -> float | None:
     """One figure of a cell's summary, memory in KiB; None when it was not measured."""
-    if summary is None or summary.get(figure) is None:
+    found = None if summary is None else getattr(summary, figure)
+    if found is None:
         return None
-    found = float(summary[figure])
-    return found / 1024 if figure.endswith("bytes_per_connection") else found
+    return float(found) / 1024 if figure.endswith("bytes_per_connection") else float(found)
+
+
+@dataclass(frozen=True)
+class ScaleInfo:
+    """When and where a scale.py run measured: the report's heading, the results' ``meta``."""
+
+    date: str
+    machine: str
+    haproxy: str
+    elapsed_s: float
+    load_before: str
+    load_after: str
+    pinnings: list[Pinning]
+    many: int
+
+    def to_json(self, plan: Plan) -> dict[str, Any]:
+        found = dataclasses.asdict(self)
+        found.pop("many")
+        found["plan"] = {
+            "reps": plan.reps,
+            "duration_s": plan.duration_s,
+            "warmup_s": plan.warmup_s,
+            "many": self.many,
+            "haproxy_capacity": haproxy_capacity(),
+        }
+        return found
 
 
 def report(
@@ -328,7 +256,7 @@ def report(
     chosen: list[Pinning],
     cols: list[Column],
     summaries: Summaries,
-    meta: dict[str, Any],
+    info: ScaleInfo,
 ) -> str:
     """The Markdown report: per pinning, the figures with their ratio to REFERENCE, and CPU use."""
     capped = [c for c in cols if c.cell.connections != cell_for(Row(1, True), c.cell).connections]
@@ -336,10 +264,10 @@ def report(
         f"# echostat scaling benchmark ({plan.name})",
         "",
         (
-            f"{meta['date']}; {meta['machine']}; {plan.reps} repetition(s) of"
+            f"{info.date}; {info.machine}; {plan.reps} repetition(s) of"
             f" {plan.duration_s:g} s per cell (after {plan.warmup_s:g} s warm-up), medians;"
-            f" load average {meta['load_before']} before, {meta['load_after']} after."
-            f" echostat on uvloop, HAProxy {meta['haproxy']} (mode tcp, send-proxy-v2)."
+            f" load average {info.load_before} before, {info.load_after} after."
+            f" echostat on uvloop, HAProxy {info.haproxy} (mode tcp, send-proxy-v2)."
         ),
         "",
         f"Each figure is followed by its ratio to `{REFERENCE}` in the same pinning. For"
@@ -366,7 +294,7 @@ def report(
     return "\n".join(out) + "\n"
 
 
-def _figures(cols: list[Column], rows: dict[str, dict[str, dict[str, Any]]]) -> str:
+def _figures(cols: list[Column], rows: dict[str, dict[str, Summary]]) -> str:
     hold = cols[0]
     header = ["server", hold.label, "HAProxy KiB/conn", *[c.label for c in cols[1:]]]
     body = []
@@ -377,9 +305,7 @@ def _figures(cols: list[Column], rows: dict[str, dict[str, dict[str, Any]]]) -> 
     return table(header, body)
 
 
-def _with_ratio(
-    rows: dict[str, dict[str, dict[str, Any]]], name: str, col: Column, figure: str
-) -> str:
+def _with_ratio(rows: dict[str, dict[str, Summary]], name: str, col: Column, figure: Figure) -> str:
     kind = "rate" if figure in ("round_trips_per_s", "mb_per_s") else "us"
     mine = value(rows[name].get(col.cell.key), figure)
     if name == REFERENCE:
@@ -389,41 +315,25 @@ def _with_ratio(
     return f"{fmt(mine, kind)} ({fmt(ratio, 'ratio')})"
 
 
-def _cpu(cols: list[Column], rows: dict[str, dict[str, dict[str, Any]]]) -> str:
+def _cpu(cols: list[Column], rows: dict[str, dict[str, Summary]]) -> str:
     cells = [c for c in cols if c.figure in ("round_trips_per_s", "mb_per_s")]
     body = []
     for row in ROWS:
         shown = []
         for col in cells:
-            summary = rows[row.name].get(col.cell.key) or {}
-            server = (summary.get("server_cpu") or 0) + (summary.get("proxy_cpu") or 0)
-            proxy = f" (HAProxy {summary['proxy_cpu']:.2f})" if "proxy_cpu" in summary else ""
-            client = summary.get("client_cpu")
-            shown.append(f"{server:.2f}{proxy} / {client:.2f}" if client is not None else "n/a")
+            summary = rows[row.name].get(col.cell.key)
+            if summary is None or summary.client_cpu is None:
+                shown.append("n/a")
+                continue
+            server = (summary.server_cpu or 0) + (summary.proxy_cpu or 0)
+            proxy = "" if summary.proxy_cpu is None else f" (HAProxy {summary.proxy_cpu:.2f})"
+            shown.append(f"{server:.2f}{proxy} / {summary.client_cpu:.2f}")
         body.append([row.name, *shown])
     return table(["server", *[c.cell.label for c in cells]], body)
 
 
-def haproxy_program() -> str | None:
-    """Debian installs HAProxy in /usr/sbin, which is not on every user's PATH."""
-    return shutil.which("haproxy", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
-
-
-def haproxy_version() -> str:
-    program = haproxy_program()
-    if program is None:
-        return "missing"
-    done = subprocess.run([program, "-v"], capture_output=True, text=True, timeout=10, check=False)
-    return done.stdout.split()[2] if done.returncode == 0 else "unknown"
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="one rep, short cells, 2,000 at most")
-    parser.add_argument("--reps", type=int, help="repetitions (default: 1 quick, 3 full)")
-    parser.add_argument("--duration", type=float, help="measured seconds per cell")
+    parser = plan_parser(__doc__, "one rep, short cells, 2,000 at most")
     parser.add_argument("--warmup", type=float, help="unmeasured seconds before each cell")
     parser.add_argument("--many", type=int, help="the large connection count (default 10,000)")
     parser.add_argument(
@@ -453,35 +363,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"scale: run failed: {exc}", file=sys.stderr)
             return 1
     summaries = summarize_all(results)
-    meta = {
-        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started_at)),
-        "machine": (
-            f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-        ),
-        "haproxy": haproxy_version(),
-        "elapsed_s": round(time.time() - started_at, 1),
-        "load_before": load_before,
-        "load_after": load_average(),
-        "pinnings": [dataclasses.asdict(p) for p in chosen],
-        "plan": {
-            "reps": plan.reps,
-            "duration_s": plan.duration_s,
-            "warmup_s": plan.warmup_s,
-            "many": many,
-            "haproxy_capacity": haproxy_capacity(),
+    info = ScaleInfo(
+        date=date(started_at),
+        machine=machine(),
+        haproxy=haproxy_version(),
+        elapsed_s=round(time.time() - started_at, 1),
+        load_before=load_before,
+        load_after=load_average(),
+        pinnings=chosen,
+        many=many,
+    )
+    markdown = report(plan, chosen, cols, summaries, info)
+    document = {
+        "meta": info.to_json(plan),
+        "summary": {
+            pin: {
+                row: {key: s.to_json() for key, s in cells.items()} for row, cells in rows.items()
+            }
+            for pin, rows in summaries.items()
+        },
+        "raw": {
+            pin: {row: m.to_json() for row, m in rows.items()} for pin, rows in results.items()
         },
     }
-    markdown = report(plan, chosen, cols, summaries, meta)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started_at))
-    md_path = args.out / f"{stamp}-{plan.name}.md"
-    md_path.write_text(markdown + f"\nFinished in {meta['elapsed_s']:g} s.\n")
-    json_path = md_path.with_suffix(".json")
-    json_path.write_text(
-        json.dumps(finite({"meta": meta, "summary": summaries, "raw": results}), indent=1)
-    )
-    print(markdown)
-    print(f"wrote {md_path} and {json_path} in {meta['elapsed_s']:g} s", file=sys.stderr)
+    write_results(args.out, plan.name, started_at, markdown, info.elapsed_s, document)
     return 0
 
 

@@ -26,10 +26,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from run import free_port, pinned, stop
+from servers import BENCH, HOST, free_port, pinned, stop, wait_until
 
-BENCH = Path(__file__).resolve().parent
-HOST = "127.0.0.1"
 SIZES = (64, 1400)
 WINDOW = 32
 """Datagrams in flight: enough to keep the server busy, few enough never to overflow a buffer."""
@@ -50,7 +48,7 @@ def echostat_argv(workdir: Path, port: int) -> list[str]:
         f"listeners:\n  - {{name: udp, host: {HOST}, port: {port}, protocol: udp}}\n"
         f"status: {{host: {HOST}, port: {free_port()}}}\nlog_level: warning\n"
     )
-    argv = [sys.executable, "-m", "server", "--config", str(config)]
+    argv = [sys.executable, "-m", "echostat", "--config", str(config)]
     return argv + [arg for setting in LIMITS_ON for arg in ("--set", setting)]
 
 
@@ -75,19 +73,19 @@ def started(
 
 
 def wait_for_echo(port: int, process: subprocess.Popen[bytes], name: str) -> None:
+    """Return once `port` echoes a datagram; raise if `process` exits or time runs out."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(0.1)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with status {process.returncode}")
+
+        def echoes() -> bool:
             sock.sendto(b"ready?", (HOST, port))
             try:
                 sock.recv(100)
-                return
             except (TimeoutError, ConnectionRefusedError):
-                continue
-    raise RuntimeError(f"{name}: no echo on UDP port {port} within 15 s")
+                return False
+            return True
+
+        wait_until(echoes, process, name, f"echoing on UDP port {port}")
 
 
 def cpu_seconds(pid: int) -> float:
