@@ -21,7 +21,7 @@ from typing import Any
 from echostat.probe.console import Console, plural, timing_lines
 from echostat.probe.engine import Client, Failure, HalfClose, PingPong, Run, Stream
 from echostat.probe.figures import Timing
-from echostat.probe.options import Check, Options
+from echostat.probe.options import Check, Mode, Options
 from echostat.probe.results import (
     ConnectFigures,
     ConnectionCounts,
@@ -275,7 +275,7 @@ def _load_table(options: Options, figures: LoadFigures) -> list[str]:
     ]
 
 
-async def _show_progress(console: Console, session: Session, mode: str, started: float) -> None:
+async def _show_progress(console: Console, session: Session, mode: Mode, started: float) -> None:
     """Once a second on a terminal: the last second's rate, its p99 and the failures so far."""
     if not console.live:
         return
