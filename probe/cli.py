@@ -1,40 +1,61 @@
-"""The ``echostat probe`` subcommand: parse and check the flags, run one check, report.
+"""The ``echostat probe`` subcommand, for TCP and ``udp://`` targets alike: parse the flags,
+run one check, report it for people or as one JSON document.
 
-Exit status: 0 when every byte came back exactly, 1 when the path failed (a byte differed,
-a connection failed or was reset, a deadline passed), 2 for a usage error.
+The exit status is a contract (`Exit`): 0 when every byte came back exactly, 1 when the path
+failed (a byte differed, a connection failed or was reset, a deadline passed, more datagrams
+were lost than allowed), 2 for a usage error.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
+import enum
+import functools
 import json
 import signal
-import socket
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, get_args
 
 import uvloop
 
-from echostat.probe import udp
-from echostat.probe.address import parse_host_port, parse_ip_port
 from echostat.probe.console import Console
-from echostat.probe.options import Options
+from echostat.probe.flags import endpoint_for, options_from
+from echostat.probe.options import (
+    DEFAULT_CONNECTIONS,
+    DEFAULT_COUNT,
+    DEFAULT_DURATION_S,
+    DEFAULT_INTERVAL_S,
+    DEFAULT_MAX_LOSS_PERCENT,
+    DEFAULT_SIZE,
+    DEFAULT_TIMEOUT_S,
+    DEFAULT_WINDOW,
+    MAX_DURATION_S,
+    Mode,
+    Options,
+    ProxyVersion,
+    UDPOptions,
+)
 from echostat.probe.pattern import SPAN
-from echostat.probe.proxy_header import ip_of, proxy_header
-from echostat.probe.runs import CHECK_RUNS, Result
-from echostat.probe.session import Endpoint
-from echostat.probe.tls import client_context
+from echostat.probe.report import document
+from echostat.probe.results import Result, UDPResult
+from echostat.probe.runs import CHECK_RUNS
+from echostat.probe.udp import run_udp_probe
 
-EXIT_OK = 0
-EXIT_PATH_FAILED = 1
-EXIT_USAGE = 2
 
-MAX_DURATION_S = 600
-"""A load run keeps every round-trip time for exact percentiles (about 40 bytes each)."""
-MIN_ENDLESS_INTERVAL_S = 0.01
-"""With --count 0 the round trips go on until Ctrl-C; this bounds how fast their times pile up."""
+class Exit(enum.IntEnum):
+    """The exit status of ``echostat probe`` (argparse exits with `USAGE` itself)."""
+
+    OK = 0
+    """Every byte came back exactly (for UDP: no corrupted reply, loss within --max-loss)."""
+    PATH_FAILED = 1
+    USAGE = 2
+
+
+Probe = Callable[[Console, asyncio.Event], Awaitable[Result | UDPResult]]
+"""A check, its options bound: runs until done or the event is set, prints to the console."""
+
 
 DESCRIPTION = """\
 Check any TCP echo server (RFC 862; echostat or not), verifying every byte.
@@ -94,50 +115,59 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="time the TCP handshake only (and TLS with --tls), --count times, like tcping",
     )
-    round_trips = parser.add_argument_group("round trips")
-    round_trips.add_argument(
-        "--count",
-        type=int,
-        metavar="N",
-        help="round trips (or connects) to make (default 5; 0: until Ctrl-C)",
-    )
-    round_trips.add_argument(
-        "--interval", type=float, metavar="S", help="seconds between their starts (default 1)"
-    )
-    round_trips.add_argument(
-        "--size",
-        type=int,
-        metavar="BYTES",
-        help=f"bytes per round trip or half-close (default 64; 1..{SPAN})",
+    _numbers(
+        parser.add_argument_group("round trips"),
+        (
+            "--count",
+            int,
+            "N",
+            f"round trips (or connects) to make (default {DEFAULT_COUNT}; 0: until Ctrl-C)",
+        ),
+        (
+            "--interval",
+            float,
+            "S",
+            f"seconds between their starts (default {DEFAULT_INTERVAL_S:g})",
+        ),
+        (
+            "--size",
+            int,
+            "BYTES",
+            f"bytes per round trip or half-close (default {DEFAULT_SIZE}; 1..{SPAN})",
+        ),
     )
     load = parser.add_argument_group("load (any of these makes it a load run)")
-    load.add_argument(
-        "--connections", type=int, metavar="N", help="connections at once (default 1)"
-    )
-    load.add_argument(
-        "--duration",
-        type=float,
-        metavar="S",
-        help=f"seconds to run (default 10; at most {MAX_DURATION_S})",
+    _numbers(
+        load,
+        ("--connections", int, "N", f"connections at once (default {DEFAULT_CONNECTIONS})"),
+        (
+            "--duration",
+            float,
+            "S",
+            f"seconds to run (default {DEFAULT_DURATION_S:g}; at most {MAX_DURATION_S})",
+        ),
     )
     load.add_argument(
         "--mode",
-        choices=("pingpong", "stream"),
+        choices=get_args(Mode),
         help="pingpong: round trips back to back (default); stream: a window in flight, MB/s",
     )
-    load.add_argument(
-        "--window",
-        type=int,
-        metavar="BYTES",
-        help="stream: bytes in flight per connection (default 262144)",
+    _numbers(
+        load,
+        (
+            "--window",
+            int,
+            "BYTES",
+            f"stream: bytes in flight per connection (default {DEFAULT_WINDOW})",
+        ),
     )
     connection = parser.add_argument_group("connection")
     connection.add_argument(
         "--timeout",
         type=float,
-        default=5.0,
+        default=DEFAULT_TIMEOUT_S,
         metavar="S",
-        help="deadline per connect and per round trip, in seconds (default 5)",
+        help=f"deadline per connect and per round trip, in seconds (default {DEFAULT_TIMEOUT_S:g})",
     )
     connection.add_argument("--source", metavar="IP", help="bind the client end to this address")
     connection.add_argument("--tls", action="store_true", help="speak TLS to the server")
@@ -150,7 +180,7 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
     )
     connection.add_argument(
         "--proxy-header",
-        choices=("v1", "v2"),
+        choices=get_args(ProxyVersion),
         help="send a PROXY protocol header first (needs --proxy-source)",
     )
     connection.add_argument(
@@ -158,7 +188,21 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
         metavar="IP:PORT",
         help="the client address the PROXY header announces",
     )
-    udp.add_arguments(parser)
+    udp = parser.add_argument_group(
+        "udp (TARGET udp://HOST:PORT: numbered datagrams; loss, order, RTT and jitter)"
+    )
+    udp.add_argument(
+        "--rate",
+        metavar="N/s",
+        help="datagrams per second, instead of --interval (e.g. 100 or 100/s)",
+    )
+    udp.add_argument(
+        "--max-loss",
+        type=float,
+        metavar="PCT",
+        help="exit 1 only if more than PCT %% of the datagrams were lost "
+        f"(default {DEFAULT_MAX_LOSS_PERCENT:g}: any loss)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--json", action="store_true", help="print one JSON document at the end, nothing else"
@@ -166,193 +210,48 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _numbers(group: Any, *flags: tuple[str, type[int | float], str, str]) -> None:
+    """Add flags taking a number to `group`, each as (flag, type, metavar, help); left None
+    when not given, so that one given where it means nothing can be refused."""
+    for flag, kind, metavar, text in flags:
+        group.add_argument(flag, type=kind, metavar=metavar, help=text)
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the check `args` name and report it; returns the exit status."""
-    if udp.is_udp_target(args.target):
-        return udp.run(args)
+    """Run the check `args` name and report it; returns the exit status (`Exit`)."""
     try:
-        udp.check_tcp_args(args)
         options = options_from(args)
-        endpoint = endpoint_for(options)
+        probe = _probe_for(options)
     except ValueError as exc:
         print(f"echostat probe: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    console = Console(quiet=options.json)
-    result = uvloop.run(_run(options, endpoint, console))
-    if options.json:
+        return Exit.USAGE
+    console = Console(quiet=args.json)
+    try:
+        result = uvloop.run(_interruptible(probe, console))
+    except OSError as exc:
+        print(f"echostat probe: {options.target}: {exc.strerror or exc}", file=sys.stderr)
+        return Exit.PATH_FAILED
+    if args.json:
         print(json.dumps(document(options, result), indent=2))
-    for failure in result.failures[:1]:
-        more = len(result.failures) - 1
-        also = f" (and {more} more failure{'s' * (more > 1)})" if more else ""
-        print(f"echostat probe: {failure.message}{also}", file=sys.stderr)
-    return EXIT_PATH_FAILED if result.failures else EXIT_OK
+    if result.problem is not None:
+        print(f"echostat probe: {result.problem}", file=sys.stderr)
+        return Exit.PATH_FAILED
+    return Exit.OK
 
 
-async def _run(options: Options, endpoint: Endpoint, console: Console) -> Result:
+def _probe_for(options: Options | UDPOptions) -> Probe:
+    """The check `options` ask for; ValueError if its endpoint can't be set up (TLS, PROXY)."""
+    if isinstance(options, UDPOptions):
+        return functools.partial(run_udp_probe, options)
+    return functools.partial(CHECK_RUNS[options.check], options, endpoint_for(options))
+
+
+async def _interruptible(probe: Probe, console: Console) -> Result | UDPResult:
     """The check, with Ctrl-C turned into "stop and report" instead of a traceback."""
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, interrupted.set)
     try:
-        return await CHECK_RUNS[options.check](options, endpoint, console, interrupted)
+        return await probe(console, interrupted)
     finally:
         loop.remove_signal_handler(signal.SIGINT)
-
-
-def document(options: Options, result: Result) -> dict[str, Any]:
-    """The ``--json`` report: target, options, every figure, the first failure."""
-    first = result.failures[0] if result.failures else None
-    return {
-        "target": options.target,
-        "check": options.check,
-        "ok": not result.failures,
-        "interrupted": result.interrupted,
-        "options": dataclasses.asdict(options),
-        **result.figures,
-        "failures": len(result.failures),
-        "first_failure": dataclasses.asdict(first) if first else None,
-    }
-
-
-def options_from(args: argparse.Namespace) -> Options:
-    """Check the flags together and fill in the defaults; ValueError names what is wrong."""
-    host, port = parse_host_port(args.target)
-    load_flags = [
-        flag
-        for flag, value in (
-            ("--connections", args.connections),
-            ("--duration", args.duration),
-            ("--mode", args.mode),
-            ("--window", args.window),
-        )
-        if value is not None
-    ]
-    check = "round_trips"
-    if args.half_close:
-        check = "half_close"
-    elif args.connect_only:
-        check = "connect_only"
-    if load_flags:
-        if check != "round_trips":
-            flag = "--" + check.replace("_", "-")
-            raise ValueError(f"{load_flags[0]} starts a load run; it does not go with {flag}")
-        check = "load"
-    _refuse(check, args)
-    options = Options(
-        target=args.target,
-        host=host,
-        port=port,
-        check=check,
-        count=_pick(args.count, 5),
-        interval_s=_pick(args.interval, 1.0),
-        size=_pick(args.size, 64),
-        connections=_pick(args.connections, 1),
-        duration_s=_pick(args.duration, 10.0),
-        mode=_pick(args.mode, "pingpong"),
-        window=_pick(args.window, 256 * 1024),
-        timeout_s=args.timeout,
-        source=args.source,
-        tls=args.tls,
-        ca=args.ca,
-        insecure=args.insecure,
-        sni=args.sni,
-        proxy_header=args.proxy_header,
-        proxy_source=args.proxy_source,
-        json=args.json,
-    )
-    _check_ranges(options)
-    return options
-
-
-def _pick(value: Any, default: Any) -> Any:
-    return default if value is None else value
-
-
-def _refuse(check: str, args: argparse.Namespace) -> None:
-    """Flags that mean nothing for `check` are an error, not silently ignored."""
-    meaningless = {
-        "load": [("--count", args.count), ("--interval", args.interval)],
-        "half_close": [("--count", args.count), ("--interval", args.interval)],
-        "connect_only": [("--size", args.size)],
-        "round_trips": [],
-    }[check]
-    if args.mode == "stream" and args.size is not None:
-        meaningless.append(("--size", args.size))
-    for flag, value in meaningless:
-        if value is not None:
-            what = (
-                "--mode stream" if flag == "--size" and check == "load" else check.replace("_", " ")
-            )
-            raise ValueError(f"{flag} does not apply to {what}")
-    if check == "half_close" and args.tls:
-        raise ValueError("--half-close does not go with --tls: TLS closes both directions at once")
-    if (args.ca or args.insecure or args.sni) and not args.tls:
-        raise ValueError("--ca, --insecure and --sni need --tls")
-    if args.ca and args.insecure:
-        raise ValueError("--ca and --insecure contradict each other; pick one")
-    if bool(args.proxy_header) != bool(args.proxy_source):
-        raise ValueError("--proxy-header and --proxy-source go together")
-
-
-def _check_ranges(options: Options) -> None:
-    ranges: list[tuple[str, float, float, float]] = [
-        ("--count", options.count, 0, 1_000_000),
-        ("--interval", options.interval_s, 0, 3600),
-        ("--size", options.size, 1, SPAN),
-        ("--connections", options.connections, 1, 10_000),
-        ("--duration", options.duration_s, 0.1, MAX_DURATION_S),
-        ("--window", options.window, 1, SPAN),
-        ("--timeout", options.timeout_s, 0.01, 3600),
-    ]
-    for flag, value, low, high in ranges:
-        if not low <= value <= high:
-            raise ValueError(
-                f"{flag}: expected {_number(low)}..{_number(high)}, got {_number(value)}"
-            )
-    if options.count == 0 and options.interval_s < MIN_ENDLESS_INTERVAL_S:
-        raise ValueError(
-            f"--count 0 runs until Ctrl-C: --interval must then be at least "
-            f"{MIN_ENDLESS_INTERVAL_S:g} s (every round-trip time is kept)"
-        )
-
-
-def _number(value: float) -> str:
-    """`value` as typed: 1048576, not 1.04858e+06; 0.1 stays 0.1."""
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def endpoint_for(options: Options) -> Endpoint:
-    """The `Endpoint` the options describe: TLS context, source, PROXY header."""
-    tls = client_context(options.ca, options.insecure) if options.tls else None
-    if options.source is not None:
-        try:
-            ip_of(options.source)
-        except ValueError:
-            raise ValueError(f"--source {options.source!r}: expected an IP address") from None
-    preamble = b""
-    if options.proxy_header and options.proxy_source:
-        source = parse_ip_port(options.proxy_source)
-        preamble = proxy_header(options.proxy_header, source, (_target_ip(options), options.port))
-    return Endpoint(
-        options.host,
-        options.port,
-        tls=tls,
-        server_hostname=options.sni,
-        source_host=options.source,
-        preamble=preamble,
-    )
-
-
-def _target_ip(options: Options) -> Any:
-    """The target's address, for the PROXY header's destination (a name is looked up)."""
-    try:
-        return ip_of(options.host)
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise ValueError(
-            f"{options.target}: cannot resolve {options.host} ({exc.strerror})"
-        ) from None
-    return ip_of(str(infos[0][4][0]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from echostat.probe.figures import Timing
+
 
 class Console:
     """Prints the lines of a run for people; `quiet` (``--json``) prints none of them.
@@ -35,3 +37,16 @@ class Console:
         if self._progress_shown:
             self.stream.write("\r\033[K")
             self._progress_shown = False
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
+def timing_lines(what: str, figures: Timing) -> list[str]:
+    """ping's two summary lines of a set of times: min/avg/max/mdev, then percentiles."""
+    return [
+        f"{what} min/avg/max/mdev = {figures.min_ms:.3f}/{figures.avg_ms:.3f}/"
+        f"{figures.max_ms:.3f}/{figures.mdev_ms:.3f} ms",
+        f"{what} p50/p90/p99 = {figures.p50_ms:.3f}/{figures.p90_ms:.3f}/{figures.p99_ms:.3f} ms",
+    ]

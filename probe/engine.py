@@ -17,8 +17,13 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from echostat.probe.pattern import PATTERN, SPAN, STRIDE, first_difference, start_offset
+
+Reason = Literal["mismatch", "eof", "reset", "timeout", "connect"]
+"""Why a connection failed: a byte differed, it ended or was reset early, an echo was late,
+or it could not be opened."""
 
 
 class Mismatch(Exception):
@@ -30,8 +35,7 @@ class Failure:
     """How one connection failed; `offset` counts bytes echoed on it before the fault."""
 
     connection: int
-    reason: str
-    """``mismatch``, ``eof``, ``reset``, ``timeout`` or ``connect``."""
+    reason: Reason
     message: str
     offset: int | None = None
     expected: int | None = None
@@ -132,7 +136,7 @@ class Client(asyncio.Protocol):
         _settle(self.closed)
         _settle(self.idle)
 
-    def fail(self, reason: str, what: str, **where: int) -> None:
+    def fail(self, reason: Reason, what: str, **where: int) -> None:
         """Record that this connection failed (once) and abort it; the others go on."""
         if self.failed:
             return

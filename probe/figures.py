@@ -7,6 +7,7 @@ interpolation. mdev is the population standard deviation, as ping's mdev.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Sequence
@@ -50,3 +51,8 @@ class Timing:
             p90_ms=percentile(values, 0.90),
             p99_ms=percentile(values, 0.99),
         )
+
+    def rounded(self) -> Timing:
+        """These figures rounded to microseconds, as reports give them."""
+        times = {name: round(value, 3) for name, value in dataclasses.asdict(self).items()}
+        return dataclasses.replace(self, **{**times, "count": self.count})

@@ -3,32 +3,80 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-CHECKS = ("round_trips", "load", "half_close", "connect_only")
+Check = Literal["round_trips", "load", "half_close", "connect_only"]
 """``round_trips`` is the ping-like default, ``load`` any load flag, the others their flag."""
+
+Mode = Literal["pingpong", "stream"]
+"""A load run's traffic: round trips back to back, or a window of bytes in flight."""
+
+ProxyVersion = Literal["v1", "v2"]
 
 
 @dataclass(frozen=True)
 class Options:
-    """Every setting of a probe run, as the JSON report's ``options`` shows them."""
+    """Every setting of a TCP probe run, as the JSON report's ``options`` shows them."""
 
     target: str
     host: str
     port: int
-    check: str
-    count: int = 5
-    interval_s: float = 1.0
-    size: int = 64
-    connections: int = 1
-    duration_s: float = 10.0
-    mode: str = "pingpong"
-    window: int = 256 * 1024
-    timeout_s: float = 5.0
-    source: str | None = None
-    tls: bool = False
-    ca: str | None = None
-    insecure: bool = False
-    sni: str | None = None
-    proxy_header: str | None = None
-    proxy_source: str | None = None
-    json: bool = False
+    check: Check
+    count: int
+    interval_s: float
+    size: int
+    connections: int
+    duration_s: float
+    mode: Mode
+    window: int
+    timeout_s: float
+    source: str | None
+    tls: bool
+    ca: str | None
+    insecure: bool
+    sni: str | None
+    proxy_header: ProxyVersion | None
+    proxy_source: str | None
+    json: bool
+
+
+@dataclass(frozen=True)
+class UDPOptions:
+    """Every setting of a ``udp://`` probe run, as the JSON report's ``options`` shows them."""
+
+    host: str
+    port: int
+    count: int
+    """Datagrams to send; 0 = until interrupted."""
+    size: int
+    interval_s: float
+    timeout_s: float
+    """How long a datagram may take to come back before it counts as lost."""
+    max_loss_percent: float
+    source: str | None
+    """Bind the client end to this address (port chosen by the kernel)."""
+
+    @property
+    def target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"udp://{host}:{self.port}"
+
+
+# One set of defaults for both front ends' flags (argparse leaves them None, so that a flag
+# given where it means nothing can be refused), and the help texts that name them.
+DEFAULT_COUNT = 5
+DEFAULT_INTERVAL_S = 1.0
+DEFAULT_SIZE = 64
+DEFAULT_CONNECTIONS = 1
+DEFAULT_DURATION_S = 10.0
+DEFAULT_MODE: Mode = "pingpong"
+DEFAULT_WINDOW = 256 * 1024
+DEFAULT_TIMEOUT_S = 5.0
+DEFAULT_MAX_LOSS_PERCENT = 0.0
+
+MAX_COUNT = 1_000_000
+"""Every round-trip time (and, for UDP, every sequence number) is kept, so a run is bounded."""
+MAX_DURATION_S = 600
+"""A load run keeps every round-trip time for exact percentiles (about 40 bytes each)."""
+MIN_ENDLESS_INTERVAL_S = 0.01
+"""With --count 0 the round trips go on until Ctrl-C; this bounds how fast their times pile up."""

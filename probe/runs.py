@@ -1,8 +1,8 @@
 """The checks of `echostat probe`: round trips (ping-like), load, half-close, connect-only.
 
 Each drives the verifying clients of `probe.engine` through a `probe.session.Session`,
-prints its lines for people through a `Console` and returns a `Result`: the figures of
-the JSON report and the failures, if any. A failed connection is not retried: after a
+prints its lines for people through a `Console` and returns a `probe.results.Result`: the
+figures of the JSON report and the failures, if any. A failed connection is not retried: after a
 lost or altered byte its stream can no longer be trusted.
 """
 
@@ -16,39 +16,37 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from echostat.probe.console import Console
+from echostat.probe.console import Console, plural, timing_lines
 from echostat.probe.engine import Client, Failure, HalfClose, PingPong, Run, Stream
 from echostat.probe.figures import Timing
-from echostat.probe.options import Options
+from echostat.probe.options import Check, Mode, Options
+from echostat.probe.results import (
+    ConnectFigures,
+    ConnectionCounts,
+    HalfCloseFigures,
+    LoadFigures,
+    LoadRoundTrips,
+    Result,
+    RoundTripFigures,
+    TLSFigures,
+)
 from echostat.probe.session import Endpoint, Session, open_client, resolve
 
 STREAM_CHUNK_BYTES = 64 * 1024
 """Largest single write of the stream mode."""
 
-
-@dataclass
-class Result:
-    """What a check found: its JSON figures, and the failures (none when every byte was right)."""
-
-    figures: dict[str, Any]
-    failures: list[Failure] = field(default_factory=list)
-    interrupted: bool = False
+CheckRun = Callable[[Options, Endpoint, Console, asyncio.Event], Awaitable[Result]]
 
 
-Check = Callable[[Options, Endpoint, Console, asyncio.Event], Awaitable[Result]]
+def timing(durations_ns: list[int]) -> Timing:
+    """The `Timing` figures of `durations_ns`, rounded to microseconds as reported."""
+    return Timing.of(durations_ns).rounded()
 
 
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' * (count != 1)}"
-
-
-def timing(durations_ns: list[int]) -> dict[str, float | int]:
-    """`Timing` figures as JSON, rounded to microseconds."""
-    figures = dataclasses.asdict(Timing.of(durations_ns))
-    return {key: value if key == "count" else round(value, 3) for key, value in figures.items()}
+def milliseconds(duration_ns: int) -> float:
+    return round(duration_ns / 1e6, 3)
 
 
 def connect_failure(endpoint: Endpoint, exc: BaseException, timeout_s: float) -> Failure:
@@ -71,33 +69,20 @@ def connect_failure(endpoint: Endpoint, exc: BaseException, timeout_s: float) ->
     return Failure(0, "connect", f"cannot connect to {endpoint.label}: {why}")
 
 
-def tls_figures(client: Client) -> dict[str, Any] | None:
+def tls_figures(client: Client) -> TLSFigures | None:
     """The negotiated TLS protocol and cipher of `client`'s connection; None without TLS."""
     assert client.transport is not None
     tls = client.transport.get_extra_info("ssl_object")
     if tls is None:
         return None
-    return {
-        "protocol": tls.version(),
-        "cipher": tls.cipher()[0],
-        "handshake_ms": round(client.handshake_ns / 1e6, 3),
-    }
+    return TLSFigures(tls.version(), tls.cipher()[0], milliseconds(client.handshake_ns))
 
 
-def connected_line(endpoint: Endpoint, client: Client, tls: dict[str, Any] | None) -> str:
+def connected_line(endpoint: Endpoint, client: Client, tls: TLSFigures | None) -> str:
     text = f"connected to {endpoint.label} in {client.connect_ns / 1e6:.3f} ms"
     if tls is not None:
-        text += f", {tls['protocol']} {tls['cipher']} in {tls['handshake_ms']:.3f} ms"
+        text += f", {tls.protocol} {tls.cipher} in {tls.handshake_ms:.3f} ms"
     return text
-
-
-def timing_lines(what: str, figures: dict[str, float | int]) -> list[str]:
-    return [
-        f"{what} min/avg/max/mdev = {figures['min_ms']:.3f}/{figures['avg_ms']:.3f}/"
-        f"{figures['max_ms']:.3f}/{figures['mdev_ms']:.3f} ms",
-        f"{what} p50/p90/p99 = {figures['p50_ms']:.3f}/{figures['p90_ms']:.3f}/"
-        f"{figures['p99_ms']:.3f} ms",
-    ]
 
 
 async def _connect(
@@ -109,7 +94,7 @@ async def _connect(
         await session.connect(count, factory)
     except (OSError, TimeoutError) as exc:
         session.close()
-        return Result({}, [connect_failure(session.endpoint, exc, timeout_s)])
+        return Result(None, [connect_failure(session.endpoint, exc, timeout_s)])
     return None
 
 
@@ -123,13 +108,19 @@ async def first_of(*waits: Awaitable[Any]) -> None:
             task.cancel()
 
 
+def _session(options: Options, endpoint: Endpoint, measuring: bool) -> Session:
+    """A session whose run goes on past a failed connection, so the report can count them."""
+    run = Run(stop_on_failure=False)
+    run.measuring = measuring
+    return Session(endpoint, run, options.timeout_s)
+
+
 async def round_trips(
     options: Options, endpoint: Endpoint, console: Console, interrupted: asyncio.Event
 ) -> Result:
     """One connection, `count` round trips of `size` bytes at `interval_s`, one line each."""
-    run = Run(stop_on_failure=False)
-    run.measuring = True
-    session = Session(endpoint, run, options.timeout_s)
+    session = _session(options, endpoint, measuring=True)
+    run = session.run
     how_many = plural(options.count, "round trip") if options.count else "round trips until Ctrl-C"
     console.line(
         f"PROBE {endpoint.label}: {how_many} of {options.size} bytes, "
@@ -157,24 +148,23 @@ async def round_trips(
     session.close()
     assert isinstance(client, PingPong)
     verified = len(run.latencies_ns)
-    rtt = timing(run.latencies_ns)
-    figures = {
-        "connect_ms": round(client.connect_ns / 1e6, 3),
-        "tls": tls,
-        "sent": client.round_trip,
-        "verified": verified,
-        "failed": client.round_trip - verified,
-        "bytes_sent": client.round_trip * options.size,
-        "bytes_verified": client.verified,
-        "rtt_ms": rtt,
-    }
+    figures = RoundTripFigures(
+        connect_ms=milliseconds(client.connect_ns),
+        tls=tls,
+        sent=client.round_trip,
+        verified=verified,
+        failed=client.round_trip - verified,
+        bytes_sent=client.round_trip * options.size,
+        bytes_verified=client.verified,
+        rtt_ms=timing(run.latencies_ns),
+    )
     console.line(f"--- {endpoint.label} probe statistics ---")
     console.line(
-        f"{figures['sent']} sent, {verified} verified, {figures['failed']} failed, "
-        f"connect {figures['connect_ms']:.3f} ms"
+        f"{figures.sent} sent, {verified} verified, {figures.failed} failed, "
+        f"connect {figures.connect_ms:.3f} ms"
     )
     if verified:
-        for line in timing_lines("rtt", rtt):
+        for line in timing_lines("rtt", figures.rtt_ms):
             console.line(line)
     return Result(figures, run.failures, interrupted.is_set())
 
@@ -183,9 +173,8 @@ async def load(
     options: Options, endpoint: Endpoint, console: Console, interrupted: asyncio.Event
 ) -> Result:
     """`connections` at once for `duration_s`, pingpong or stream, with a live line and a table."""
-    run = Run(stop_on_failure=False)
-    run.measuring = True
-    session = Session(endpoint, run, options.timeout_s)
+    session = _session(options, endpoint, measuring=True)
+    run = session.run
     factory: Callable[[int], Client]
     if options.mode == "pingpong":
         unit = f"{options.size}-byte round trips"
@@ -223,74 +212,70 @@ async def load(
 
 
 def _load_figures(
-    options: Options, session: Session, elapsed: float, tls: dict[str, Any] | None
-) -> dict[str, Any]:
+    options: Options, session: Session, elapsed: float, tls: TLSFigures | None
+) -> LoadFigures:
     clients = session.clients
     verified = sum(client.verified for client in clients)
-    figures: dict[str, Any] = {
-        "seconds": round(elapsed, 3),
-        "connections": {
-            "opened": len(clients),
-            "failed": len(session.run.failures),
-        },
-        "connect_ms": timing([client.connect_ns for client in clients]),
-        "tls": tls,
-        "bytes_verified": verified,
-        "mb_per_s": round(verified / elapsed / 1e6, 3),
-    }
+    round_trips = None
     if options.mode == "pingpong":
         latencies = session.run.latencies_ns
         sent = sum(client.round_trip for client in clients if isinstance(client, PingPong))
-        figures |= {
-            "sent": sent,
-            "verified": len(latencies),
-            "failed": sent - len(latencies),
-            "bytes_sent": sent * options.size,
-            "round_trips_per_s": round(len(latencies) / elapsed, 1),
-            "rtt_ms": timing(latencies),
-        }
+        round_trips = LoadRoundTrips(
+            sent=sent,
+            verified=len(latencies),
+            failed=sent - len(latencies),
+            per_s=round(len(latencies) / elapsed, 1),
+            rtt_ms=timing(latencies),
+        )
+        bytes_sent = sent * options.size
     else:
-        figures["bytes_sent"] = sum(client.sent for client in clients if isinstance(client, Stream))
-    return figures
+        bytes_sent = sum(client.sent for client in clients if isinstance(client, Stream))
+    return LoadFigures(
+        seconds=round(elapsed, 3),
+        connections=ConnectionCounts(opened=len(clients), failed=len(session.run.failures)),
+        connect_ms=timing([client.connect_ns for client in clients]),
+        tls=tls,
+        bytes_verified=verified,
+        mb_per_s=round(verified / elapsed / 1e6, 3),
+        bytes_sent=bytes_sent,
+        round_trips=round_trips,
+    )
 
 
-def _load_table(options: Options, figures: dict[str, Any]) -> list[str]:
+def _load_table(options: Options, figures: LoadFigures) -> list[str]:
     """The final table of a load run: one row per figure, units in the first column."""
-    connections = figures["connections"]
-    connect = figures["connect_ms"]
+    connections = figures.connections
+    connect = figures.connect_ms
     rows = [
-        ("connections", f"{connections['opened']} opened, {connections['failed']} failed"),
+        ("connections", f"{connections.opened} opened, {connections.failed} failed"),
         (
             "connect ms",
-            f"min {connect['min_ms']:.3f}  avg {connect['avg_ms']:.3f}  "
-            f"p99 {connect['p99_ms']:.3f}  max {connect['max_ms']:.3f}",
+            f"min {connect.min_ms:.3f}  avg {connect.avg_ms:.3f}  "
+            f"p99 {connect.p99_ms:.3f}  max {connect.max_ms:.3f}",
         ),
     ]
-    if options.mode == "pingpong":
-        rtt = figures["rtt_ms"]
+    if (round_trips := figures.round_trips) is not None:
+        rtt = round_trips.rtt_ms
         rows += [
-            ("round trips", f"{figures['sent']} sent, {figures['verified']} verified"),
-            ("round trips/s", f"{figures['round_trips_per_s']:.0f}"),
+            ("round trips", f"{round_trips.sent} sent, {round_trips.verified} verified"),
+            ("round trips/s", f"{round_trips.per_s:.0f}"),
             (
                 "rtt ms",
-                f"min {rtt['min_ms']:.3f}  avg {rtt['avg_ms']:.3f}  max {rtt['max_ms']:.3f}  "
-                f"mdev {rtt['mdev_ms']:.3f}",
+                f"min {rtt.min_ms:.3f}  avg {rtt.avg_ms:.3f}  max {rtt.max_ms:.3f}  "
+                f"mdev {rtt.mdev_ms:.3f}",
             ),
-            (
-                "rtt ms",
-                f"p50 {rtt['p50_ms']:.3f}  p90 {rtt['p90_ms']:.3f}  p99 {rtt['p99_ms']:.3f}",
-            ),
+            ("rtt ms", f"p50 {rtt.p50_ms:.3f}  p90 {rtt.p90_ms:.3f}  p99 {rtt.p99_ms:.3f}"),
         ]
     rows += [
-        ("bytes", f"{figures['bytes_sent']} sent, {figures['bytes_verified']} verified"),
-        ("MB/s", f"{figures['mb_per_s']:.3f} verified, in {figures['seconds']:.2f} s"),
+        ("bytes", f"{figures.bytes_sent} sent, {figures.bytes_verified} verified"),
+        ("MB/s", f"{figures.mb_per_s:.3f} verified, in {figures.seconds:.2f} s"),
     ]
     return [f"--- {options.target} load statistics ---"] + [
         f"{name:<14} {value}" for name, value in rows
     ]
 
 
-async def _show_progress(console: Console, session: Session, mode: str, started: float) -> None:
+async def _show_progress(console: Console, session: Session, mode: Mode, started: float) -> None:
     """Once a second on a terminal: the last second's rate, its p99 and the failures so far."""
     if not console.live:
         return
@@ -315,8 +300,8 @@ async def half_close(
     options: Options, endpoint: Endpoint, console: Console, interrupted: asyncio.Event
 ) -> Result:
     """Send `size` bytes, shut down the write side, expect those bytes and then EOF."""
-    run = Run(stop_on_failure=False)
-    session = Session(endpoint, run, options.timeout_s)
+    session = _session(options, endpoint, measuring=False)
+    run = session.run
     console.line(f"PROBE {endpoint.label}: half-close after {options.size} bytes")
 
     def factory(index: int) -> HalfClose:
@@ -330,17 +315,17 @@ async def half_close(
     session.start()
     await first_of(client.idle, interrupted.wait())
     session.close()
-    figures = {
-        "connect_ms": round(client.connect_ns / 1e6, 3),
-        "bytes_sent": options.size,
-        "bytes_verified": client.verified,
-        "echo_ms": None if client.echo_ns is None else round(client.echo_ns / 1e6, 3),
-        "eof_ms": None if client.eof_ns is None else round(client.eof_ns / 1e6, 3),
-    }
-    if client.eof_ns is not None:
+    figures = HalfCloseFigures(
+        connect_ms=milliseconds(client.connect_ns),
+        bytes_sent=options.size,
+        bytes_verified=client.verified,
+        echo_ms=None if client.echo_ns is None else milliseconds(client.echo_ns),
+        eof_ms=None if client.eof_ns is None else milliseconds(client.eof_ns),
+    )
+    if figures.eof_ms is not None:
         console.line(
-            f"{client.verified} bytes verified {figures['echo_ms']:.3f} ms after the "
-            f"half-close, then EOF after {figures['eof_ms']:.3f} ms"
+            f"{client.verified} bytes verified {figures.echo_ms:.3f} ms after the "
+            f"half-close, then EOF after {figures.eof_ms:.3f} ms"
         )
     return Result(figures, run.failures, interrupted.is_set())
 
@@ -357,7 +342,7 @@ async def connect_only(
     try:
         family, address = await resolve(endpoint)
     except OSError as exc:
-        return Result({}, [connect_failure(endpoint, exc, options.timeout_s)])
+        return Result(None, [connect_failure(endpoint, exc, options.timeout_s)])
     times_ns: list[int] = []
     failures: list[Failure] = []
     attempt = 0
@@ -381,22 +366,18 @@ async def connect_only(
         console.line(
             f"connected to {endpoint.label}: seq={attempt} time={client.connect_ns / 1e6:.3f} ms"
         )
-    connect = timing(times_ns)
-    figures = {
-        "sent": attempt,
-        "verified": len(times_ns),
-        "failed": len(failures),
-        "connect_ms": connect,
-    }
+    figures = ConnectFigures(
+        sent=attempt, verified=len(times_ns), failed=len(failures), connect_ms=timing(times_ns)
+    )
     console.line(f"--- {endpoint.label} connect statistics ---")
     console.line(f"{attempt} attempts, {len(times_ns)} connected, {len(failures)} failed")
     if times_ns:
-        for line in timing_lines("connect", connect):
+        for line in timing_lines("connect", figures.connect_ms):
             console.line(line)
     return Result(figures, failures, interrupted.is_set())
 
 
-CHECK_RUNS: dict[str, Check] = {
+CHECK_RUNS: dict[Check, CheckRun] = {
     "round_trips": round_trips,
     "load": load,
     "half_close": half_close,

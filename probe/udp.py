@@ -1,4 +1,4 @@
-"""`echostat probe udp://HOST:PORT`: numbered, timestamped datagrams; loss, order, RTT, jitter.
+"""The UDP probe's engine: numbered, timestamped datagrams; loss, order, RTT, jitter.
 
 Each datagram carries a run id, its sequence number and its send time (monotonic
 nanoseconds), then filler derived from the sequence number, so every reply can be checked
@@ -6,68 +6,35 @@ byte for byte and matched to what was sent. Replies that match nothing sent are 
 corrupted; a reply seen twice is a duplicate; one that arrives after a later sequence number
 is reordered. Jitter is RFC 3550's interarrival estimator (section 6.4.1, J += (|D| - J)/16),
 where D compares consecutive replies' round-trip times: sender and receiver share a clock.
+`echostat probe udp://HOST:PORT` (`probe.cli`) runs it.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import math
 import os
-import signal
 import struct
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-import uvloop
-
-from echostat.probe.address import parse_host_port
-from echostat.probe.console import Console
-from echostat.probe.runs import plural, timing, timing_lines
+from echostat.probe.console import Console, plural, timing_lines
+from echostat.probe.figures import Timing
+from echostat.probe.options import UDPOptions
+from echostat.probe.results import UDPFigures, UDPResult
 
 HEADER = struct.Struct("!4s8sQQ")
 """Magic, run id, sequence number, send time in monotonic nanoseconds."""
 
 MAGIC = b"EUDP"
-MAX_COUNT = 1_000_000
-"""Every round-trip time and sequence number is kept, so a run is bounded (about 100 MB)."""
-
-MIN_ENDLESS_INTERVAL_S = 0.01
-"""With --count 0 the datagrams go on until Ctrl-C; this bounds how fast their records grow."""
-
 MIN_SIZE = HEADER.size
 MAX_SIZE = 65507
 
 
-@dataclass(frozen=True)
-class UDPOptions:
-    """What `echostat probe udp://...` was asked to do."""
-
-    host: str
-    port: int
-    count: int = 5
-    """Datagrams to send; 0 = until interrupted."""
-    size: int = 64
-    interval_s: float = 1.0
-    timeout_s: float = 5.0
-    """How long a datagram may take to come back before it counts as lost."""
-    max_loss_percent: float = 0.0
-    source: str | None = None
-    """Bind the client end to this address (port chosen by the kernel)."""
-
-    @property
-    def target(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"udp://{host}:{self.port}"
-
-
 @dataclass
-class UDPResult:
-    """Everything counted during a run; `summary` turns it into the reported figures."""
+class Counts:
+    """Everything counted during a run, as the replies come in."""
 
     sent: int = 0
     received: int = 0
@@ -87,6 +54,21 @@ class UDPResult:
     def loss_percent(self) -> float:
         return 100.0 * self.lost / self.sent if self.sent else 0.0
 
+    def figures(self) -> UDPFigures:
+        """The reported figures, rounded as printed."""
+        return UDPFigures(
+            sent=self.sent,
+            received=self.received,
+            lost=self.lost,
+            loss_percent=round(self.loss_percent, 3),
+            duplicated=self.duplicated,
+            reordered=self.reordered,
+            corrupted=self.corrupted,
+            icmp_errors=self.errors,
+            rtt_ms=Timing.of(self.rtts_ns).rounded(),
+            jitter_ms=round(self.jitter_ns / 1e6, 3),
+        )
+
 
 def datagram(run_id: bytes, seq: int, size: int, sent_ns: int) -> bytes:
     """Datagram `seq` of a run: the header, then `size` minus the header of filler bytes."""
@@ -102,7 +84,7 @@ class _Receiver(asyncio.DatagramProtocol):
         self,
         run_id: bytes,
         size: int,
-        result: UDPResult,
+        result: Counts,
         on_reply: Callable[[int, int, str], None],
     ) -> None:
         self._run_id = run_id
@@ -163,10 +145,40 @@ async def run_udp_probe(
     options: UDPOptions, console: Console, interrupted: asyncio.Event
 ) -> UDPResult:
     """Send the datagrams on schedule and collect replies until all are back, the last
-    one's timeout has passed or `interrupted` is set; a line per reply on `console`.
-    Raises OSError if the target can't be resolved or the source can't be bound."""
+    one's timeout has passed or `interrupted` is set; a line per reply on `console`, then
+    ping's closing lines. Raises OSError if the target can't be resolved or the source
+    can't be bound."""
+    counts = await _exchange(options, console, interrupted)
+    found = counts.figures()
+    console.line(f"--- {options.target} udp probe statistics ---")
+    console.line(
+        f"{counts.sent} sent, {counts.received} received, {counts.lost} lost"
+        f" ({counts.loss_percent:.1f}%), {counts.duplicated} duplicated,"
+        f" {counts.reordered} reordered, {counts.corrupted} corrupted"
+    )
+    if counts.received:
+        for line in timing_lines("rtt", found.rtt_ms):
+            console.line(line)
+        console.line(f"jitter {found.jitter_ms:.3f} ms (RFC 3550 interarrival estimator)")
+    return UDPResult(found, _problem(options, counts), interrupted.is_set())
+
+
+def _problem(options: UDPOptions, counts: Counts) -> str | None:
+    """Why the run failed: a corrupted reply, or more loss than `--max-loss`; None if it passed."""
+    if counts.corrupted:
+        return f"{options.target}: {counts.corrupted} replies matched no datagram sent"
+    limit = options.max_loss_percent
+    if counts.loss_percent > limit:
+        return (
+            f"{options.target}: {counts.loss_percent:.1f}% of the datagrams lost,"
+            f" more than --max-loss {limit:g}"
+        )
+    return None
+
+
+async def _exchange(options: UDPOptions, console: Console, interrupted: asyncio.Event) -> Counts:
     loop = asyncio.get_running_loop()
-    result = UDPResult()
+    counts = Counts()
     run_id = os.urandom(8)
     how_many = plural(options.count, "datagram") if options.count else "datagrams until Ctrl-C"
     console.line(f"PROBE {options.target}: {how_many} of {options.size} bytes, {_pace(options)}")
@@ -179,7 +191,7 @@ async def run_udp_probe(
         )
 
     transport, receiver = await loop.create_datagram_endpoint(
-        lambda: _Receiver(run_id, options.size, result, on_reply),
+        lambda: _Receiver(run_id, options.size, counts, on_reply),
         remote_addr=(options.host, options.port),
         local_addr=(options.source, 0) if options.source else None,
     )
@@ -190,15 +202,15 @@ async def run_udp_probe(
             delay = start + seq * options.interval_s - time.monotonic()
             if delay > 0 and await _set_within(interrupted, delay):
                 break
-            result.sent += 1  # before sending: a fast reply must find it counted
+            counts.sent += 1  # before sending: a fast reply must find it counted
             transport.sendto(datagram(run_id, seq, options.size, time.monotonic_ns()))
             seq += 1
-        receiver.expect(result.sent)
+        receiver.expect(counts.sent)
         if not interrupted.is_set():
             await _set_within(receiver.all_back, options.timeout_s)
     finally:
         transport.close()
-    return result
+    return counts
 
 
 def _pace(options: UDPOptions) -> str:
@@ -215,188 +227,3 @@ async def _set_within(event: asyncio.Event, timeout_s: float) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-def passed(options: UDPOptions, result: UDPResult) -> bool:
-    """True when no reply was corrupted and the loss is within `--max-loss`."""
-    return result.corrupted == 0 and result.loss_percent <= options.max_loss_percent
-
-
-def figures(options: UDPOptions, result: UDPResult) -> dict[str, Any]:
-    """Every figure of a run, as the ``--json`` document reports them."""
-    return {
-        "sent": result.sent,
-        "received": result.received,
-        "lost": result.lost,
-        "loss_percent": round(result.loss_percent, 3),
-        "duplicated": result.duplicated,
-        "reordered": result.reordered,
-        "corrupted": result.corrupted,
-        "icmp_errors": result.errors,
-        "rtt_ms": timing(result.rtts_ns),
-        "jitter_ms": round(result.jitter_ns / 1e6, 3),
-    }
-
-
-def summary_lines(options: UDPOptions, result: UDPResult) -> list[str]:
-    """ping's closing lines, with loss, duplicates, reordering and jitter."""
-    found = figures(options, result)
-    lines = [
-        f"--- {options.target} udp probe statistics ---",
-        f"{result.sent} sent, {result.received} received, {result.lost} lost"
-        f" ({result.loss_percent:.1f}%), {result.duplicated} duplicated,"
-        f" {result.reordered} reordered, {result.corrupted} corrupted",
-    ]
-    if result.received:
-        lines += timing_lines("rtt", found["rtt_ms"])
-        lines.append(f"jitter {found['jitter_ms']:.3f} ms (RFC 3550 interarrival estimator)")
-    return lines
-
-
-UDP_SCHEME = "udp://"
-
-TCP_ONLY_FLAGS = (
-    ("--half-close", "half_close"),
-    ("--connect-only", "connect_only"),
-    ("--connections", "connections"),
-    ("--duration", "duration"),
-    ("--mode", "mode"),
-    ("--window", "window"),
-    ("--tls", "tls"),
-    ("--ca", "ca"),
-    ("--insecure", "insecure"),
-    ("--sni", "sni"),
-    ("--proxy-header", "proxy_header"),
-    ("--proxy-source", "proxy_source"),
-)
-"""Flags of `echostat probe` that only mean something on a TCP connection."""
-
-
-def is_udp_target(target: str) -> bool:
-    return target.startswith(UDP_SCHEME)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags only a UDP probe has, in their own group of ``echostat probe --help``."""
-    group = parser.add_argument_group(
-        "udp (TARGET udp://HOST:PORT: numbered datagrams; loss, order, RTT and jitter)"
-    )
-    group.add_argument(
-        "--rate",
-        metavar="N/s",
-        help="datagrams per second, instead of --interval (e.g. 100 or 100/s)",
-    )
-    group.add_argument(
-        "--max-loss",
-        type=float,
-        metavar="PCT",
-        help="exit 1 only if more than PCT %% of the datagrams were lost (default 0: any loss)",
-    )
-
-
-def check_tcp_args(args: argparse.Namespace) -> None:
-    """For a TCP target, the UDP-only flags are an error (ValueError naming the flag)."""
-    for flag, value in (("--rate", args.rate), ("--max-loss", args.max_loss)):
-        if value is not None:
-            raise ValueError(f"{flag}: only for udp:// targets")
-
-
-def options_from(args: argparse.Namespace) -> UDPOptions:
-    """UDP probe options from ``echostat probe`` flags; ValueError names what is wrong."""
-    host, port = parse_host_port(args.target[len(UDP_SCHEME) :])
-    for flag, name in TCP_ONLY_FLAGS:
-        if getattr(args, name, None) not in (None, False):
-            raise ValueError(f"{flag}: not available for udp:// targets")
-    interval_s = 1.0 if args.interval is None else args.interval
-    if args.rate is not None:
-        if args.interval is not None:
-            raise ValueError("--rate and --interval: give one or the other")
-        interval_s = 1 / _parse_rate(args.rate)
-    options = UDPOptions(
-        host=host,
-        port=port,
-        count=5 if args.count is None else args.count,
-        size=64 if args.size is None else args.size,
-        interval_s=interval_s,
-        timeout_s=args.timeout,
-        max_loss_percent=0.0 if args.max_loss is None else args.max_loss,
-        source=args.source,
-    )
-    if not MIN_SIZE <= options.size <= MAX_SIZE:
-        raise ValueError(f"--size: expected {MIN_SIZE}..{MAX_SIZE} for udp://, got {options.size}")
-    if not 0 <= options.count <= MAX_COUNT:
-        raise ValueError(f"--count: expected 0 (until Ctrl-C)..{MAX_COUNT}, got {options.count}")
-    if not interval_s >= 0:
-        raise ValueError(f"--interval: expected 0 or more seconds, got {interval_s:g}")
-    if options.count == 0 and interval_s < MIN_ENDLESS_INTERVAL_S:
-        raise ValueError(
-            f"--count 0 runs until Ctrl-C: --interval must then be at least"
-            f" {MIN_ENDLESS_INTERVAL_S:g} s (every round-trip time is kept)"
-        )
-    if not options.timeout_s > 0:
-        raise ValueError(
-            f"--timeout: expected a positive number of seconds, got {options.timeout_s:g}"
-        )
-    if not 0 <= options.max_loss_percent <= 100:
-        raise ValueError(f"--max-loss: expected 0..100, got {options.max_loss_percent:g}")
-    return options
-
-
-def _parse_rate(text: str) -> float:
-    number = text.removesuffix("/s")
-    try:
-        rate = float(number)
-    except ValueError:
-        rate = math.nan
-    if not rate > 0 or math.isinf(rate):
-        raise ValueError(f"--rate: expected a positive number of datagrams per second, got {text}")
-    return rate
-
-
-def run(args: argparse.Namespace) -> int:
-    """``echostat probe udp://...``: probe and report; 0 passed, 1 path failed, 2 usage error."""
-    try:
-        options = options_from(args)
-    except ValueError as exc:
-        print(f"echostat probe: {exc}", file=sys.stderr)
-        return 2
-    console = Console(quiet=args.json)
-    try:
-        result, interrupted = uvloop.run(_interruptible(options, console))
-    except OSError as exc:
-        print(f"echostat probe: {options.target}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    ok = passed(options, result)
-    if args.json:
-        document = {
-            "target": options.target,
-            "check": "udp",
-            "ok": ok,
-            "interrupted": interrupted,
-            "options": asdict(options),
-            **figures(options, result),
-        }
-        print(json.dumps(document, indent=2))
-    for line in summary_lines(options, result):
-        console.line(line)
-    if not ok:
-        print(f"echostat probe: {options.target}: {_why_failed(options, result)}", file=sys.stderr)
-    return 0 if ok else 1
-
-
-def _why_failed(options: UDPOptions, result: UDPResult) -> str:
-    if result.corrupted:
-        return f"{result.corrupted} replies matched no datagram sent"
-    limit = options.max_loss_percent
-    return f"{result.loss_percent:.1f}% of the datagrams lost, more than --max-loss {limit:g}"
-
-
-async def _interruptible(options: UDPOptions, console: Console) -> tuple[UDPResult, bool]:
-    """The probe, with Ctrl-C turned into "stop and report" instead of a traceback."""
-    loop = asyncio.get_running_loop()
-    interrupted = asyncio.Event()
-    loop.add_signal_handler(signal.SIGINT, interrupted.set)
-    try:
-        return await run_udp_probe(options, console, interrupted), interrupted.is_set()
-    finally:
-        loop.remove_signal_handler(signal.SIGINT)

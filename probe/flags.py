@@ -1,0 +1,262 @@
+"""Turns the flags of ``echostat probe`` into checked options: `Options` for a TCP target,
+`UDPOptions` for a ``udp://`` one, and the TCP `Endpoint`; ValueError names what is wrong."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import socket
+from typing import TypeVar, cast
+
+from echostat.probe.address import IPAddress, parse_host_port, parse_ip_port
+from echostat.probe.options import (
+    DEFAULT_CONNECTIONS,
+    DEFAULT_COUNT,
+    DEFAULT_DURATION_S,
+    DEFAULT_INTERVAL_S,
+    DEFAULT_MAX_LOSS_PERCENT,
+    DEFAULT_MODE,
+    DEFAULT_SIZE,
+    DEFAULT_WINDOW,
+    MAX_COUNT,
+    MAX_DURATION_S,
+    MIN_ENDLESS_INTERVAL_S,
+    Check,
+    Mode,
+    Options,
+    ProxyVersion,
+    UDPOptions,
+)
+from echostat.probe.pattern import SPAN
+from echostat.probe.proxy_header import ip_of, proxy_header
+from echostat.probe.session import Endpoint
+from echostat.probe.tls import client_context
+from echostat.probe.udp import MAX_SIZE, MIN_SIZE
+
+UDP_SCHEME = "udp://"
+
+TCP_ONLY_FLAGS = (
+    ("--half-close", "half_close"),
+    ("--connect-only", "connect_only"),
+    ("--connections", "connections"),
+    ("--duration", "duration"),
+    ("--mode", "mode"),
+    ("--window", "window"),
+    ("--tls", "tls"),
+    ("--ca", "ca"),
+    ("--insecure", "insecure"),
+    ("--sni", "sni"),
+    ("--proxy-header", "proxy_header"),
+    ("--proxy-source", "proxy_source"),
+)
+"""Flags of `echostat probe` that only mean something on a TCP connection."""
+
+UDP_ONLY_FLAGS = (("--rate", "rate"), ("--max-loss", "max_loss"))
+
+_T = TypeVar("_T")
+
+
+def options_from(args: argparse.Namespace) -> Options | UDPOptions:
+    """The options of the check `args` name, defaults filled in and flags checked together."""
+    if args.target.startswith(UDP_SCHEME):
+        return _udp_options(args)
+    _refuse_given(args, UDP_ONLY_FLAGS, "only for udp:// targets")
+    return _tcp_options(args)
+
+
+def _or(value: _T | None, default: _T) -> _T:
+    return default if value is None else value
+
+
+def _refuse_given(args: argparse.Namespace, flags: tuple[tuple[str, str], ...], why: str) -> None:
+    for flag, name in flags:
+        if getattr(args, name) not in (None, False):
+            raise ValueError(f"{flag}: {why}")
+
+
+def _tcp_options(args: argparse.Namespace) -> Options:
+    host, port = parse_host_port(args.target)
+    load_flags = [
+        flag
+        for flag, value in (
+            ("--connections", args.connections),
+            ("--duration", args.duration),
+            ("--mode", args.mode),
+            ("--window", args.window),
+        )
+        if value is not None
+    ]
+    check: Check = "round_trips"
+    if args.half_close:
+        check = "half_close"
+    elif args.connect_only:
+        check = "connect_only"
+    if load_flags:
+        if check != "round_trips":
+            flag = "--" + check.replace("_", "-")
+            raise ValueError(f"{load_flags[0]} starts a load run; it does not go with {flag}")
+        check = "load"
+    _refuse(check, args)
+    options = Options(
+        target=args.target,
+        host=host,
+        port=port,
+        check=check,
+        count=_or(args.count, DEFAULT_COUNT),
+        interval_s=_or(args.interval, DEFAULT_INTERVAL_S),
+        size=_or(args.size, DEFAULT_SIZE),
+        connections=_or(args.connections, DEFAULT_CONNECTIONS),
+        duration_s=_or(args.duration, DEFAULT_DURATION_S),
+        mode=cast(Mode, _or(args.mode, DEFAULT_MODE)),  # argparse's choices are Mode's words
+        window=_or(args.window, DEFAULT_WINDOW),
+        timeout_s=args.timeout,
+        source=args.source,
+        tls=args.tls,
+        ca=args.ca,
+        insecure=args.insecure,
+        sni=args.sni,
+        proxy_header=cast(ProxyVersion | None, args.proxy_header),
+        proxy_source=args.proxy_source,
+        json=args.json,
+    )
+    _check_ranges(options)
+    return options
+
+
+def _refuse(check: Check, args: argparse.Namespace) -> None:
+    """Flags that mean nothing for `check` are an error, not silently ignored."""
+    meaningless = {
+        "load": [("--count", args.count), ("--interval", args.interval)],
+        "half_close": [("--count", args.count), ("--interval", args.interval)],
+        "connect_only": [("--size", args.size)],
+        "round_trips": [],
+    }[check]
+    if args.mode == "stream" and args.size is not None:
+        meaningless.append(("--size", args.size))
+    for flag, value in meaningless:
+        if value is not None:
+            what = (
+                "--mode stream" if flag == "--size" and check == "load" else check.replace("_", " ")
+            )
+            raise ValueError(f"{flag} does not apply to {what}")
+    if check == "half_close" and args.tls:
+        raise ValueError("--half-close does not go with --tls: TLS closes both directions at once")
+    if (args.ca or args.insecure or args.sni) and not args.tls:
+        raise ValueError("--ca, --insecure and --sni need --tls")
+    if args.ca and args.insecure:
+        raise ValueError("--ca and --insecure contradict each other; pick one")
+    if bool(args.proxy_header) != bool(args.proxy_source):
+        raise ValueError("--proxy-header and --proxy-source go together")
+
+
+def _check_ranges(options: Options) -> None:
+    ranges: list[tuple[str, float, float, float]] = [
+        ("--count", options.count, 0, MAX_COUNT),
+        ("--interval", options.interval_s, 0, 3600),
+        ("--size", options.size, 1, SPAN),
+        ("--connections", options.connections, 1, 10_000),
+        ("--duration", options.duration_s, 0.1, MAX_DURATION_S),
+        ("--window", options.window, 1, SPAN),
+        ("--timeout", options.timeout_s, 0.01, 3600),
+    ]
+    for flag, value, low, high in ranges:
+        if not low <= value <= high:
+            raise ValueError(
+                f"{flag}: expected {_number(low)}..{_number(high)}, got {_number(value)}"
+            )
+    _check_endless(options.count, options.interval_s)
+
+
+def _check_endless(count: int, interval_s: float) -> None:
+    if count == 0 and interval_s < MIN_ENDLESS_INTERVAL_S:
+        raise ValueError(
+            f"--count 0 runs until Ctrl-C: --interval must then be at least "
+            f"{MIN_ENDLESS_INTERVAL_S:g} s (every round-trip time is kept)"
+        )
+
+
+def _number(value: float) -> str:
+    """`value` as typed: 1048576, not 1.04858e+06; 0.1 stays 0.1."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _udp_options(args: argparse.Namespace) -> UDPOptions:
+    host, port = parse_host_port(args.target[len(UDP_SCHEME) :])
+    _refuse_given(args, TCP_ONLY_FLAGS, "not available for udp:// targets")
+    interval_s = _or(args.interval, DEFAULT_INTERVAL_S)
+    if args.rate is not None:
+        if args.interval is not None:
+            raise ValueError("--rate and --interval: give one or the other")
+        interval_s = 1 / _parse_rate(args.rate)
+    options = UDPOptions(
+        host=host,
+        port=port,
+        count=_or(args.count, DEFAULT_COUNT),
+        size=_or(args.size, DEFAULT_SIZE),
+        interval_s=interval_s,
+        timeout_s=args.timeout,
+        max_loss_percent=_or(args.max_loss, DEFAULT_MAX_LOSS_PERCENT),
+        source=args.source,
+    )
+    if not MIN_SIZE <= options.size <= MAX_SIZE:
+        raise ValueError(f"--size: expected {MIN_SIZE}..{MAX_SIZE} for udp://, got {options.size}")
+    if not 0 <= options.count <= MAX_COUNT:
+        raise ValueError(f"--count: expected 0 (until Ctrl-C)..{MAX_COUNT}, got {options.count}")
+    if not interval_s >= 0:
+        raise ValueError(f"--interval: expected 0 or more seconds, got {interval_s:g}")
+    _check_endless(options.count, interval_s)
+    if not options.timeout_s > 0:
+        raise ValueError(
+            f"--timeout: expected a positive number of seconds, got {options.timeout_s:g}"
+        )
+    if not 0 <= options.max_loss_percent <= 100:
+        raise ValueError(f"--max-loss: expected 0..100, got {options.max_loss_percent:g}")
+    return options
+
+
+def _parse_rate(text: str) -> float:
+    number = text.removesuffix("/s")
+    try:
+        rate = float(number)
+    except ValueError:
+        rate = math.nan
+    if not rate > 0 or math.isinf(rate):
+        raise ValueError(f"--rate: expected a positive number of datagrams per second, got {text}")
+    return rate
+
+
+def endpoint_for(options: Options) -> Endpoint:
+    """The `Endpoint` the options describe: TLS context, source, PROXY header."""
+    tls = client_context(options.ca, options.insecure) if options.tls else None
+    if options.source is not None:
+        try:
+            ip_of(options.source)
+        except ValueError:
+            raise ValueError(f"--source {options.source!r}: expected an IP address") from None
+    preamble = b""
+    if options.proxy_header and options.proxy_source:
+        source = parse_ip_port(options.proxy_source)
+        preamble = proxy_header(options.proxy_header, source, (_target_ip(options), options.port))
+    return Endpoint(
+        options.host,
+        options.port,
+        tls=tls,
+        server_hostname=options.sni,
+        source_host=options.source,
+        preamble=preamble,
+    )
+
+
+def _target_ip(options: Options) -> IPAddress:
+    """The target's address, for the PROXY header's destination (a name is looked up)."""
+    try:
+        return ip_of(options.host)
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(options.host, options.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValueError(
+            f"{options.target}: cannot resolve {options.host} ({exc.strerror})"
+        ) from None
+    return ip_of(str(infos[0][4][0]))
