@@ -6,17 +6,16 @@ import json
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import StartEchostat
 from tests.faulty_servers import faulty_server, flips_byte
+from tests.helpers import LOCAL_PORTS, REPO
 
-REPO = Path(__file__).resolve().parents[2]
 LOADGEN = REPO / "bench" / "loadgen.py"
-STARTUP_TIMEOUT_S = 30
 
 
 def loadgen(port: int, *extra: str, mode: str = "pingpong") -> subprocess.CompletedProcess[str]:
@@ -27,42 +26,9 @@ def loadgen(port: int, *extra: str, mode: str = "pingpong") -> subprocess.Comple
 
 
 @pytest.fixture
-def echostat(tmp_path: Path) -> Iterator[int]:
-    """A real `echostat` process with the default event loop; yields its echo port."""
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        "listeners:\n  - {name: main, host: 127.0.0.1, port: 0}\n"
-        "status: {host: 127.0.0.1, port: 0}\nshutdown_grace_s: 1\n"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "echostat", "--config", str(config)],
-        cwd=REPO,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        port = _echo_port(process)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=STARTUP_TIMEOUT_S)
-        assert process.stderr is not None
-        process.stderr.close()
-
-
-def _echo_port(process: subprocess.Popen[str]) -> int:
-    """The echo port from echostat's start-up line (it binds port 0)."""
-    assert process.stderr is not None
-    timer = threading.Timer(STARTUP_TIMEOUT_S, process.kill)
-    timer.start()
-    try:
-        for line in process.stderr:
-            found = re.search(r"echoing: main on [\d.]+:(\d+)", line)
-            if found:
-                return int(found.group(1))
-    finally:
-        timer.cancel()
-    raise AssertionError(f"echostat exited without a start-up line (status {process.poll()})")
+def echostat(start_echostat: StartEchostat) -> int:
+    """A real `echostat` process with the repository's config on free ports; its echo port."""
+    return start_echostat(*LOCAL_PORTS, "--set", "shutdown_grace_s=1").echo_port
 
 
 @pytest.fixture
