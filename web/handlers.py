@@ -102,6 +102,12 @@ class StaticHandler(StaticFileHandler):
             return "text/javascript; charset=utf-8"
         return super().get_content_type()
 
+    def set_extra_headers(self, path: str) -> None:
+        # Modules import each other by plain URL, without the version query of `static_url`:
+        # browsers revalidate those, so an upgrade never mixes old and new modules.
+        if self.get_query_argument("v", None) is None:
+            self.set_header("Cache-Control", "no-cache")
+
 
 class LoginHandler(BaseHandler):
     """``/login``: a form that trades the token for a session cookie, for browsers."""
