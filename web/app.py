@@ -8,7 +8,7 @@ from tornado.web import Application
 
 from echostat.server.config import Config
 from echostat.server.registry import StatsSource
-from echostat.web.access import LOGIN_PATH, AccessPolicy
+from echostat.web.access import LOGIN_PATH
 from echostat.web.counters import StatusCounters
 from echostat.web.feed import StatsFeed
 from echostat.web.handlers import (
@@ -22,57 +22,52 @@ from echostat.web.handlers import (
     PageHandler,
     PeersHandler,
     ReadyHandler,
+    StaticHandler,
     StatsHandler,
 )
 from echostat.web.metrics import metrics_registry
+from echostat.web.state import AppState, Settings
 
 _HERE = Path(__file__).parent
 
 
-def make_app(
+def make_state(
     registry: StatsSource, config: Config, feed: StatsFeed, status_counters: StatusCounters
-) -> Application:
-    """The status application; it only reads `registry`, never changes the echo side.
+) -> AppState:
+    """The state of an application that only reads `registry`, never changes the echo side.
 
-    `status_counters` are the status server's own, shown beside the echo side's.
-    """
-    policy = AccessPolicy.from_config(config.status)
-    state = {
-        "registry": registry,
-        "config": config,
-        "feed": feed,
-        "policy": policy,
-        "metrics": metrics_registry(registry, status_counters),
-        "status_counters": status_counters,
-    }
-    return Application(
-        [
-            (r"/", PageHandler, state),
-            (LOGIN_PATH, LoginHandler, state),
-            (r"/api/stats", StatsHandler, state),
-            (r"/api/connections", ConnectionsHandler, state),
-            (r"/api/peers", PeersHandler, state),
-            (r"/api/history", HistoryHandler, state),
-            (r"/api/events", EventsHandler, state),
-            (r"/metrics", MetricsHandler, state),
-            (r"/healthz", HealthHandler, state),
-            (r"/readyz", ReadyHandler, state),
-        ],
-        template_path=str(_HERE / "templates"),
-        static_path=str(_HERE / "static"),
-        autoescape="xhtml_escape",
-        compress_response=False,
-        default_handler_class=NotFoundHandler,
-        default_handler_args=state,
-        echostat_state=state,
+    `status_counters` are the status server's own, shown beside the echo side's."""
+    return AppState(
+        registry=registry,
+        feed=feed,
+        metrics=metrics_registry(registry, status_counters),
+        status_counters=status_counters,
+        settings=Settings.from_config(config),
     )
 
 
-def reconfigure_app(app: Application, config: Config) -> None:
-    """Answer every later request under `config`: token, allowed hosts, open paths, limits.
-
-    Every route holds the same state mapping and Tornado passes its current items to each
-    new handler, so updating it in place is the whole change; requests in flight finish
-    under the old settings."""
-    state = app.settings["echostat_state"]
-    state.update(config=config, policy=AccessPolicy.from_config(config.status))
+def make_app(state: AppState) -> Application:
+    """The status application; every handler gets `state`, and `state.reconfigure` changes
+    what later requests are answered under."""
+    handler_args = {"state": state}
+    return Application(
+        [
+            (r"/", PageHandler, handler_args),
+            (LOGIN_PATH, LoginHandler, handler_args),
+            (r"/api/stats", StatsHandler, handler_args),
+            (r"/api/connections", ConnectionsHandler, handler_args),
+            (r"/api/peers", PeersHandler, handler_args),
+            (r"/api/history", HistoryHandler, handler_args),
+            (r"/api/events", EventsHandler, handler_args),
+            (r"/metrics", MetricsHandler, handler_args),
+            (r"/healthz", HealthHandler, handler_args),
+            (r"/readyz", ReadyHandler, handler_args),
+        ],
+        template_path=str(_HERE / "templates"),
+        static_path=str(_HERE / "static"),
+        static_handler_class=StaticHandler,
+        autoescape="xhtml_escape",
+        compress_response=False,
+        default_handler_class=NotFoundHandler,
+        default_handler_args=handler_args,
+    )

@@ -7,13 +7,16 @@ hour by default. Here they are apart, as nginx's ``client_header_timeout`` and
 ``keepalive_timeout`` are: a connection waits at most `idle_timeout_s` for the first byte of
 its next request, and has `header_timeout_s` from that byte (or from being accepted) until
 the headers are complete. After that, a request runs as long as its handler does (a push
-stream runs for hours). Beyond `max_connections`, a new connection is answered 503 and closed
-at once, without reading its request.
+stream runs for hours); a request body has the header timeout from the end of its headers.
+Beyond `max_connections`, a new connection is answered 503 and closed at once, without
+reading its request. Tornado's own timers are set never to fire first, so every timeout comes
+from the limits a connection was accepted under, and a reload changes them for later ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import socket
@@ -31,6 +34,19 @@ from echostat.server.config import StatusConfig
 from echostat.web.counters import StatusCounters
 
 log = logging.getLogger(__name__)
+
+
+def _largest_accepted_s(key: str) -> float:
+    """The largest value config validation accepts for ``status.<key>``."""
+    (found,) = (f for f in dataclasses.fields(StatusConfig) if f.name == key)
+    return float(found.metadata["range"][1])
+
+
+_TORNADO_HEADER_TIMEOUT_S = (
+    _largest_accepted_s("idle_timeout_s") + _largest_accepted_s("header_timeout_s") + 60.0
+)
+"""Longer than any idle wait plus header timeout the config allows: Tornado's header timer
+is a backstop that never fires before ours."""
 
 
 def refusal(max_connections: int) -> bytes:
@@ -62,9 +78,9 @@ class GuardedHTTPServer(HTTPServer):
         self, app: Application, limits: StatusConfig, counters: StatusCounters
     ) -> None:
         """Tornado's `HTTPServer` is `Configurable`: the constructor's arguments come here."""
-        # A request body (only /login has one) gets the header timeout too.
-        super().initialize(app, body_timeout=limits.header_timeout_s)
-        self.conn_params.header_timeout = None  # our timers below replace Tornado's
+        # Tornado times the wait for a request's headers from the end of the previous response;
+        # by then one of our timers runs, and a reload can't move this bound past them.
+        super().initialize(app, idle_connection_timeout=_TORNADO_HEADER_TIMEOUT_S)
         self.limits = limits
         self.counters = counters
         self._refusal = refusal(limits.max_connections)
@@ -75,7 +91,6 @@ class GuardedHTTPServer(HTTPServer):
         timeouts they started with."""
         self.limits = limits
         self.counters.max_connections = limits.max_connections
-        self.conn_params.body_timeout = limits.header_timeout_s
         self._refusal = refusal(limits.max_connections)
 
     def accept(self, connection: socket.socket, address: Any) -> None:
@@ -131,9 +146,13 @@ class _GuardedStream(IOStream):
         self._idle = True
         self._arm(self._limits.idle_timeout_s, "idle_timeout")
 
-    def headers_done(self) -> None:
-        """The request runs now; no timer applies until its response is done."""
+    def await_body(self) -> None:
+        """The headers are in; a request body (only /login has one) gets the header timeout."""
         self._idle = False
+        self._arm(self._limits.header_timeout_s, "header_timeout")
+
+    def request_read(self) -> None:
+        """The request runs now; no timer applies until its response is done."""
         self._disarm()
 
     def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
@@ -165,7 +184,8 @@ class _GuardedStream(IOStream):
 
 
 class _HeadersSeen(httputil.HTTPMessageDelegate):
-    """Passes a request through to `delegate`, telling the stream when its headers are in."""
+    """Passes a request through to `delegate`, telling the stream when its headers are in
+    and when the whole request (with its body) has been read."""
 
     def __init__(self, delegate: httputil.HTTPMessageDelegate, stream: _GuardedStream) -> None:
         self._delegate = delegate
@@ -176,13 +196,14 @@ class _HeadersSeen(httputil.HTTPMessageDelegate):
         start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
         headers: httputil.HTTPHeaders,
     ) -> typing.Awaitable[None] | None:
-        self._stream.headers_done()
+        self._stream.await_body()
         return self._delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> typing.Awaitable[None] | None:
         return self._delegate.data_received(chunk)
 
     def finish(self) -> None:
+        self._stream.request_read()
         self._delegate.finish()
 
     def on_connection_close(self) -> None:

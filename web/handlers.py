@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from tornado.iostream import StreamClosedError
-from tornado.web import HTTPError, RequestHandler
+from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 from echostat.server import __version__
-from echostat.server.config import Config
-from echostat.server.registry import StatsSource
-from echostat.web.access import COOKIE_NAME, LOGIN_PATH, AccessPolicy
-from echostat.web.counters import StatusCounters
-from echostat.web.feed import StatsFeed
+from echostat.web.access import COOKIE_NAME, LOGIN_PATH
 from echostat.web.schema import (
     connections_document,
     limits_document,
@@ -23,6 +18,7 @@ from echostat.web.schema import (
     stats_document,
     status_connections_document,
 )
+from echostat.web.state import AppState, Settings
 
 _JSON = "application/json; charset=utf-8"
 
@@ -30,34 +26,19 @@ _JSON = "application/json; charset=utf-8"
 class BaseHandler(RequestHandler):
     """Shared state, access control and the headers every response carries."""
 
-    registry: StatsSource
-    config: Config
-    feed: StatsFeed
-    policy: AccessPolicy
-    metrics: CollectorRegistry
-    status_counters: StatusCounters
+    state: AppState
+    in_force: Settings
 
-    def initialize(
-        self,
-        registry: StatsSource,
-        config: Config,
-        feed: StatsFeed,
-        policy: AccessPolicy,
-        metrics: CollectorRegistry,
-        status_counters: StatusCounters,
-    ) -> None:
-        self.registry = registry
-        self.config = config
-        self.feed = feed
-        self.metrics = metrics
-        self.policy = policy
-        self.status_counters = status_counters
+    def initialize(self, state: AppState) -> None:
+        self.state = state
+        # Taken once: a reload during this request doesn't change what it is answered under.
+        self.in_force = state.settings
 
     def prepare(self) -> None:
         """Refuse unknown Host names (421) and requests without the token (401 or login)."""
-        if not self.policy.host_allowed(self.request.host):
+        if not self.in_force.policy.host_allowed(self.request.host):
             self._refuse(421, "unknown Host name; add it to status.allowed_hosts")
-        elif self.policy.needs_token(self.request.path) and not self._authenticated():
+        elif self.in_force.policy.needs_token(self.request.path) and not self._authenticated():
             if self.request.method == "GET" and self.request.path == "/":
                 self.redirect(LOGIN_PATH)
                 return
@@ -86,9 +67,9 @@ class BaseHandler(RequestHandler):
     def _authenticated(self) -> bool:
         authorization = self.request.headers.get("Authorization")
         if authorization is not None:
-            return self.policy.bearer_ok(authorization)
+            return self.in_force.policy.bearer_ok(authorization)
         cookie = self.get_cookie(COOKIE_NAME)
-        return cookie is not None and self.policy.session_ok(cookie)
+        return cookie is not None and self.in_force.policy.session_ok(cookie)
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
@@ -112,12 +93,28 @@ class BaseHandler(RequestHandler):
         self.finish(body)
 
 
+class StaticHandler(StaticFileHandler):
+    """The page's files; scripts always as JavaScript, whatever the host's MIME table says,
+    since browsers refuse a module script served under any other type."""
+
+    def get_content_type(self) -> str:
+        if self.absolute_path is not None and self.absolute_path.endswith(".js"):
+            return "text/javascript; charset=utf-8"
+        return super().get_content_type()
+
+    def set_extra_headers(self, path: str) -> None:
+        # Modules import each other by plain URL, without the version query of `static_url`:
+        # browsers revalidate those, so an upgrade never mixes old and new modules.
+        if self.get_query_argument("v", None) is None:
+            self.set_header("Cache-Control", "no-cache")
+
+
 class LoginHandler(BaseHandler):
     """``/login``: a form that trades the token for a session cookie, for browsers."""
 
     def prepare(self) -> None:
         super().prepare()
-        if not self._finished and self.policy.token is None:
+        if not self._finished and self.in_force.policy.token is None:
             self.redirect("/")  # nothing to sign in to
 
     def get(self) -> None:
@@ -125,13 +122,13 @@ class LoginHandler(BaseHandler):
 
     def post(self) -> None:
         self.check_xsrf_cookie()
-        if not self.policy.token_ok(self.get_body_argument("token", "")):
+        if not self.in_force.policy.token_ok(self.get_body_argument("token", "")):
             self.set_status(403)
             self.render("login.html", version=__version__, failed=True)
             return
         self.set_cookie(
             COOKIE_NAME,
-            self.policy.session_value(),
+            self.in_force.policy.session_value(),
             httponly=True,
             samesite="Strict",
             secure=self.request.protocol == "https",
@@ -148,13 +145,13 @@ class StatsHandler(BaseHandler):
     """``GET /api/stats``: totals now, rates over the last tick, the limits in force."""
 
     async def get(self) -> None:
-        await self.registry.refresh()
-        document = stats_document(self.registry.snapshot(), self.feed.rates)
+        await self.state.registry.refresh()
+        document = stats_document(self.state.registry.snapshot(), self.state.feed.rates)
         self.write_json(
             {
                 **document,
-                "limits": limits_document(self.config),
-                "status_connections": status_connections_document(self.status_counters),
+                "limits": limits_document(self.in_force.config),
+                "status_connections": status_connections_document(self.state.status_counters),
             }
         )
 
@@ -164,9 +161,9 @@ class ConnectionsHandler(BaseHandler):
 
     async def get(self) -> None:
         limit = self.limit_argument()
-        await self.registry.refresh(limit)
-        rows = self.registry.connections(limit)
-        self.write_json(connections_document(self.registry.active, rows))
+        await self.state.registry.refresh(limit)
+        rows = self.state.registry.connections(limit)
+        self.write_json(connections_document(self.state.registry.active, rows))
 
 
 class PeersHandler(BaseHandler):
@@ -175,15 +172,15 @@ class PeersHandler(BaseHandler):
 
     def get(self) -> None:
         limit = self.limit_argument()
-        total = sum(udp.peers for udp in self.registry.snapshot().udp_listeners)
-        self.write_json(peers_document(total, self.registry.peers(limit)))
+        total = sum(udp.peers for udp in self.state.registry.snapshot().udp_listeners)
+        self.write_json(peers_document(total, self.state.registry.peers(limit)))
 
 
 class HistoryHandler(BaseHandler):
     """``GET /api/history``: the last five minutes of the feed, one point per tick."""
 
     def get(self) -> None:
-        self.write_bytes(_JSON, self.feed.history_message())
+        self.write_bytes(_JSON, self.state.feed.history_message())
 
 
 class EventsHandler(BaseHandler):
@@ -197,10 +194,10 @@ class EventsHandler(BaseHandler):
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
         self.write(b"retry: 1000\n\n")
-        self.write(_event(b"config", json.dumps(limits_document(self.config)).encode()))
-        self.write(_event(b"history", self.feed.history_message()))
+        self.write(_event(b"config", json.dumps(limits_document(self.in_force.config)).encode()))
+        self.write(_event(b"history", self.state.feed.history_message()))
         tick = 0
-        while (message := await self.feed.next(tick)) is not None:
+        while (message := await self.state.feed.next(tick)) is not None:
             tick, data = message
             self.write(_event(None, data))
             try:
@@ -219,9 +216,9 @@ class MetricsHandler(BaseHandler):
     """``GET /metrics``: Prometheus text (or OpenMetrics, if asked for), collected per scrape."""
 
     async def get(self) -> None:
-        await self.registry.refresh()
+        await self.state.registry.refresh()
         encode, content_type = choose_encoder(self.request.headers.get("Accept", ""))
-        self.write_bytes(content_type, encode(self.metrics))
+        self.write_bytes(content_type, encode(self.state.metrics))
 
 
 class NotFoundHandler(BaseHandler):
@@ -235,7 +232,7 @@ class HealthHandler(BaseHandler):
     """``GET /healthz``: 200 while the echo listeners accept connections, else 503."""
 
     def get(self) -> None:
-        self._answer(self.registry.accepting, "not accepting")
+        self._answer(self.state.registry.accepting, "not accepting")
 
     def _answer(self, ok: bool, why_not: str) -> None:
         self.set_header("Cache-Control", "no-store")
@@ -249,4 +246,4 @@ class ReadyHandler(HealthHandler):
     begins, while listeners still accept for `shutdown_delay_s` so load balancers can notice."""
 
     def get(self) -> None:
-        self._answer(self.registry.ready, "shutting down")
+        self._answer(self.state.registry.ready, "shutting down")

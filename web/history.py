@@ -7,7 +7,7 @@ per-second rates and keeps the last few minutes of points for the dashboard's ch
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from echostat.server.snapshots import StatsSnapshot
@@ -25,6 +25,27 @@ class Rates:
     datagrams_received_per_s: float = 0.0
     datagrams_sent_per_s: float = 0.0
     datagrams_dropped_per_s: float = 0.0
+
+    def published(self, name: str) -> float:
+        """Rate `name` rounded as the API and the push channel publish it."""
+        value: float = getattr(self, name)
+        return round(value, _PUBLISHED_DIGITS[name])
+
+
+_PUBLISHED_DIGITS = {
+    "interval_s": 3,
+    "connections_per_s": 3,
+    "bytes_received_per_s": 1,
+    "bytes_sent_per_s": 1,
+    "retransmits_per_s": 3,
+    "datagrams_received_per_s": 1,
+    "datagrams_sent_per_s": 1,
+    "datagrams_dropped_per_s": 1,
+}
+"""Decimal places of each `Rates` field as published: bytes and datagrams need no finer."""
+
+_CHARTED = tuple(field.name for field in fields(Rates) if field.name != "interval_s")
+"""Every rate is kept for the charts, as a column of the history document."""
 
 
 @dataclass(frozen=True)
@@ -66,15 +87,7 @@ class History:
             "capacity": self.capacity,
             "taken_at": [p.taken_at for p in points],
             "active": [p.active for p in points],
-            "connections_per_s": [round(p.rates.connections_per_s, 3) for p in points],
-            "bytes_received_per_s": [round(p.rates.bytes_received_per_s, 1) for p in points],
-            "bytes_sent_per_s": [round(p.rates.bytes_sent_per_s, 1) for p in points],
-            "retransmits_per_s": [round(p.rates.retransmits_per_s, 3) for p in points],
-            "datagrams_received_per_s": [
-                round(p.rates.datagrams_received_per_s, 1) for p in points
-            ],
-            "datagrams_sent_per_s": [round(p.rates.datagrams_sent_per_s, 1) for p in points],
-            "datagrams_dropped_per_s": [round(p.rates.datagrams_dropped_per_s, 1) for p in points],
+            **{name: [p.rates.published(name) for p in points] for name in _CHARTED},
         }
 
 

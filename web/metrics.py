@@ -30,6 +30,111 @@ def metrics_registry(registry: StatsSource, status: StatusCounters) -> Collector
     return metrics
 
 
+_Family = type[GaugeMetricFamily] | type[CounterMetricFamily]
+_Column = tuple[_Family, str, str, str]
+"""A metric family read from one attribute: its type, name, help text and the attribute."""
+
+_PER_LISTENER: tuple[_Column, ...] = (
+    (GaugeMetricFamily, "echostat_connections_active", "Open echo connections.", "active"),
+    (
+        CounterMetricFamily,
+        "echostat_connections_accepted",
+        "Echo connections accepted since start.",
+        "accepted",
+    ),
+)
+_PER_WORKER: tuple[_Column, ...] = (
+    (
+        GaugeMetricFamily,
+        "echostat_worker_connections_active",
+        "Open echo connections, by worker.",
+        "active",
+    ),
+    (
+        CounterMetricFamily,
+        "echostat_worker_connections_accepted",
+        "Echo connections accepted since start, by worker.",
+        "accepted",
+    ),
+)
+_BY_REASON: tuple[tuple[str, str, str], ...] = (
+    ("echostat_connections_rejected", "Connections closed at accept time, by reason.", "rejected"),
+    (
+        "echostat_connections_closed_by_server",
+        "Echo connections the server ended (timeouts, shutdown, faults), by reason.",
+        "closed_by_server",
+    ),
+)
+_TOTALS: tuple[_Column, ...] = (
+    (
+        CounterMetricFamily,
+        "echostat_connections_closed",
+        "Echo connections closed since start.",
+        "closed",
+    ),
+    (
+        CounterMetricFamily,
+        "echostat_bytes_received",
+        "Bytes read from echo clients since start.",
+        "bytes_received",
+    ),
+    (
+        CounterMetricFamily,
+        "echostat_bytes_sent",
+        "Bytes echoed back to clients since start.",
+        "bytes_sent",
+    ),
+    (
+        CounterMetricFamily,
+        "echostat_worker_restarts",
+        "Worker processes restarted by the supervisor after they died.",
+        "worker_restarts",
+    ),
+    (
+        CounterMetricFamily,
+        "echostat_config_reloads",
+        "Reloads (SIGHUP) that put a new configuration in force.",
+        "reloads",
+    ),
+    (
+        CounterMetricFamily,
+        "echostat_config_reload_failures",
+        "Reloads refused: an invalid config, or a change that needs a restart.",
+        "reloads_failed",
+    ),
+    (
+        GaugeMetricFamily,
+        "echostat_config_loaded_timestamp_seconds",
+        "When the configuration in force was loaded, in seconds since the epoch.",
+        "config_loaded_at",
+    ),
+    (
+        GaugeMetricFamily,
+        "echostat_ready",
+        "1 while /readyz answers 200, 0 once shutdown began.",
+        "ready",
+    ),
+    (
+        GaugeMetricFamily,
+        "echostat_accepting",
+        "1 while the echo listeners accept connections.",
+        "accepting",
+    ),
+    (
+        GaugeMetricFamily,
+        "echostat_buffered_bytes",
+        "Echo buffers held for clients that read slower than they send.",
+        "buffered_bytes",
+    ),
+    (
+        GaugeMetricFamily,
+        "echostat_uptime_seconds",
+        "Seconds since the service started.",
+        "uptime_seconds",
+    ),
+)
+
+
 class RegistryCollector(Collector):
     """Turns one stats snapshot per scrape into metric families; the echo path pays nothing."""
 
@@ -38,107 +143,42 @@ class RegistryCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self._registry.snapshot()
-        listeners = {listener.name: listener for listener in snap.listeners}
-        workers = {str(worker.pid): worker for worker in snap.workers}
-        yield _labelled(
-            GaugeMetricFamily,
-            "echostat_connections_active",
-            "Open echo connections.",
-            "listener",
-            {name: listener.active for name, listener in listeners.items()},
+        yield from _per(
+            "listener", {listener.name: listener for listener in snap.listeners}, _PER_LISTENER
         )
-        yield _labelled(
-            CounterMetricFamily,
-            "echostat_connections_accepted",
-            "Echo connections accepted since start.",
-            "listener",
-            {name: listener.accepted for name, listener in listeners.items()},
-        )
-        yield CounterMetricFamily(
-            "echostat_connections_closed", "Echo connections closed since start.", snap.closed
-        )
-        yield _labelled(
-            CounterMetricFamily,
-            "echostat_connections_rejected",
-            "Connections closed at accept time, by reason.",
-            "reason",
-            snap.rejected,
-        )
-        yield _labelled(
-            CounterMetricFamily,
-            "echostat_connections_closed_by_server",
-            "Echo connections the server ended (timeouts, shutdown, faults), by reason.",
-            "reason",
-            snap.closed_by_server,
-        )
-        yield _labelled(
-            GaugeMetricFamily,
-            "echostat_worker_connections_active",
-            "Open echo connections, by worker.",
-            "pid",
-            {pid: worker.active for pid, worker in workers.items()},
-        )
-        yield _labelled(
-            CounterMetricFamily,
-            "echostat_worker_connections_accepted",
-            "Echo connections accepted since start, by worker.",
-            "pid",
-            {pid: worker.accepted for pid, worker in workers.items()},
-        )
-        yield CounterMetricFamily(
-            "echostat_bytes_received",
-            "Bytes read from echo clients since start.",
-            snap.bytes_received,
-        )
-        yield CounterMetricFamily(
-            "echostat_bytes_sent", "Bytes echoed back to clients since start.", snap.bytes_sent
-        )
-        yield CounterMetricFamily(
-            "echostat_worker_restarts",
-            "Worker processes restarted by the supervisor after they died.",
-            snap.worker_restarts,
-        )
-        yield CounterMetricFamily(
-            "echostat_config_reloads",
-            "Reloads (SIGHUP) that put a new configuration in force.",
-            snap.reloads,
-        )
-        yield CounterMetricFamily(
-            "echostat_config_reload_failures",
-            "Reloads refused: an invalid config, or a change that needs a restart.",
-            snap.reloads_failed,
-        )
-        yield GaugeMetricFamily(
-            "echostat_config_loaded_timestamp_seconds",
-            "When the configuration in force was loaded, in seconds since the epoch.",
-            snap.config_loaded_at,
-        )
-        yield GaugeMetricFamily(
-            "echostat_ready", "1 while /readyz answers 200, 0 once shutdown began.", snap.ready
-        )
-        yield GaugeMetricFamily(
-            "echostat_accepting", "1 while the echo listeners accept connections.", snap.accepting
-        )
+        yield from _per("pid", {str(worker.pid): worker for worker in snap.workers}, _PER_WORKER)
+        for name, documentation, attribute in _BY_REASON:
+            yield _labelled(
+                CounterMetricFamily, name, documentation, "reason", getattr(snap, attribute)
+            )
+        for family, name, documentation, attribute in _TOTALS:
+            yield family(name, documentation, getattr(snap, attribute))
         if snap.tcp.measured:
             yield from _path_quality(snap.tcp)
-        yield GaugeMetricFamily(
-            "echostat_buffered_bytes",
-            "Echo buffers held for clients that read slower than they send.",
-            snap.buffered_bytes,
-        )
-        yield GaugeMetricFamily(
-            "echostat_uptime_seconds", "Seconds since the service started.", snap.uptime_seconds
-        )
         yield InfoMetricFamily("echostat", "The running echostat.", {"version": __version__})
         yield from _udp_families(snap.udp_listeners)
 
 
-_UDP_COUNTERS = (
-    ("datagrams_received", "Datagrams received on UDP listeners since start."),
-    ("datagrams_sent", "Datagrams echoed back by UDP listeners since start."),
-    ("bytes_received", "Bytes received in datagrams on UDP listeners since start."),
-    ("bytes_sent", "Bytes echoed back in datagrams by UDP listeners since start."),
-    ("peers_evicted", "UDP peers forgotten early because the table was full (udp.max_peers)."),
+_PER_UDP_LISTENER: tuple[_Column, ...] = (
+    *(
+        (CounterMetricFamily, f"echostat_udp_{attribute}", documentation, attribute)
+        for attribute, documentation in (
+            ("datagrams_received", "Datagrams received on UDP listeners since start."),
+            ("datagrams_sent", "Datagrams echoed back by UDP listeners since start."),
+            ("bytes_received", "Bytes received in datagrams on UDP listeners since start."),
+            ("bytes_sent", "Bytes echoed back in datagrams by UDP listeners since start."),
+            (
+                "peers_evicted",
+                "UDP peers forgotten early because the table was full (udp.max_peers).",
+            ),
+        )
+    ),
+    (
+        GaugeMetricFamily,
+        "echostat_udp_peers",
+        "UDP source addresses seen in the last udp.peer_idle_s.",
+        "peers",
+    ),
 )
 
 
@@ -146,11 +186,7 @@ def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric
     """Per UDP listener: datagram and byte counters, drops by reason, peers seen lately."""
     if not listeners:
         return
-    for field, documentation in _UDP_COUNTERS:
-        values = {udp.name: getattr(udp, field) for udp in listeners}
-        yield _labelled(
-            CounterMetricFamily, f"echostat_udp_{field}", documentation, "listener", values
-        )
+    yield from _per("listener", {udp.name: udp for udp in listeners}, _PER_UDP_LISTENER)
     dropped = CounterMetricFamily(
         "echostat_udp_datagrams_dropped",
         "Datagrams not echoed, by listener and reason (see README, UDP echo).",
@@ -160,13 +196,6 @@ def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric
         for reason, count in sorted(udp.dropped.items()):
             dropped.add_metric([udp.name, reason], count)
     yield dropped
-    yield _labelled(
-        GaugeMetricFamily,
-        "echostat_udp_peers",
-        "UDP source addresses seen in the last udp.peer_idle_s.",
-        "listener",
-        {udp.name: udp.peers for udp in listeners},
-    )
 
 
 class StatusCollector(Collector):
@@ -219,8 +248,15 @@ def _path_quality(tcp: TcpSnapshot) -> Iterator[Metric]:
     )
 
 
+def _per(label: str, rows: Mapping[str, object], columns: tuple[_Column, ...]) -> Iterator[Metric]:
+    """One family per column, with one sample per row (a listener, a worker), labelled `label`."""
+    for family, name, documentation, attribute in columns:
+        values = {key: getattr(row, attribute) for key, row in rows.items()}
+        yield _labelled(family, name, documentation, label, values)
+
+
 def _labelled(
-    family: type[GaugeMetricFamily] | type[CounterMetricFamily],
+    family: _Family,
     name: str,
     documentation: str,
     label: str,

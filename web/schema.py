@@ -22,6 +22,24 @@ from echostat.web.history import Rates
 _TCP_INFO_FIELDS = tuple(field.name for field in dataclasses.fields(TcpInfo))
 _NO_TCP_INFO = dict.fromkeys(_TCP_INFO_FIELDS)
 
+# Fields copied as they are into the documents; the shapes are public (docs/api.md).
+_STATS_RATES = tuple(
+    field.name for field in dataclasses.fields(Rates) if field.name != "retransmits_per_s"
+)
+"""The ``rates`` object: every rate but retransmits, which the ``tcp`` object holds."""
+_LISTENER_FIELDS = ("name", "host", "port", "tls", "active", "accepted")
+_WORKER_FIELDS = ("pid", "active", "accepted", "closed", "bytes_received", "bytes_sent", "stale_s")
+_UDP_LISTENER_FIELDS = (
+    "name",
+    "host",
+    "port",
+    "datagrams_received",
+    "datagrams_sent",
+    "bytes_received",
+    "bytes_sent",
+)
+_CONNECTION_FIELDS = ("id", "peer", "via", "worker", "listener", "connected_at")
+
 
 def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
     """The stats part of ``GET /api/stats`` and of every pushed update."""
@@ -44,38 +62,9 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
             "sent": snap.bytes_sent,
             "buffered": snap.buffered_bytes,
         },
-        "rates": {
-            "interval_s": round(rates.interval_s, 3),
-            "connections_per_s": round(rates.connections_per_s, 3),
-            "bytes_received_per_s": round(rates.bytes_received_per_s, 1),
-            "bytes_sent_per_s": round(rates.bytes_sent_per_s, 1),
-            "datagrams_received_per_s": round(rates.datagrams_received_per_s, 1),
-            "datagrams_sent_per_s": round(rates.datagrams_sent_per_s, 1),
-            "datagrams_dropped_per_s": round(rates.datagrams_dropped_per_s, 1),
-        },
-        "listeners": [
-            {
-                "name": listener.name,
-                "host": listener.host,
-                "port": listener.port,
-                "tls": listener.tls,
-                "active": listener.active,
-                "accepted": listener.accepted,
-            }
-            for listener in snap.listeners
-        ],
-        "workers": [
-            {
-                "pid": worker.pid,
-                "active": worker.active,
-                "accepted": worker.accepted,
-                "closed": worker.closed,
-                "bytes_received": worker.bytes_received,
-                "bytes_sent": worker.bytes_sent,
-                "stale_s": worker.stale_s,
-            }
-            for worker in snap.workers
-        ],
+        "rates": {name: rates.published(name) for name in _STATS_RATES},
+        "listeners": [_attributes(listener, _LISTENER_FIELDS) for listener in snap.listeners],
+        "workers": [_attributes(worker, _WORKER_FIELDS) for worker in snap.workers],
         "worker_restarts": snap.worker_restarts,
         "config": {
             "loaded_at": snap.config_loaded_at,
@@ -88,12 +77,15 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
     }
 
 
+def _attributes(snapshot: object, names: tuple[str, ...]) -> dict[str, Any]:
+    """The attributes `names` of `snapshot`, keyed by name in that order. (Not
+    `dataclasses.asdict`, which deep-copies every value: this runs for each row of every tick.)"""
+    return {name: getattr(snapshot, name) for name in names}
+
+
 def _tcp_info_document(info: TcpInfo | None) -> dict[str, Any]:
-    """One connection's ``tcp`` object; all null without TCP_INFO. (Not `dataclasses.asdict`,
-    which deep-copies every value: this runs for each row of every tick.)"""
-    if info is None:
-        return _NO_TCP_INFO
-    return {name: getattr(info, name) for name in _TCP_INFO_FIELDS}
+    """One connection's ``tcp`` object; all null without TCP_INFO."""
+    return _NO_TCP_INFO if info is None else _attributes(info, _TCP_INFO_FIELDS)
 
 
 def _tcp_document(tcp: TcpSnapshot, rates: Rates) -> dict[str, Any]:
@@ -107,7 +99,7 @@ def _tcp_document(tcp: TcpSnapshot, rates: Rates) -> dict[str, Any]:
             for name, fraction in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
         },
         "retransmits": tcp.retransmits if known else None,
-        "retransmits_per_s": round(rates.retransmits_per_s, 3) if known else None,
+        "retransmits_per_s": rates.published("retransmits_per_s") if known else None,
         "rtt_observations": tcp.rtt_count if known else None,
         "rtt_observed_sum_s": round(tcp.rtt_sum_s, 6) if known else None,
     }
@@ -115,13 +107,7 @@ def _tcp_document(tcp: TcpSnapshot, rates: Rates) -> dict[str, Any]:
 
 def _udp_listener_document(udp: UDPListenerSnapshot) -> dict[str, Any]:
     return {
-        "name": udp.name,
-        "host": udp.host,
-        "port": udp.port,
-        "datagrams_received": udp.datagrams_received,
-        "datagrams_sent": udp.datagrams_sent,
-        "bytes_received": udp.bytes_received,
-        "bytes_sent": udp.bytes_sent,
+        **_attributes(udp, _UDP_LISTENER_FIELDS),
         "dropped": udp.dropped_total,
         "dropped_by_reason": dict(sorted(udp.dropped.items())),
         "peers": udp.peers,
@@ -156,12 +142,7 @@ def connections_document(total: int, rows: Sequence[ConnectionSnapshot]) -> dict
 
 def _connection_document(conn: ConnectionSnapshot) -> dict[str, Any]:
     return {
-        "id": conn.id,
-        "peer": conn.peer,
-        "via": conn.via,
-        "worker": conn.worker,
-        "listener": conn.listener,
-        "connected_at": conn.connected_at,
+        **_attributes(conn, _CONNECTION_FIELDS),
         "age_s": round(conn.age_s, 3),
         "idle_s": round(conn.idle_s, 3),
         "bytes_received": conn.bytes_received,

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from echostat.server.accept import watch_accepts
 from echostat.server.config import Config
 from echostat.server.registry import StatsSource
-from echostat.web.app import make_app, reconfigure_app
+from echostat.web.app import make_app, make_state
 from echostat.web.counters import StatusCounters
 from echostat.web.feed import StatsFeed
 from echostat.web.guard import GuardedHTTPServer
@@ -33,7 +33,8 @@ class StatusSide:
     def __init__(self, source: StatsSource, config: Config) -> None:
         self.feed = StatsFeed(source)
         self.counters = StatusCounters(config.status.max_connections)
-        self.app = make_app(source, config, self.feed, self.counters)
+        self.state = make_state(source, config, self.feed, self.counters)
+        self.app = make_app(self.state)
         self.http = StatusServer(self.app, config.status, self.counters)
         self.port = 0
 
@@ -45,7 +46,7 @@ class StatusSide:
     def reconfigure(self, config: Config) -> None:
         """Serve later requests and connections under `config`: token, allowed hosts, open
         paths, the limits shown, and the status side's own connection limits."""
-        reconfigure_app(self.app, config)
+        self.state.reconfigure(config)
         self.http.reconfigure(config.status)
 
     async def stop(self) -> None:

@@ -1,75 +1,40 @@
-"use strict";
 // Live status page. One EventSource on /api/events brings a `config` and a `history` event on
 // connect, then one stats message a second. Every value is set as text, never as HTML.
 
+import {
+  byId,
+  cell,
+  clock,
+  decimals,
+  formatAddress,
+  formatBytes,
+  formatDuration,
+  formatLimit,
+  numbers,
+  pairs,
+  reasonPairs,
+  row,
+  setText,
+  showRowsNote,
+} from "./page.js";
+import { ChartSeries, cssVar, inOutLines, line, rate } from "./series.js";
+
 const RETRY_MS = 1000;
 const STALE_MS = 5000; // no message for this long: the server is gone even if TCP says not
-const WINDOW_S = 300;
-const CHART_HEIGHT = 210;
 
-const numbers = new Intl.NumberFormat(undefined);
-const decimals = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
-const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-
-// ---- formatting --------------------------------------------------------------------------
-
-function formatBytes(n) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-  let value = n;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
+// The path-quality and UDP panels load after the core, each on its own: one refused fetch fails
+// a whole module graph, and a status side at status.max_connections refuses some of a page
+// load's parallel requests; the figures and the push channel must work all the same.
+async function loadPanel(url) {
+  try {
+    return await import(url);
+  } catch (error) {
+    console.warn(`${url}: not loaded, its panel stays empty:`, error);
+    return null;
   }
-  const digits = unit === 0 || value >= 100 ? 0 : 1;
-  return `${value.toFixed(digits)} ${units[unit]}`;
 }
 
-function formatDuration(seconds) {
-  const s = Math.floor(seconds);
-  const d = Math.floor(s / 86400);
-  const h = Math.floor((s % 86400) / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const pad = (x) => String(x).padStart(2, "0");
-  if (d > 0) return `${d}d ${pad(h)}h`;
-  if (h > 0) return `${h}h ${pad(m)}m`;
-  if (m > 0) return `${m}m ${pad(s % 60)}s`;
-  return `${s}s`;
-}
-
-function formatLimit(key, value) {
-  if (typeof value !== "number") return String(value);
-  if (key.endsWith("_bytes")) return `${formatBytes(value)} (${numbers.format(value)})`;
-  if (key.endsWith("_s")) return `${decimals.format(value)} s`;
-  return numbers.format(value);
-}
-
-// ---- DOM helpers: text only --------------------------------------------------------------
-
-function byId(id) {
-  return document.getElementById(id);
-}
-
-function setText(id, value) {
-  byId(id).textContent = String(value);
-}
-
-function cell(tag, text, className) {
-  const el = document.createElement(tag);
-  el.textContent = String(text);
-  if (className) el.className = className;
-  return el;
-}
-
-function row(cells) {
-  const tr = document.createElement("tr");
-  tr.append(...cells);
-  return tr;
-}
-
-function pairs(entries) {
-  return entries.flatMap(([term, detail]) => [cell("dt", term), cell("dd", detail)]);
-}
+const [path, udp] = await Promise.all([loadPanel("./path.js"), loadPanel("./udp.js")]);
 
 // ---- link state --------------------------------------------------------------------------
 
@@ -113,118 +78,28 @@ async function explainLoss() {
 
 // ---- charts ------------------------------------------------------------------------------
 
-const series = { t: [], active: [], cps: [], received: [], sent: [] };
-let charts = [];
+const connections = new ChartSeries([
+  { key: "active", value: (stats) => stats.connections.active },
+  rate("connections_per_s"),
+]);
+const throughput = new ChartSeries([rate("bytes_received_per_s"), rate("bytes_sent_per_s")]);
 
-function cssVar(name) {
-  return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
-}
-
-function axis(size, format) {
-  const grid = { stroke: cssVar("--grid"), width: 1 };
-  return {
-    stroke: cssVar("--muted"),
-    grid,
-    ticks: grid,
-    font: "12px system-ui, sans-serif",
-    size,
-    values: (u, values) => values.map(format),
-  };
-}
-
-function timeLabel(t) {
-  const d = new Date(t * 1000);
-  const hhmm = `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
-  return d.getSeconds() === 0 ? hhmm : `${hhmm}:${String(d.getSeconds()).padStart(2, "0")}`;
-}
-
-// Round steps in binary units, so byte axes read 512 KiB/s, 1 MiB/s, 2 MiB/s rather than 1.9.
-const yIncrements = [0, 1, 2, 3, 4, 5].flatMap((power) =>
-  [1, 2, 5, 10, 20, 50, 100, 200, 500].map((step) => step * 1024 ** power),
-);
-
-function makeChart(id, seriesOptions, axisWidth, format, data) {
-  const el = byId(id);
-  const chart = new uPlot(
-    {
-      width: el.clientWidth,
-      height: CHART_HEIGHT,
-      cursor: { drag: { x: false, y: false } },
-      legend: { live: false },
-      scales: {
-        x: { time: true, range: (u, min, max) => [max - WINDOW_S, max] },
-        y: { range: (u, min, max) => [0, Math.max(1, max * 1.15)] },
-      },
-      axes: [
-        { ...axis(32, timeLabel), space: 70, incrs: [15, 30, 60, 120, 300] },
-        { ...axis(axisWidth, format), incrs: yIncrements },
-      ],
-      series: [{}, ...seriesOptions],
-    },
-    data(),
-    el,
-  );
-  new ResizeObserver(() => chart.setSize({ width: el.clientWidth, height: CHART_HEIGHT })).observe(el);
-  return { chart, data };
-}
-
-function line(label, color, extra) {
-  return { label, stroke: color, width: 2, points: { show: false }, ...extra };
-}
-
-function initCharts() {
+function showCharts() {
   const accent = cssVar("--accent");
-  charts = [
-    makeChart(
-      "chart-connections",
-      [
-        line("active", accent, { fill: cssVar("--accent-fill") }),
-        line("new per second", cssVar("--new"), { width: 1.5 }),
-      ],
-      48,
-      (v) => numbers.format(v),
-      () => [series.t, series.active, series.cps],
-    ),
-    makeChart(
-      "chart-throughput",
-      [
-        line("received per second", cssVar("--in"), { fill: cssVar("--in-fill") }),
-        line("sent per second", cssVar("--out"), { dash: [6, 4] }),
-      ],
-      80,
-      (v) => `${formatBytes(v)}/s`,
-      () => [series.t, series.received, series.sent],
-    ),
-  ];
-}
-
-function redrawCharts() {
-  for (const { chart, data } of charts) chart.setData(data());
+  connections.show(
+    "chart-connections",
+    [line("active", accent, { fill: cssVar("--accent-fill") }), line("new per second", cssVar("--new"), { width: 1.5 })],
+    48,
+    (v) => numbers.format(v),
+  );
+  throughput.show("chart-throughput", inOutLines(), 80, (v) => `${formatBytes(v)}/s`);
 }
 
 function loadHistory(history) {
-  series.t = history.taken_at.slice();
-  series.active = history.active.slice();
-  series.cps = history.connections_per_s.slice();
-  series.received = history.bytes_received_per_s.slice();
-  series.sent = history.bytes_sent_per_s.slice();
-  loadUdpHistory(history);
-  loadPathHistory(history);
-  redrawCharts();
-}
-
-function appendPoint(stats) {
-  const t = series.t;
-  if (t.length && stats.taken_at <= t[t.length - 1]) return;
-  t.push(stats.taken_at);
-  series.active.push(stats.connections.active);
-  series.cps.push(stats.rates.connections_per_s);
-  series.received.push(stats.rates.bytes_received_per_s);
-  series.sent.push(stats.rates.bytes_sent_per_s);
-  for (const key of Object.keys(series)) {
-    if (series[key].length > WINDOW_S) series[key].splice(0, series[key].length - WINDOW_S);
-  }
-  redrawCharts();
+  connections.load(history);
+  throughput.load(history);
+  udp?.loadUdpHistory(history);
+  path?.loadPathHistory(history);
 }
 
 // ---- rendering ---------------------------------------------------------------------------
@@ -235,14 +110,10 @@ function renderFigures(stats) {
   setText("accepted", numbers.format(c.accepted));
   setText("closed", numbers.format(c.closed));
   setText("rejected", numbers.format(c.rejected));
-  byId("rejected-by-reason").replaceChildren(
-    ...pairs(Object.entries(c.rejected_by_reason).map(([reason, n]) => [reason, numbers.format(n)])),
-  );
-  const byServer = Object.entries(c.closed_by_server);
-  setText("closed-by-server-total", numbers.format(byServer.reduce((sum, [, n]) => sum + n, 0)));
-  byId("closed-by-server").replaceChildren(
-    ...pairs(byServer.map(([reason, n]) => [reason, numbers.format(n)])),
-  );
+  byId("rejected-by-reason").replaceChildren(...reasonPairs(c.rejected_by_reason));
+  const byServer = Object.values(c.closed_by_server);
+  setText("closed-by-server-total", numbers.format(byServer.reduce((sum, n) => sum + n, 0)));
+  byId("closed-by-server").replaceChildren(...reasonPairs(c.closed_by_server));
   setText("bytes-received", formatBytes(stats.bytes.received));
   setText("bytes-sent", formatBytes(stats.bytes.sent));
   setText("total-received", numbers.format(stats.bytes.received));
@@ -273,7 +144,7 @@ function renderListeners(listeners) {
     ...listeners.map((l) =>
       row([
         cell("td", l.name),
-        cell("td", `${l.host.includes(":") ? `[${l.host}]` : l.host}:${l.port}${l.tls ? " (TLS)" : ""}`, "mono"),
+        cell("td", `${formatAddress(l.host, l.port)}${l.tls ? " (TLS)" : ""}`, "mono"),
         cell("td", numbers.format(l.active), "num"),
         cell("td", numbers.format(l.accepted), "num wide"),
         // Every accepted connection is either still active or closed.
@@ -295,22 +166,13 @@ function renderConnections(table) {
         cell("td", formatBytes(c.bytes_received), "num"),
         cell("td", formatBytes(c.bytes_sent), "num"),
         cell("td", c.idle_s < 2 ? "now" : formatDuration(c.idle_s), c.idle_s < 2 ? "num busy" : "num"),
-        ...pathCells(c),
+        ...(path?.pathCells(c) ?? []),
       ]);
       tr.classList.toggle("retransmitting", Boolean(c.tcp.retransmits));
       return tr;
     }),
   );
   showRowsNote("connections-note", table.total, table.connections.length, "No open connections.", "open");
-}
-
-// Under a table of the first rows: what to say when it is empty, or how many it leaves out.
-function showRowsNote(id, total, shown, emptyText, noun) {
-  const hidden = total - shown;
-  const note = byId(id);
-  note.hidden = total > 0 && hidden <= 0;
-  note.textContent =
-    total === 0 ? emptyText : `and ${numbers.format(hidden)} more (${numbers.format(total)} ${noun})`;
 }
 
 function renderWorkers(workers) {
@@ -342,9 +204,10 @@ function render(stats) {
   renderListeners(stats.listeners);
   renderWorkers(stats.workers);
   renderConnections(stats.top_connections);
-  renderUdp(stats);
-  renderPath(stats);
-  appendPoint(stats);
+  udp?.renderUdp(stats);
+  path?.renderPath(stats);
+  connections.append(stats);
+  throughput.append(stats);
 }
 
 // ---- push channel ------------------------------------------------------------------------
@@ -383,6 +246,10 @@ function connect() {
   };
 }
 
+// For the browser's console (and the page's tests): the push channel and how to reopen it.
+Object.defineProperty(window, "source", { get: () => source });
+window.connect = connect;
+
 setText("host", location.host);
-initCharts();
+showCharts();
 connect();
