@@ -84,7 +84,7 @@ class Service:
                 listener.name, listener.host, port, tls=listener.tls is not None
             )
             self.echo.add_sockets(sockets, stats, listener)
-        asyncio.get_running_loop().set_exception_handler(_log_in_one_line)
+        asyncio.get_running_loop().set_exception_handler(_log_loop_error)
         self.registry.accepting = True
         self.registry.ready = True
         if self.status:
@@ -202,10 +202,8 @@ def tcp_info_interval(config: Config) -> float | None:
     return config.tcp_info_interval_s if config.path_quality and TCP_INFO is not None else None
 
 
-def _log_in_one_line(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """Loop errors (e.g. a bug in one connection's callbacks, which closes that connection)
-    get one log line; the traceback goes to the debug log."""
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The catch-all for loop errors (e.g. a bug in one connection's callbacks, which closes
+    that connection): one error record, with the exception and its traceback."""
     exc = context.get("exception")
-    log.error("%s: %r", context.get("message", "unexpected error"), exc)
-    if exc is not None:
-        log.debug("traceback of %r", exc, exc_info=exc)
+    log.error("%s: %r", context.get("message", "unexpected error"), exc, exc_info=exc)

@@ -87,7 +87,9 @@ async def test_handler_exception_closes_only_its_connection(
         assert await echo(sock, b"after") == b"after"
     lines = [r for r in caplog.records if r.name.startswith(("echostat", "asyncio", "tornado"))]
     assert len(lines) == 1, [r.getMessage() for r in lines]
-    assert "injected fault" in lines[0].getMessage() and lines[0].exc_info is None
+    assert "injected fault" in lines[0].getMessage()
+    assert lines[0].exc_info is not None, "the catch-all logs the exception with its traceback"
+    assert isinstance(lines[0].exc_info[1], RuntimeError), lines[0].exc_info
     counts = await connections(service.status_port)
     assert (counts["active"], counts["accepted"], counts["closed"]) == (3, 4, 1)
     assert counts["closed_by_server"] == {"error": 1}
