@@ -7,7 +7,6 @@ short, growing pause and watched again afterwards; queued clients wait in the ba
 
 from __future__ import annotations
 
-import _socket
 import errno
 import logging
 import socket
@@ -16,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tornado.ioloop import IOLoop
+
+from echostat.server.borrowed import AcceptedSocket, accept_call
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +29,6 @@ BACKOFF_S = (0.05, 1.0)
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
-class AcceptedSocket(socket.socket):
-    """A `socket.socket` whose `family` and `type` read as plain ints.
-
-    `socket.socket` turns both into enum members on every read, and the event loop reads
-    them three times while adopting a connection: that costs more than the rest of the
-    adoption together. The values compare equal either way.
-    """
-
-    __slots__ = ()
-    family = _socket.socket.family  # type: ignore[assignment]
-    type = _socket.socket.type  # type: ignore[assignment]
-
-
 def watch_accepts(
     sock: socket.socket, on_accept: Callable[[socket.socket, Any], None], name: str
 ) -> Callable[[], None]:
@@ -49,9 +37,10 @@ def watch_accepts(
     `name` identifies the listener in the (rate-limited) warning logged while backing off.
     """
     io_loop = IOLoop.current()
-    # socket.accept() is _accept() (the system call, giving a descriptor and an address) plus
-    # a socket built from the listener's family and type, read as enums on every call: read
-    # them once here, and build the lighter AcceptedSocket.
+    # sock.accept() is the system call plus a socket built from the listener's family and
+    # type, read as enums on every call: read them once here, and build the lighter
+    # AcceptedSocket.
+    accept = accept_call(sock)
     family, kind, proto = sock.family.value, sock.type.value, sock.proto
     backoff_s = BACKOFF_S[0]
     retry: Any = None
@@ -61,7 +50,7 @@ def watch_accepts(
         nonlocal backoff_s, retry
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                fd, address = sock._accept()  # type: ignore[attr-defined]
+                fd, address = accept()
             except BlockingIOError:
                 backoff_s = BACKOFF_S[0]
                 return

@@ -17,7 +17,7 @@ from typing import Any
 from echostat.server import __version__
 from echostat.server.access_log import AccessLog
 from echostat.server.config import Config, ConfigError, ListenerConfig, StatusConfig
-from echostat.server.echo import EchoServer
+from echostat.server.echo_server import EchoServer
 from echostat.server.registry import Registry
 from echostat.server.reload import Reloader
 from echostat.server.resources import ResourceError, describe_max_connections, reserve_descriptors
@@ -136,7 +136,7 @@ class Service:
             self.access_log.close()
         self.access_log = access_log
         self.registry.on_close = access_log.closed if access_log else None
-        self.echo.access_log = access_log
+        self.echo.admission.access_log = access_log
 
     def _reopen_access_log(self) -> None:
         if self.access_log is not None:

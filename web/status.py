@@ -5,8 +5,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterable
 
-from echostat.server.accept import watch_accepts
-from echostat.server.config import Config
+from tornado.web import Application
+
+from echostat.server.config import Config, StatusConfig
+from echostat.server.listeners import Listeners
 from echostat.server.registry import StatsSource
 from echostat.web.app import make_app, make_state
 from echostat.web.counters import StatusCounters
@@ -21,10 +23,21 @@ class StatusServer(GuardedHTTPServer):
     some free up, rather than spin in Tornado's accept handler.
     """
 
+    def initialize(  # type: ignore[override]
+        self, app: Application, limits: StatusConfig, counters: StatusCounters
+    ) -> None:
+        """Tornado's `HTTPServer` is `Configurable`: its state is created here."""
+        super().initialize(app, limits, counters)
+        self._listeners = Listeners()
+
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:
-            self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = watch_accepts(sock, self.accept, "status")
+            self._listeners.add(sock, self.accept, "status")
+
+    def stop(self) -> None:
+        """Stop accepting and close the listening sockets; safe to call twice."""
+        self._listeners.stop()
+        super().stop()
 
 
 class StatusSide:
