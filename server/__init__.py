@@ -1,3 +1,3 @@
-"""echostat: a TCP echo service with a live status page, built on Tornado."""
+"""The data plane of echostat: echo listeners, admission, the registry, workers and reload."""
 
 __version__ = "0.1.0"
