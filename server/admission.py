@@ -51,16 +51,19 @@ class Admission:
 
     def refusal(self, ip: str, fd: int, rules: ListenerRules) -> str | None:
         """The reason to refuse a connection from `ip`, accepted as descriptor `fd` on the
-        listener `rules` describe; None if it may stay."""
+        listener `rules` describe; None if it may stay.
+
+        Behind a balancer (`proxy_protocol`), `ip` is the balancer's: it must be trusted, and
+        the per-IP limit waits for the real client's address (`over_ip_limit`).
+        """
+        if self.registry.active + self._awaiting_header >= self.limits.max_connections:
+            return "max_connections"
         if rules.config.proxy_protocol:
-            reason = self._over_limit(None)
-            if reason is None and not is_trusted(ip, rules.trusted_networks):
-                reason = "proxy_untrusted"
-        else:
-            reason = self._over_limit(ip)
-        if reason is None and not echo_may_keep(fd):
-            reason = "descriptor_limit"
-        return reason
+            if not is_trusted(ip, rules.trusted_networks):
+                return "proxy_untrusted"
+        elif self.over_ip_limit(ip):
+            return "max_connections_per_ip"
+        return None if echo_may_keep(fd) else "descriptor_limit"
 
     def over_ip_limit(self, ip: str) -> bool:
         """Whether one more connection from `ip` would exceed `max_connections_per_ip`."""
@@ -81,12 +84,3 @@ class Admission:
         self._rejections.warning("rejected %s on %s: %s", peer, listener, reason)
         if self.access_log is not None:
             self.access_log.rejected(reason, peer, listener)
-
-    def _over_limit(self, ip: str | None) -> str | None:
-        """The name of the limit a new connection from `ip` would exceed, if any; with
-        `ip` None (a balancer's address) the per-IP limit is not checked."""
-        if self.registry.active + self._awaiting_header >= self.limits.max_connections:
-            return "max_connections"
-        if ip is not None and self.over_ip_limit(ip):
-            return "max_connections_per_ip"
-        return None

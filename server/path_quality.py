@@ -11,7 +11,7 @@ import bisect
 import heapq
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -108,14 +108,13 @@ class TcpSampler:
         """Sorted: the last known RTT of every open connection that has one."""
         self._new: deque[Connection] = deque()
         """Connections not yet read, oldest first."""
+        self.opened: Callable[[Connection], None] = self._new.append
+        """`opened(conn)`: `conn` is open; read it in the next snapshot, before those read
+        already. The queue's own append, so opening a connection runs no Python frame here."""
         self._due: deque[tuple[float, Connection]] = deque()
         """Connections read before, by when they are due again (in order: one interval on)."""
         self._rtt_buckets = [0] * (len(RTT_BUCKETS_S) + 1)
         self._rtt_sum_s = 0.0
-
-    def opened(self, conn: Connection) -> None:
-        """`conn` is open: read it in the next snapshot, before those read already."""
-        self._new.append(conn)
 
     def closed(self, conn: Connection) -> None:
         """`conn` is closing: read it a last time (so its socket must still be open), observe
