@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import socket
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,3 +74,18 @@ def test_environment_and_set_overrides_take_effect(start_echostat: StartEchostat
     status.request("GET", "/healthz")
     assert status.getresponse().status == 200
     status.close()
+
+
+def test_the_probe_command_loads_neither_the_server_nor_the_page() -> None:
+    """Parsing ``echostat probe ...`` imports the probe alone: no data plane, no web side."""
+    script = (
+        "import sys\n"
+        "from echostat.cli import build_parser\n"
+        "build_parser().parse_args(['probe', '127.0.0.1:7'])\n"
+        "loaded = {'echostat.service', 'echostat.serve', 'echostat.web', 'tornado.web'}\n"
+        "print(sorted(loaded & set(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", result.stdout

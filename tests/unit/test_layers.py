@@ -11,10 +11,12 @@ import pytest
 from tests.helpers import REPO
 
 LAYERS = {"server": "echostat.server", "web": "echostat.web", "probe": "echostat.probe"}
+ROOT = ("echostat.cli", "echostat.service", "echostat.serve", "echostat.serve_flags")
+"""The composition root's modules: they import the layers, never the other way round."""
 MAY_NOT_IMPORT = {
-    "server": ("echostat.web", "echostat.probe", "echostat.service", "echostat.serve"),
-    "web": ("echostat.probe", "echostat.service", "echostat.serve"),
-    "probe": ("echostat.web", "echostat.service", "echostat.serve"),
+    "server": ("echostat.web", "echostat.probe", *ROOT),
+    "web": ("echostat.probe", *ROOT),
+    "probe": ("echostat.web", "echostat.server", *ROOT),
 }
 MAX_LINES = 450
 """A source file past this is usually two jobs (house style)."""
