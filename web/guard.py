@@ -108,7 +108,7 @@ class GuardedHTTPServer(HTTPServer):
         counters.active += 1
         counters.accepted += 1
         stream = _GuardedStream(connection, self.limits, counters)
-        stream.await_headers()
+        stream.await_part()
         self.handle_stream(stream, address)
 
     def start_request(
@@ -136,8 +136,9 @@ class _GuardedStream(IOStream):
         self._idle = False
         self._timer: asyncio.TimerHandle | None = None
 
-    def await_headers(self) -> None:
-        """From now, the request's headers must be complete within the header timeout."""
+    def await_part(self) -> None:
+        """From now, the next part of the request (its headers, then its body: only /login
+        has one) must be complete within the header timeout."""
         self._idle = False
         self._arm(self._limits.header_timeout_s, "header_timeout")
 
@@ -146,11 +147,6 @@ class _GuardedStream(IOStream):
         self._idle = True
         self._arm(self._limits.idle_timeout_s, "idle_timeout")
 
-    def await_body(self) -> None:
-        """The headers are in; a request body (only /login has one) gets the header timeout."""
-        self._idle = False
-        self._arm(self._limits.header_timeout_s, "header_timeout")
-
     def request_read(self) -> None:
         """The request runs now; no timer applies until its response is done."""
         self._disarm()
@@ -158,7 +154,7 @@ class _GuardedStream(IOStream):
     def read_from_fd(self, buf: bytearray | memoryview) -> int | None:
         count = super().read_from_fd(buf)
         if count and self._idle:
-            self.await_headers()
+            self.await_part()
         return count
 
     def close_fd(self) -> None:
@@ -196,7 +192,7 @@ class _HeadersSeen(httputil.HTTPMessageDelegate):
         start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
         headers: httputil.HTTPHeaders,
     ) -> typing.Awaitable[None] | None:
-        self._stream.await_body()
+        self._stream.await_part()
         return self._delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> typing.Awaitable[None] | None:
