@@ -47,8 +47,7 @@ class StatusSide:
         self.feed = StatsFeed(source)
         self.counters = StatusCounters(config.status.max_connections)
         self.state = make_state(source, config, self.feed, self.counters)
-        self.app = make_app(self.state)
-        self.http = StatusServer(self.app, config.status, self.counters)
+        self.http = StatusServer(make_app(self.state), config.status, self.counters)
         self.port = 0
 
     def start(self, sockets: list[socket.socket]) -> None:
