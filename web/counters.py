@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 @dataclass(slots=True)
 class StatusCounters:
     """The status side's own connections (page, API, push streams, scrapers): open now,
-    accepted, and those it refused or ended, by reason. Counted by the status server."""
+    accepted, and those it refused or ended, by reason. Counted by the status server; its cap
+    is `status.max_connections` in the config in force."""
 
-    max_connections: int
     active: int = 0
     accepted: int = 0
     rejected: Counter[str] = field(default_factory=Counter)

@@ -90,7 +90,6 @@ class GuardedHTTPServer(HTTPServer):
         """Limits for the connections accepted from now on (a reload); open ones keep the
         timeouts they started with."""
         self.limits = limits
-        self.counters.max_connections = limits.max_connections
         self._refusal = refusal(limits.max_connections)
 
     def accept(self, connection: socket.socket, address: Any) -> None:

@@ -151,7 +151,9 @@ class StatsHandler(BaseHandler):
             {
                 **document,
                 "limits": limits_document(self.in_force.config),
-                "status_connections": status_connections_document(self.state.status_counters),
+                "status_connections": status_connections_document(
+                    self.state.status_counters, self.in_force.config.status
+                ),
             }
         )
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from echostat.server import __version__
-from echostat.server.config import Config
+from echostat.server.config import Config, StatusConfig
 from echostat.server.path_quality import TcpSnapshot
 from echostat.server.snapshots import ConnectionSnapshot, StatsSnapshot
 from echostat.server.tcp_info import TcpInfo
@@ -123,11 +123,12 @@ def limits_document(config: Config) -> dict[str, Any]:
     return document
 
 
-def status_connections_document(counters: StatusCounters) -> dict[str, Any]:
-    """The status side's own connections, shaped like the echo side's ``connections``."""
+def status_connections_document(counters: StatusCounters, limits: StatusConfig) -> dict[str, Any]:
+    """The status side's own connections, shaped like the echo side's ``connections``, and
+    their cap under `limits`."""
     return {
         "active": counters.active,
-        "max_connections": counters.max_connections,
+        "max_connections": limits.max_connections,
         "accepted": counters.accepted,
         "rejected": sum(counters.rejected.values()),
         "rejected_by_reason": dict(sorted(counters.rejected.items())),

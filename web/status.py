@@ -45,7 +45,7 @@ class StatusSide:
 
     def __init__(self, source: StatsSource, config: Config) -> None:
         self.feed = StatsFeed(source)
-        self.counters = StatusCounters(config.status.max_connections)
+        self.counters = StatusCounters()
         self.state = make_state(source, config, self.feed, self.counters)
         self.http = StatusServer(make_app(self.state), config.status, self.counters)
         self.port = 0
