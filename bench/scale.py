@@ -170,7 +170,7 @@ def measure_all(plan: Plan, chosen: list[Pinning], cols: list[Column], workdir: 
 
     The row order rotates per repetition so that load from elsewhere hits all rows alike.
     """
-    results = {p.key: {r.name: Measurement(r.name) for r in ROWS} for p in chosen}
+    results = {p.key: {r.name: Measurement() for r in ROWS} for p in chosen}
     cells = list({c.cell.key: c.cell for c in cols}.values())
     for rep in range(plan.reps):
         order = ROWS[rep % len(ROWS) :] + ROWS[: rep % len(ROWS)]
