@@ -148,6 +148,7 @@ class Summary:
     connections: int | None = None
     """scale.py: the connections actually opened (HAProxy may hold fewer than asked)."""
     proxy_cpu: float | None = None
+    """With a proxy in front (scale.py's HAProxy rows), its share; likewise its memory below."""
     proxy_bytes_per_connection: float | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -205,6 +206,8 @@ def summarize(runs: Sequence[CellResult]) -> Summary:
         status_requests=median([s.requests for s in statuses]),
         subscribers=first.subscribers,
         subscriber_min_events=min(min_events) if min_events else None,
+        proxy_cpu=median([r.proxy_cpu for r in runs]),
+        proxy_bytes_per_connection=median([r.proxy_bytes_per_connection for r in runs]),
     )
 
 

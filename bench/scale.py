@@ -32,7 +32,7 @@ from haproxy import haproxy_capacity, haproxy_started, haproxy_version
 from measure import Measurement, run_loadgen
 from plan import Cell, Plan, hold_cell, pingpong, plan_parser, stream
 from report import date, fmt, load_average, machine, table, write_results
-from results import Summary, median
+from results import Summary
 from servers import BENCH, Running, Server, pin_cpus, started
 
 BEHIND_PROXY = ("listeners.0.proxy_protocol=true", "listeners.0.proxy_trusted=[127.0.0.0/8]")
@@ -197,24 +197,17 @@ Summaries = dict[str, dict[str, dict[str, Summary]]]
 
 
 def summarize_all(results: Results) -> Summaries:
-    """The medians per cell (`results.summarize`), plus HAProxy's share and the connections
-    actually opened."""
-    summaries: Summaries = {}
-    for pin, rows in results.items():
-        summaries[pin] = {}
-        for row, measured in rows.items():
-            summaries[pin][row] = {
-                key: dataclasses.replace(
-                    summary,
-                    connections=measured.runs[key][0].connections,
-                    proxy_cpu=median([r.proxy_cpu for r in measured.runs[key]]),
-                    proxy_bytes_per_connection=median(
-                        [r.proxy_bytes_per_connection for r in measured.runs[key]]
-                    ),
-                )
+    """The medians per cell (`results.summarize`), plus the connections actually opened."""
+    return {
+        pin: {
+            row: {
+                key: dataclasses.replace(summary, connections=measured.runs[key][0].connections)
                 for key, summary in measured.summaries().items()
             }
-    return summaries
+            for row, measured in rows.items()
+        }
+        for pin, rows in results.items()
+    }
 
 
 def value(summary: Summary | None, figure: Figure) -> float | None:
