@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from plan import PAGE_WITH_10K_CELL, STATUS_CELL, Cell, Plan, pingpong
-from results import RATE_KEYS, Summary, headline
+from results import COUNTED, Summary, headline
 from servers import FLOOR, REFERENCE
 
 Summaries = dict[str, dict[str, Summary]]
@@ -164,7 +164,7 @@ def _throughput(plan: Plan, names: list[str], summaries: Summaries) -> list[str]
         return headline(cell, summaries[name].get(cell.key))
 
     values = {n: {c.key: value(n, c) for c in cells} for n in names}
-    kinds = {c.key: "rate" if c.mode in (*RATE_KEYS, "stream") else "us" for c in cells}
+    kinds = {c.key: "rate" if c.mode in (*COUNTED, "stream") else "us" for c in cells}
     out = _section(
         "Throughput",
         "Pingpong cells in round trips/s, churn and TLS handshake cells in connections/s"
