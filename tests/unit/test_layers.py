@@ -10,7 +10,8 @@ import pytest
 
 from tests.helpers import REPO
 
-LAYERS = {"server": "echostat.server", "web": "echostat.web", "probe": "echostat.probe"}
+LAYERS = ("server", "web", "probe")
+"""The folders installed as ``echostat.<folder>``."""
 MAY_NOT_IMPORT = {
     "server": ("echostat.web", "echostat.probe", "echostat.service", "echostat.serve"),
     "web": ("echostat.probe", "echostat.service", "echostat.serve"),
