@@ -15,7 +15,7 @@ from typing import Any
 
 from plan import PAGE_WITH_10K_CELL, STATUS_CELL, Cell, Plan, pingpong
 from results import COUNTED, Summary, headline
-from servers import FLOOR, REFERENCE
+from servers import FLOOR, REFERENCE, Server
 
 Summaries = dict[str, dict[str, Summary]]
 """summaries[server name][cell key] = medians of that cell."""
@@ -75,11 +75,10 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def report(
-    plan: Plan, names: list[str], echostats: list[str], summaries: Summaries, info: RunInfo
-) -> str:
-    """The Markdown report: one section per aspect, each a table with a row per server
-    (`names`, of which `echostats` run echostat)."""
+def report(plan: Plan, chosen: list[Server], summaries: Summaries, info: RunInfo) -> str:
+    """The Markdown report: one section per aspect, each a table with a row per server."""
+    names = [s.name for s in chosen]
+    echostats = [s.name for s in chosen if s.is_echostat]
     out = [
         f"# echostat benchmark ({plan.name})",
         "",

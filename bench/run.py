@@ -120,8 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_after=load_average(),
         echostat_ref=args.echostat_ref,
     )
-    names = [s.name for s in chosen]
-    markdown = report(plan, names, [s.name for s in chosen if s.is_echostat], summaries, info)
+    markdown = report(plan, chosen, summaries, info)
     document = {
         "meta": info.to_json(plan),
         "summary": {
