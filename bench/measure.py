@@ -103,7 +103,6 @@ def merge(documents: list[dict[str, Any]]) -> dict[str, Any]:
 class Measurement:
     """What one server yielded: per cell key, one result per repetition."""
 
-    server: str
     runs: dict[str, list[CellResult]] = field(default_factory=dict)
 
     def add(self, cell: Cell, result: CellResult) -> None:
@@ -124,14 +123,14 @@ def measure_all(
     workdir: Path,
     cpus: tuple[str | None, list[str | None]],
     certificate: tuple[Path, Path] | None,
-) -> list[Measurement]:
-    """One measurement per server in `chosen`, in that order.
+) -> dict[str, Measurement]:
+    """One measurement per server name in `chosen`, in that order.
 
     Every repetition starts all servers afresh (idle servers cost nothing), measures idle
     memory first, then runs each cell against every server back to back, in an order that
     rotates per repetition, so that load from elsewhere on the machine hits all rows alike.
     """
-    measured = {s.name: Measurement(s.name) for s in chosen}
+    measured = {s.name: Measurement() for s in chosen}
     server_cpus, client_cpus = cpus
     cells = [c for c in plan.every_cell() if certificate or not c.tls]
     for rep in range(plan.reps):
@@ -151,7 +150,7 @@ def measure_all(
                     )
                     result = run_loadgen(cell, plan, running[server.name], client_cpus)
                     measured[server.name].add(cell, result)
-    return list(measured.values())
+    return measured
 
 
 def runs_on(cell: Cell, server: Server) -> bool:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from plan import PAGE_WITH_10K_CELL, STATUS_CELL, Cell, Plan, pingpong
-from results import RATE_KEYS, Summary, headline
-from servers import FLOOR, REFERENCE
+from results import COUNTED, Summary, headline
+from servers import FLOOR, REFERENCE, Server
 
 Summaries = dict[str, dict[str, Summary]]
 """summaries[server name][cell key] = medians of that cell."""
@@ -75,11 +75,10 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def report(
-    plan: Plan, names: list[str], echostats: list[str], summaries: Summaries, info: RunInfo
-) -> str:
-    """The Markdown report: one section per aspect, each a table with a row per server
-    (`names`, of which `echostats` run echostat)."""
+def report(plan: Plan, chosen: list[Server], summaries: Summaries, info: RunInfo) -> str:
+    """The Markdown report: one section per aspect, each a table with a row per server."""
+    names = [s.name for s in chosen]
+    echostats = [s.name for s in chosen if s.is_echostat]
     out = [
         f"# echostat benchmark ({plan.name})",
         "",
@@ -164,7 +163,7 @@ def _throughput(plan: Plan, names: list[str], summaries: Summaries) -> list[str]
         return headline(cell, summaries[name].get(cell.key))
 
     values = {n: {c.key: value(n, c) for c in cells} for n in names}
-    kinds = {c.key: "rate" if c.mode in (*RATE_KEYS, "stream") else "us" for c in cells}
+    kinds = {c.key: "rate" if c.mode in (*COUNTED, "stream") else "us" for c in cells}
     out = _section(
         "Throughput",
         "Pingpong cells in round trips/s, churn and TLS handshake cells in connections/s"

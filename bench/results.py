@@ -10,12 +10,9 @@ from typing import Any
 
 from plan import Cell, Mode
 
-RATE_KEYS = {
-    "pingpong": "round_trips_per_s",
-    "churn": "connections_per_s",
-    "churn-half-close": "connections_per_s",
-}
-"""The throughput figure of each load generator mode; stream's is ``mb_per_s``."""
+COUNTED = ("pingpong", "churn", "churn-half-close")
+"""The modes that count round trips (pingpong) or connections (churn) per second, each timed
+(p50/p99); stream counts MB/s, hold memory."""
 
 
 @dataclass(frozen=True)
@@ -90,15 +87,6 @@ class CellResult:
         )
 
     @property
-    def rate(self) -> float | None:
-        """The throughput figure of this mode: round trips/s, connections/s or MB/s."""
-        if self.mode == "pingpong":
-            return self.round_trips_per_s
-        if self.mode in RATE_KEYS:
-            return self.connections_per_s
-        return self.mb_per_s
-
-    @property
     def fairness(self) -> float | None:
         """Most served connection's bytes over the least served's; None for one connection."""
         if self.connections < 2 or self.served_min is None or self.served_max is None:
@@ -112,8 +100,8 @@ class CellResult:
         Unlike throughput, this barely moves when other work on the machine takes CPU time
         away from the server, so its ratios are the steadier comparison on a shared machine.
         """
-        rate = self.rate
-        return self.server_cpu / rate * 1e6 if rate and self.server_cpu is not None else None
+        per_s = rate(self.mode, self)
+        return self.server_cpu / per_s * 1e6 if per_s and self.server_cpu is not None else None
 
 
 def median(values: Sequence[float | None]) -> float | None:
@@ -148,11 +136,12 @@ class Summary:
     connections: int | None = None
     """scale.py: the connections actually opened (HAProxy may hold fewer than asked)."""
     proxy_cpu: float | None = None
+    """With a proxy in front (scale.py's HAProxy rows), its share; likewise its memory below."""
     proxy_bytes_per_connection: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"reps": self.reps}
-        if self.mode in RATE_KEYS:
+        if self.mode in COUNTED:
             if self.mode == "pingpong":
                 out["round_trips_per_s"] = self.round_trips_per_s
             else:
@@ -205,21 +194,25 @@ def summarize(runs: Sequence[CellResult]) -> Summary:
         status_requests=median([s.requests for s in statuses]),
         subscribers=first.subscribers,
         subscriber_min_events=min(min_events) if min_events else None,
+        proxy_cpu=median([r.proxy_cpu for r in runs]),
+        proxy_bytes_per_connection=median([r.proxy_bytes_per_connection for r in runs]),
     )
+
+
+def rate(mode: Mode, figures: CellResult | Summary) -> float | None:
+    """The throughput figure of `mode`: round trips/s, connections/s or MB/s."""
+    if mode == "pingpong":
+        return figures.round_trips_per_s
+    if mode in COUNTED:
+        return figures.connections_per_s
+    return figures.mb_per_s
 
 
 def headline(cell: Cell, summary: Summary | None) -> float | None:
     """The number a cell is ranked by: round trips/s, MB/s or KiB per idle connection."""
     if summary is None:
         return None
-    if cell.mode == "pingpong":
-        found = summary.round_trips_per_s
-    elif cell.mode in RATE_KEYS:
-        found = summary.connections_per_s
-    elif cell.mode == "stream":
-        found = summary.mb_per_s
-    else:
-        found = (
-            None if summary.bytes_per_connection is None else summary.bytes_per_connection / 1024
-        )
-    return None if found is None else float(found)
+    if cell.mode == "hold":
+        found = summary.bytes_per_connection
+        return None if found is None else found / 1024
+    return rate(cell.mode, summary)

@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             print(f"bench: run failed: {exc}", file=sys.stderr)
             return 1
-    summaries = {m.server: m.summaries() for m in measured}
+    summaries = {name: m.summaries() for name, m in measured.items()}
     info = RunInfo(
         date=date(started_at),
         machine=machine(),
@@ -120,14 +120,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_after=load_average(),
         echostat_ref=args.echostat_ref,
     )
-    names = [s.name for s in chosen]
-    markdown = report(plan, names, [s.name for s in chosen if s.is_echostat], summaries, info)
+    markdown = report(plan, chosen, summaries, info)
     document = {
         "meta": info.to_json(plan),
         "summary": {
             n: {k: s.to_json() for k, s in cells.items()} for n, cells in summaries.items()
         },
-        "raw": {m.server: m.to_json() for m in measured},
+        "raw": {name: m.to_json() for name, m in measured.items()},
     }
     write_results(args.out, plan.name, started_at, markdown, info.elapsed_s, document)
     return 0

@@ -32,7 +32,7 @@ from haproxy import haproxy_capacity, haproxy_started, haproxy_version
 from measure import Measurement, run_loadgen
 from plan import Cell, Plan, hold_cell, pingpong, plan_parser, stream
 from report import date, fmt, load_average, machine, table, write_results
-from results import Summary, median
+from results import Summary
 from servers import BENCH, Running, Server, pin_cpus, started
 
 BEHIND_PROXY = ("listeners.0.proxy_protocol=true", "listeners.0.proxy_trusted=[127.0.0.0/8]")
@@ -113,7 +113,6 @@ Figure = Literal[
 class Column:
     """One measurement shown in the report; `cell` is what the load generator runs."""
 
-    key: str
     label: str
     cell: Cell
     figure: Figure
@@ -134,12 +133,12 @@ def paced(cell: Cell) -> Cell:
 def columns(many: int) -> list[Column]:
     """The report's columns, in the order they run: idle memory first, on fresh servers."""
     hold = paced(hold_cell(many))
-    found = [Column("hold", f"idle KiB/conn x{many:,}", hold, "bytes_per_connection")]
+    found = [Column(f"idle KiB/conn x{many:,}", hold, "bytes_per_connection")]
     for count in (1, 100, many):
         cell = paced(pingpong(64, count))
-        found.append(Column(f"rt-{count}", f"64 B x{count:,} rt/s", cell, "round_trips_per_s"))
-        found.append(Column(f"p99-{count}", f"p99 µs x{count:,}", cell, "p99_us"))
-    found.append(Column("stream-10", "stream x10 MB/s", paced(stream(10)), "mb_per_s"))
+        found.append(Column(f"64 B x{count:,} rt/s", cell, "round_trips_per_s"))
+        found.append(Column(f"p99 µs x{count:,}", cell, "p99_us"))
+    found.append(Column("stream x10 MB/s", paced(stream(10)), "mb_per_s"))
     return found
 
 
@@ -170,7 +169,7 @@ def measure_all(plan: Plan, chosen: list[Pinning], cols: list[Column], workdir: 
 
     The row order rotates per repetition so that load from elsewhere hits all rows alike.
     """
-    results = {p.key: {r.name: Measurement(r.name) for r in ROWS} for p in chosen}
+    results = {p.key: {r.name: Measurement() for r in ROWS} for p in chosen}
     cells = list({c.cell.key: c.cell for c in cols}.values())
     for rep in range(plan.reps):
         order = ROWS[rep % len(ROWS) :] + ROWS[: rep % len(ROWS)]
@@ -197,24 +196,17 @@ Summaries = dict[str, dict[str, dict[str, Summary]]]
 
 
 def summarize_all(results: Results) -> Summaries:
-    """The medians per cell (`results.summarize`), plus HAProxy's share and the connections
-    actually opened."""
-    summaries: Summaries = {}
-    for pin, rows in results.items():
-        summaries[pin] = {}
-        for row, measured in rows.items():
-            summaries[pin][row] = {
-                key: dataclasses.replace(
-                    summary,
-                    connections=measured.runs[key][0].connections,
-                    proxy_cpu=median([r.proxy_cpu for r in measured.runs[key]]),
-                    proxy_bytes_per_connection=median(
-                        [r.proxy_bytes_per_connection for r in measured.runs[key]]
-                    ),
-                )
+    """The medians per cell (`results.summarize`), plus the connections actually opened."""
+    return {
+        pin: {
+            row: {
+                key: dataclasses.replace(summary, connections=measured.runs[key][0].connections)
                 for key, summary in measured.summaries().items()
             }
-    return summaries
+            for row, measured in rows.items()
+        }
+        for pin, rows in results.items()
+    }
 
 
 def value(summary: Summary | None, figure: Figure) -> float | None:
@@ -299,18 +291,18 @@ def _figures(cols: list[Column], rows: dict[str, dict[str, Summary]]) -> str:
     header = ["server", hold.label, "HAProxy KiB/conn", *[c.label for c in cols[1:]]]
     body = []
     for row in ROWS:
-        cells = [_with_ratio(rows, row.name, c, c.figure) for c in cols]
+        cells = [_with_ratio(rows, row.name, c) for c in cols]
         proxy = value(rows[row.name].get(hold.cell.key), "proxy_bytes_per_connection")
         body.append([row.name, cells[0], fmt(proxy, "us") if row.haproxy else "", *cells[1:]])
     return table(header, body)
 
 
-def _with_ratio(rows: dict[str, dict[str, Summary]], name: str, col: Column, figure: Figure) -> str:
-    kind = "rate" if figure in ("round_trips_per_s", "mb_per_s") else "us"
-    mine = value(rows[name].get(col.cell.key), figure)
+def _with_ratio(rows: dict[str, dict[str, Summary]], name: str, col: Column) -> str:
+    kind = "rate" if col.figure in ("round_trips_per_s", "mb_per_s") else "us"
+    mine = value(rows[name].get(col.cell.key), col.figure)
     if name == REFERENCE:
         return fmt(mine, kind)
-    reference = value(rows[REFERENCE].get(col.cell.key), figure)
+    reference = value(rows[REFERENCE].get(col.cell.key), col.figure)
     ratio = mine / reference if mine is not None and reference else None
     return f"{fmt(mine, kind)} ({fmt(ratio, 'ratio')})"
 

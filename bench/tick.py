@@ -21,12 +21,14 @@ import statistics
 import sys
 import time
 
+from echostat.server.budget import BufferBudget
 from echostat.server.config import Config
 from echostat.server.echo import EchoProtocol
 from echostat.server.registry import Registry
 from echostat.web.feed import StatsFeed
 
-INTERVAL_S = Config().tcp_info_interval_s
+DEFAULTS = Config()
+INTERVAL_S = DEFAULTS.tcp_info_interval_s
 """tcp_info_interval_s, the default."""
 
 
@@ -67,8 +69,18 @@ class Ticker:
         interval_s = INTERVAL_S if path_quality else None
         self.registry = Registry(clock=lambda: self.now, tcp_info_interval_s=interval_s)
         listener = self.registry.add_listener("main", "127.0.0.1", 7007)
+        limits = DEFAULTS.limits
+        budget = BufferBudget(limits.max_buffered_bytes)
         for n, sock in enumerate(sockets):
-            conn = EchoProtocol("127.0.0.1", 40000 + n, listener, self.registry, 262144, sock)
+            conn = EchoProtocol(
+                "127.0.0.1",
+                40000 + n,
+                listener,
+                self.registry,
+                budget,
+                limits.max_buffer_bytes,
+                sock,
+            )
             self.registry.open(conn)
             conn.bytes_received = conn.bytes_sent = n
         self.feed = StatsFeed(self.registry)

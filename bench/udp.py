@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from servers import BENCH, HOST, free_port, pinned, stop, wait_until
+from servers import BENCH, HOST, free_port, pin_cpus, pinned, stop, wait_until
 
 SIZES = (64, 1400)
 WINDOW = 32
@@ -128,7 +128,7 @@ def main() -> int:
     parser.add_argument("--no-pin", action="store_true", help="don't pin to CPUs 0 and 1")
     args = parser.parse_args()
     reps, duration_s = (2, 1.5) if args.quick else (5, 3.0)
-    server_cpu, client_cpu = (None, None) if args.no_pin else ("0", "1")
+    server_cpu, (client_cpu,) = pin_cpus(not args.no_pin, loadgen_procs=1)
     names = [ECHOSTAT, BASELINE]
     results: dict[tuple[str, int], list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:

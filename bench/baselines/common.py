@@ -33,9 +33,8 @@ def parse_args(
 
 def echostat_tls_context(config_path: str) -> ssl.SSLContext:
     """The SSLContext echostat itself builds for the first TLS listener of `config_path`."""
-    from echostat.server.config_loading import (
-        load_config,
-    )  # echostat's own loader: same settings exactly
+    # echostat's own loader: same settings exactly
+    from echostat.server.config_loading import load_config
 
     listeners = load_config(config_path).listeners
     context = next((each.tls.context for each in listeners if each.tls is not None), None)

@@ -10,7 +10,8 @@ import pytest
 
 from tests.helpers import REPO
 
-LAYERS = {"server": "echostat.server", "web": "echostat.web", "probe": "echostat.probe"}
+LAYERS = ("server", "web", "probe")
+"""The folders installed as ``echostat.<folder>``."""
 ROOT = ("echostat.cli", "echostat.service", "echostat.serve", "echostat.serve_flags")
 """The composition root's modules: they import the layers, never the other way round."""
 MAY_NOT_IMPORT = {
