@@ -14,8 +14,6 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 class ConfigError(Exception):
     """A configuration a person must fix; the message is one line that names the key."""
@@ -49,11 +47,6 @@ class ListenerConfig:
     proxy_protocol: bool = False
     proxy_trusted: tuple[str, ...] = ()
     proxy_header_timeout_s: float = field(default=5.0, metadata=_range(0.1, 300))
-
-    @property
-    def trusted_networks(self) -> tuple[IPNetwork, ...]:
-        """`proxy_trusted` as networks (validated when the config was loaded)."""
-        return tuple(ipaddress.ip_network(cidr) for cidr in self.proxy_trusted)
 
 
 @dataclass(frozen=True)
