@@ -85,7 +85,7 @@ class LimitsConfig:
     """Bounds on connections and on what each may cost; 0 means "no limit" where allowed."""
 
     max_connections: int = field(default=DEFAULT_MAX_CONNECTIONS, metadata=_range(1, 1_000_000))
-    """Left out of the config, it is derived from the descriptor limit (see `load_config`)."""
+    """Left out of the config, it is derived from the descriptor limit (`fit_descriptor_limit`)."""
     max_connections_per_ip: int = field(default=100, metadata=_range(0, 1_000_000))
     idle_timeout_s: float = field(default=300.0, metadata=_range(0, 7 * 86400))
     max_lifetime_s: float = field(default=0.0, metadata=_range(0, 365 * 86400))
@@ -135,7 +135,7 @@ class Config:
     tcp_info_interval_s: float = field(default=30.0, metadata=_range(1, 3600))
     access_log: AccessLogConfig = AccessLogConfig()
     descriptor_limit: int | None = field(default=None, init=False, compare=False, repr=False)
-    """The hard RLIMIT_NOFILE seen when loading (None: unlimited), set by `load_config`."""
+    """The hard RLIMIT_NOFILE seen when loading (None: unlimited), set by `fit_descriptor_limit`."""
     max_connections_derived: bool = field(default=False, init=False, compare=False, repr=False)
     """Whether `limits.max_connections` was derived from `descriptor_limit`, not given."""
 
