@@ -7,6 +7,7 @@ written to the access log here, whoever refused it.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 
@@ -29,7 +30,8 @@ class ListenerRules:
 
     @classmethod
     def of(cls, config: ListenerConfig) -> ListenerRules:
-        return cls(config, config.trusted_networks)
+        """The rules of `config`, whose `proxy_trusted` was checked when it was validated."""
+        return cls(config, tuple(ipaddress.ip_network(cidr) for cidr in config.proxy_trusted))
 
 
 class Admission:

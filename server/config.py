@@ -14,8 +14,6 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 class ConfigError(Exception):
     """A configuration a person must fix; the message is one line that names the key."""
@@ -49,11 +47,6 @@ class ListenerConfig:
     proxy_protocol: bool = False
     proxy_trusted: tuple[str, ...] = ()
     proxy_header_timeout_s: float = field(default=5.0, metadata=_range(0.1, 300))
-
-    @property
-    def trusted_networks(self) -> tuple[IPNetwork, ...]:
-        """`proxy_trusted` as networks (validated when the config was loaded)."""
-        return tuple(ipaddress.ip_network(cidr) for cidr in self.proxy_trusted)
 
 
 @dataclass(frozen=True)
@@ -92,7 +85,7 @@ class LimitsConfig:
     """Bounds on connections and on what each may cost; 0 means "no limit" where allowed."""
 
     max_connections: int = field(default=DEFAULT_MAX_CONNECTIONS, metadata=_range(1, 1_000_000))
-    """Left out of the config, it is derived from the descriptor limit (see `load_config`)."""
+    """Left out of the config, it is derived from the descriptor limit (`fit_descriptor_limit`)."""
     max_connections_per_ip: int = field(default=100, metadata=_range(0, 1_000_000))
     idle_timeout_s: float = field(default=300.0, metadata=_range(0, 7 * 86400))
     max_lifetime_s: float = field(default=0.0, metadata=_range(0, 365 * 86400))
@@ -142,7 +135,7 @@ class Config:
     tcp_info_interval_s: float = field(default=30.0, metadata=_range(1, 3600))
     access_log: AccessLogConfig = AccessLogConfig()
     descriptor_limit: int | None = field(default=None, init=False, compare=False, repr=False)
-    """The hard RLIMIT_NOFILE seen when loading (None: unlimited), set by `load_config`."""
+    """The hard RLIMIT_NOFILE seen when loading (None: unlimited), set by `fit_descriptor_limit`."""
     max_connections_derived: bool = field(default=False, init=False, compare=False, repr=False)
     """Whether `limits.max_connections` was derived from `descriptor_limit`, not given."""
 

@@ -65,16 +65,18 @@ class EchoServer(TCPServer):
         """Start accepting on `sockets`, counting their connections under `stats`, with the
         TLS and PROXY protocol settings of `config`.
 
-        Without `stats`, each socket is registered as a plain listener named ``main``.
+        Without `stats`, the sockets are counted under one listener registered with the first
+        socket's address and the name in `config` (a plain listener named ``main`` without it).
         """
         config = config or ListenerConfig()
+        rules = ListenerRules.of(config)
         # Asking for the running loop costs a getpid() call each time: pass it along instead.
         loop = asyncio.get_running_loop()
         for sock in sockets:
             if stats is None:
                 host, port = sock.getsockname()[:2]
                 stats = self.registry.add_listener(config.name, host, port)
-            self._rules[stats.name] = ListenerRules.of(config)
+            self._rules[stats.name] = rules
             on_accept = functools.partial(self._start_connection, loop, stats)
             self._listeners.add(sock, on_accept, stats.name)
         if not self._housekeeping.is_running():

@@ -95,15 +95,15 @@ class FleetStats:
     def snapshot(self) -> StatsSnapshot:
         now = time.monotonic()
         live = [report.snapshot for report in self._reports.values()]
+        everyone = [*live, *self._retired]
         rejected: Counter[str] = Counter()
         closed_by_server: Counter[str] = Counter()
-        for snap in [*live, *self._retired]:
+        for snap in everyone:
             rejected.update(snap.rejected)
             closed_by_server.update(snap.closed_by_server)
-        everyone = [*live, *self._retired]
         return StatsSnapshot(
             taken_at=time.time(),
-            uptime_seconds=time.monotonic() - self._started,
+            uptime_seconds=now - self._started,
             accepting=self.accepting,
             ready=self.ready,
             active=sum(s.active for s in live),
@@ -124,7 +124,7 @@ class FleetStats:
             config_loaded_at=self.config_state.loaded_at,
             reloads=self.config_state.reloads,
             reloads_failed=self.config_state.failed,
-            tcp=TcpSnapshot.merge([s.tcp for s in live], [s.tcp for s in self._retired]),
+            tcp=TcpSnapshot.merge([s.tcp for s in everyone]),
             buffered_bytes=sum(s.buffered_bytes for s in live),
         )
 

@@ -66,16 +66,15 @@ class TcpSnapshot:
         return rtts[max(0, math.ceil(fraction * len(rtts)) - 1)]
 
     @classmethod
-    def merge(cls, live: Sequence[TcpSnapshot], retired: Sequence[TcpSnapshot]) -> TcpSnapshot:
-        """The sum over processes; only `live` ones have open connections."""
-        everyone = [*live, *retired]
+    def merge(cls, snapshots: Sequence[TcpSnapshot]) -> TcpSnapshot:
+        """The sum over processes (a retired one's `open_rtt_ms` is already empty)."""
         return cls(
-            measured=any(t.measured for t in everyone),
-            open_rtt_ms=tuple(heapq.merge(*(t.open_rtt_ms for t in live))),
-            retransmits=sum(t.retransmits for t in everyone),
-            rtt_buckets=tuple(map(sum, zip(*(t.rtt_buckets for t in everyone), strict=True)))
+            measured=any(t.measured for t in snapshots),
+            open_rtt_ms=tuple(heapq.merge(*(t.open_rtt_ms for t in snapshots))),
+            retransmits=sum(t.retransmits for t in snapshots),
+            rtt_buckets=tuple(map(sum, zip(*(t.rtt_buckets for t in snapshots), strict=True)))
             or cls().rtt_buckets,
-            rtt_sum_s=sum(t.rtt_sum_s for t in everyone),
+            rtt_sum_s=sum(t.rtt_sum_s for t in snapshots),
         )
 
     @classmethod

@@ -38,8 +38,8 @@ def reserve_descriptors(max_connections: int) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         log.debug("raised the open-file limit from %d to %d", soft, hard)
         soft = hard
-    if soft != resource.RLIM_INFINITY and max_connections > connections_fitting(soft):
-        raise ResourceError(descriptor_shortage(max_connections, soft))
+    if soft != resource.RLIM_INFINITY and max_connections > _connections_fitting(soft):
+        raise ResourceError(_descriptor_shortage(max_connections, soft))
     return soft
 
 
@@ -63,26 +63,15 @@ def describe_max_connections(config: Config) -> str:
     return f"max_connections {limit} (as configured)"
 
 
-def hard_descriptor_limit() -> int | None:
-    """The hard RLIMIT_NOFILE (the soft limit is raised to it at start); None if unlimited."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    return None if hard == resource.RLIM_INFINITY else hard
-
-
-def connections_fitting(descriptor_limit: int) -> int:
-    """How many echo connections a descriptor limit holds beside `RESERVED_DESCRIPTORS`."""
-    return max(descriptor_limit - RESERVED_DESCRIPTORS, 0)
-
-
 def fit_descriptor_limit(config: Config, origin: str | None) -> Config:
     """`config` with `limits.max_connections` derived from the hard descriptor limit (at most
     `DEFAULT_MAX_CONNECTIONS`) when it was left out (`origin` None); otherwise checked against
     that limit, naming `origin` (the file, variable or flag that set it) in the `ConfigError`."""
     explicit = origin is not None
-    limit = hard_descriptor_limit()
+    limit = _hard_descriptor_limit()
     wanted = config.limits.max_connections
     if limit is not None and not explicit:
-        wanted = min(DEFAULT_MAX_CONNECTIONS, connections_fitting(limit))
+        wanted = min(DEFAULT_MAX_CONNECTIONS, _connections_fitting(limit))
         if wanted < 1:
             raise ConfigError(
                 f"limits.max_connections: the descriptor limit {limit} holds no connection"
@@ -92,19 +81,30 @@ def fit_descriptor_limit(config: Config, origin: str | None) -> Config:
         config = dataclasses.replace(
             config, limits=dataclasses.replace(config.limits, max_connections=wanted)
         )
-    elif limit is not None and wanted > connections_fitting(limit):
-        raise ConfigError(f"{origin}: {descriptor_shortage(wanted, limit)}")
+    elif limit is not None and wanted > _connections_fitting(limit):
+        raise ConfigError(f"{origin}: {_descriptor_shortage(wanted, limit)}")
     object.__setattr__(config, "descriptor_limit", limit)
     object.__setattr__(config, "max_connections_derived", not explicit and limit is not None)
     return config
 
 
-def descriptor_shortage(max_connections: int, descriptor_limit: int) -> str:
+def _descriptor_shortage(max_connections: int, descriptor_limit: int) -> str:
     """Why `max_connections` doesn't fit in `descriptor_limit`, and what to do about it."""
     return (
         f"limits.max_connections: {max_connections} connections need"
         f" {max_connections + RESERVED_DESCRIPTORS} file descriptors but the limit is"
         f" {descriptor_limit}; lower max_connections to at most"
-        f" {connections_fitting(descriptor_limit)}, leave it out to derive it from the limit,"
+        f" {_connections_fitting(descriptor_limit)}, leave it out to derive it from the limit,"
         " or raise the limit (ulimit -n, LimitNOFILE=)"
     )
+
+
+def _hard_descriptor_limit() -> int | None:
+    """The hard RLIMIT_NOFILE (the soft limit is raised to it at start); None if unlimited."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return None if hard == resource.RLIM_INFINITY else hard
+
+
+def _connections_fitting(descriptor_limit: int) -> int:
+    """How many echo connections a descriptor limit holds beside `RESERVED_DESCRIPTORS`."""
+    return max(descriptor_limit - RESERVED_DESCRIPTORS, 0)

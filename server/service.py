@@ -57,7 +57,9 @@ class Service:
         return self.status.port if self.status else 0
 
     async def start(self) -> None:
-        """Bind every socket first (raising `ConfigError` if one can't be), then serve."""
+        """Reserve descriptors, bind every socket and open the access log first (raising
+        `ResourceError` or `ConfigError` if one can't be had, with nothing left open), then
+        serve."""
         reserve_descriptors(self.config.limits.max_connections)
         bound: list[socket.socket] = []
         try:
@@ -171,7 +173,7 @@ class Service:
 
     async def stop(self) -> None:
         """Turn /readyz to 503, keep accepting for `shutdown_delay_s`, stop accepting, give
-        clients the grace period, finish the rest, stop the page. Safe to call twice."""
+        clients the grace period, finish the rest, stop the status side. Safe to call twice."""
         if self._stopped:
             return
         self._stopped = True

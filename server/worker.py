@@ -95,13 +95,7 @@ class Reporter:
         """Queue one report unless the previous one is still in the pipe."""
         if self._pipe.writing() or self._pipe.closed():
             return
-        registry = self._registry
-        report = encode_report(
-            registry.snapshot(),
-            registry.connections(CONNECTIONS_PER_REPORT),
-            registry.peers(CONNECTIONS_PER_REPORT),
-        )
-        self._pipe.write(report).add_done_callback(self._written)
+        self._pipe.write(self._report(CONNECTIONS_PER_REPORT)).add_done_callback(self._written)
 
     def _written(self, future: asyncio.Future[None]) -> None:
         if isinstance(future.exception(), StreamClosedError):
@@ -116,10 +110,7 @@ class Reporter:
                 if self._pipe.closed():
                     return
                 rows = min(question.rows, MAX_CONNECTIONS_PER_ANSWER)
-                connections = self._registry.connections(rows)
-                peers = self._registry.peers(CONNECTIONS_PER_REPORT)
-                snapshot = self._registry.snapshot()
-                report = encode_report(snapshot, connections, peers, question.number)
+                report = self._report(rows, question.number)
                 self._pipe.write(report).add_done_callback(self._written)
         except StreamClosedError:
             self.supervisor_gone.set()
@@ -132,12 +123,18 @@ class Reporter:
         self._asks.close()
         if not self._pipe.closed():
             try:
-                await self._pipe.write(
-                    encode_report(self._registry.snapshot(), self._registry.connections(0))
-                )
+                await self._pipe.write(self._report(0))
             except StreamClosedError:
                 pass
             self._pipe.close()
+
+    def _report(self, rows: int, answers: int | None = None) -> bytes:
+        """A report line: the snapshot, the `rows` busiest connections and the busiest UDP
+        peers, answering question `answers` (None: a periodic or last report)."""
+        registry = self._registry
+        connections = registry.connections(rows)
+        peers = registry.peers(CONNECTIONS_PER_REPORT)
+        return encode_report(registry.snapshot(), connections, peers, answers)
 
 
 async def run_worker(config: Config, spec: WorkerSpec) -> None:
