@@ -26,10 +26,10 @@ from echostat.probe.results import (
     ConnectFigures,
     ConnectionCounts,
     HalfCloseFigures,
-    LoadFigures,
-    LoadRoundTrips,
+    PingPongLoadFigures,
     Result,
     RoundTripFigures,
+    StreamLoadFigures,
     TLSFigures,
 )
 from echostat.probe.session import Endpoint, Session, open_client, resolve
@@ -213,36 +213,34 @@ async def load(
 
 def _load_figures(
     options: Options, session: Session, elapsed: float, tls: TLSFigures | None
-) -> LoadFigures:
+) -> StreamLoadFigures | PingPongLoadFigures:
     clients = session.clients
     verified = sum(client.verified for client in clients)
-    round_trips = None
-    if options.mode == "pingpong":
-        latencies = session.run.latencies_ns
-        sent = sum(client.round_trip for client in clients if isinstance(client, PingPong))
-        round_trips = LoadRoundTrips(
-            sent=sent,
-            verified=len(latencies),
-            failed=sent - len(latencies),
-            per_s=round(len(latencies) / elapsed, 1),
-            rtt_ms=timing(latencies),
-        )
-        bytes_sent = sent * options.size
-    else:
-        bytes_sent = sum(client.sent for client in clients if isinstance(client, Stream))
-    return LoadFigures(
-        seconds=round(elapsed, 3),
-        connections=ConnectionCounts(opened=len(clients), failed=len(session.run.failures)),
-        connect_ms=timing([client.connect_ns for client in clients]),
-        tls=tls,
-        bytes_verified=verified,
-        mb_per_s=round(verified / elapsed / 1e6, 3),
-        bytes_sent=bytes_sent,
-        round_trips=round_trips,
+    shared: dict[str, Any] = {
+        "seconds": round(elapsed, 3),
+        "connections": ConnectionCounts(opened=len(clients), failed=len(session.run.failures)),
+        "connect_ms": timing([client.connect_ns for client in clients]),
+        "tls": tls,
+        "bytes_verified": verified,
+        "mb_per_s": round(verified / elapsed / 1e6, 3),
+    }
+    if options.mode == "stream":
+        sent_bytes = sum(client.sent for client in clients if isinstance(client, Stream))
+        return StreamLoadFigures(**shared, bytes_sent=sent_bytes)
+    latencies = session.run.latencies_ns
+    sent = sum(client.round_trip for client in clients if isinstance(client, PingPong))
+    return PingPongLoadFigures(
+        **shared,
+        sent=sent,
+        verified=len(latencies),
+        failed=sent - len(latencies),
+        bytes_sent=sent * options.size,
+        round_trips_per_s=round(len(latencies) / elapsed, 1),
+        rtt_ms=timing(latencies),
     )
 
 
-def _load_table(options: Options, figures: LoadFigures) -> list[str]:
+def _load_table(options: Options, figures: StreamLoadFigures | PingPongLoadFigures) -> list[str]:
     """The final table of a load run: one row per figure, units in the first column."""
     connections = figures.connections
     connect = figures.connect_ms
@@ -254,11 +252,11 @@ def _load_table(options: Options, figures: LoadFigures) -> list[str]:
             f"p99 {connect.p99_ms:.3f}  max {connect.max_ms:.3f}",
         ),
     ]
-    if (round_trips := figures.round_trips) is not None:
-        rtt = round_trips.rtt_ms
+    if isinstance(figures, PingPongLoadFigures):
+        rtt = figures.rtt_ms
         rows += [
-            ("round trips", f"{round_trips.sent} sent, {round_trips.verified} verified"),
-            ("round trips/s", f"{round_trips.per_s:.0f}"),
+            ("round trips", f"{figures.sent} sent, {figures.verified} verified"),
+            ("round trips/s", f"{figures.round_trips_per_s:.0f}"),
             (
                 "rtt ms",
                 f"min {rtt.min_ms:.3f}  avg {rtt.avg_ms:.3f}  max {rtt.max_ms:.3f}  "
