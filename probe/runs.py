@@ -20,7 +20,7 @@ from typing import Any
 
 from echostat.probe.console import Console, plural, timing_lines
 from echostat.probe.engine import Client, Failure, HalfClose, PingPong, Run, Stream
-from echostat.probe.figures import Timing
+from echostat.probe.figures import Timing, milliseconds
 from echostat.probe.options import Check, Mode, Options
 from echostat.probe.results import (
     ConnectFigures,
@@ -38,15 +38,6 @@ STREAM_CHUNK_BYTES = 64 * 1024
 """Largest single write of the stream mode."""
 
 CheckRun = Callable[[Options, Endpoint, Console, asyncio.Event], Awaitable[Result]]
-
-
-def timing(durations_ns: list[int]) -> Timing:
-    """The `Timing` figures of `durations_ns`, rounded to microseconds as reported."""
-    return Timing.of(durations_ns).rounded()
-
-
-def milliseconds(duration_ns: int) -> float:
-    return round(duration_ns / 1e6, 3)
 
 
 def connect_failure(endpoint: Endpoint, exc: BaseException, timeout_s: float) -> Failure:
@@ -156,7 +147,7 @@ async def round_trips(
         failed=client.round_trip - verified,
         bytes_sent=client.round_trip * options.size,
         bytes_verified=client.verified,
-        rtt_ms=timing(run.latencies_ns),
+        rtt_ms=Timing.of(run.latencies_ns).rounded(),
     )
     console.line(f"--- {endpoint.label} probe statistics ---")
     console.line(
@@ -219,7 +210,7 @@ def _load_figures(
     shared: dict[str, Any] = {
         "seconds": round(elapsed, 3),
         "connections": ConnectionCounts(opened=len(clients), failed=len(session.run.failures)),
-        "connect_ms": timing([client.connect_ns for client in clients]),
+        "connect_ms": Timing.of([client.connect_ns for client in clients]).rounded(),
         "tls": tls,
         "bytes_verified": verified,
         "mb_per_s": round(verified / elapsed / 1e6, 3),
@@ -236,7 +227,7 @@ def _load_figures(
         failed=sent - len(latencies),
         bytes_sent=sent * options.size,
         round_trips_per_s=round(len(latencies) / elapsed, 1),
-        rtt_ms=timing(latencies),
+        rtt_ms=Timing.of(latencies).rounded(),
     )
 
 
@@ -365,7 +356,10 @@ async def connect_only(
             f"connected to {endpoint.label}: seq={attempt} time={client.connect_ns / 1e6:.3f} ms"
         )
     figures = ConnectFigures(
-        sent=attempt, verified=len(times_ns), failed=len(failures), connect_ms=timing(times_ns)
+        sent=attempt,
+        verified=len(times_ns),
+        failed=len(failures),
+        connect_ms=Timing.of(times_ns).rounded(),
     )
     console.line(f"--- {endpoint.label} connect statistics ---")
     console.line(f"{attempt} attempts, {len(times_ns)} connected, {len(failures)} failed")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from echostat.probe.console import Console, plural, timing_lines
-from echostat.probe.figures import Timing
+from echostat.probe.figures import Timing, milliseconds
 from echostat.probe.options import UDPOptions
 from echostat.probe.results import UDPFigures, UDPResult
 
@@ -66,7 +66,7 @@ class Counts:
             corrupted=self.corrupted,
             icmp_errors=self.errors,
             rtt_ms=Timing.of(self.rtts_ns).rounded(),
-            jitter_ms=round(self.jitter_ns / 1e6, 3),
+            jitter_ms=milliseconds(self.jitter_ns),
         )
 
 
