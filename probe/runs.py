@@ -99,18 +99,19 @@ async def first_of(*waits: Awaitable[Any]) -> None:
             task.cancel()
 
 
-def _session(options: Options, endpoint: Endpoint, measuring: bool) -> Session:
-    """A session whose run goes on past a failed connection, so the report can count them."""
+def _session(endpoint: Endpoint, timeout_s: float) -> Session:
+    """A session whose run measures from the start (there is no warm-up) and goes on past a
+    failed connection, so that the report can count them."""
     run = Run(stop_on_failure=False)
-    run.measuring = measuring
-    return Session(endpoint, run, options.timeout_s)
+    run.measuring = True
+    return Session(endpoint, run, timeout_s)
 
 
 async def round_trips(
     options: Options, endpoint: Endpoint, console: Console, interrupted: asyncio.Event
 ) -> Result:
     """One connection, `count` round trips of `size` bytes at `interval_s`, one line each."""
-    session = _session(options, endpoint, measuring=True)
+    session = _session(endpoint, options.timeout_s)
     run = session.run
     how_many = plural(options.count, "round trip") if options.count else "round trips until Ctrl-C"
     console.line(
@@ -164,7 +165,7 @@ async def load(
     options: Options, endpoint: Endpoint, console: Console, interrupted: asyncio.Event
 ) -> Result:
     """`connections` at once for `duration_s`, pingpong or stream, with a live line and a table."""
-    session = _session(options, endpoint, measuring=True)
+    session = _session(endpoint, options.timeout_s)
     run = session.run
     factory: Callable[[int], Client]
     if options.mode == "pingpong":
@@ -289,7 +290,7 @@ async def half_close(
     options: Options, endpoint: Endpoint, console: Console, interrupted: asyncio.Event
 ) -> Result:
     """Send `size` bytes, shut down the write side, expect those bytes and then EOF."""
-    session = _session(options, endpoint, measuring=False)
+    session = _session(endpoint, options.timeout_s)
     run = session.run
     console.line(f"PROBE {endpoint.label}: half-close after {options.size} bytes")
 
