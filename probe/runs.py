@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from echostat.probe.console import Console, plural, timing_lines
+from echostat.probe.console import Console, count_of, timing_lines
 from echostat.probe.engine import Client, Failure, HalfClose, PingPong, Run, Stream
 from echostat.probe.figures import Timing, milliseconds
 from echostat.probe.options import Check, Mode, Options
@@ -113,7 +113,7 @@ async def round_trips(
     """One connection, `count` round trips of `size` bytes at `interval_s`, one line each."""
     session = _session(endpoint, options.timeout_s)
     run = session.run
-    how_many = plural(options.count, "round trip") if options.count else "round trips until Ctrl-C"
+    how_many = count_of(options.count, "round trip")
     console.line(
         f"PROBE {endpoint.label}: {how_many} of {options.size} bytes, "
         f"every {options.interval_s:g} s"
@@ -327,7 +327,7 @@ async def connect_only(
     a failed attempt is counted and the next one made."""
     run = Run(stop_on_failure=False)
     run.running = False  # the connections carry nothing: closing them is no fault
-    how_many = plural(options.count, "connect") if options.count else "connects until Ctrl-C"
+    how_many = count_of(options.count, "connect")
     console.line(f"PROBE {endpoint.label}: {how_many}, every {options.interval_s:g} s")
     try:
         family, address = await resolve(endpoint)

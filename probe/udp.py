@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from echostat.probe.console import Console, plural, timing_lines
+from echostat.probe.console import Console, count_of, timing_lines
 from echostat.probe.figures import Timing, milliseconds
 from echostat.probe.options import UDPOptions
 from echostat.probe.results import UDPFigures, UDPResult
@@ -180,7 +180,7 @@ async def _exchange(options: UDPOptions, console: Console, interrupted: asyncio.
     loop = asyncio.get_running_loop()
     counts = Counts()
     run_id = os.urandom(8)
-    how_many = plural(options.count, "datagram") if options.count else "datagrams until Ctrl-C"
+    how_many = count_of(options.count, "datagram")
     console.line(f"PROBE {options.target}: {how_many} of {options.size} bytes, {_pace(options)}")
 
     def on_reply(seq: int, rtt_ns: int, note: str) -> None:
