@@ -115,51 +115,50 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="time the TCP handshake only (and TLS with --tls), --count times, like tcping",
     )
-    _numbers(
-        parser.add_argument_group("round trips"),
-        (
-            "--count",
-            int,
-            "N",
-            f"round trips (or connects) to make (default {DEFAULT_COUNT}; 0: until Ctrl-C)",
-        ),
-        (
-            "--interval",
-            float,
-            "S",
-            f"seconds between their starts (default {DEFAULT_INTERVAL_S:g})",
-        ),
-        (
-            "--size",
-            int,
-            "BYTES",
-            f"bytes per round trip or half-close (default {DEFAULT_SIZE}; 1..{SPAN})",
-        ),
+    # The number flags default to None (options_from fills in the DEFAULT_*), so that one
+    # given where it means nothing can be refused.
+    round_trips = parser.add_argument_group("round trips")
+    round_trips.add_argument(
+        "--count",
+        type=int,
+        metavar="N",
+        help=f"round trips (or connects) to make (default {DEFAULT_COUNT}; 0: until Ctrl-C)",
+    )
+    round_trips.add_argument(
+        "--interval",
+        type=float,
+        metavar="S",
+        help=f"seconds between their starts (default {DEFAULT_INTERVAL_S:g})",
+    )
+    round_trips.add_argument(
+        "--size",
+        type=int,
+        metavar="BYTES",
+        help=f"bytes per round trip or half-close (default {DEFAULT_SIZE}; 1..{SPAN})",
     )
     load = parser.add_argument_group("load (any of these makes it a load run)")
-    _numbers(
-        load,
-        ("--connections", int, "N", f"connections at once (default {DEFAULT_CONNECTIONS})"),
-        (
-            "--duration",
-            float,
-            "S",
-            f"seconds to run (default {DEFAULT_DURATION_S:g}; at most {MAX_DURATION_S})",
-        ),
+    load.add_argument(
+        "--connections",
+        type=int,
+        metavar="N",
+        help=f"connections at once (default {DEFAULT_CONNECTIONS})",
+    )
+    load.add_argument(
+        "--duration",
+        type=float,
+        metavar="S",
+        help=f"seconds to run (default {DEFAULT_DURATION_S:g}; at most {MAX_DURATION_S})",
     )
     load.add_argument(
         "--mode",
         choices=get_args(Mode),
         help="pingpong: round trips back to back (default); stream: a window in flight, MB/s",
     )
-    _numbers(
-        load,
-        (
-            "--window",
-            int,
-            "BYTES",
-            f"stream: bytes in flight per connection (default {DEFAULT_WINDOW})",
-        ),
+    load.add_argument(
+        "--window",
+        type=int,
+        metavar="BYTES",
+        help=f"stream: bytes in flight per connection (default {DEFAULT_WINDOW})",
     )
     connection = parser.add_argument_group("connection")
     connection.add_argument(
@@ -208,13 +207,6 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON document at the end, nothing else"
     )
     return parser
-
-
-def _numbers(group: Any, *flags: tuple[str, type[int | float], str, str]) -> None:
-    """Add flags taking a number to `group`, each as (flag, type, metavar, help); left None
-    when not given, so that one given where it means nothing can be refused."""
-    for flag, kind, metavar, text in flags:
-        group.add_argument(flag, type=kind, metavar=metavar, help=text)
 
 
 def run(args: argparse.Namespace) -> int:

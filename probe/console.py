@@ -39,7 +39,11 @@ class Console:
             self._progress_shown = False
 
 
-def plural(count: int, noun: str) -> str:
+def count_of(count: int, noun: str) -> str:
+    """`count` of `noun` for a run's first line ("1 round trip", "5 round trips"); a count of
+    0 runs until Ctrl-C ("round trips until Ctrl-C")."""
+    if not count:
+        return f"{noun}s until Ctrl-C"
     return f"{count} {noun}{'s' * (count != 1)}"
 
 

@@ -53,6 +53,11 @@ class Timing:
         )
 
     def rounded(self) -> Timing:
-        """These figures rounded to microseconds, as reports give them."""
-        times = {name: round(value, 3) for name, value in dataclasses.asdict(self).items()}
-        return dataclasses.replace(self, **{**times, "count": self.count})
+        """These figures rounded to microseconds, as reports give them; `count` as it is."""
+        names = [field.name for field in dataclasses.fields(self) if field.name != "count"]
+        return dataclasses.replace(self, **{name: round(getattr(self, name), 3) for name in names})
+
+
+def milliseconds(duration_ns: float) -> float:
+    """`duration_ns` in milliseconds rounded to microseconds, as reports give them."""
+    return round(duration_ns / 1e6, 3)

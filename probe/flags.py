@@ -36,22 +36,22 @@ from echostat.probe.udp import MAX_SIZE, MIN_SIZE
 UDP_SCHEME = "udp://"
 
 TCP_ONLY_FLAGS = (
-    ("--half-close", "half_close"),
-    ("--connect-only", "connect_only"),
-    ("--connections", "connections"),
-    ("--duration", "duration"),
-    ("--mode", "mode"),
-    ("--window", "window"),
-    ("--tls", "tls"),
-    ("--ca", "ca"),
-    ("--insecure", "insecure"),
-    ("--sni", "sni"),
-    ("--proxy-header", "proxy_header"),
-    ("--proxy-source", "proxy_source"),
+    "--half-close",
+    "--connect-only",
+    "--connections",
+    "--duration",
+    "--mode",
+    "--window",
+    "--tls",
+    "--ca",
+    "--insecure",
+    "--sni",
+    "--proxy-header",
+    "--proxy-source",
 )
 """Flags of `echostat probe` that only mean something on a TCP connection."""
 
-UDP_ONLY_FLAGS = (("--rate", "rate"), ("--max-loss", "max_loss"))
+UDP_ONLY_FLAGS = ("--rate", "--max-loss")
 
 _T = TypeVar("_T")
 
@@ -68,9 +68,10 @@ def _or(value: _T | None, default: _T) -> _T:
     return default if value is None else value
 
 
-def _refuse_given(args: argparse.Namespace, flags: tuple[tuple[str, str], ...], why: str) -> None:
-    for flag, name in flags:
-        if getattr(args, name) not in (None, False):
+def _refuse_given(args: argparse.Namespace, flags: tuple[str, ...], why: str) -> None:
+    """ValueError naming the first of `flags` that was given (read at argparse's dest for it)."""
+    for flag in flags:
+        if getattr(args, flag[2:].replace("-", "_")) not in (None, False):
             raise ValueError(f"{flag}: {why}")
 
 

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from echostat.probe.options import Options, UDPOptions
-from echostat.probe.results import Figures, LoadFigures, Result, UDPResult
+from echostat.probe.results import Result, UDPResult
 
 
 def document(options: Options | UDPOptions, result: Result | UDPResult) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def document(options: Options | UDPOptions, result: Result | UDPResult) -> dict[
     first = result.failures[0] if result.failures else None
     return {
         **_head(options, options.check, not result.failures, result.interrupted),
-        **_figures(result.figures),
+        **({} if result.figures is None else asdict(result.figures)),
         "failures": len(result.failures),
         "first_failure": asdict(first) if first else None,
     }
@@ -39,30 +39,4 @@ def _head(options: Options | UDPOptions, check: str, ok: bool, interrupted: bool
         "ok": ok,
         "interrupted": interrupted,
         "options": asdict(options),
-    }
-
-
-def _figures(figures: Figures | None) -> dict[str, Any]:
-    """A check's figures as the document's top-level keys; none when it could not connect."""
-    if figures is None:
-        return {}
-    if not isinstance(figures, LoadFigures):
-        return asdict(figures)
-    found = {
-        "seconds": figures.seconds,
-        "connections": asdict(figures.connections),
-        "connect_ms": asdict(figures.connect_ms),
-        "tls": None if figures.tls is None else asdict(figures.tls),
-        "bytes_verified": figures.bytes_verified,
-        "mb_per_s": figures.mb_per_s,
-    }
-    if (round_trips := figures.round_trips) is None:
-        return found | {"bytes_sent": figures.bytes_sent}
-    return found | {
-        "sent": round_trips.sent,
-        "verified": round_trips.verified,
-        "failed": round_trips.failed,
-        "bytes_sent": figures.bytes_sent,
-        "round_trips_per_s": round_trips.per_s,
-        "rtt_ms": asdict(round_trips.rtt_ms),
     }

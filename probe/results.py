@@ -43,20 +43,8 @@ class ConnectionCounts:
 
 
 @dataclass(frozen=True)
-class LoadRoundTrips:
-    """The round trips of a pingpong load run (a stream run has none)."""
-
-    sent: int
-    verified: int
-    failed: int
-    per_s: float
-    """Verified round trips per second of the run."""
-    rtt_ms: Timing
-
-
-@dataclass(frozen=True)
 class LoadFigures:
-    """A load run: many connections at once for a while."""
+    """A load run: many connections at once for a while; the figures of either mode."""
 
     seconds: float
     connections: ConnectionCounts
@@ -65,8 +53,26 @@ class LoadFigures:
     bytes_verified: int
     mb_per_s: float
     """Verified megabytes (10^6 bytes) per second."""
+
+
+@dataclass(frozen=True)
+class StreamLoadFigures(LoadFigures):
+    """A stream load run: a window of bytes in flight per connection, no round trips."""
+
     bytes_sent: int
-    round_trips: LoadRoundTrips | None
+
+
+@dataclass(frozen=True)
+class PingPongLoadFigures(LoadFigures):
+    """A pingpong load run, with its round trips."""
+
+    sent: int
+    verified: int
+    failed: int
+    bytes_sent: int
+    round_trips_per_s: float
+    """Verified round trips per second of the run."""
+    rtt_ms: Timing
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,9 @@ class ConnectFigures:
     connect_ms: Timing
 
 
-Figures = RoundTripFigures | LoadFigures | HalfCloseFigures | ConnectFigures
+Figures = (
+    RoundTripFigures | StreamLoadFigures | PingPongLoadFigures | HalfCloseFigures | ConnectFigures
+)
 
 
 @dataclass(frozen=True)

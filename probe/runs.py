@@ -18,18 +18,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from echostat.probe.console import Console, plural, timing_lines
+from echostat.probe.console import Console, count_of, timing_lines
 from echostat.probe.engine import Client, Failure, HalfClose, PingPong, Run, Stream
-from echostat.probe.figures import Timing
+from echostat.probe.figures import Timing, milliseconds
 from echostat.probe.options import Check, Mode, Options
 from echostat.probe.results import (
     ConnectFigures,
     ConnectionCounts,
     HalfCloseFigures,
-    LoadFigures,
-    LoadRoundTrips,
+    PingPongLoadFigures,
     Result,
     RoundTripFigures,
+    StreamLoadFigures,
     TLSFigures,
 )
 from echostat.probe.session import Endpoint, Session, open_client, resolve
@@ -38,15 +38,6 @@ STREAM_CHUNK_BYTES = 64 * 1024
 """Largest single write of the stream mode."""
 
 CheckRun = Callable[[Options, Endpoint, Console, asyncio.Event], Awaitable[Result]]
-
-
-def timing(durations_ns: list[int]) -> Timing:
-    """The `Timing` figures of `durations_ns`, rounded to microseconds as reported."""
-    return Timing.of(durations_ns).rounded()
-
-
-def milliseconds(duration_ns: int) -> float:
-    return round(duration_ns / 1e6, 3)
 
 
 def connect_failure(endpoint: Endpoint, exc: BaseException, timeout_s: float) -> Failure:
@@ -108,20 +99,21 @@ async def first_of(*waits: Awaitable[Any]) -> None:
             task.cancel()
 
 
-def _session(options: Options, endpoint: Endpoint, measuring: bool) -> Session:
-    """A session whose run goes on past a failed connection, so the report can count them."""
+def _session(endpoint: Endpoint, timeout_s: float) -> Session:
+    """A session whose run measures from the start (there is no warm-up) and goes on past a
+    failed connection, so that the report can count them."""
     run = Run(stop_on_failure=False)
-    run.measuring = measuring
-    return Session(endpoint, run, options.timeout_s)
+    run.measuring = True
+    return Session(endpoint, run, timeout_s)
 
 
 async def round_trips(
     options: Options, endpoint: Endpoint, console: Console, interrupted: asyncio.Event
 ) -> Result:
     """One connection, `count` round trips of `size` bytes at `interval_s`, one line each."""
-    session = _session(options, endpoint, measuring=True)
+    session = _session(endpoint, options.timeout_s)
     run = session.run
-    how_many = plural(options.count, "round trip") if options.count else "round trips until Ctrl-C"
+    how_many = count_of(options.count, "round trip")
     console.line(
         f"PROBE {endpoint.label}: {how_many} of {options.size} bytes, "
         f"every {options.interval_s:g} s"
@@ -156,7 +148,7 @@ async def round_trips(
         failed=client.round_trip - verified,
         bytes_sent=client.round_trip * options.size,
         bytes_verified=client.verified,
-        rtt_ms=timing(run.latencies_ns),
+        rtt_ms=Timing.of(run.latencies_ns).rounded(),
     )
     console.line(f"--- {endpoint.label} probe statistics ---")
     console.line(
@@ -173,7 +165,7 @@ async def load(
     options: Options, endpoint: Endpoint, console: Console, interrupted: asyncio.Event
 ) -> Result:
     """`connections` at once for `duration_s`, pingpong or stream, with a live line and a table."""
-    session = _session(options, endpoint, measuring=True)
+    session = _session(endpoint, options.timeout_s)
     run = session.run
     factory: Callable[[int], Client]
     if options.mode == "pingpong":
@@ -213,36 +205,34 @@ async def load(
 
 def _load_figures(
     options: Options, session: Session, elapsed: float, tls: TLSFigures | None
-) -> LoadFigures:
+) -> StreamLoadFigures | PingPongLoadFigures:
     clients = session.clients
     verified = sum(client.verified for client in clients)
-    round_trips = None
-    if options.mode == "pingpong":
-        latencies = session.run.latencies_ns
-        sent = sum(client.round_trip for client in clients if isinstance(client, PingPong))
-        round_trips = LoadRoundTrips(
-            sent=sent,
-            verified=len(latencies),
-            failed=sent - len(latencies),
-            per_s=round(len(latencies) / elapsed, 1),
-            rtt_ms=timing(latencies),
-        )
-        bytes_sent = sent * options.size
-    else:
-        bytes_sent = sum(client.sent for client in clients if isinstance(client, Stream))
-    return LoadFigures(
-        seconds=round(elapsed, 3),
-        connections=ConnectionCounts(opened=len(clients), failed=len(session.run.failures)),
-        connect_ms=timing([client.connect_ns for client in clients]),
-        tls=tls,
-        bytes_verified=verified,
-        mb_per_s=round(verified / elapsed / 1e6, 3),
-        bytes_sent=bytes_sent,
-        round_trips=round_trips,
+    shared: dict[str, Any] = {
+        "seconds": round(elapsed, 3),
+        "connections": ConnectionCounts(opened=len(clients), failed=len(session.run.failures)),
+        "connect_ms": Timing.of([client.connect_ns for client in clients]).rounded(),
+        "tls": tls,
+        "bytes_verified": verified,
+        "mb_per_s": round(verified / elapsed / 1e6, 3),
+    }
+    if options.mode == "stream":
+        sent_bytes = sum(client.sent for client in clients if isinstance(client, Stream))
+        return StreamLoadFigures(**shared, bytes_sent=sent_bytes)
+    latencies = session.run.latencies_ns
+    sent = sum(client.round_trip for client in clients if isinstance(client, PingPong))
+    return PingPongLoadFigures(
+        **shared,
+        sent=sent,
+        verified=len(latencies),
+        failed=sent - len(latencies),
+        bytes_sent=sent * options.size,
+        round_trips_per_s=round(len(latencies) / elapsed, 1),
+        rtt_ms=Timing.of(latencies).rounded(),
     )
 
 
-def _load_table(options: Options, figures: LoadFigures) -> list[str]:
+def _load_table(options: Options, figures: StreamLoadFigures | PingPongLoadFigures) -> list[str]:
     """The final table of a load run: one row per figure, units in the first column."""
     connections = figures.connections
     connect = figures.connect_ms
@@ -254,11 +244,11 @@ def _load_table(options: Options, figures: LoadFigures) -> list[str]:
             f"p99 {connect.p99_ms:.3f}  max {connect.max_ms:.3f}",
         ),
     ]
-    if (round_trips := figures.round_trips) is not None:
-        rtt = round_trips.rtt_ms
+    if isinstance(figures, PingPongLoadFigures):
+        rtt = figures.rtt_ms
         rows += [
-            ("round trips", f"{round_trips.sent} sent, {round_trips.verified} verified"),
-            ("round trips/s", f"{round_trips.per_s:.0f}"),
+            ("round trips", f"{figures.sent} sent, {figures.verified} verified"),
+            ("round trips/s", f"{figures.round_trips_per_s:.0f}"),
             (
                 "rtt ms",
                 f"min {rtt.min_ms:.3f}  avg {rtt.avg_ms:.3f}  max {rtt.max_ms:.3f}  "
@@ -300,7 +290,7 @@ async def half_close(
     options: Options, endpoint: Endpoint, console: Console, interrupted: asyncio.Event
 ) -> Result:
     """Send `size` bytes, shut down the write side, expect those bytes and then EOF."""
-    session = _session(options, endpoint, measuring=False)
+    session = _session(endpoint, options.timeout_s)
     run = session.run
     console.line(f"PROBE {endpoint.label}: half-close after {options.size} bytes")
 
@@ -337,7 +327,7 @@ async def connect_only(
     a failed attempt is counted and the next one made."""
     run = Run(stop_on_failure=False)
     run.running = False  # the connections carry nothing: closing them is no fault
-    how_many = plural(options.count, "connect") if options.count else "connects until Ctrl-C"
+    how_many = count_of(options.count, "connect")
     console.line(f"PROBE {endpoint.label}: {how_many}, every {options.interval_s:g} s")
     try:
         family, address = await resolve(endpoint)
@@ -367,7 +357,10 @@ async def connect_only(
             f"connected to {endpoint.label}: seq={attempt} time={client.connect_ns / 1e6:.3f} ms"
         )
     figures = ConnectFigures(
-        sent=attempt, verified=len(times_ns), failed=len(failures), connect_ms=timing(times_ns)
+        sent=attempt,
+        verified=len(times_ns),
+        failed=len(failures),
+        connect_ms=Timing.of(times_ns).rounded(),
     )
     console.line(f"--- {endpoint.label} connect statistics ---")
     console.line(f"{attempt} attempts, {len(times_ns)} connected, {len(failures)} failed")

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from echostat.probe.console import Console, plural, timing_lines
-from echostat.probe.figures import Timing
+from echostat.probe.console import Console, count_of, timing_lines
+from echostat.probe.figures import Timing, milliseconds
 from echostat.probe.options import UDPOptions
 from echostat.probe.results import UDPFigures, UDPResult
 
@@ -41,7 +41,7 @@ class Counts:
     duplicated: int = 0
     reordered: int = 0
     corrupted: int = 0
-    errors: int = 0
+    icmp_errors: int = 0
     """ICMP errors reported by the kernel (e.g. port unreachable)."""
     rtts_ns: list[int] = field(default_factory=list)
     jitter_ns: float = 0.0
@@ -64,9 +64,9 @@ class Counts:
             duplicated=self.duplicated,
             reordered=self.reordered,
             corrupted=self.corrupted,
-            icmp_errors=self.errors,
+            icmp_errors=self.icmp_errors,
             rtt_ms=Timing.of(self.rtts_ns).rounded(),
-            jitter_ms=round(self.jitter_ns / 1e6, 3),
+            jitter_ms=milliseconds(self.jitter_ns),
         )
 
 
@@ -78,18 +78,18 @@ def datagram(run_id: bytes, seq: int, size: int, sent_ns: int) -> bytes:
 
 
 class _Receiver(asyncio.DatagramProtocol):
-    """Checks each reply against what was sent and updates `result`; calls `on_reply`."""
+    """Checks each reply against what was sent and updates `counts`; calls `on_reply`."""
 
     def __init__(
         self,
         run_id: bytes,
         size: int,
-        result: Counts,
+        counts: Counts,
         on_reply: Callable[[int, int, str], None],
     ) -> None:
         self._run_id = run_id
         self._size = size
-        self._result = result
+        self._counts = counts
         self._on_reply = on_reply
         self._seen: set[int] = set()
         self._highest = -1
@@ -100,45 +100,45 @@ class _Receiver(asyncio.DatagramProtocol):
     def expect(self, count: int) -> None:
         """Sending is over after `count` datagrams: `all_back` is set once all are back."""
         self._expected = count
-        if self._result.received == count:
+        if self._counts.received == count:
             self.all_back.set()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         now_ns = time.monotonic_ns()
-        result = self._result
+        counts = self._counts
         if len(data) != self._size or not data.startswith(MAGIC):
-            result.corrupted += 1
+            counts.corrupted += 1
             return
         _, run_id, seq, sent_ns = HEADER.unpack_from(data)
         if (
             run_id != self._run_id
-            or seq >= result.sent
+            or seq >= counts.sent
             or data != datagram(run_id, seq, self._size, sent_ns)
         ):
-            result.corrupted += 1
+            counts.corrupted += 1
             return
         rtt_ns = now_ns - sent_ns
         if seq in self._seen:
-            result.duplicated += 1
+            counts.duplicated += 1
             self._on_reply(seq, rtt_ns, " (DUP!)")
             return
         self._seen.add(seq)
-        result.received += 1
-        result.rtts_ns.append(rtt_ns)
+        counts.received += 1
+        counts.rtts_ns.append(rtt_ns)
         if self._last_rtt_ns is not None:
-            result.jitter_ns += (abs(rtt_ns - self._last_rtt_ns) - result.jitter_ns) / 16
+            counts.jitter_ns += (abs(rtt_ns - self._last_rtt_ns) - counts.jitter_ns) / 16
         self._last_rtt_ns = rtt_ns
         note = ""
         if seq < self._highest:
-            result.reordered += 1
+            counts.reordered += 1
             note = " (out of order)"
         self._highest = max(self._highest, seq)
         self._on_reply(seq, rtt_ns, note)
-        if result.received == self._expected:
+        if counts.received == self._expected:
             self.all_back.set()
 
     def error_received(self, exc: Exception) -> None:
-        self._result.errors += 1
+        self._counts.icmp_errors += 1
 
 
 async def run_udp_probe(
@@ -180,7 +180,7 @@ async def _exchange(options: UDPOptions, console: Console, interrupted: asyncio.
     loop = asyncio.get_running_loop()
     counts = Counts()
     run_id = os.urandom(8)
-    how_many = plural(options.count, "datagram") if options.count else "datagrams until Ctrl-C"
+    how_many = count_of(options.count, "datagram")
     console.line(f"PROBE {options.target}: {how_many} of {options.size} bytes, {_pace(options)}")
 
     def on_reply(seq: int, rtt_ns: int, note: str) -> None:
