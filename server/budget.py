@@ -44,6 +44,12 @@ class BufferBudget:
         self._charge(len(buffer))
         return buffer
 
+    def resize(self, limit_bytes: int) -> None:
+        """Charge against `limit_bytes` from now on (a reload); what is held stays held, and
+        connections paused on a spent budget read again as their queues drain."""
+        self.limit_bytes = limit_bytes
+        self._charge(0)
+
     def charge(self, nbytes: int) -> None:
         """Count `nbytes` more as held (fewer, if negative)."""
         self._charge(nbytes)

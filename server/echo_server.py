@@ -90,8 +90,10 @@ class EchoServer(TCPServer):
 
     def reconfigure(self, limits: LimitsConfig, listeners: Iterable[ListenerConfig]) -> None:
         """New limits and listener settings (TLS context, PROXY rules) for clients from now
-        on; open connections keep theirs, while time limits apply to them at the next check."""
+        on; open connections keep theirs, while time limits apply to them at the next check
+        and the process-wide buffer budget to every connection's next read."""
         self.admission.limits = limits
+        self.budget.resize(limits.max_buffered_bytes)
         for listener in listeners:
             self._rules[listener.name] = ListenerRules.of(listener)
 

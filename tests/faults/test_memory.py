@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 
+from echostat.server.budget import READ_BYTES, SQUEEZED_READ_BYTES
 from echostat.server.config import LimitsConfig
-from tests.faults.conftest import StartEchostat
+from tests.faults.conftest import StartEchostat, StartService
 from tests.faults.support import connect, echo
 from tests.helpers import REPO, get_json, payload, stats_when, wait_until
 
@@ -88,6 +91,36 @@ async def test_non_readers_hold_at_most_the_budget_and_give_it_back(
         f" after they left: {(server.rss_bytes() - baseline) / 2**20:.1f} MiB"
     )
     bystander.close()
+
+
+async def test_a_reload_that_lowers_the_budget_holds_non_readers_to_the_new_one(
+    start_service: StartService,
+) -> None:
+    """After a reload lowers ``limits.max_buffered_bytes`` to 1 MiB, 16 clients that send
+    8 MiB each without reading make the server hold at most that, plus their last reads."""
+    service = await start_service(limits={"max_connections_per_ip": 0})
+    lowered = 1 << 20
+    limits = dataclasses.replace(service.config.limits, max_buffered_bytes=lowered)
+    service.reconfigure(dataclasses.replace(service.config, limits=limits))
+    loop = asyncio.get_running_loop()
+    clients = []
+    for _ in range(16):
+        sock = socket.socket()
+        # A small fixed window: the echo backs up in the server, not in this socket.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        sock.setblocking(False)
+        await loop.sock_connect(sock, ("127.0.0.1", service.echo_port("main")))
+        clients.append(sock)
+    pushes = [asyncio.ensure_future(loop.sock_sendall(sock, b"x" * (8 << 20))) for sock in clients]
+    budget = service.echo.budget
+    try:
+        await wait_until(lambda: budget.spent, "the lowered budget to be spent")
+        assert budget.charged <= lowered + len(clients) * SQUEEZED_READ_BYTES + READ_BYTES
+    finally:
+        for push in pushes:
+            push.cancel()
+        for sock in clients:
+            sock.close()
 
 
 async def _timed(action: Callable[[], Awaitable[object]]) -> float:

@@ -29,3 +29,15 @@ def test_reads_shrink_to_a_page_once_a_full_read_no_longer_fits() -> None:
 
     budget.charge(-(budget.charged))
     assert not budget.spent and len(budget.view) == READ_BYTES
+
+
+def test_a_resized_budget_is_spent_against_its_new_limit() -> None:
+    """Lowered below what is held, it is spent and reads shrink; raised again, it is not."""
+    budget = BufferBudget(LIMIT)
+    held = [budget.new_buffer() for _ in range(2)]
+    budget.resize(READ_BYTES)
+    assert budget.spent and len(budget.view) == SQUEEZED_READ_BYTES
+    assert budget.charged == sum(len(buffer) for buffer in held)
+
+    budget.resize(LIMIT)
+    assert not budget.spent and len(budget.view) == READ_BYTES
