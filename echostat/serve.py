@@ -9,7 +9,7 @@ import os
 import sys
 
 from echostat.server.config import ConfigError
-from echostat.server.config_loading import load_config
+from echostat.server.config_loading import load_config, read_config_text
 from echostat.server.resources import ResourceError, describe_max_connections
 from echostat.server.runtime import configure_logging, run
 from echostat.server.sockets import systemd_sockets
@@ -25,7 +25,8 @@ EXIT_BAD_CONFIG = 2
 def serve_from(args: argparse.Namespace) -> int:
     """Run the server as parsed flags `args` say; returns the process exit status."""
     try:
-        config = load_config(args.config, os.environ, args.overrides)
+        text = read_config_text(args.config)
+        config = load_config(args.config, os.environ, args.overrides, text=text)
     except ConfigError as exc:
         print(f"echostat: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -36,7 +37,7 @@ def serve_from(args: argparse.Namespace) -> int:
     configure_logging(config)
     inherited = systemd_sockets(os.environ)
     if config.worker_count > 1:
-        main = Supervisor(config, args.config, args.overrides, StatusSide, inherited).run()
+        main = Supervisor(config, text, args.config, args.overrides, StatusSide, inherited).run()
     else:
         reread = functools.partial(load_config, args.config, os.environ, args.overrides)
         main = serve(config, inherited=inherited, load=reread)

@@ -53,12 +53,15 @@ EXIT_MARGIN_S = 5.0
 class Supervisor:
     """Runs `config.worker_count` workers; `run` returns once all have exited after a signal.
 
-    The status side (`status_side`, built over the fleet's figures) runs in this process.
+    `config` is what `config_text` (the file's content, read once by the caller) validated
+    to; a reload reads the file again. The status side (`status_side`, built over the fleet's
+    figures) runs in this process.
     """
 
     def __init__(
         self,
         config: Config,
+        config_text: str,
         config_path: str,
         overrides: list[str],
         status_side: StatusSideFactory,
@@ -69,8 +72,9 @@ class Supervisor:
         self.status = status_side(self.fleet, config)
         self._config_path = os.path.abspath(config_path)
         self._overrides = overrides
-        self._config_text = ""
-        """The config file's text in force, sent to every worker that starts."""
+        self._config_text = config_text
+        """The config file's text in force (the text `config` was validated from), sent to
+        every worker that starts."""
         self._loaded_text = ""
         # Workers start accepting at once and leave the readiness delay to the supervisor.
         self._worker_overrides = [*overrides, "workers=1", "shutdown_delay_s=0"]
@@ -86,8 +90,6 @@ class Supervisor:
         # Each worker reopens its own access log; a reload may have enabled it since start.
         loop.add_signal_handler(signal.SIGUSR1, self._signal_all, signal.SIGUSR1)
         try:
-            self.config = self._load()
-            self._config_text = self._loaded_text
             reloader = Reloader(self.config, self._load, self._apply, self.fleet.config_state)
             catch_reload_signal(reloader.reload)
             await self._run(stop_requested)
