@@ -74,7 +74,7 @@ def _raise_bind_error(key: str, host: str, port: int, exc: OSError) -> typing.No
     raise ConfigError(f"{key}.port: cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
 
 
-def adopt(fds: Iterable[int]) -> list[socket.socket]:
+def inherited_sockets(fds: Iterable[int]) -> list[socket.socket]:
     """Wrap inherited listening descriptors as non-blocking socket objects."""
     sockets = []
     for fd in fds:
@@ -97,7 +97,9 @@ def systemd_sockets(env: Mapping[str, str]) -> dict[str, list[socket.socket]]:
     for variable in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
         os.environ.pop(variable, None)
     found: dict[str, list[socket.socket]] = {}
-    for index, sock in enumerate(adopt(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))):
+    for index, sock in enumerate(
+        inherited_sockets(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))
+    ):
         name = names[index] if index < len(names) and names[index] else "main"
         found.setdefault(name, []).append(sock)
     return found

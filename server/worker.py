@@ -37,7 +37,7 @@ from echostat.server.registry import Registry
 from echostat.server.runtime import configure_logging, run
 from echostat.server.service import Service
 from echostat.server.signals import catch_reload_signal, catch_stop_signals
-from echostat.server.sockets import adopt
+from echostat.server.sockets import inherited_sockets
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ async def run_worker(config: Config, spec: WorkerSpec) -> None:
     stop_requested = catch_stop_signals()
     # A SIGHUP sent to every process of a service (systemctl kill) must not end workers.
     catch_reload_signal(lambda: log.info("SIGHUP ignored: the supervisor passes reloads on"))
-    inherited = {name: adopt(fds) for name, fds in spec.listeners.items()}
+    inherited = {name: inherited_sockets(fds) for name, fds in spec.listeners.items()}
     service = Service(config, inherited)
     await service.start()
     reporter = Reporter(service.registry, spec.report_fd, spec.ask_fd)
