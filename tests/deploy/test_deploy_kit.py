@@ -16,9 +16,9 @@ import yaml
 
 from echostat.server.config import Config, ConfigError, ListenerConfig
 from echostat.server.config_loading import load_config
-from tests.helpers import require_program
+from tests.helpers import REPO, require_program
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 DEPLOY = ROOT / "deploy"
 SYSTEMD = DEPLOY / "systemd"
 KUBERNETES = DEPLOY / "kubernetes"
