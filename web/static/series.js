@@ -36,10 +36,8 @@ export const countSteps = [-2, -1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9].flatMap((power)
   [1, 2, 5].map((step) => step * 10 ** power),
 );
 
-// Round steps in binary units, so byte axes read 512 KiB/s, 1 MiB/s, 2 MiB/s rather than 1.9.
-export const byteSteps = [0, 1, 2, 3, 4, 5].flatMap((power) =>
-  [1, 2, 5, 10, 20, 50, 100, 200, 500].map((step) => step * 1024 ** power),
-);
+// Powers of two, so byte axes read 512 KiB/s, 1.0 MiB/s, 1.5 MiB/s rather than 1000 KiB/s.
+export const byteSteps = Array.from({ length: 51 }, (_, power) => 2 ** power);
 
 const NO_VALUE = "–";
 
