@@ -14,21 +14,21 @@ import signal
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import yaml
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, expect
 from tornado.ioloop import IOLoop
 
-from tests.e2e.browser import CHROMIUM, launch
+from tests.conftest import new_io_loop
+from tests.e2e.browser import running_chromium
 from tests.faults.support import loopback_settings, write_config
 from tests.helpers import (
     REPO,
     EchostatProcess,
     close_all,
     echo_once,
-    require_program,
     round_trip,
     udp_socket,
 )
@@ -59,14 +59,7 @@ LIMITS = {
 @pytest.fixture(scope="module")
 def io_loop() -> Iterator[IOLoop]:
     """One loop for the module, so the browser and its pages outlive a single test."""
-    loop = asyncio.new_event_loop()
-
-    async def current() -> IOLoop:
-        return IOLoop.current()
-
-    io_loop = loop.run_until_complete(current())
-    yield io_loop
-    io_loop.close(all_fds=True)
+    yield from new_io_loop()
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +83,8 @@ def echostat(config_path: Path) -> Iterator[EchostatProcess]:
 
 @pytest.fixture(scope="module")
 def browser(io_loop: IOLoop) -> Iterator[Browser]:
-    """Headless Debian Chromium; skipped when missing, except under CI=true where it fails."""
-    require_program(CHROMIUM, "chromium")
-    playwright = io_loop.run_sync(async_playwright().start)
-    chromium = io_loop.run_sync(lambda: launch(playwright))
-    yield chromium
-    io_loop.run_sync(chromium.close)
-    io_loop.run_sync(playwright.stop)
+    """Headless Debian Chromium, once for the module."""
+    yield from running_chromium(io_loop)
 
 
 def open_page(io_loop: IOLoop, browser: Browser, echostat: EchostatProcess, width: int) -> Page:
@@ -275,7 +263,11 @@ async def test_axe_core_finds_no_violation(desktop: Page, phone: Page) -> None:
     # Each width once and each scheme once: colours don't change with width, nor layout with
     # the scheme, and every audit costs seconds.
     found = {}
-    for page, scheme in ((desktop, "dark"), (phone, "light")):
+    audits: tuple[tuple[Page, Literal["dark", "light"]], ...] = (
+        (desktop, "dark"),
+        (phone, "light"),
+    )
+    for page, scheme in audits:
         # Run as the page's own script would be refused by its Content-Security-Policy.
         await page.evaluate(AXE_JS.read_text() + "\n;0")
         await page.emulate_media(color_scheme=scheme)
