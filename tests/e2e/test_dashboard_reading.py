@@ -213,7 +213,8 @@ async def test_charts_show_values_under_the_pointer_and_times_in_24_hours(
     desktop: Page, echostat: EchostatProcess
 ) -> None:
     """Hovering a chart shows the time and values at that point in its legend; times read
-    24-hour; closed connections show as a closed-per-second series."""
+    24-hour; closed connections show as a closed-per-second series; count axes step in
+    1, 2, 5 x 10^n, not in 1,024s."""
     clients = await busy(echostat)
     await expect(desktop.locator("#active-connections")).to_have_text("2", timeout=SEEN_WITHIN_MS)
     await close_all(clients)
@@ -242,6 +243,10 @@ async def test_charts_show_values_under_the_pointer_and_times_in_24_hours(
     await expect(legend_time).not_to_have_text(now)
     await expect(legend_time).to_have_text(CLOCK)
     await desktop.mouse.move(0, 0)
+
+    steps = await desktop.evaluate("import('/static/series.js').then(m => m.countSteps)")
+    assert {1, 2, 5, 10, 20, 50, 100, 1000, 2000, 5000} <= set(steps)
+    assert not {1024, 2048, 3072} & set(steps)
 
 
 def test_health_answers_are_plain_text(echostat: EchostatProcess) -> None:
