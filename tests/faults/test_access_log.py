@@ -164,7 +164,7 @@ async def test_full_disk_is_counted_and_neither_echo_nor_stop_notices(
             assert await asyncio.wait_for(read_until_closed(refused), 30) == 0
     stats = await stats_when(server.status_port, lambda s: s["access_log"]["errors"] >= 7)
     assert stats["connections"]["rejected_by_reason"] == {"max_connections_per_ip": 1}
-    metrics = (await AsyncHTTPClient().fetch(f"http://127.0.0.1:{server.status_port}/metrics"))
+    metrics = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{server.status_port}/metrics")
     errors = re.search(rb"^echostat_access_log_errors_total (\S+)$", metrics.body, re.MULTILINE)
     assert errors and float(errors[1]) >= 7
     with await connect(server.echo_port) as last:
