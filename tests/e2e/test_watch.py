@@ -157,7 +157,8 @@ async def test_udp_target_losing_every_fifth_datagram_shows_a_fifth_lost() -> No
 
         async def three_rounds() -> bool:
             targets = await watched(service)
-            return sum(point["sent"] for t in targets for point in t["history"]) >= 15
+            sent: int = sum(point["sent"] for t in targets for point in t["history"])
+            return sent >= 15
 
         await wait_until(three_rounds, "three rounds", 10 * INTERVAL_S + 2)
         (target,) = await watched(service)
