@@ -37,6 +37,12 @@ class WatchCollector(Collector):
             " in time), failed (came back wrong, or the connection ended).",
             labels=[*LABELS, "outcome"],
         )
+        loss = GaugeMetricFamily(
+            "echostat_watch_loss_ratio",
+            "Watch round trips lost over those sent in the last five minutes (absent while"
+            " none were sent).",
+            labels=LABELS,
+        )
         late = CounterMetricFamily(
             "echostat_watch_late_rounds",
             "Watch rounds during which this process's event loop was late; their times are"
@@ -52,11 +58,14 @@ class WatchCollector(Collector):
             outcomes.add_metric([*labels, "lost"], target.lost_total)
             outcomes.add_metric([*labels, "failed"], target.failed_total)
             late.add_metric(labels, target.late_rounds_total)
+            if target.loss_ratio_5m is not None:
+                loss.add_metric(labels, target.loss_ratio_5m)
             rtt.append((labels, target.rtt))
             if target.protocol == "tcp":
                 connect.append((labels, target.connect))
         yield up
         yield outcomes
+        yield loss
         yield late
         yield _histogram(
             "echostat_watch_rtt_seconds",
