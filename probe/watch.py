@@ -11,6 +11,7 @@ and kept out of the latency figures (`probe.loop_lag`).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import socket
@@ -63,6 +64,10 @@ Resolver = Callable[[str, int, Protocol], Awaitable[list[str]]]
 
 async def resolve_addresses(host: str, port: int, protocol: Protocol) -> list[str]:
     """Every address `host` resolves to now (the system resolver: DNS, /etc/hosts)."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass  # a name: ask the resolver
     kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=kind)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))

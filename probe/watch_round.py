@@ -9,20 +9,22 @@ what was sent, verified, lost and failed, with each verified round trip's time.
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import dataclass
 from typing import Literal
 
 from echostat.probe.engine import PingPong, Run
 from echostat.probe.options import UDPOptions
 from echostat.probe.runs import connect_failure, first_of
-from echostat.probe.session import Endpoint, Session
+from echostat.probe.session import Endpoint, Session, open_client
 from echostat.probe.udp import exchange_quietly
 
 Protocol = Literal["tcp", "udp"]
 
-SPACING_S = 0.02
-"""Between the starts of a round's round trips, as SmokePing spaces its pings: the round
-samples the path over a moment rather than in one burst."""
+SPACING_S = 0.0
+"""Between the starts of a round's round trips: none, one after the other. A round then lasts
+a few round-trip times, which keeps short the window in which the loop's lateness is watched
+(`probe.loop_lag` ticks only while a round runs)."""
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,17 @@ async def _tcp_round(host: str, port: int, count: int, size: int, timeout_s: flo
     run.measuring = True
     endpoint = Endpoint(host, port)
     session = Session(endpoint, run, timeout_s)
+    # `host` is an address already (the watcher resolved it): connect to it without asking
+    # the resolver again, as `Session.connect` would.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    opening = open_client(
+        endpoint, (host, port), family, lambda: PingPong(run, 1, size, b"", SPACING_S, count)
+    )
     try:
-        await session.connect(1, lambda index: PingPong(run, index, size, b"", SPACING_S, count))
+        client = await asyncio.wait_for(opening, timeout_s)
     except (OSError, TimeoutError) as exc:
-        session.close()
         return Exchange(0, 0, 0, 0, None, (), connect_failure(endpoint, exc, timeout_s).message)
-    (client,) = session.clients
-    assert isinstance(client, PingPong)
+    session.clients.append(client)
     session.start()
     try:
         # The session's deadline watch fails an echo overdue by `timeout_s`, which ends the
@@ -71,6 +77,7 @@ async def _tcp_round(host: str, port: int, count: int, size: int, timeout_s: flo
         await first_of(client.idle, asyncio.sleep(count * (SPACING_S + timeout_s) + timeout_s))
     finally:
         run.running = False  # closing now is the end of the round, no fault
+        client.stop()  # a round cancelled between round trips: no next one
         session.close()
     verified = len(run.latencies_ns)
     unverified = client.round_trip - verified
