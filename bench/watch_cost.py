@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from loadgen import cpu_seconds
 
 HERE = Path(__file__).resolve().parent
