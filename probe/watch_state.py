@@ -15,24 +15,9 @@ from dataclasses import dataclass, field
 from echostat.probe.figures import milliseconds, percentile
 from echostat.probe.watch_round import Exchange, Protocol
 
-BUCKETS_S = (
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-)
-"""Upper bounds of the RTT and connect histograms, 100 µs (loopback) to 5 s (a bad path)."""
+BUCKETS_S = tuple(round(m * 10.0**e, 6) for e in range(-4, 1) for m in (1, 2.5, 5))
+"""Upper bounds of the RTT and connect histograms: 1, 2.5 and 5 times each power of ten from
+100 µs (loopback) to 5 s (a bad path)."""
 
 LOSS_WINDOW_S = 300.0
 HISTORY_BIN_S = 10.0
