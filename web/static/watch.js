@@ -1,15 +1,17 @@
 // The "Watched paths" part of the status page: shown only when this echostat watches targets.
 // One row per watched address with its state, and a SmokePing-style chart of the last hour:
 // the median round trip as a line, the spread (fastest to slowest) as a grey band, and loss as
-// the colour of a strip under each point. dashboard.js calls renderWatch with every stats
-// message; the full hour is fetched once from /api/watch, then each message adds its newest
-// point. Every value is set as text; the chart's words are in <title>s and in a caption that
+// the colour of a strip under each point (a history younger than two minutes is drawn over two
+// minutes). dashboard.js calls renderWatch with every stats message; the full hour is fetched
+// once from /api/watch, then each message adds its newest point. Every value is set as text; the chart's words are in <title>s and in a caption that
 // the arrow keys move through, so it reads without a mouse.
 
 import { byId, cell, clock, decimals, row, setText } from "./page.js";
 import { cssVar } from "./series.js";
 
 const WINDOW_S = 3600;
+const MIN_SPAN_S = 120; // a young history is drawn over two minutes, not lost in an hour
+const BIN_S = 10; // the server's history bins (HISTORY_BIN_S)
 const WIDTH = 360;
 const HEIGHT = 48;
 const STRIP = 5; // px of loss colour under the band
@@ -22,18 +24,14 @@ function key(t) {
   return `${t.name} ${t.address ?? ""}`;
 }
 
+// Points by their bin's start: a newer copy of a bin replaces the older, and the hour fetched
+// after the first pushed point still lands before it.
 function merge(t, points) {
-  const k = key(t);
-  const known = histories.get(k) ?? [];
-  for (const p of points) {
-    const last = known[known.length - 1];
-    if (last && last.at === p.at) known[known.length - 1] = p;
-    else if (!last || p.at > last.at) known.push(p);
-  }
+  const byStart = new Map((histories.get(key(t)) ?? []).map((p) => [p.at, p]));
+  for (const p of points) byStart.set(p.at, p);
   const since = Date.now() / 1000 - WINDOW_S;
-  while (known.length && known[0].at < since) known.shift();
-  histories.set(k, known);
-  return known;
+  const merged = [...byStart.values()].filter((p) => p.at >= since).sort((a, b) => a.at - b.at);
+  histories.set(key(t), merged);
 }
 
 function ms(value) {
@@ -78,9 +76,11 @@ function chart(t, points, now) {
   const highest = Math.max(...points.filter((p) => p.max_ms !== null).map((p) => p.max_ms), 0.001);
   // An outlier must not flatten the rest: the scale stops at four times the highest median.
   const top = Math.min(highest, 4 * Math.max(...medians, 0.001)) * 1.1;
-  const x = (at) => WIDTH * (1 - (now - at) / WINDOW_S);
+  const first = points.length ? points[0].at : now;
+  const span = Math.min(WINDOW_S, Math.max(MIN_SPAN_S, now - first + BIN_S));
+  const x = (at) => WIDTH * (1 - (now - at) / span);
   const y = (value) => (HEIGHT - STRIP - 1) * (1 - Math.min(value, top) / top);
-  const step = Math.max(2, points.length > 1 ? x(points[1].at) - x(points[0].at) : 4);
+  const step = (WIDTH * BIN_S) / span;
   let path = "";
   points.forEach((p, i) => {
     const left = x(p.at);
@@ -90,7 +90,8 @@ function chart(t, points, now) {
     hit.append(title);
     if (p.min_ms !== null) {
       hit.append(svgEl("rect", { x: left, y: y(p.max_ms), width: step, height: Math.max(1, y(p.min_ms) - y(p.max_ms)), class: "spread" }));
-      path += `${path ? "L" : "M"}${(left + step / 2).toFixed(1)},${y(p.median_ms).toFixed(1)}`;
+      // A step per bin: level across its width, so that one bin alone is a visible line.
+      path += `${path ? "L" : "M"}${left.toFixed(1)},${y(p.median_ms).toFixed(1)}H${(left + step).toFixed(1)}`;
     }
     hit.append(svgEl("rect", { x: left, y: HEIGHT - STRIP, width: step, height: STRIP, fill: lossColour(p) }));
     svg.append(hit);
