@@ -37,7 +37,7 @@ def dead_port() -> Iterator[int]:
 
 
 @pytest.fixture
-def started(tmp_path: Path) -> Iterator[list[Any]]:
+def started() -> Iterator[list[Any]]:
     """Processes (echostat, Prometheus) the test starts; killed by PID after it."""
     processes: list[Any] = []
     yield processes
