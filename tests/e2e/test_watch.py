@@ -20,8 +20,9 @@ from echostat.probe.watch import Watcher, WatchTarget
 from echostat.server.config import WatchConfig, WatchTargetConfig
 from echostat.service import Service
 from tests.conftest import loopback_config
+from tests.e2e.conftest import StartEchostat
 from tests.faulty_servers import DropsEveryNth, faulty_server, flips_byte
-from tests.helpers import get_json, wait_until
+from tests.helpers import LOCAL_PORTS, get_json, wait_until
 
 INTERVAL_S = 0.5
 WITHIN_TWO_ROUNDS_S = 2 * INTERVAL_S + 2.0
@@ -242,3 +243,46 @@ async def test_a_stalled_loop_marks_the_round_instead_of_reporting_latency() -> 
     finally:
         await watcher.stop()
         server.close()
+
+
+async def test_with_workers_only_the_supervisor_watches(start_echostat: StartEchostat) -> None:
+    """Two workers and a supervisor: the target sees one connection per round, all of them
+    in the supervisor's /api/watch, never one per process."""
+    connections = 0
+
+    async def echo_back(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while data := await reader.read(65536):
+            writer.write(data)
+        writer.close()
+
+    target = await asyncio.start_server(echo_back, "127.0.0.1", 0)
+    port = target.sockets[0].getsockname()[1]
+    settings = {"name": "outside", "target": f"127.0.0.1:{port}", "interval_s": 0.2, "count": 1}
+    supervisor = start_echostat(
+        *LOCAL_PORTS,
+        *("--set", "workers=2"),
+        *(
+            arg
+            for key, value in settings.items()
+            for arg in ("--set", f"watch.targets.0.{key}={value}")
+        ),
+    )
+    try:
+
+        async def rounds() -> int:
+            targets = await get_json(supervisor.status_port, "/api/watch")
+            return sum(point["sent"] for t in targets["targets"] for point in t["history"])
+
+        async def five_rounds() -> bool:
+            return await rounds() >= 5
+
+        await wait_until(five_rounds, "five rounds")
+        before = connections
+        seen = await rounds()
+        # Every round counted has connected, and at most one in flight has connected without
+        # being counted yet; with every worker watching too, three would per round.
+        assert before - 1 <= seen <= connections
+    finally:
+        target.close()
