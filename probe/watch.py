@@ -91,6 +91,8 @@ class Watcher:
         self._lag = LoopLag()
         self._states: dict[tuple[str, str | None], TargetState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._held: dict[str, int] = {}
+        """Addresses each target probes in its current round: the cap counts them all."""
         self._warned_at: dict[str, float] = {}
         self._running = False
 
@@ -133,6 +135,7 @@ class Watcher:
         task = self._tasks.pop(name, None)
         if task is not None:
             task.cancel()
+        self._held.pop(name, None)
         for key in [key for key in self._states if key[0] == name]:
             del self._states[key]
 
@@ -162,7 +165,7 @@ class Watcher:
                 target, None, time.time(), _unresolved(f"cannot resolve {target.host}: {exc}"), 0
             )
             return
-        held = sum(1 for key in self._states if key[0] != target.name)
+        held = sum(count for name, count in self._held.items() if name != target.name)
         room = max(0, self.max_targets - held)
         if len(addresses) > room:
             self._warn(
@@ -173,6 +176,7 @@ class Watcher:
                 room,
             )
             addresses = addresses[:room]
+        self._held[target.name] = len(addresses)
         for key in [key for key in self._states if key[0] == target.name]:
             if key[1] not in addresses:
                 del self._states[key]  # a pod that went away, or the cap
