@@ -15,7 +15,7 @@ from echostat.server.runtime import configure_logging, run
 from echostat.server.sockets import systemd_sockets
 from echostat.server.supervisor import Supervisor
 from echostat.service import serve
-from echostat.web.status import StatusSide
+from echostat.watching import WatchingStatusSide
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,9 @@ def serve_from(args: argparse.Namespace) -> int:
     configure_logging(config)
     inherited = systemd_sockets(os.environ)
     if config.worker_count > 1:
-        main = Supervisor(config, text, args.config, args.overrides, StatusSide, inherited).run()
+        main = Supervisor(
+            config, text, args.config, args.overrides, WatchingStatusSide, inherited
+        ).run()
     else:
         reread = functools.partial(load_config, args.config, os.environ, args.overrides)
         main = serve(config, inherited=inherited, load=reread)

@@ -12,18 +12,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from echostat.server import service
 from echostat.server.config import Config
 from echostat.server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
-from echostat.web.status import StatusSide
+from echostat.watching import WatchingStatusSide
 
 
 class Service(service.Service):
     """Echo listeners and the status page on the running loop (see `server.service.Service`)."""
 
-    status: StatusSide
+    status: WatchingStatusSide
 
     def __init__(
         self, config: Config, inherited: Mapping[str, list[socket.socket]] | None = None
     ) -> None:
-        super().__init__(config, inherited, status_side=StatusSide)
+        super().__init__(config, inherited, status_side=WatchingStatusSide)
 
 
 async def serve(

@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from echostat.server.config_validation import validate_config
 from tests.helpers import REPO
 
 KUBERNETES = REPO / "deploy" / "kubernetes"
@@ -60,3 +61,31 @@ def test_every_manifest_of_the_kustomization_is_checked() -> None:
     """Nothing kustomize applies escapes the schema check."""
     kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
     assert set(kustomization["resources"]) <= {path.name for path in MANIFESTS}
+
+
+MESH = KUBERNETES / "mesh"
+MESH_MANIFESTS = sorted(path for path in MESH.glob("*.yaml") if path.name != "kustomization.yaml")
+
+
+@pytest.mark.parametrize("path", MESH_MANIFESTS, ids=lambda path: f"mesh/{path.name}")
+def test_mesh_manifest_passes_the_kubernetes_schema(path: Path) -> None:
+    """The self-watching mesh example is checked like the main manifests."""
+    for document in documents(path):
+        validate(document)
+
+
+def test_the_mesh_example_watches_its_headless_service() -> None:
+    """The DaemonSet's config validates as echostat's, its watch targets name the headless
+    Service (whose DNS answer is every pod), and kustomize applies every manifest."""
+    (service,) = documents(MESH / "service.yaml")
+    (configmap,) = documents(MESH / "configmap.yaml")
+    (daemonset,) = documents(MESH / "daemonset.yaml")
+    assert service["spec"]["clusterIP"] == "None"
+    token = {"ECHOSTAT_STATUS__TOKEN": "a-token-of-sixteen-or-more"}
+    config = validate_config(configmap["data"]["config.yaml"], "configmap.yaml", token).config
+    name = service["metadata"]["name"]
+    assert {t.target.removeprefix("udp://") for t in config.watch.targets} == {f"{name}:7007"}
+    (volume,) = daemonset["spec"]["template"]["spec"]["volumes"]
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    kustomization = yaml.safe_load((MESH / "kustomization.yaml").read_text())
+    assert set(kustomization["resources"]) == {path.name for path in MESH_MANIFESTS}
