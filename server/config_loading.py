@@ -16,30 +16,55 @@ from echostat.server.config import Config, ConfigError
 from echostat.server.config_validation import validate_config
 from echostat.server.resources import fit_descriptor_limit
 
+DEFAULT_CONFIG_PATH = "config.yaml"
+"""The file `echostat` reads when no ``--config`` is named, if the working directory has one."""
+
+BUILT_IN_DEFAULTS = "built-in defaults"
+"""How messages name the config source when there is no file: every key at its default."""
+
 
 def load_config(
-    path: str | Path,
+    path: str | Path | None,
     env: Mapping[str, str] | None = None,
     overrides: Sequence[str] = (),
     text: str | None = None,
 ) -> Config:
     """Read `path`, apply ``ECHOSTAT_*`` variables from `env`, then ``key=value`` `overrides`.
 
-    `text`, if given, stands for the file's content (a supervisor passes its workers the
-    text it validated). Raises `ConfigError` for a missing or unreadable file, YAML errors,
-    unknown keys, wrong types and values out of range, TLS files that can't be used and a
-    `limits.max_connections` the descriptor limit can't hold.
+    `path` None means no file: the built-in defaults (relative TLS paths are then taken from
+    the working directory). `text`, if given, stands for the file's content (a supervisor
+    passes its workers the text it validated). Raises `ConfigError` for a missing or
+    unreadable file, YAML errors, unknown keys, wrong types and values out of range, TLS files
+    that can't be used and a `limits.max_connections` the descriptor limit can't hold.
     """
-    source = str(path)
+    source = BUILT_IN_DEFAULTS if path is None else str(path)
     validated = validate_config(
         read_config_text(path) if text is None else text, source, env, overrides
     )
-    _load_tls(validated.config, Path(path).parent, source)
+    _load_tls(validated.config, Path(path).parent if path is not None else Path(), source)
     return fit_descriptor_limit(validated.config, validated.max_connections_origin)
 
 
-def read_config_text(path: str | Path) -> str:
-    """The content of the config file at `path`; `ConfigError` if it can't be read."""
+def choose_config_path(named: str | None) -> str | None:
+    """The config file to read: the one named with ``--config``, else ``./config.yaml`` if
+    there is one; None (the built-in defaults) when neither. A named file that is missing is
+    still an error, raised when it is read."""
+    if named is not None:
+        return named
+    return DEFAULT_CONFIG_PATH if Path(DEFAULT_CONFIG_PATH).exists() else None
+
+
+def describe_source(built_in_defaults: bool) -> str:
+    """What the startup line adds about where the config came from: a word only when no file
+    was read, since a newcomer's first `echostat` may run with none."""
+    return "; no config file: running on the built-in defaults" if built_in_defaults else ""
+
+
+def read_config_text(path: str | Path | None) -> str:
+    """The content of the config file at `path`, or of none (``""``, every key at its default)
+    when `path` is None; `ConfigError` if it can't be read."""
+    if path is None:
+        return ""
     try:
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -225,6 +225,7 @@ class EchostatProcess:
     the startup lines name the bound ports (a supervisor's, then a worker's, with workers);
     `stop` ends the process by PID if a test left it running, and is safe to call twice.
     `activation` passes listening sockets by name the way systemd socket activation does.
+    `cwd` is the working directory (the source tree, whose config.yaml is then read).
     """
 
     def __init__(
@@ -233,6 +234,7 @@ class EchostatProcess:
         env: Mapping[str, str] | None = None,
         fd_limit: int | None = None,
         activation: Mapping[str, socket.socket] | None = None,
+        cwd: Path = REPO,
     ) -> None:
         limit = ["prlimit", f"--nofile={fd_limit}:{fd_limit}", "--"] if fd_limit else []
         command = [sys.executable, "-m", "echostat", *args]
@@ -244,7 +246,7 @@ class EchostatProcess:
             command = [sys.executable, "-c", _SOCKET_ACTIVATION, *map(str, fds), "--", *command]
         self.process = subprocess.Popen(
             [*limit, *command],
-            cwd=REPO,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             pass_fds=fds,
             stdin=subprocess.DEVNULL,
