@@ -7,6 +7,8 @@ import signal
 import socket
 from pathlib import Path
 
+from tornado.routing import PathMatches
+
 from echostat.server.registry import Registry
 from echostat.server.reload import KEPT
 from echostat.service import Service
@@ -48,7 +50,8 @@ def _routes() -> set[str]:
     aside)."""
     state = StatusSide(Registry(), loopback_config()).state
     rules = make_app(state).wildcard_router.rules
-    patterns = {rule.matcher.regex.pattern.rstrip("$") for rule in rules}
+    matchers = [rule.matcher for rule in rules if isinstance(rule.matcher, PathMatches)]
+    patterns = {matcher.regex.pattern.rstrip("$") for matcher in matchers}
     return {pattern for pattern in patterns if "(" not in pattern}
 
 
