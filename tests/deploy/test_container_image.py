@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import yaml
 from bench.source_tree import package_dirs
 from echostat.server import __version__
 from echostat.server.config_loading import load_config
-from tests.helpers import DEADLINE_S, REPO
+from tests.helpers import REPO, build_wheel
 
 CONTAINER = REPO / "deploy" / "container"
 DOCKERFILE = CONTAINER / "Dockerfile"
@@ -128,14 +126,7 @@ def test_the_wheel_builds_from_what_the_builder_copies(tmp_path: Path) -> None:
         else:
             source.mkdir(exist_ok=True)
             shutil.copy(REPO / name, source / name)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", tmp_path, source],
-        check=True,
-        capture_output=True,
-        timeout=4 * DEADLINE_S,
-    )
-    (wheel,) = tmp_path.glob("echostat-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
+    with zipfile.ZipFile(build_wheel(source, tmp_path)) as archive:
         names = set(archive.namelist())
     assert {"echostat/cli.py", "echostat/web/templates/index.html"} <= names
 
