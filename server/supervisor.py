@@ -230,13 +230,18 @@ class Supervisor:
     async def _drain(self, keepers: list[asyncio.Task[None]]) -> None:
         config = self.config
         self.fleet.ready = False
+        open_now = self.fleet.active
+        waiting = (
+            f"then wait up to {config.shutdown_grace_s:g} s for"
+            f" {count_of(open_now, 'open connection')} to close"
+            if open_now
+            else "then stop (no open connections)"
+        )
         log.info(
-            "shutting down: /readyz is 503; %s accept for %g s more, then wait up to %g s for"
-            " %s to close",
+            "shutting down: /readyz is 503; %s accept for %g s more, %s",
             count_of(len(self._processes), "worker"),
             config.shutdown_delay_s,
-            config.shutdown_grace_s,
-            count_of(self.fleet.active, "open connection"),
+            waiting,
         )
         await asyncio.sleep(config.shutdown_delay_s)
         self._stopping = True
