@@ -189,19 +189,6 @@ def recv_to_eof(sock: socket.socket) -> bytes:
     return bytes(chunks)
 
 
-def build_wheel(source: Path, into: Path) -> Path:
-    """Build echostat's wheel from the source tree `source` into `into`, as pip does for a
-    fresh clone; returns the wheel's path."""
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", into, source],
-        check=True,
-        capture_output=True,
-        timeout=4 * DEADLINE_S,
-    )
-    (built,) = into.glob("echostat-*.whl")
-    return built
-
-
 def run_cli(
     *args: str, cwd: Path = REPO, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
