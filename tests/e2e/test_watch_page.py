@@ -10,7 +10,13 @@ from playwright.async_api import Browser, expect
 from echostat.server.config import WatchConfig, WatchTargetConfig
 from echostat.service import Service
 from tests.conftest import loopback_config
-from tests.e2e.test_dashboard import SEEN_WITHIN_MS, browser, open_dashboard  # noqa: F401
+from tests.e2e.test_dashboard import (  # noqa: F401  (fixtures: one Chromium for the module)
+    SEEN_WITHIN_MS,
+    browser,
+    chromium,
+    io_loop,
+    open_dashboard,
+)
 
 
 async def test_watched_paths_show_each_target_its_state_and_a_readable_chart(
