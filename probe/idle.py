@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from echostat.probe.console import Console
 from echostat.probe.pattern import PATTERN, start_offset
@@ -120,16 +120,16 @@ async def _round(
 ) -> None:
     """Idle one connection per period, at once; a failure cancels the longer periods (they
     would fail too), Ctrl-C all of them."""
-    tasks = {
+    tasks: dict[asyncio.Future[Any], float] = {
         asyncio.create_task(_idle_once(endpoint, family, address, period, bound_s, index)): period
         for index, period in enumerate(periods)
     }
     listed = ", ".join(f"{period:g}" for period in periods)
     console.line(f"idling {len(periods)} connection{'s' * (len(periods) != 1)} for {listed} s")
     started = time.monotonic()
-    stop = asyncio.create_task(interrupted.wait())
+    stop: asyncio.Future[Any] = asyncio.ensure_future(interrupted.wait())
     try:
-        pending = set(tasks)
+        pending: set[asyncio.Future[Any]] = set(tasks)
         while pending:
             done, pending = await asyncio.wait(
                 pending | {stop}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED

@@ -9,7 +9,13 @@ import struct
 
 from echostat.probe.marks import Marks, Sent, sent_by
 from echostat.probe.path_view import PathView, compare
-from echostat.probe.server_report import ServerView, parse_report, read_report, udp_request
+from echostat.probe.server_report import (
+    ServerView,
+    parse_report,
+    read_report,
+    readable,
+    udp_request,
+)
 from echostat.probe.session import Endpoint, resolve
 
 UDP_TRIES = 3
@@ -86,14 +92,10 @@ async def _ask(
         sock.send(udp_request())
         deadline = loop.time() + wait_s
         while (left := deadline - loop.time()) > 0:
-            readable = loop.create_future()
-            loop.add_reader(sock.fileno(), lambda f=readable: f.done() or f.set_result(None))
             try:
-                await asyncio.wait_for(readable, left)
+                await asyncio.wait_for(readable(sock), left)
             except TimeoutError:
                 break
-            finally:
-                loop.remove_reader(sock.fileno())
             data, ancillary, _, _ = sock.recvmsg(2048, socket.CMSG_SPACE(4))
             try:
                 return parse_report(data), _tos_of(ancillary)

@@ -97,7 +97,7 @@ def _findings(text: str | None) -> tuple[Finding, ...]:
     for word in (part.strip() for part in text.split(",")):
         if word not in FINDINGS:
             raise ValueError(f"--fail-on: unknown finding {word!r}; expected {', '.join(FINDINGS)}")
-        named.append(word)  # type: ignore[arg-type]  # checked against Finding's words above
+        named.append(word)
     return tuple(named)
 
 

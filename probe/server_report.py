@@ -57,7 +57,7 @@ async def read_report(sock: socket.socket, timeout_s: float) -> ServerView | Non
             return None
         try:
             # MSG_PEEK first: take only the bytes up to the end of the line.
-            peeked = await asyncio.wait_for(_peek(loop, sock), left)
+            peeked = await asyncio.wait_for(_peek(sock), left)
         except TimeoutError:
             return None
         if not peeked:
@@ -71,15 +71,26 @@ async def read_report(sock: socket.socket, timeout_s: float) -> ServerView | Non
     return parse_report(line)
 
 
-async def _peek(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
+async def _peek(sock: socket.socket) -> bytes:
     """The bytes waiting on `sock`, left in place (waits until there are some, or EOF)."""
-    readable = loop.create_future()
-    loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
+    await readable(sock)
+    return sock.recv(MAX_LINE_BYTES, socket.MSG_PEEK)
+
+
+async def readable(sock: socket.socket) -> None:
+    """Wait until `sock` (non-blocking) has something to read, or an error or EOF."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
     try:
-        await readable
+        await ready
     finally:
         loop.remove_reader(sock.fileno())
-    return sock.recv(MAX_LINE_BYTES, socket.MSG_PEEK)
 
 
 def parse_report(line: bytes) -> ServerView:
@@ -89,6 +100,8 @@ def parse_report(line: bytes) -> ServerView:
     try:
         fields = json.loads(line[len(PREFIX) :].strip())
         host, _, port = str(fields["peer"]).rpartition(":")
+        if not host:
+            raise ValueError(f"peer {fields['peer']!r} is not HOST:PORT")
         syn = fields.get("syn") or {}
         return ServerView(
             peer_host=unmapped(host.removeprefix("[").removesuffix("]")),
