@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from tornado.ioloop import PeriodicCallback
 
 from echostat.server.config import UDPConfig
+from echostat.server.udp_report import ReportingTransport
 from echostat.server.udp_stats import Peer, Source, UDPListenerStats
 
 log = logging.getLogger(__name__)
@@ -275,9 +276,11 @@ class UDPEchoServer:
         self._warned_at: dict[str, float] = {}
         self._ticker = PeriodicCallback(self._tick, TICK_S * 1000)
 
-    async def add_sockets(self, sockets: Iterable[socket.socket], stats: UDPListenerStats) -> None:
-        """Echo on the bound UDP `sockets`, counting under `stats`; the sockets now belong to
-        their transports."""
+    async def add_sockets(
+        self, sockets: Iterable[socket.socket], stats: UDPListenerStats, report: bool = False
+    ) -> None:
+        """Echo on the bound UDP `sockets`, counting under `stats`, answering report requests
+        if `report`; the sockets now belong to their transports."""
         budget = ListenerBudget(self.config)
         loop = asyncio.get_running_loop()
         for sock in sockets:
@@ -285,7 +288,10 @@ class UDPEchoServer:
             protocol = functools.partial(
                 UDPEchoProtocol, sock, stats, self.config, budget, self.clock
             )
-            transport, _ = await loop.create_datagram_endpoint(protocol, sock=sock)
+            if report:
+                transport: asyncio.BaseTransport = ReportingTransport(loop, sock, protocol())
+            else:
+                transport, _ = await loop.create_datagram_endpoint(protocol, sock=sock)
             self._transports.append(transport)
         self._listeners.append((stats, budget))
         if not self._ticker.is_running():
