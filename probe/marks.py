@@ -33,7 +33,11 @@ TCP_OPTION_SYSCTLS = (
 
 _ADVMSS = struct.Struct("=I")
 _ADVMSS_OFFSET = 84
-"""``tcpi_advmss`` in ``struct tcp_info`` (include/uapi/linux/tcp.h): the MSS the SYN carried."""
+"""``tcpi_advmss`` in ``struct tcp_info`` (include/uapi/linux/tcp.h): the MSS the SYN carried,
+less the timestamp option's 12 bytes once timestamps were agreed (tcp_input.c lowers it then)."""
+_OPTIONS_OFFSET = 5
+_TCPI_OPT_TIMESTAMPS = 1
+_TIMESTAMP_OPTION_BYTES = 12
 
 
 def parse_dscp(text: str) -> int:
@@ -121,6 +125,8 @@ def sent_by(sock: socket.socket) -> Sent:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _ADVMSS_OFFSET + 4)
         if len(info) >= _ADVMSS_OFFSET + 4:
             mss = _ADVMSS.unpack_from(info, _ADVMSS_OFFSET)[0]
+            if info[_OPTIONS_OFFSET] & _TCPI_OPT_TIMESTAMPS:
+                mss += _TIMESTAMP_OPTION_BYTES
         options = ("mss", *syn_options_enabled())
     return Sent(unmapped(str(host)), int(port), tos >> 2, tos & 3, ttl, mss, options)
 
