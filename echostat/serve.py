@@ -9,7 +9,7 @@ import os
 import sys
 
 from echostat.server.config import ConfigError
-from echostat.server.config_loading import load_config, read_config_text
+from echostat.server.config_loading import check_config, load_config, read_config_text
 from echostat.server.resources import ResourceError, describe_max_connections
 from echostat.server.runtime import configure_logging, run
 from echostat.server.sockets import systemd_sockets
@@ -26,7 +26,8 @@ def serve_from(args: argparse.Namespace) -> int:
     """Run the server as parsed flags `args` say; returns the process exit status."""
     try:
         text = read_config_text(args.config)
-        config = load_config(args.config, os.environ, args.overrides, text=text)
+        load = check_config if args.check_config else load_config
+        config = load(args.config, os.environ, args.overrides, text=text)
     except ConfigError as exc:
         print(f"echostat: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG

@@ -29,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check-config",
         action="store_true",
-        help="validate the config (file, environment, --set) and exit: 0 if valid, 2 if not",
+        help=(
+            "validate the config (file, environment, --set), make every check a start makes"
+            " short of binding (hosts resolve, TLS files load, the access log opens), and"
+            " exit: 0 if valid, 2 if not"
+        ),
     )
     parser.add_argument(
         "--set",

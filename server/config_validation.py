@@ -34,6 +34,13 @@ class ValidatedConfig:
 
     config: Config
     max_connections_origin: str | None
+    origins: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Key path -> the variable or flag its value came from, for keys not from the file."""
+
+    def blame(self, exc: ConfigError, source: str) -> ConfigError:
+        """`exc`, a later check's error about file `source`, naming the variable or flag its
+        key came from instead of the file."""
+        return _blame_origin(exc, source, self.origins)
 
 
 def validate_config(
@@ -65,11 +72,11 @@ def validate_config(
         raw = {**raw, "limits": {k: v for k, v in limits.items() if k != "max_connections"}}
     try:
         config: Config = _build(Config, raw, source, "")
+        _check_consistency(config, source)
     except ConfigError as exc:
         raise _blame_origin(exc, source, origins) from None
-    _check_consistency(config, source)
     origin = origins.get("limits.max_connections", source) if explicit else None
-    return ValidatedConfig(config, origin)
+    return ValidatedConfig(config, origin, origins)
 
 
 def _key_path(dotted: str) -> str:
@@ -78,12 +85,16 @@ def _key_path(dotted: str) -> str:
 
 
 def _blame_origin(exc: ConfigError, source: str, origins: Mapping[str, str]) -> ConfigError:
-    """Name the variable or flag, not the file, when the bad value came from one of them."""
+    """Name the variable or flag, not the file, when the bad value came from one of them: the
+    value at the key the error names, or a section containing it (``--set listeners.0={}``)."""
     message = str(exc)
-    for path, origin in origins.items():
-        prefix = f"{source}: {path}:"
-        if message.startswith(prefix):
-            return ConfigError(f"{origin}: {path}:{message[len(prefix) :]}")
+    head = f"{source}: "
+    if not message.startswith(head):
+        return exc
+    key, sep, rest = message[len(head) :].partition(": ")
+    for path, origin in sorted(origins.items(), key=lambda item: -len(item[0])):
+        if sep and (key == path or key.startswith((f"{path}.", f"{path}["))):
+            return ConfigError(f"{origin}: {key}: {rest}")
     return exc
 
 
@@ -194,15 +205,15 @@ def _build(cls: Any, raw: Any, source: str, path: str) -> Any:
         allowed = ", ".join(fields)
         where = f"{path}.{unknown[0]}" if path else unknown[0]
         raise ConfigError(f"{source}: {where}: unknown key (allowed here: {allowed})")
+    values = {}
+    for name, value in raw.items():  # before what is missing: a wrong value names its own key
+        key_path = f"{path}.{name}" if path else name
+        values[name] = _convert(hints[name], fields[name], value, source, key_path)
     for name, fld in fields.items():
         required = fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING
         if required and name not in raw:
             where = f"{path}.{name}" if path else name
             raise ConfigError(f"{source}: {where}: missing (this key is required)")
-    values = {}
-    for name, value in raw.items():
-        key_path = f"{path}.{name}" if path else name
-        values[name] = _convert(hints[name], fields[name], value, source, key_path)
     return cls(**values)
 
 
@@ -213,8 +224,11 @@ def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, source: str, pa
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in args:
             return None
+        alternatives = [a for a in args if a is not type(None)]
+        if len(alternatives) == 1:  # `X | None`: X's own error names the key inside a section
+            return _convert(alternatives[0], fld, value, source, path)
         wanted = []
-        for inner in (a for a in args if a is not type(None)):
+        for inner in alternatives:
             try:
                 return _convert(inner, fld, value, source, path)
             except ConfigError as exc:
@@ -255,10 +269,13 @@ def _convert_number(
     low, high = fld.metadata.get("range", (-math.inf, math.inf))
     span = f" {_fmt(low)}..{_fmt(high)}" if "range" in fld.metadata else ""
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    if not numeric or (hint is int and not isinstance(value, int)) or math.isnan(value):
+    wrong_kind = hint is int and not isinstance(value, int)
+    if not numeric or wrong_kind or (isinstance(value, float) and math.isnan(value)):
         raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {_show(value)}")
+    # Compared exactly: an integer of hundreds of digits has no float to convert to.
     if not low <= value <= high:
-        raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {_fmt(value)}")
+        shown = _show(value) if isinstance(value, int) else _fmt(value)
+        raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {shown}")
     return hint(value)  # type: ignore[no-any-return]
 
 
@@ -335,6 +352,10 @@ def _fmt(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else str(number)
 
 
+_SHOWN_DIGITS = 20
+"""Integers longer than this are shown by their first digits and length, on one short line."""
+
+
 def _show(value: Any) -> str:
     """A value as the user wrote it, in YAML terms."""
     if value is None:
@@ -345,4 +366,7 @@ def _show(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list" if value else "an empty list"
+    if isinstance(value, int) and len(digits := str(abs(value))) > _SHOWN_DIGITS:
+        sign = "-" if value < 0 else ""
+        return f"{sign}{digits[:_SHOWN_DIGITS]}... ({len(digits)} digits)"
     return repr(value)

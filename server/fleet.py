@@ -126,6 +126,7 @@ class FleetStats:
             reloads_failed=self.config_state.failed,
             tcp=TcpSnapshot.merge([s.tcp for s in everyone]),
             buffered_bytes=sum(s.buffered_bytes for s in live),
+            access_log_errors=sum(s.access_log_errors for s in everyone),
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:

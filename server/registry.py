@@ -193,6 +193,8 @@ class Registry:
         self._path_quality = TcpSampler()
         self.budget: BufferBudget | None = None
         """The echo side's buffer budget, whose charge snapshots report."""
+        self.access_log_errors = 0
+        """Failed access log writes (see `count_access_log_error`)."""
 
     async def refresh(self, connections: int = 0) -> None:
         """Nothing to fetch: the registry is the live state."""
@@ -257,6 +259,10 @@ class Registry:
         """How many open connections come from `ip`."""
         return self._per_ip[ip]
 
+    def count_access_log_error(self) -> None:
+        """Count one access log line (or final flush) that could not be written."""
+        self.access_log_errors += 1
+
     def reject(self, reason: str) -> None:
         """Count a connection closed at accept time, by reason (e.g. ``max_connections``)."""
         self.rejected[reason] += 1
@@ -312,6 +318,7 @@ class Registry:
             tcp=self._tcp_snapshot(),
             udp_listeners=tuple(udp.snapshot() for udp in self.udp_listeners),
             buffered_bytes=self.budget.charged if self.budget else 0,
+            access_log_errors=self.access_log_errors,
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:

@@ -129,7 +129,9 @@ class Service:
         else a new one (opening its file may raise `ResourceError`), or None when disabled."""
         if self.access_log is not None and self.access_log.config == config.access_log:
             return self.access_log
-        return AccessLog(config.access_log) if config.access_log.enabled else None
+        if not config.access_log.enabled:
+            return None
+        return AccessLog(config.access_log, on_error=self.registry.count_access_log_error)
 
     def _use_access_log(self, access_log: AccessLog | None) -> None:
         """Log closes and rejections to `access_log` from now on; close the one it replaces."""

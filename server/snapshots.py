@@ -43,6 +43,8 @@ class StatsSnapshot:
     tcp: TcpSnapshot = field(default_factory=TcpSnapshot)
     buffered_bytes: int = 0
     """Echo buffers held now for clients that read slower than they send."""
+    access_log_errors: int = 0
+    """Access log lines (or a final flush) that could not be written, e.g. on a full disk."""
 
     @property
     def rejected_total(self) -> int:

@@ -224,8 +224,8 @@ class EchostatProcess:
     PID is echostat's; no preexec_fn, unsafe in a threaded test run). `start` returns once
     the startup lines name the bound ports (a supervisor's, then a worker's, with workers);
     `stop` ends the process by PID if a test left it running, and is safe to call twice.
-    `activation` passes listening sockets by name the way systemd socket activation does;
-    `netns` runs it inside that network namespace (``ip netns exec`` execs: same PID).
+    `activation` passes listening sockets by name the way systemd socket activation does.
+    `prefix` runs it through a command that execs it, such as ``ip netns exec NAME``.
     """
 
     def __init__(
@@ -234,11 +234,9 @@ class EchostatProcess:
         env: Mapping[str, str] | None = None,
         fd_limit: int | None = None,
         activation: Mapping[str, socket.socket] | None = None,
-        netns: str | None = None,
+        prefix: Sequence[str] = (),
     ) -> None:
         limit = ["prlimit", f"--nofile={fd_limit}:{fd_limit}", "--"] if fd_limit else []
-        if netns is not None:
-            limit = ["ip", "netns", "exec", netns, *limit]
         command = [sys.executable, "-m", "echostat", *args]
         fds: tuple[int, ...] = ()
         if activation:
@@ -247,7 +245,7 @@ class EchostatProcess:
             fds = tuple(sock.fileno() for sock in activation.values())
             command = [sys.executable, "-c", _SOCKET_ACTIVATION, *map(str, fds), "--", *command]
         self.process = subprocess.Popen(
-            [*limit, *command],
+            [*prefix, *limit, *command],
             cwd=REPO,
             env={**os.environ, **(env or {})},
             pass_fds=fds,

@@ -190,22 +190,32 @@ class EventsHandler(BaseHandler):
 
     On connect a ``config`` event (the limits) and a ``history`` event; then one unnamed
     event per tick, the stats document plus ``top_connections``, shared by all subscribers.
+    After a reload, the next tick brings a ``config`` event with the new limits first.
     """
 
     async def get(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
         self.write(b"retry: 1000\n\n")
-        self.write(_event(b"config", json.dumps(limits_document(self.in_force.config)).encode()))
+        shown = self.in_force
+        self.write(_config_event(shown))
         self.write(_event(b"history", self.state.feed.history_message()))
         tick = 0
         while (message := await self.state.feed.next(tick)) is not None:
             tick, data = message
+            if self.state.settings is not shown:
+                shown = self.state.settings
+                self.write(_config_event(shown))
             self.write(_event(None, data))
             try:
                 await self.flush()
             except StreamClosedError:
                 return
+
+
+def _config_event(settings: Settings) -> bytes:
+    """The ``config`` event: the limits in force under `settings`."""
+    return _event(b"config", json.dumps(limits_document(settings.config)).encode())
 
 
 def _event(name: bytes | None, data: bytes) -> bytes:
@@ -237,6 +247,7 @@ class HealthHandler(BaseHandler):
         self._answer(self.state.registry.accepting, "not accepting")
 
     def _answer(self, ok: bool, why_not: str) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         if not ok:
             self.set_status(503)

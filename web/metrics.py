@@ -104,6 +104,12 @@ _TOTALS: tuple[_Column, ...] = (
         "reloads_failed",
     ),
     (
+        CounterMetricFamily,
+        "echostat_access_log_errors",
+        "Access log lines (or a final flush) that could not be written, e.g. on a full disk.",
+        "access_log_errors",
+    ),
+    (
         GaugeMetricFamily,
         "echostat_config_loaded_timestamp_seconds",
         "When the configuration in force was loaded, in seconds since the epoch.",

@@ -60,7 +60,7 @@ def paths(tmp_path: Path) -> Iterator[dict[str, RoutedPath]]:
         for failure in VERDICTS:
             path = stack.enter_context(routed_path())
             forgetful(path, failure)
-            server = EchostatProcess(["--config", str(config)], netns=path.server.name)
+            server = EchostatProcess(["--config", str(config)], prefix=path.server.argv())
             stack.callback(server.stop)
             server.start()
             built[failure] = path

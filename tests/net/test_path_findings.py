@@ -47,7 +47,7 @@ def path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoutedPath]:
     config.write_text(CONFIG)
     with routed_path() as built:
         built.router.nft(MIDDLEBOX)
-        server = EchostatProcess(["--config", str(config)], netns=built.server.name)
+        server = EchostatProcess(["--config", str(config)], prefix=built.server.argv())
         try:
             server.start()
             yield built
