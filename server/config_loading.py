@@ -20,25 +20,32 @@ from echostat.server.config_validation import validate_config
 from echostat.server.resources import ResourceError, fit_descriptor_limit
 from echostat.server.sockets import resolve
 
+DEFAULT_CONFIG_PATH = "config.yaml"
+"""The file `echostat` reads when no ``--config`` is named, if the working directory has one."""
+
+BUILT_IN_DEFAULTS = "built-in defaults"
+"""How messages name the config source when there is no file: every key at its default."""
+
 
 def load_config(
-    path: str | Path,
+    path: str | Path | None,
     env: Mapping[str, str] | None = None,
     overrides: Sequence[str] = (),
     text: str | None = None,
 ) -> Config:
     """Read `path`, apply ``ECHOSTAT_*`` variables from `env`, then ``key=value`` `overrides`.
 
-    `text`, if given, stands for the file's content (a supervisor passes its workers the
-    text it validated). Raises `ConfigError` for a missing or unreadable file, YAML errors,
-    unknown keys, wrong types and values out of range, TLS files that can't be used and a
-    `limits.max_connections` the descriptor limit can't hold.
+    `path` None means no file: the built-in defaults (relative TLS paths are then taken from
+    the working directory). `text`, if given, stands for the file's content (a supervisor
+    passes its workers the text it validated). Raises `ConfigError` for a missing or
+    unreadable file, YAML errors, unknown keys, wrong types and values out of range, TLS files
+    that can't be used and a `limits.max_connections` the descriptor limit can't hold.
     """
     return _load(path, env, overrides, text, preflight=False)
 
 
 def check_config(
-    path: str | Path,
+    path: str | Path | None,
     env: Mapping[str, str] | None = None,
     overrides: Sequence[str] = (),
     text: str | None = None,
@@ -51,23 +58,38 @@ def check_config(
 
 
 def _load(
-    path: str | Path,
+    path: str | Path | None,
     env: Mapping[str, str] | None,
     overrides: Sequence[str],
     text: str | None,
     preflight: bool,
 ) -> Config:
-    source = str(path)
+    source = BUILT_IN_DEFAULTS if path is None else str(path)
     validated = validate_config(
         read_config_text(path) if text is None else text, source, env, overrides
     )
     try:
-        _load_tls(validated.config, Path(path).parent, source)
+        _load_tls(validated.config, Path(path).parent if path is not None else Path(), source)
         if preflight:
             _check_before_binding(validated.config, source)
     except ConfigError as exc:
         raise validated.blame(exc, source) from None
     return fit_descriptor_limit(validated.config, validated.max_connections_origin)
+
+
+def choose_config_path(named: str | None) -> str | None:
+    """The config file to read: the one named with ``--config``, else ``./config.yaml`` if
+    there is one; None (the built-in defaults) when neither. A named file that is missing is
+    still an error, raised when it is read."""
+    if named is not None:
+        return named
+    return DEFAULT_CONFIG_PATH if Path(DEFAULT_CONFIG_PATH).exists() else None
+
+
+def describe_source(built_in_defaults: bool) -> str:
+    """What the startup line adds about where the config came from: a word only when no file
+    was read, since a newcomer's first `echostat` may run with none."""
+    return "; no config file: running on the built-in defaults" if built_in_defaults else ""
 
 
 def _check_before_binding(config: Config, source: str) -> None:
@@ -88,9 +110,12 @@ MAX_CONFIG_BYTES = 1024 * 1024
 """A config file is a few kilobytes; one beyond this is a mistake (``--config /dev/zero``)."""
 
 
-def read_config_text(path: str | Path) -> str:
-    """The content of the config file at `path`; `ConfigError` if it can't be read or is
-    larger than `MAX_CONFIG_BYTES` (read no further than that, so an endless file returns)."""
+def read_config_text(path: str | Path | None) -> str:
+    """The content of the config file at `path`, or of none (``""``, every key at its default)
+    when `path` is None; `ConfigError` if it can't be read or is larger than
+    `MAX_CONFIG_BYTES` (read no further than that, so an endless file returns)."""
+    if path is None:
+        return ""
     try:
         with open(path, "rb") as file:
             data = file.read(MAX_CONFIG_BYTES + 1)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from echostat.server.config import Config, ConfigError, ListenerConfig
+from echostat.server.config import Config, ConfigError, ListenerConfig, WatchConfig
 
 ENV_PREFIX = "ECHOSTAT_"
 """Environment variables ``ECHOSTAT_<KEY>`` override single keys; ``__`` separates levels."""
@@ -235,7 +235,7 @@ def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, source: str, pa
                 wanted.append(str(exc).partition(": expected ")[2].rpartition(", got ")[0])
         raise ConfigError(f"{source}: {path}: expected {' or '.join(wanted)}, got {_show(value)}")
     if origin is tuple and dataclasses.is_dataclass(args[0]):
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, list) or not (value or fld.metadata.get("may_be_empty")):
             raise ConfigError(f"{source}: {path}: expected a non-empty list, got {_show(value)}")
         return tuple(_build(args[0], item, source, f"{path}[{i}]") for i, item in enumerate(value))
     if origin is tuple:
@@ -311,6 +311,45 @@ def _check_consistency(config: Config, source: str) -> None:
         if name in names[:index]:
             raise ConfigError(
                 f"{source}: listeners[{index}].name: duplicate listener name {name!r}"
+            )
+    _check_watch(config.watch, f"{source}: watch")
+
+
+_WATCH_TARGET = re.compile(
+    r"(?P<udp>udp://)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:/\[\]]+)):(?P<port>\d{1,5})"
+)
+"""``HOST:PORT``, ``[IPv6]:PORT`` or either after ``udp://``: what a watch target may be."""
+
+UDP_PROBE_MIN_SIZE = 28
+"""A UDP probe datagram carries a 28-byte header (magic, run id, sequence, send time)."""
+
+
+def _check_watch(watch: WatchConfig, where: str) -> None:
+    """Each target parses as an address with a port 1..65535, names are unique, and a UDP
+    target's datagrams have room for the probe's header."""
+    seen: set[str] = set()
+    for index, target in enumerate(watch.targets):
+        here = f"{where}.targets[{index}]"
+        if target.name in seen:
+            raise ConfigError(f"{here}.name: duplicate watch target name {target.name!r}")
+        seen.add(target.name)
+        match = _WATCH_TARGET.fullmatch(target.target)
+        if match is None or not 1 <= int(match["port"]) <= 65535:
+            raise ConfigError(
+                f"{here}.target: expected HOST:PORT or udp://HOST:PORT with a port 1..65535"
+                f" (IPv6 in brackets), got {target.target!r}"
+            )
+        if match["v6"] is not None:
+            try:
+                ipaddress.IPv6Address(match["v6"])
+            except ValueError:
+                raise ConfigError(
+                    f"{here}.target: {match['v6']!r} in brackets is not an IPv6 address"
+                ) from None
+        if match["udp"] and target.size < UDP_PROBE_MIN_SIZE:
+            raise ConfigError(
+                f"{here}.size: expected at least {UDP_PROBE_MIN_SIZE} for a udp:// target"
+                f" (the probe's header), got {target.size}"
             )
 
 

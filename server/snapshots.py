@@ -106,12 +106,17 @@ class ConnectionSnapshot:
 
 @dataclass(frozen=True)
 class ListenerSnapshot:
+    """One echo listener's figures; its bytes include those of connections that closed."""
+
     name: str
     host: str
     port: int
     tls: bool
     active: int
     accepted: int
+    closed: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
 
 
 @dataclass(frozen=True)

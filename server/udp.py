@@ -35,7 +35,7 @@ from tornado.ioloop import PeriodicCallback
 from echostat.server.config import UDPConfig
 from echostat.server.socket_memory import BUFFER_BYTES, SO_MEMINFO, decode_drops
 from echostat.server.udp_report import ReportingTransport
-from echostat.server.udp_stats import Peer, Source, UDPListenerStats
+from echostat.server.udp_stats import DropReason, Peer, Source, UDPListenerStats
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +197,7 @@ class UDPEchoProtocol(asyncio.DatagramProtocol):
         if size:
             self._transport.sendto(data, addr)  # type: ignore[union-attr]
 
-    def _regrant(self, peer: Peer, addr: typing.Any, size: int) -> str | None:
+    def _regrant(self, peer: Peer, addr: typing.Any, size: int) -> DropReason | None:
         """Give `peer` credit for this datagram and a few more, taken from its source's and
         the listener's budgets; or the name of the bound that has none left.
 

@@ -12,7 +12,20 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
+
+DropReason = Literal[
+    "privileged_source_port",
+    "source_rate",
+    "listener_rate",
+    "bytes_rate",
+    "send_buffer_full",
+    "send_failed",
+]
+"""Why a datagram was not echoed."""
+
+DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
+"""Every drop reason, so that metrics show each at 0 before it happens."""
 
 RECEIVE_BUFFER = "receive_buffer"
 """The drop reason of datagrams the kernel discarded for a full receive buffer, before echostat

@@ -226,6 +226,7 @@ class EchostatProcess:
     `stop` ends the process by PID if a test left it running, and is safe to call twice.
     `activation` passes listening sockets by name the way systemd socket activation does.
     `prefix` runs it through a command that execs it, such as ``ip netns exec NAME``.
+    `cwd` is the working directory (the source tree, whose config.yaml is then read).
     """
 
     def __init__(
@@ -235,6 +236,7 @@ class EchostatProcess:
         fd_limit: int | None = None,
         activation: Mapping[str, socket.socket] | None = None,
         prefix: Sequence[str] = (),
+        cwd: Path = REPO,
     ) -> None:
         limit = ["prlimit", f"--nofile={fd_limit}:{fd_limit}", "--"] if fd_limit else []
         command = [sys.executable, "-m", "echostat", *args]
@@ -246,7 +248,7 @@ class EchostatProcess:
             command = [sys.executable, "-c", _SOCKET_ACTIVATION, *map(str, fds), "--", *command]
         self.process = subprocess.Popen(
             [*prefix, *limit, *command],
-            cwd=REPO,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             pass_fds=fds,
             stdin=subprocess.DEVNULL,

@@ -19,6 +19,7 @@ from echostat.web.schema import (
     status_connections_document,
 )
 from echostat.web.state import AppState, Settings
+from echostat.web.watch import watch_document
 
 _JSON = "application/json; charset=utf-8"
 
@@ -183,6 +184,15 @@ class HistoryHandler(BaseHandler):
 
     def get(self) -> None:
         self.write_bytes(_JSON, self.state.feed.history_message())
+
+
+class WatchHandler(BaseHandler):
+    """``GET /api/watch``: every watched address, its last round and the last hour's chart
+    points; ``{"targets": []}`` when this process watches nothing."""
+
+    def get(self) -> None:
+        watch = self.state.watch
+        self.write_json(watch_document(watch) if watch is not None else {"targets": []})
 
 
 class EventsHandler(BaseHandler):

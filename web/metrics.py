@@ -16,10 +16,10 @@ from prometheus_client.registry import Collector
 
 from echostat.server import __version__
 from echostat.server.path_quality import RTT_BUCKETS_S, SYN_MSS_BUCKETS, TcpSnapshot
-from echostat.server.registry import StatsSource
+from echostat.server.registry import REJECT_REASONS, SERVER_CLOSE_REASONS, StatsSource
 from echostat.server.syn import OPTION_NAMES
-from echostat.server.udp_stats import UDPListenerSnapshot
-from echostat.web.counters import StatusCounters
+from echostat.server.udp_stats import DROP_REASONS, UDPListenerSnapshot
+from echostat.web.counters import STATUS_CLOSE_REASONS, STATUS_REJECT_REASONS, StatusCounters
 
 
 def metrics_registry(registry: StatsSource, status: StatusCounters) -> CollectorRegistry:
@@ -43,30 +43,6 @@ _PER_LISTENER: tuple[_Column, ...] = (
         "Echo connections accepted since start.",
         "accepted",
     ),
-)
-_PER_WORKER: tuple[_Column, ...] = (
-    (
-        GaugeMetricFamily,
-        "echostat_worker_connections_active",
-        "Open echo connections, by worker.",
-        "active",
-    ),
-    (
-        CounterMetricFamily,
-        "echostat_worker_connections_accepted",
-        "Echo connections accepted since start, by worker.",
-        "accepted",
-    ),
-)
-_BY_REASON: tuple[tuple[str, str, str], ...] = (
-    ("echostat_connections_rejected", "Connections closed at accept time, by reason.", "rejected"),
-    (
-        "echostat_connections_closed_by_server",
-        "Echo connections the server ended (timeouts, shutdown, faults), by reason.",
-        "closed_by_server",
-    ),
-)
-_TOTALS: tuple[_Column, ...] = (
     (
         CounterMetricFamily,
         "echostat_connections_closed",
@@ -85,6 +61,36 @@ _TOTALS: tuple[_Column, ...] = (
         "Bytes echoed back to clients since start.",
         "bytes_sent",
     ),
+)
+_PER_WORKER: tuple[_Column, ...] = (
+    (
+        GaugeMetricFamily,
+        "echostat_worker_connections_active",
+        "Open echo connections, by worker.",
+        "active",
+    ),
+    (
+        CounterMetricFamily,
+        "echostat_worker_connections_accepted",
+        "Echo connections accepted since start, by worker.",
+        "accepted",
+    ),
+)
+_BY_REASON: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    (
+        "echostat_connections_rejected",
+        "Connections closed at accept time, by reason.",
+        "rejected",
+        REJECT_REASONS,
+    ),
+    (
+        "echostat_connections_closed_by_server",
+        "Echo connections the server ended (timeouts, shutdown, faults), by reason.",
+        "closed_by_server",
+        SERVER_CLOSE_REASONS,
+    ),
+)
+_TOTALS: tuple[_Column, ...] = (
     (
         CounterMetricFamily,
         "echostat_worker_restarts",
@@ -154,9 +160,13 @@ class RegistryCollector(Collector):
             "listener", {listener.name: listener for listener in snap.listeners}, _PER_LISTENER
         )
         yield from _per("pid", {str(worker.pid): worker for worker in snap.workers}, _PER_WORKER)
-        for name, documentation, attribute in _BY_REASON:
+        for name, documentation, attribute, reasons in _BY_REASON:
             yield _labelled(
-                CounterMetricFamily, name, documentation, "reason", getattr(snap, attribute)
+                CounterMetricFamily,
+                name,
+                documentation,
+                "reason",
+                _every(reasons, getattr(snap, attribute)),
             )
         for family, name, documentation, attribute in _TOTALS:
             yield family(name, documentation, getattr(snap, attribute))
@@ -201,7 +211,7 @@ def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric
         labels=["listener", "reason"],
     )
     for udp in listeners:
-        for reason, count in sorted(udp.dropped.items()):
+        for reason, count in sorted(_every(DROP_REASONS, udp.dropped).items()):
             dropped.add_metric([udp.name, reason], count)
     yield dropped
 
@@ -224,14 +234,14 @@ class StatusCollector(Collector):
             "echostat_status_connections_rejected",
             "Status connections refused at accept time, by reason.",
             "reason",
-            counters.rejected,
+            _every(STATUS_REJECT_REASONS, counters.rejected),
         )
         yield _labelled(
             CounterMetricFamily,
             "echostat_status_connections_closed_by_server",
             "Status connections closed by a timeout (header_timeout, idle_timeout).",
             "reason",
-            counters.closed_by_server,
+            _every(STATUS_CLOSE_REASONS, counters.closed_by_server),
         )
 
 
@@ -283,6 +293,12 @@ def _per(label: str, rows: Mapping[str, object], columns: tuple[_Column, ...]) -
     for family, name, documentation, attribute in columns:
         values = {key: getattr(row, attribute) for key, row in rows.items()}
         yield _labelled(family, name, documentation, label, values)
+
+
+def _every(reasons: tuple[str, ...], counts: Mapping[str, int]) -> dict[str, int]:
+    """`counts` with every one of `reasons` present, at 0 until it first happens: a series
+    that appears only with its first event makes ``rate()`` and alerts miss that event."""
+    return {**dict.fromkeys(reasons, 0), **counts}
 
 
 def _labelled(

@@ -36,6 +36,7 @@ async function loadPanel(url) {
 }
 
 const [path, udp] = await Promise.all([loadPanel("./path.js"), loadPanel("./udp.js")]);
+const watch = await loadPanel("./watch.js");
 
 // ---- link state --------------------------------------------------------------------------
 
@@ -224,6 +225,7 @@ function render(stats) {
   renderConnections(stats.top_connections);
   udp?.renderUdp(stats);
   path?.renderPath(stats);
+  watch?.renderWatch(stats);
   connections.append(stats);
   throughput.append(stats);
 }
