@@ -1,12 +1,12 @@
 """The access log: one line per closed echo connection and per rejected one, text or JSON.
 
 In the spirit of HAProxy's TCP log: when it ended, who the client was, how long it lasted,
-bytes each way, who closed it and why, and the path's final RTT and retransmits. Every line
-has the same fields (`FIELDS`), in this order, whatever the event; JSON lines have exactly
-these keys. A file is opened in append mode and reopened by `reopen` (on SIGUSR1) so that
-log rotation can move it away; ``-`` writes to stderr. A line that can't be written (a full
-disk) is counted and warned about at most every `WARNING_INTERVAL_S`; it never reaches the
-connection that was being logged.
+bytes each way, who closed it and why, the path's final RTT and retransmits, and what arrived
+of its SYN. Every line has the same fields (`FIELDS`), in this order, whatever the event; JSON
+lines have exactly these keys. A file is opened in append mode and reopened by `reopen` (on
+SIGUSR1) so that log rotation can move it away; ``-`` writes to stderr. A line that can't be
+written (a full disk) is counted and warned about at most every `WARNING_INTERVAL_S`; it never
+reaches the connection that was being logged.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from echostat.server.config import AccessLogConfig
 from echostat.server.registry import Connection
 from echostat.server.resources import ResourceError
+from echostat.server.syn import SynHeaders
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,14 @@ FIELDS = (
     "tls",
     "rtt_ms",
     "retransmits",
+    "syn_ttl",
+    "syn_hops",
+    "syn_dscp",
+    "syn_ecn",
+    "syn_df",
+    "syn_mss",
+    "syn_wscale",
+    "syn_options",
 )
 """The keys of every JSON line, and the order of the text line's fields."""
 
@@ -87,6 +96,7 @@ class AccessLog:
             tls=conn.tls_protocol,
             rtt_ms=tcp and tcp.rtt_ms,
             retransmits=tcp and tcp.retransmits,
+            **_syn_fields(conn.syn),
         )
 
     def rejected(self, reason: str, peer: str, listener: str) -> None:
@@ -105,6 +115,7 @@ class AccessLog:
             tls=None,
             rtt_ms=None,
             retransmits=None,
+            **_syn_fields(None),
         )
 
     def reopen(self) -> None:
@@ -174,6 +185,26 @@ class AccessLog:
         head = f"{record['time']} {record['event']} {record['peer']}"
         pairs = (f"{key}={_text_value(record[key])}" for key in FIELDS[3:])
         return " ".join((head, *pairs))
+
+
+def _syn_fields(syn: SynHeaders | None) -> dict[str, Any]:
+    """The ``syn_`` fields of a line: the SYN as it arrived; options as ``mss,sack,...``
+    (other kinds by number); all None when no SYN was saved."""
+    if syn is None:
+        return dict.fromkeys(FIELDS[FIELDS.index("syn_ttl") :])
+    options = None
+    if syn.other_options is not None:
+        options = ",".join([*syn.options, *map(str, syn.other_options)])
+    return {
+        "syn_ttl": syn.ttl,
+        "syn_hops": syn.hops,
+        "syn_dscp": syn.dscp,
+        "syn_ecn": syn.ecn,
+        "syn_df": syn.df,
+        "syn_mss": syn.mss,
+        "syn_wscale": syn.wscale,
+        "syn_options": options,
+    }
 
 
 def _text_value(value: object) -> str:

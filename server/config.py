@@ -47,6 +47,9 @@ class ListenerConfig:
     proxy_protocol: bool = False
     proxy_trusted: tuple[str, ...] = ()
     proxy_header_timeout_s: float = field(default=5.0, metadata=_range(0.1, 300))
+    report: bool = False
+    """Tell each client what arrived of its connection (README, "Path reports"): TCP speaks
+    first with one report line; UDP answers report requests. Off: pure RFC 862."""
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from echostat.server.snapshots import (
     StatsSnapshot,
     WorkerSnapshot,
 )
+from echostat.server.syn import SynHeaders
+from echostat.server.syn import decode as decode_syn
 from echostat.server.tcp_info import TcpInfo
 from echostat.server.udp_stats import PeerSnapshot, UDPListenerStats, peer_snapshot
 
@@ -76,6 +78,8 @@ class Connection:
         "end_reason",
         "tls_protocol",
         "tcp_read_mark",
+        "saved_syn",
+        "_syn",
     )
 
     def __init__(self, ip: str, port: int, listener: ListenerStats) -> None:
@@ -97,11 +101,26 @@ class Connection:
         """``TLSv1.3`` and the like on a TLS listener."""
         self.tcp_read_mark = -1
         """Bytes moved when `tcp` was last read (kept by the path quality sampler)."""
+        self.saved_syn = b""
+        """The headers of its SYN as the kernel saved them (path quality on, Linux only);
+        decoded only when someone asks (`syn`)."""
+        self._syn: SynHeaders | None = None
 
     @property
     def peer(self) -> str:
         """The client as ``host:port``, or ``[host]:port`` for IPv6."""
         return peer_name(self.ip, self.port)
+
+    @property
+    def syn(self) -> SynHeaders | None:
+        """Its SYN as it arrived, decoded on the first ask; None if none was saved."""
+        if self._syn is None and self.saved_syn:
+            self._syn = decode_syn(self.saved_syn)
+        return self._syn
+
+    def listener_mss(self) -> int | None:
+        """The MSS the server advertised on this connection, or None if it can't be read."""
+        return None
 
     def unsent_bytes(self) -> int:
         """Bytes counted in `bytes_sent` that still wait in a user-space buffer."""
@@ -376,6 +395,8 @@ class Registry:
                 bytes_received=c.bytes_received,
                 bytes_sent=c.bytes_sent - c.unsent_bytes(),
                 tcp=c.tcp,
+                syn=c.syn,
+                listener_mss=c.listener_mss() if c.saved_syn else None,
             )
             for c in ranked
         ]

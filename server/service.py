@@ -51,6 +51,7 @@ class Service:
         self.built_in_defaults = built_in_defaults
         self.registry = Registry(tcp_info_interval_s=tcp_info_interval(config))
         self.echo = EchoServer(self.registry, config.limits)
+        self.echo.save_syns(self.registry.tcp_info_interval_s is not None)
         self.udp = UDPEchoServer(config.udp)
         self.status = status_side(self.registry, config) if status_side else None
         self._inherited = dict(inherited or {})
@@ -85,7 +86,7 @@ class Service:
             port = sockets[0].getsockname()[1]
             if listener.protocol == "udp":
                 udp = self.registry.add_udp_listener(listener.name, listener.host, port)
-                await self.udp.add_sockets(sockets, udp)
+                await self.udp.add_sockets(sockets, udp, listener.report)
                 continue
             stats = self.registry.add_listener(
                 listener.name, listener.host, port, tls=listener.tls is not None
@@ -158,6 +159,7 @@ class Service:
         has checked that no listener address changed."""
         self.config = config
         self.registry.tcp_info_interval_s = tcp_info_interval(config)
+        self.echo.save_syns(self.registry.tcp_info_interval_s is not None)
         self.echo.reconfigure(config.limits, config.listeners)
         if self.status:
             self.status.reconfigure(config)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from echostat.server.path_quality import TcpSnapshot
+from echostat.server.syn import SynHeaders
 from echostat.server.tcp_info import TcpInfo
 from echostat.server.udp_stats import UDPListenerSnapshot
 
@@ -84,6 +85,10 @@ class ConnectionSnapshot:
     bytes_received: int
     bytes_sent: int
     tcp: TcpInfo | None = None
+    syn: SynHeaders | None = None
+    """Its SYN as it arrived (path quality on, Linux only)."""
+    listener_mss: int | None = None
+    """The MSS the server advertised on it (TCP_INFO's advmss), known with `syn`."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for sending between processes as JSON."""
@@ -92,7 +97,11 @@ class ConnectionSnapshot:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConnectionSnapshot:
         """The inverse of `to_dict`."""
-        return cls(**{**data, "tcp": data["tcp"] and TcpInfo(**data["tcp"])})
+        syn = data.get("syn")
+        if syn is not None:
+            others = syn["other_options"]
+            syn = SynHeaders(**{**syn, "other_options": None if others is None else tuple(others)})
+        return cls(**{**data, "tcp": data["tcp"] and TcpInfo(**data["tcp"]), "syn": syn})
 
 
 @dataclass(frozen=True)

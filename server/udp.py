@@ -34,6 +34,7 @@ from tornado.ioloop import PeriodicCallback
 
 from echostat.server.config import UDPConfig
 from echostat.server.socket_memory import BUFFER_BYTES, SO_MEMINFO, decode_drops
+from echostat.server.udp_report import ReportingTransport
 from echostat.server.udp_stats import DropReason, Peer, Source, UDPListenerStats
 
 log = logging.getLogger(__name__)
@@ -293,9 +294,11 @@ class UDPEchoServer:
         self._warned_at: dict[str, float] = {}
         self._ticker = PeriodicCallback(self._tick, TICK_S * 1000)
 
-    async def add_sockets(self, sockets: Iterable[socket.socket], stats: UDPListenerStats) -> None:
-        """Echo on the bound UDP `sockets`, counting under `stats`; the sockets now belong to
-        their transports."""
+    async def add_sockets(
+        self, sockets: Iterable[socket.socket], stats: UDPListenerStats, report: bool = False
+    ) -> None:
+        """Echo on the bound UDP `sockets`, counting under `stats`, answering report requests
+        if `report`; the sockets now belong to their transports."""
         budget = ListenerBudget(self.config)
         loop = asyncio.get_running_loop()
         for sock in sockets:
@@ -303,7 +306,10 @@ class UDPEchoServer:
             protocol = functools.partial(
                 UDPEchoProtocol, sock, stats, self.config, budget, self.clock
             )
-            transport, _ = await loop.create_datagram_endpoint(protocol, sock=sock)
+            if report:
+                transport: asyncio.BaseTransport = ReportingTransport(loop, sock, protocol())
+            else:
+                transport, _ = await loop.create_datagram_endpoint(protocol, sock=sock)
             self._transports.append(transport)
         self._listeners.append((stats, budget))
         self._sockets[stats.name] = list(sockets)

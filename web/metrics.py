@@ -15,8 +15,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from echostat.server import __version__
-from echostat.server.path_quality import RTT_BUCKETS_S, TcpSnapshot
+from echostat.server.path_quality import RTT_BUCKETS_S, SYN_MSS_BUCKETS, TcpSnapshot
 from echostat.server.registry import REJECT_REASONS, SERVER_CLOSE_REASONS, StatsSource
+from echostat.server.syn import OPTION_NAMES
 from echostat.server.udp_stats import DROP_REASONS, UDPListenerSnapshot
 from echostat.web.counters import STATUS_CLOSE_REASONS, STATUS_REJECT_REASONS, StatusCounters
 
@@ -171,6 +172,7 @@ class RegistryCollector(Collector):
             yield family(name, documentation, getattr(snap, attribute))
         if snap.tcp.measured:
             yield from _path_quality(snap.tcp)
+            yield from _syn_families(snap.tcp)
         yield InfoMetricFamily("echostat", "The running echostat.", {"version": __version__})
         yield from _udp_families(snap.udp_listeners)
 
@@ -245,16 +247,11 @@ class StatusCollector(Collector):
 
 def _path_quality(tcp: TcpSnapshot) -> Iterator[Metric]:
     """The RTT histogram and retransmitted segments, from TCP_INFO; no per-connection labels."""
-    cumulative = 0
-    buckets = []
-    for bound, count in zip([*map(str, RTT_BUCKETS_S), "+Inf"], tcp.rtt_buckets, strict=True):
-        cumulative += count
-        buckets.append((bound, cumulative))
     yield HistogramMetricFamily(
         "echostat_tcp_rtt_seconds",
         "Smoothed RTT of echo connections (TCP_INFO), observed at close and at most once per"
         " tcp_info_interval_s while open.",
-        buckets=buckets,
+        buckets=_cumulative(RTT_BUCKETS_S, tcp.rtt_buckets),
         sum_value=tcp.rtt_sum_s,
     )
     yield CounterMetricFamily(
@@ -262,6 +259,33 @@ def _path_quality(tcp: TcpSnapshot) -> Iterator[Metric]:
         "TCP segments the server retransmitted on echo connections, open and closed.",
         tcp.retransmits,
     )
+
+
+def _syn_families(tcp: TcpSnapshot) -> Iterator[Metric]:
+    """What arrived in the SYNs of echo connections: the MSS histogram, SYNs per option."""
+    yield HistogramMetricFamily(
+        "echostat_syn_mss_bytes",
+        "MSS option of echo connections' SYNs as they arrived (a clamp on the path lowers it).",
+        buckets=_cumulative(SYN_MSS_BUCKETS, tcp.syn_mss_buckets),
+        sum_value=tcp.syn_mss_sum,
+    )
+    yield _labelled(
+        CounterMetricFamily,
+        "echostat_syn_options",
+        "SYNs of echo connections that arrived carrying each TCP option.",
+        "option",
+        dict(zip(OPTION_NAMES, tcp.syn_options, strict=True)),
+    )
+
+
+def _cumulative(bounds: tuple[float, ...], counts: tuple[int, ...]) -> list[tuple[str, float]]:
+    """Histogram buckets as Prometheus wants them: cumulative counts, `+Inf` last."""
+    total = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, count in zip([*map(str, bounds), "+Inf"], counts, strict=True):
+        total += count
+        buckets.append((bound, total))
+    return buckets
 
 
 def _per(label: str, rows: Mapping[str, object], columns: tuple[_Column, ...]) -> Iterator[Metric]:

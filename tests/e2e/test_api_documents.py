@@ -26,6 +26,7 @@ CONNECTION_FIELDS = {
     "bytes_received": int,
     "bytes_sent": int,
     "tcp": dict,
+    "syn": dict,
 }
 
 TCP_INFO_FIELDS = {
