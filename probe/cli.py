@@ -224,7 +224,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"echostat probe: {options.target}: {exc.strerror or exc}", file=sys.stderr)
         return Exit.PATH_FAILED
     if args.json:
-        print(json.dumps(document(options, result), indent=2))
+        try:
+            print(json.dumps(document(options, result), indent=2), flush=True)
+        except BrokenPipeError:
+            console.close()
+    if console.closed:
+        return Exit.PATH_FAILED  # as other tools whose reader went away, without a word
     if result.problem is not None:
         print(f"echostat probe: {result.problem}", file=sys.stderr)
         return Exit.PATH_FAILED
@@ -243,6 +248,7 @@ async def _interruptible(probe: Probe, console: Console) -> Result | UDPResult:
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    console.on_closed = interrupted.set
     try:
         return await probe(console, interrupted)
     finally:

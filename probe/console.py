@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
 from typing import TextIO
 
 from echostat.probe.figures import Timing
@@ -13,19 +15,35 @@ class Console:
 
     The progress line is rewritten in place once a second, and only when the output is a
     terminal, so that a log or a pipe gets the final lines alone.
+
+    When the reader goes away (``echostat probe ... | head -1``), `on_closed` is called once
+    (to stop the run) and nothing more is written.
     """
 
     def __init__(self, quiet: bool, stream: TextIO = sys.stdout) -> None:
         self.quiet = quiet
         self.stream = stream
         self.live = not quiet and stream.isatty()
+        self.closed = False
+        """The reader closed its end: the run is stopped and reported by exit status only."""
+        self.on_closed: Callable[[], None] | None = None
         self._progress_shown = False
 
     def line(self, text: str) -> None:
-        if self.quiet:
+        if self.quiet or self.closed:
             return
         self.clear_progress()
-        print(text, file=self.stream, flush=True)
+        try:
+            print(text, file=self.stream, flush=True)
+        except BrokenPipeError:
+            self.close()
+
+    def close(self) -> None:
+        """The reader is gone: write nothing more, and stop the run."""
+        self.closed = True
+        mute(self.stream)
+        if self.on_closed is not None:
+            self.on_closed()
 
     def progress(self, text: str) -> None:
         if self.live:
@@ -54,3 +72,11 @@ def timing_lines(what: str, figures: Timing) -> list[str]:
         f"{figures.max_ms:.3f}/{figures.mdev_ms:.3f} ms",
         f"{what} p50/p90/p99 = {figures.p50_ms:.3f}/{figures.p90_ms:.3f}/{figures.p99_ms:.3f} ms",
     ]
+
+
+def mute(stream: TextIO) -> None:
+    """Point `stream`'s descriptor at /dev/null, so that what is still buffered in it (and
+    Python's flush at exit) goes nowhere instead of raising BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, stream.fileno())
+    os.close(devnull)

@@ -1,6 +1,6 @@
 """The verifying engine: asyncio Protocols that echo-test one connection each.
 
-Each client sends slices of `probe.pattern.PATTERN` at offsets that differ per connection
+Each client sends slices of its run's seeded pattern (`probe.pattern`) at offsets that differ per connection
 and per round trip and checks every byte that comes back, so a server that alters, drops,
 repeats, reorders or mixes up bytes between connections is caught; the failure names the
 connection, the byte offset in its stream and the expected and received byte. A `Run`
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from echostat.probe.pattern import PATTERN, SPAN, STRIDE, first_difference, start_offset
+from echostat.probe.pattern import DEFAULT_SEED, SPAN, STRIDE, first_difference, pattern_of, start_offset
 
 Reason = Literal["mismatch", "eof", "reset", "timeout", "connect"]
 """Why a connection failed: a byte differed, it ended or was reset early, an echo was late,
@@ -47,10 +47,13 @@ class Run:
 
     With `stop_on_failure` (the benchmark) the first failure ends the run: `failed` gets it
     and `probe.session.bounded` raises it. Otherwise (the probe) a failed connection stops
-    and the others go on, so that the report can say how many failed.
+    and the others go on, so that the report can say how many failed. Every client of the
+    run sends slices of the pattern of `seed` (`probe.pattern.pattern_of`).
     """
 
-    def __init__(self, stop_on_failure: bool = True) -> None:
+    def __init__(self, stop_on_failure: bool = True, seed: int = DEFAULT_SEED) -> None:
+        self.seed = seed
+        self.pattern = pattern_of(seed)
         self.running = True
         self.measuring = False
         self.stop_on_failure = stop_on_failure
@@ -82,6 +85,7 @@ class Client(asyncio.Protocol):
         self.run = run
         self.index = index
         self.preamble = preamble
+        self.pattern = run.pattern
         self.transport: asyncio.Transport | None = None
         self.closed = loop.create_future()
         self.idle = loop.create_future()
@@ -153,18 +157,20 @@ class Client(asyncio.Protocol):
         self.fail("timeout", f"{self.overdue()} within {timeout_s:g} s")
 
     def verify_message(self, data: bytes, start: int, size: int, context: str) -> bool:
-        """Check `data` as the next bytes of the one `size`-byte message ``PATTERN[start:]``
+        """Check `data` as the next bytes of the one `size`-byte message ``self.pattern[start:]``
         this connection sent and count them; on a difference report it and return False."""
-        if self.verified + len(data) > size or not PATTERN.startswith(data, start + self.verified):
+        if self.verified + len(data) > size or not self.pattern.startswith(
+            data, start + self.verified
+        ):
             self.mismatch(data, start + self.verified, size - self.verified, context)
             return False
         self.verified += len(data)
         return True
 
     def mismatch(self, data: bytes, pattern_offset: int, expected_bytes: int, context: str) -> None:
-        """Report the first byte of `data` that is not ``PATTERN[pattern_offset:]``; bytes
+        """Report the first byte of `data` that is not ``self.pattern[pattern_offset:]``; bytes
         beyond the first `expected_bytes` were never sent."""
-        index = first_difference(data[:expected_bytes], pattern_offset)
+        index = first_difference(data[:expected_bytes], pattern_offset, self.pattern)
         if index < 0:
             index = expected_bytes
         offset = self.verified + index
@@ -175,7 +181,7 @@ class Client(asyncio.Protocol):
             )
             self.fail("mismatch", what, offset=offset, received=received)
             return
-        expected = PATTERN[pattern_offset + index]
+        expected = self.pattern[pattern_offset + index]
         what = (
             f"byte {offset} differs from what was sent: expected {expected:#04x}, "
             f"received {received:#04x} ({context})"
@@ -194,7 +200,10 @@ class PingPong(Client):
 
     Back to back by default; with `interval_s` a round trip starts at most that often, and
     with `count` the client is idle after that many. `on_round_trip(client, rtt_ns)` is
-    called after each verified round trip.
+    called after each verified round trip. With `on_lost` (the ping-like probe) a round trip
+    that times out counts as lost, as ping's: `on_lost(client)` is called, the first one is
+    recorded as the connection's failure, and the next round trip goes on the same stream,
+    whose late bytes are still verified when they come.
     """
 
     def __init__(
@@ -206,12 +215,18 @@ class PingPong(Client):
         interval_s: float = 0.0,
         count: int = 0,
         on_round_trip: RoundTripHook | None = None,
+        on_lost: Callable[[PingPong], None] | None = None,
     ) -> None:
         super().__init__(run, index, preamble)
         self.size = size
         self.interval_ns = round(interval_s * 1e9)
         self.count = count
         self.on_round_trip = on_round_trip
+        self.on_lost = on_lost
+        self.lost = 0
+        """Round trips that timed out (only with `on_lost`; otherwise a timeout fails)."""
+        self.late: list[tuple[int, int]] = []
+        """Pattern offset and length of the bytes of lost round trips still to come back."""
         self.offset = start_offset(index)
         self.round_trip = 0
         """Sequence number of the round trip in flight or last done, from 1."""
@@ -233,22 +248,41 @@ class PingPong(Client):
         return self.sent_at if self.in_flight else None
 
     def overdue(self) -> str:
-        if not self.in_flight:
+        if not self.in_flight and self.round_trip:
             return "between round trips"
-        return f"round trip {self.round_trip}: {self.received} of {self.size} bytes came back"
+        # Before the first send (a reset right after the accept) the first round trip is the
+        # one that got nothing back.
+        return f"round trip {max(1, self.round_trip)}: {self.received} of {self.size} bytes came back"
+
+    def time_out(self, timeout_s: float) -> None:
+        if self.on_lost is None:
+            super().time_out(timeout_s)
+            return
+        if not self.lost:
+            what = f"{self.overdue()} within {timeout_s:g} s"
+            self.run.record(Failure(self.index, "timeout", f"connection {self.index}: {what}"))
+        self.lost += 1
+        self.in_flight = False
+        self.late.append((self.offset + self.received, self.size - self.received))
+        self.on_lost(self)
+        self.next(time.perf_counter_ns())
 
     def send(self) -> None:
         self._timer = None
+        if self.failed:
+            return
         self.offset = (self.offset + STRIDE) % SPAN
         self.received = 0
         self.round_trip += 1
         self.in_flight = True
         self.sent_at = time.perf_counter_ns()
-        self.transport.write(PATTERN[self.offset : self.offset + self.size])  # type: ignore[union-attr]
+        self.transport.write(self.pattern[self.offset : self.offset + self.size])  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
+        if self.late and not (data := self.take_late(data)):
+            return
         received = self.received + len(data)
-        if received > self.size or not PATTERN.startswith(data, self.offset + self.received):
+        if received > self.size or not self.pattern.startswith(data, self.offset + self.received):
             context = f"round trip {self.round_trip}, {self.size}-byte message"
             self.mismatch(data, self.offset + self.received, self.size - self.received, context)
             return
@@ -266,12 +300,33 @@ class PingPong(Client):
             self.served += received
         if self.on_round_trip is not None:
             self.on_round_trip(self, rtt_ns)
-        if not run.running or self.round_trip == self.count:
+        self.next(now)
+
+    def next(self, now: int) -> None:
+        """The round trip in flight is over at `now`: send the next one when it is due, or
+        be idle."""
+        if not self.run.running or self.round_trip == self.count:
             _settle(self.idle)
         elif self.interval_ns and (delay_ns := self.sent_at + self.interval_ns - now) > 0:
             self._timer = asyncio.get_running_loop().call_later(delay_ns / 1e9, self.send)
         else:
             self.send()
+
+    def take_late(self, data: bytes) -> bytes:
+        """Verify the start of `data` as late bytes of lost round trips; the rest of it."""
+        while data and self.late:
+            offset, remaining = self.late[0]
+            part = data[:remaining]
+            if not self.pattern.startswith(part, offset):
+                self.mismatch(part, offset, remaining, "late bytes of a lost round trip")
+                return b""
+            self.verified += len(part)
+            data = data[len(part) :]
+            if len(part) == remaining:
+                del self.late[0]
+            else:
+                self.late[0] = (offset + len(part), remaining - len(part))
+        return data
 
 
 class Stream(Client):
@@ -295,6 +350,8 @@ class Stream(Client):
         return self.progress_ns if self.sent > self.verified else None
 
     def overdue(self) -> str:
+        if not self.sent:
+            return f"0 of the first {min(self.window, self.chunk)} bytes came back"
         return f"{self.sent - self.verified} bytes in flight did not come back"
 
     def fill(self) -> None:
@@ -304,14 +361,14 @@ class Stream(Client):
         while self.sent - self.verified < self.window:
             offset = (self.start + self.sent) % SPAN
             size = min(self.chunk, self.window - (self.sent - self.verified))
-            self.transport.write(PATTERN[offset : offset + size])  # type: ignore[union-attr]
+            self.transport.write(self.pattern[offset : offset + size])  # type: ignore[union-attr]
             self.sent += size
 
     def data_received(self, data: bytes) -> None:
         size = len(data)
         offset = (self.start + self.verified) % SPAN
         in_flight = self.sent - self.verified
-        if size > min(SPAN, in_flight) or not PATTERN.startswith(data, offset):
+        if size > min(SPAN, in_flight) or not self.pattern.startswith(data, offset):
             self.mismatch(data, offset, min(SPAN, in_flight), "stream")
             return
         self.verified += size
@@ -338,7 +395,7 @@ class Holder(Client):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.sent_at = time.perf_counter_ns()
-        self.transport.write(PATTERN[self.offset : self.offset + self.size])  # type: ignore[union-attr]
+        self.transport.write(self.pattern[self.offset : self.offset + self.size])  # type: ignore[union-attr]
 
     def waiting_since_ns(self) -> int | None:
         return self.sent_at if self.verified < self.size else None
@@ -368,7 +425,7 @@ class HalfClose(Client):
     def begin(self) -> None:
         transport = self.transport
         assert transport is not None
-        transport.write(PATTERN[self.offset : self.offset + self.size])
+        transport.write(self.pattern[self.offset : self.offset + self.size])
         transport.write_eof()
         self.shut_at = time.perf_counter_ns()
 
@@ -376,6 +433,8 @@ class HalfClose(Client):
         return self.shut_at if self.shut_at and self.eof_ns is None else None
 
     def overdue(self) -> str:
+        if not self.shut_at:
+            return f"{self.verified} of {self.size} bytes came back"
         if self.verified < self.size:
             return f"{self.verified} of {self.size} bytes came back after the half-close"
         return f"all {self.size} bytes came back but no EOF after them"

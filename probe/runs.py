@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import functools
 import os
 import socket
@@ -62,7 +63,8 @@ def connect_failure(endpoint: Endpoint, exc: BaseException, timeout_s: float) ->
 
 def tls_figures(client: Client) -> TLSFigures | None:
     """The negotiated TLS protocol and cipher of `client`'s connection; None without TLS."""
-    assert client.transport is not None
+    if client.transport is None:
+        return None
     tls = client.transport.get_extra_info("ssl_object")
     if tls is None:
         return None
@@ -350,7 +352,11 @@ async def connect_only(
             failures.append(dataclasses.replace(failure, connection=attempt))
             console.line(f"seq={attempt} {failure.message}")
             continue
-        assert client.transport is not None
+        if client.transport is None:  # reset by the server as soon as it was accepted
+            failure = connect_failure(endpoint, ConnectionResetError(errno.ECONNRESET, ""), 0)
+            failures.append(dataclasses.replace(failure, connection=attempt))
+            console.line(f"seq={attempt} {failure.message}")
+            continue
         client.transport.close()
         times_ns.append(client.connect_ns)
         console.line(

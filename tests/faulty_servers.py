@@ -106,3 +106,10 @@ def faulty_server(behaviour: Behaviour) -> Iterator[int]:
         finally:
             server.shutdown()
             thread.join(timeout=10)
+
+
+def resets_at_accept(sock: socket.socket) -> None:
+    """Closes every connection with a TCP reset as soon as it is accepted, reading nothing:
+    what a server at its connection limit, a firewall or a balancer with no backend does."""
+    reset_on_close(sock)
+    sock.close()
