@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import enum
 import functools
+import importlib.metadata
 import json
 import signal
 import sys
@@ -37,9 +39,9 @@ from echostat.probe.options import (
     ProxyVersion,
     UDPOptions,
 )
-from echostat.probe.pattern import SPAN
+from echostat.probe.pattern import MAX_SEED, SPAN
 from echostat.probe.report import document
-from echostat.probe.results import Result, UDPResult
+from echostat.probe.results import Result, RunFacts, UDPResult
 from echostat.probe.runs import CHECK_RUNS
 from echostat.probe.udp import run_udp_probe
 
@@ -120,18 +122,21 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
     round_trips = parser.add_argument_group("round trips")
     round_trips.add_argument(
         "--count",
+        "-c",
         type=int,
         metavar="N",
         help=f"round trips (or connects) to make (default {DEFAULT_COUNT}; 0: until Ctrl-C)",
     )
     round_trips.add_argument(
         "--interval",
+        "-i",
         type=float,
         metavar="S",
         help=f"seconds between their starts (default {DEFAULT_INTERVAL_S:g})",
     )
     round_trips.add_argument(
         "--size",
+        "-s",
         type=int,
         metavar="BYTES",
         help=f"bytes per round trip or half-close (default {DEFAULT_SIZE}; 1..{SPAN})",
@@ -163,6 +168,7 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
     connection = parser.add_argument_group("connection")
     connection.add_argument(
         "--timeout",
+        "-W",
         type=float,
         default=DEFAULT_TIMEOUT_S,
         metavar="S",
@@ -187,13 +193,15 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
         metavar="IP:PORT",
         help="the client address the PROXY header announces",
     )
-    udp = parser.add_argument_group(
-        "udp (TARGET udp://HOST:PORT: numbered datagrams; loss, order, RTT and jitter)"
-    )
-    udp.add_argument(
+    load.add_argument(
         "--rate",
         metavar="N/s",
-        help="datagrams per second, instead of --interval (e.g. 100 or 100/s)",
+        help="pingpong: round trips per second, all connections together (default: back to "
+        "back), to measure latency at a known load; udp://: datagrams per second, instead "
+        "of --interval (e.g. 100 or 100/s)",
+    )
+    udp = parser.add_argument_group(
+        "udp (TARGET udp://HOST:PORT: numbered datagrams; loss, order, RTT and jitter)"
     )
     udp.add_argument(
         "--max-loss",
@@ -206,6 +214,24 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
     output.add_argument(
         "--json", action="store_true", help="print one JSON document at the end, nothing else"
     )
+    output.add_argument(
+        "--percentiles",
+        metavar="P,P,...",
+        help="the round-trip percentiles to report (default 50,90,99; e.g. 50,90,99,99.9)",
+    )
+    output.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="print the first line and the summary only, not a line per round trip (as ping -q)",
+    )
+    output.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help=f"seed of the payload pattern (0..{MAX_SEED}; default: drawn for each run, shown "
+        "by --json): the same seed sends the same bytes again, to reproduce a run",
+    )
     return parser
 
 
@@ -217,15 +243,18 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"echostat probe: {exc}", file=sys.stderr)
         return Exit.USAGE
-    console = Console(quiet=args.json)
-    try:
-        result = uvloop.run(_interruptible(probe, console))
-    except OSError as exc:
-        print(f"echostat probe: {options.target}: {exc.strerror or exc}", file=sys.stderr)
-        return Exit.PATH_FAILED
+    console = Console(quiet=args.json, brief=args.quiet)
+    started_at = datetime.datetime.now(datetime.UTC)
+    result = uvloop.run(_interruptible(probe, console))
     if args.json:
+        facts = RunFacts(
+            error=result.problem,
+            seed=options.seed,
+            started_at=started_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            version=_version(),
+        )
         try:
-            print(json.dumps(document(options, result), indent=2), flush=True)
+            print(json.dumps(document(options, result, facts), indent=2), flush=True)
         except BrokenPipeError:
             console.close()
     if console.closed:
@@ -234,6 +263,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"echostat probe: {result.problem}", file=sys.stderr)
         return Exit.PATH_FAILED
     return Exit.OK
+
+
+def _version() -> str | None:
+    """The installed echostat's version; None when run from a tree that is not installed."""
+    try:
+        return importlib.metadata.version("echostat")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _probe_for(options: Options | UDPOptions) -> Probe:

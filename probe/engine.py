@@ -1,10 +1,11 @@
 """The verifying engine: asyncio Protocols that echo-test one connection each.
 
-Each client sends slices of its run's seeded pattern (`probe.pattern`) at offsets that differ per connection
-and per round trip and checks every byte that comes back, so a server that alters, drops,
-repeats, reorders or mixes up bytes between connections is caught; the failure names the
-connection, the byte offset in its stream and the expected and received byte. A `Run`
-holds what the clients of one run share. The clients work on asyncio's loop and on uvloop.
+Each client sends slices of its run's seeded pattern (`probe.pattern`) at offsets that differ
+per connection and per round trip and checks every byte that comes back, so a server that
+alters, drops, repeats, reorders or mixes up bytes between connections is caught; the
+failure names the connection, the byte offset in its stream and the expected and received
+byte. A `Run` holds what the clients of one run share. The clients work on asyncio's loop
+and on uvloop.
 
 A new mode is a `Client` subclass: `begin` starts its traffic, `data_received` checks what
 came back (`mismatch` reports a difference), `waiting_since_ns` says since when an echo is
@@ -19,7 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from echostat.probe.pattern import DEFAULT_SEED, SPAN, STRIDE, first_difference, pattern_of, start_offset
+from echostat.probe.pattern import (
+    DEFAULT_SEED,
+    SPAN,
+    STRIDE,
+    first_difference,
+    pattern_of,
+    start_offset,
+)
 
 Reason = Literal["mismatch", "eof", "reset", "timeout", "connect"]
 """Why a connection failed: a byte differed, it ended or was reset early, an echo was late,
@@ -200,10 +208,7 @@ class PingPong(Client):
 
     Back to back by default; with `interval_s` a round trip starts at most that often, and
     with `count` the client is idle after that many. `on_round_trip(client, rtt_ns)` is
-    called after each verified round trip. With `on_lost` (the ping-like probe) a round trip
-    that times out counts as lost, as ping's: `on_lost(client)` is called, the first one is
-    recorded as the connection's failure, and the next round trip goes on the same stream,
-    whose late bytes are still verified when they come.
+    called after each verified round trip.
     """
 
     def __init__(
@@ -215,18 +220,12 @@ class PingPong(Client):
         interval_s: float = 0.0,
         count: int = 0,
         on_round_trip: RoundTripHook | None = None,
-        on_lost: Callable[[PingPong], None] | None = None,
     ) -> None:
         super().__init__(run, index, preamble)
         self.size = size
         self.interval_ns = round(interval_s * 1e9)
         self.count = count
         self.on_round_trip = on_round_trip
-        self.on_lost = on_lost
-        self.lost = 0
-        """Round trips that timed out (only with `on_lost`; otherwise a timeout fails)."""
-        self.late: list[tuple[int, int]] = []
-        """Pattern offset and length of the bytes of lost round trips still to come back."""
         self.offset = start_offset(index)
         self.round_trip = 0
         """Sequence number of the round trip in flight or last done, from 1."""
@@ -252,20 +251,9 @@ class PingPong(Client):
             return "between round trips"
         # Before the first send (a reset right after the accept) the first round trip is the
         # one that got nothing back.
-        return f"round trip {max(1, self.round_trip)}: {self.received} of {self.size} bytes came back"
-
-    def time_out(self, timeout_s: float) -> None:
-        if self.on_lost is None:
-            super().time_out(timeout_s)
-            return
-        if not self.lost:
-            what = f"{self.overdue()} within {timeout_s:g} s"
-            self.run.record(Failure(self.index, "timeout", f"connection {self.index}: {what}"))
-        self.lost += 1
-        self.in_flight = False
-        self.late.append((self.offset + self.received, self.size - self.received))
-        self.on_lost(self)
-        self.next(time.perf_counter_ns())
+        return (
+            f"round trip {max(1, self.round_trip)}: {self.received} of {self.size} bytes came back"
+        )
 
     def send(self) -> None:
         self._timer = None
@@ -279,8 +267,6 @@ class PingPong(Client):
         self.transport.write(self.pattern[self.offset : self.offset + self.size])  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
-        if self.late and not (data := self.take_late(data)):
-            return
         received = self.received + len(data)
         if received > self.size or not self.pattern.startswith(data, self.offset + self.received):
             context = f"round trip {self.round_trip}, {self.size}-byte message"
@@ -311,22 +297,6 @@ class PingPong(Client):
             self._timer = asyncio.get_running_loop().call_later(delay_ns / 1e9, self.send)
         else:
             self.send()
-
-    def take_late(self, data: bytes) -> bytes:
-        """Verify the start of `data` as late bytes of lost round trips; the rest of it."""
-        while data and self.late:
-            offset, remaining = self.late[0]
-            part = data[:remaining]
-            if not self.pattern.startswith(part, offset):
-                self.mismatch(part, offset, remaining, "late bytes of a lost round trip")
-                return b""
-            self.verified += len(part)
-            data = data[len(part) :]
-            if len(part) == remaining:
-                del self.late[0]
-            else:
-                self.late[0] = (offset + len(part), remaining - len(part))
-        return data
 
 
 class Stream(Client):
@@ -418,13 +388,17 @@ class HalfClose(Client):
         self.offset = start_offset(index)
         self.size = size
         self.shut_at = 0
+        self.sent_at = 0
         self.echo_ns: int | None = None
         """From the shutdown to the last byte back."""
+        self.transfer_ns: int | None = None
+        """From the first byte sent to the last byte back."""
         self.eof_ns: int | None = None
 
     def begin(self) -> None:
         transport = self.transport
         assert transport is not None
+        self.sent_at = time.perf_counter_ns()
         transport.write(self.pattern[self.offset : self.offset + self.size])
         transport.write_eof()
         self.shut_at = time.perf_counter_ns()
@@ -442,7 +416,9 @@ class HalfClose(Client):
     def data_received(self, data: bytes) -> None:
         if self.verify_message(data, self.offset, self.size, "half-close"):
             if self.verified == self.size:
-                self.echo_ns = time.perf_counter_ns() - self.shut_at
+                now = time.perf_counter_ns()
+                self.echo_ns = now - self.shut_at
+                self.transfer_ns = now - self.sent_at
 
     def eof_received(self) -> None:
         if self.verified < self.size:

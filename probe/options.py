@@ -38,6 +38,13 @@ class Options:
     proxy_header: ProxyVersion | None
     proxy_source: str | None
     json: bool
+    seed: int
+    """The payload pattern's seed: drawn for each run unless ``--seed`` gives it."""
+    percentiles: tuple[float, ...] = (50.0, 90.0, 99.0)
+    """The round-trip percentiles to report (``--percentiles``)."""
+    rate_per_s: float | None = None
+    """A pingpong load run's round trips per second, all connections together (``--rate``);
+    None: back to back."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,10 @@ class UDPOptions:
     max_loss_percent: float
     source: str | None
     """Bind the client end to this address (port chosen by the kernel)."""
+    seed: int
+    """The run id the datagrams carry: drawn for each run unless ``--seed`` gives it."""
+    percentiles: tuple[float, ...] = (50.0, 90.0, 99.0)
+    """The round-trip percentiles to report (``--percentiles``)."""
 
     @property
     def target(self) -> str:
