@@ -121,19 +121,18 @@ async def round_trips(
     elapsed = time.perf_counter() - started
     session.close()
     verified = len(run.latencies_ns)
-    failed_round_trips = client.round_trip - verified
+    # A connection reset before its first round trip went out failed that round trip.
+    sent = max(client.round_trip, int(client.failed))
     figures = RoundTripFigures(
         connect_ms=milliseconds(client.connect_ns),
         tls=tls,
-        sent=client.round_trip,
+        sent=sent,
         verified=verified,
-        failed=failed_round_trips,
+        failed=sent - verified,
         bytes_sent=client.round_trip * options.size,
         bytes_verified=client.verified,
         rtt_ms=Timing.of(run.latencies_ns).rounded(),
-        loss_percent=round(100 * failed_round_trips / client.round_trip, 3)
-        if client.round_trip
-        else 0.0,
+        loss_percent=round(100 * (sent - verified) / sent, 3) if sent else 0.0,
         seconds=round(elapsed, 3),
         rtt_percentiles=percentiles_of(run.latencies_ns, options.percentiles),
     )

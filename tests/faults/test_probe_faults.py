@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,11 +21,22 @@ from tests.faulty_servers import (
     drops_tail,
     faulty_server,
     flips_byte,
+    holds_second_echo,
     never_answers,
     replays_first,
     resets,
+    resets_at_accept,
+    swaps_first_messages,
 )
-from tests.helpers import DEADLINE_S, RunningProbe, fetch_json, probe_json, run_probe, wait_for
+from tests.helpers import (
+    DEADLINE_S,
+    REPO,
+    RunningProbe,
+    fetch_json,
+    probe_json,
+    run_probe,
+    wait_for,
+)
 
 ROUND_TRIPS = ("--count", "3", "--interval", "0", "--timeout", "2")
 
@@ -180,3 +194,79 @@ def test_proxy_header_makes_echostat_see_the_proxy_source(
         status, out, errors = probe.interrupt()
     assert status == 0, errors
     assert re.search(r"^\d+ sent, \d+ verified, 0 failed", out, re.MULTILINE), out
+
+
+RESET_AT_ACCEPT = "connection 0: reset by the server: "
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (("--count", "3", "--interval", "0"), "round trip 1: 0 of 64 bytes came back"),
+        (("--connections", "1", "--duration", "1"), "round trip 1: 0 of 64 bytes came back"),
+        (
+            ("--connections", "1", "--duration", "1", "--mode", "stream"),
+            "(0 of the first 65536 bytes came back|262144 bytes in flight did not come back)",
+        ),
+        (("--half-close",), "0 of 64 bytes came back"),
+    ],
+    ids=["round-trips", "load", "stream", "half-close"],
+)
+def test_a_reset_at_accept_is_reported_like_a_later_one(args: tuple[str, ...], what: str) -> None:
+    """A server that resets each connection as soon as it accepts it (a limit, a firewall,
+    a balancer with no backend): the reset is named, exit 1, and --json has its document."""
+    with faulty_server(resets_at_accept) as port:
+        done, report = probe_json(f"127.0.0.1:{port}", *args)
+        shown = run_probe(f"127.0.0.1:{port}", *args)
+    for run in (done, shown):
+        assert run.returncode == 1
+        assert run.stderr.startswith(f"echostat probe: {RESET_AT_ACCEPT}"), run.stderr
+        assert re.search(what, run.stderr) and "Traceback" not in run.stderr, run.stderr
+    assert "statistics ---" in shown.stdout or "--half-close" in args, shown.stdout
+    assert (report["ok"], report["failures"]) == (False, 1)
+    assert report["first_failure"]["reason"] == "reset"
+    assert report["error"] == done.stderr.removeprefix("echostat probe: ").rstrip("\n")
+
+
+def test_a_lost_round_trip_is_counted_and_the_next_one_made() -> None:
+    """Round trip 2's echo comes only after round trip 3 was sent: round trip 2 is lost (as
+    ping's), the probe goes on, its late bytes are still verified, and the run fails."""
+    with faulty_server(holds_second_echo(64)) as port:
+        done = run_probe(f"127.0.0.1:{port}", "-c", "3", "-i", "0", "-W", "1")
+    assert done.returncode == 1
+    assert done.stderr == (
+        "echostat probe: connection 0: round trip 2: 0 of 64 bytes came back within 1 s\n"
+    )
+    lines = done.stdout.splitlines()
+    assert "seq=1 time=" in lines[2]
+    assert lines[3] == f"no echo from 127.0.0.1:{port}: seq=2 (0 of 64 bytes within 1 s)"
+    assert "seq=3 time=" in lines[4]
+    assert re.match(
+        r"3 sent, 2 verified, 1 failed, connect [\d.]+ ms, 33.333% loss, time", lines[6]
+    )
+
+
+def test_runs_with_their_own_seeds_are_not_crossed_unseen() -> None:
+    """Two probes through a server that swaps their replies: with a seed each (the default)
+    both fail at byte 0; given the same --seed they send the same bytes, and pass."""
+    with faulty_server(swaps_first_messages(64)) as port:
+        for seeds, status in ((((), ()), 1), ((("--seed", "7"), ("--seed", "7")), 0)):
+            probes = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "echostat", "probe", f"127.0.0.1:{port}"]
+                    + ["--count", "1", "--json", *seed],
+                    cwd=REPO,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for seed in seeds
+            ]
+            reports = [json.loads(probe.communicate(timeout=DEADLINE_S)[0]) for probe in probes]
+            assert [probe.returncode for probe in probes] == [status, status], reports
+            if status:
+                assert reports[0]["seed"] != reports[1]["seed"]
+                failures = [report["first_failure"] for report in reports]
+                assert [(f["reason"], f["offset"]) for f in failures] == [("mismatch", 0)] * 2
+            else:
+                assert [report["seed"] for report in reports] == [7, 7]
