@@ -198,6 +198,8 @@ def test_proxy_header_makes_echostat_see_the_proxy_source(
 
 RESET_AT_ACCEPT = "connection 0: reset by the server: "
 
+PROBE = (sys.executable, "-m", "echostat", "probe")
+
 
 @pytest.mark.parametrize(
     ("args", "what"),
@@ -253,8 +255,7 @@ def test_runs_with_their_own_seeds_are_not_crossed_unseen() -> None:
         for seeds, status in ((((), ()), 1), ((("--seed", "7"), ("--seed", "7")), 0)):
             probes = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "echostat", "probe", f"127.0.0.1:{port}"]
-                    + ["--count", "1", "--json", *seed],
+                    [*PROBE, f"127.0.0.1:{port}", "--count", "1", "--json", *seed],
                     cwd=REPO,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
