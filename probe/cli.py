@@ -63,9 +63,12 @@ DESCRIPTION = """\
 Check any TCP echo server (RFC 862; echostat or not), verifying every byte.
 
 By default: one connection, --count round trips of --size bytes at --interval, one line per
-round trip and a summary like ping's. --half-close, --connect-only and a load run
-(--connections N --duration S) are the other checks. Payloads differ per connection and
-per round trip, so a server that mixes up connections or replays old data is caught.
+round trip and a summary like ping's (loss and total time included). A round trip with no
+echo within --timeout counts as lost and the next one goes on, as ping's; a reset, an early
+EOF or a wrong byte ends the connection. --half-close, --connect-only and a load run
+(--connections N --duration S, --rate N/s for a fixed rate) are the other checks. Payloads
+differ per run (--seed), per connection and per round trip, so a server that mixes up
+connections or replays old data is caught.
 
 With a udp://HOST:PORT target it checks a UDP echo instead: --count datagrams of --size
 bytes at --interval (or --rate), each numbered and timestamped; it reports loss,
@@ -78,14 +81,22 @@ round trips is the one at rank ceil(p/100 * n), as in bench/; mdev is the standa
 deviation, as ping's. A failed connection is not retried (after a lost or altered byte its
 stream cannot be trusted); the others of a load run go on.
 
+--json: one document with the same keys however the run ends (null where nothing is known),
+ending in error, seed, started_at and version. "failed" counts round trips (or connects)
+that did not come back verified; "failures" counts connections that failed, the first in
+"first_failure".
+
 exit status: 0 every byte came back exactly; 1 the path failed (a byte differed, a
-connection failed or was reset, or --timeout passed); 2 usage error.
+connection failed or was reset, or --timeout passed) or stdout was closed early;
+2 usage error.
 
 examples:
   echostat probe 127.0.0.1:7007
-  echostat probe [::1]:7007 --count 0 --interval 0.2
+  echostat probe [::1]:7007 -c 0 -i 0.2 -q
   echostat probe 127.0.0.1:7007 --half-close --size 100000
   echostat probe 127.0.0.1:7007 --connections 50 --duration 10 --mode stream
+  echostat probe 127.0.0.1:7007 --connections 10 --duration 30 --rate 1000/s \\
+      --percentiles 50,90,99,99.9 --json
   echostat probe echo.example.net:7443 --tls --ca ca.pem --json
   echostat probe 127.0.0.1:7008 --proxy-header v2 --proxy-source 203.0.113.7:40000
   echostat probe udp://127.0.0.1:7007 --count 1000 --rate 200/s --max-loss 1

@@ -206,9 +206,10 @@ RoundTripHook = Callable[["PingPong", int], None]
 class PingPong(Client):
     """Sends `size` bytes, waits for exactly those bytes back, repeats while the run runs.
 
-    Back to back by default; with `interval_s` a round trip starts at most that often, and
-    with `count` the client is idle after that many. `on_round_trip(client, rtt_ns)` is
-    called after each verified round trip.
+    Back to back by default; with `interval_s` round trips start on a schedule of that
+    period (first after `phase_s`), never two at once: one that comes back late delays the
+    next, and the schedule catches up by at most one period. With `count` the client is idle
+    after that many. `on_round_trip(client, rtt_ns)` is called after each verified round trip.
     """
 
     def __init__(
@@ -220,10 +221,14 @@ class PingPong(Client):
         interval_s: float = 0.0,
         count: int = 0,
         on_round_trip: RoundTripHook | None = None,
+        phase_s: float = 0.0,
     ) -> None:
         super().__init__(run, index, preamble)
         self.size = size
         self.interval_ns = round(interval_s * 1e9)
+        self.phase_s = phase_s
+        self.due_ns = 0
+        """When the round trip in flight or last sent was due (with `interval_s`)."""
         self.count = count
         self.on_round_trip = on_round_trip
         self.offset = start_offset(index)
@@ -235,7 +240,11 @@ class PingPong(Client):
         self._timer: asyncio.TimerHandle | None = None
 
     def begin(self) -> None:
-        self.send()
+        self.due_ns = time.perf_counter_ns() + round(self.phase_s * 1e9)
+        if self.phase_s:
+            self._timer = asyncio.get_running_loop().call_later(self.phase_s, self.send)
+        else:
+            self.send()
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -293,10 +302,15 @@ class PingPong(Client):
         be idle."""
         if not self.run.running or self.round_trip == self.count:
             _settle(self.idle)
-        elif self.interval_ns and (delay_ns := self.sent_at + self.interval_ns - now) > 0:
-            self._timer = asyncio.get_running_loop().call_later(delay_ns / 1e9, self.send)
-        else:
+        elif not self.interval_ns:
             self.send()
+        else:
+            self.due_ns = max(self.due_ns + self.interval_ns, now - self.interval_ns)
+            if self.due_ns > now:
+                delay_s = (self.due_ns - now) / 1e9
+                self._timer = asyncio.get_running_loop().call_later(delay_s, self.send)
+            else:
+                self.send()
 
 
 class Stream(Client):

@@ -46,7 +46,10 @@ async def load(
             unit += f" at {options.rate_per_s:g}/s"
 
         def factory(index: int) -> Client:
-            return PingPong(run, index, options.size, endpoint.preamble, interval_s)
+            # Spread over the period, so that the connections do not all send at once.
+            phase_s = interval_s * index / options.connections
+            preamble = endpoint.preamble
+            return PingPong(run, index, options.size, preamble, interval_s, phase_s=phase_s)
     else:
         unit = f"a {options.window}-byte window each"
         chunk = min(options.window, STREAM_CHUNK_BYTES)
