@@ -21,11 +21,11 @@ class Console:
     (to stop the run) and nothing more is written.
     """
 
-    def __init__(self, quiet: bool, stream: TextIO = sys.stdout, brief: bool = False) -> None:
+    def __init__(self, quiet: bool, stream: TextIO | None = None, brief: bool = False) -> None:
         self.quiet = quiet
         self.brief = brief
-        self.stream = stream
-        self.live = not quiet and stream.isatty()
+        self.stream = stream or sys.stdout
+        self.live = not quiet and self.stream.isatty()
         self.closed = False
         """The reader closed its end: the run is stopped and reported by exit status only."""
         self.on_closed: Callable[[], None] | None = None

@@ -1,0 +1,107 @@
+"""The `echostat probe` examples in README.md and docs/probe.md are what it prints: each is run
+again (in this process, against a real echostat) and its lines and JSON keys compared, numbers
+aside."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from echostat.cli import main
+from tests.helpers import LOCAL_PORTS, REPO, EchostatProcess
+
+DOCUMENTS = ("README.md", "docs/probe.md")
+
+SLOW = ("-i", "--interval", "--rate", "--duration", "--half-close", "--connect-only")
+"""Flags that set a run's pace or length; without them a run is paced at 1 s a round trip."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """A ``$ echostat probe ...`` command of a document, what it printed and its exit status."""
+
+    where: str
+    args: list[str]
+    printed: list[str]
+    status: int
+
+
+def examples() -> Iterator[Example]:
+    """Every probe example of the documents whose output is shown in full (none elided)."""
+    for document in DOCUMENTS:
+        text = (REPO / document).read_text(encoding="utf-8")
+        for block in re.findall(r"```console\n(.*?)```", text, re.S):
+            lines = block.splitlines()
+            if not lines[0].startswith("$ echostat probe ") or "..." in lines:
+                continue
+            printed = [line for line in lines[1:] if not line.startswith("$ ")]
+            status = 0
+            if "$ echo $?" in lines:
+                status = int(printed.pop())
+            where = f"{document}: {lines[0]}"
+            yield Example(where, shlex.split(lines[0])[3:], printed, status)
+
+
+def template(line: str) -> str:
+    """`line` with its numbers (times, counts, ports, seeds) left out."""
+    return re.sub(r"\d+(\.\d+)?", "N", line)
+
+
+def shape(value: Any) -> Any:
+    """The keys of a JSON value, all the way down; lists by their first item."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return None if value is None else "value"
+
+
+@pytest.fixture(scope="module")
+def ports() -> Iterator[dict[str, str]]:
+    """The documents' addresses mapped to a real echostat's (TCP and UDP) and to a closed port."""
+    udp = ("listeners.1.name=udp", "listeners.1.protocol=udp", "listeners.1.port=0")
+    process = EchostatProcess([*LOCAL_PORTS, *(arg for key in udp for arg in ("--set", key))])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    try:
+        process.start()
+        yield {
+            "127.0.0.1:7007": f"127.0.0.1:{process.echo_port}",
+            "udp://127.0.0.1:17007": f"udp://127.0.0.1:{process.ports['udp']}",
+            "udp://127.0.0.1:7009": f"udp://127.0.0.1:{closed}",
+        }
+    finally:
+        process.stop()
+
+
+@pytest.mark.parametrize("example", list(examples()), ids=lambda example: example.where)
+def test_documented_example_is_what_the_probe_prints(
+    capsys: pytest.CaptureFixture[str], ports: dict[str, str], example: Example
+) -> None:
+    target, *args = example.args
+    if target not in ports:
+        pytest.skip(f"{target} is a server of the test suite, not echostat")
+    # Shorter than documented, the same lines: 0.1 s between round trips, 0.5 s of load.
+    if not any(flag in args for flag in SLOW):
+        args += ["--interval", "0.1"]
+    args = [
+        ("0.5" if previous == "--duration" else arg)
+        for previous, arg in zip(["", *args], args, strict=False)
+    ]
+    status = main(["probe", ports[target], *args])
+    captured = capsys.readouterr()
+    printed = (captured.out + captured.err).splitlines()
+    assert status == example.status, printed
+    if "--json" in args:
+        documented = json.loads("\n".join(example.printed))
+        assert shape(json.loads(captured.out)) == shape(documented)
+    else:
+        assert [template(line) for line in printed] == [template(line) for line in example.printed]
