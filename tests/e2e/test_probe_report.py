@@ -13,15 +13,13 @@ from typing import Any
 
 import pytest
 
-from echostat.cli import main
 from tests.helpers import (
     DEADLINE_S,
     LOCAL_PORTS,
     REPO,
     EchostatProcess,
     fetch_json,
-    probe_json,
-    run_probe,
+    probe_here,
     wait_for,
 )
 
@@ -52,56 +50,65 @@ def keys(report: dict[str, Any]) -> list[str]:
     return list(report)
 
 
+Capsys = pytest.CaptureFixture[str]
+
+
 @pytest.mark.parametrize(
     "args",
-    [("-c", "1"), ("--connections", "1", "--duration", "0.5")],
+    [("-c", "1"), ("--connections", "1", "--duration", "0.3")],
     ids=["round-trips", "load"],
 )
 def test_json_has_the_same_keys_on_success_refusal_and_unknown_host(
-    echostat: EchostatProcess, args: tuple[str, ...]
+    capsys: Capsys, echostat: EchostatProcess, args: tuple[str, ...]
 ) -> None:
     """null where nothing is known, a top-level error, the start time and the version."""
-    ok, passed = probe_json(f"127.0.0.1:{echostat.echo_port}", *args)
-    refused, refusal = probe_json(f"127.0.0.1:{closed_port()}", *args)
-    unknown, no_host = probe_json(f"{UNKNOWN_HOST}:7", *args)
-    assert [ok.returncode, refused.returncode, unknown.returncode] == [0, 1, 1]
+    ok = probe_here(capsys, f"127.0.0.1:{echostat.echo_port}", *args, "--json")
+    refused = probe_here(capsys, f"127.0.0.1:{closed_port()}", *args, "--json")
+    unknown = probe_here(capsys, f"{UNKNOWN_HOST}:7", *args, "--json")
+    passed, refusal, no_host = ok.report(), refused.report(), unknown.report()
+    assert [ok.status, refused.status, unknown.status] == [0, 1, 1]
     assert keys(passed) == keys(refusal) == keys(no_host)
     assert keys(passed)[-4:] == ["error", "seed", "started_at", "version"]
     assert passed["error"] is None
-    assert refusal["error"] == refused.stderr.removeprefix("echostat probe: ").rstrip("\n")
+    assert refusal["error"] == refused.err.removeprefix("echostat probe: ").rstrip("\n")
     assert "cannot resolve nonexistent.invalid" in no_host["error"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", passed["started_at"])
     assert passed["version"] and 0 <= passed["seed"] < 2**32
     assert len({passed["seed"], refusal["seed"], no_host["seed"]}) == 3, "a seed per run"
-    figures = [key for key in keys(passed) if key not in ("error", "seed", "started_at")]
-    assert all(no_host[key] is None for key in figures if key in ("connect_ms", "tls", "sent"))
+    assert no_host["connect_ms"] is None and no_host["tls"] is None
 
 
 def test_udp_json_has_the_same_keys_on_success_unreachable_port_and_unknown_host(
-    echostat: EchostatProcess,
+    capsys: Capsys, echostat: EchostatProcess
 ) -> None:
-    ok, passed = probe_json(f"udp://127.0.0.1:{echostat.ports['udp']}", "-c", "2", "-i", "0.05")
-    _, unreachable = probe_json(f"udp://127.0.0.1:{closed_port(socket.SOCK_DGRAM)}", "-c", "1")
-    unknown, no_host = probe_json(f"udp://{UNKNOWN_HOST}:7", "-c", "1")
-    assert (ok.returncode, unknown.returncode) == (0, 1)
-    assert keys(passed) == keys(unreachable) == keys(no_host)
-    assert no_host["sent"] is None and no_host["error"] == unknown.stderr[16:].rstrip("\n")
+    udp = f"udp://127.0.0.1:{echostat.ports['udp']}"
+    ok = probe_here(capsys, udp, "-c", "2", "-i", "0.05", "--json")
+    closed = f"udp://127.0.0.1:{closed_port(socket.SOCK_DGRAM)}"
+    unreachable = probe_here(capsys, closed, "-c", "1", "--json")
+    unknown = probe_here(capsys, f"udp://{UNKNOWN_HOST}:7", "-c", "1", "--json")
+    assert (ok.status, unreachable.status, unknown.status) == (0, 1, 1)
+    assert keys(ok.report()) == keys(unreachable.report()) == keys(unknown.report())
+    no_host = unknown.report()
+    assert no_host["sent"] is None
+    assert no_host["error"] == unknown.err.removeprefix("echostat probe: ").rstrip("\n")
 
 
-def test_seed_given_by_flag_is_the_runs(echostat: EchostatProcess) -> None:
-    target = f"127.0.0.1:{echostat.echo_port}"
-    done, report = probe_json(target, "-c", "1", "--seed", "12345")
-    assert (done.returncode, report["seed"], report["options"]["seed"]) == (0, 12345, 12345)
+def test_seed_given_by_flag_is_the_runs(capsys: Capsys, echostat: EchostatProcess) -> None:
+    done = probe_here(
+        capsys, f"127.0.0.1:{echostat.echo_port}", "-c", "1", "--seed", "12345", "--json"
+    )
+    report = done.report()
+    assert (done.status, report["seed"], report["options"]["seed"]) == (0, 12345, 12345)
 
 
 def test_short_flags_and_quiet_print_the_summary_with_loss_and_time(
-    echostat: EchostatProcess,
+    capsys: Capsys, echostat: EchostatProcess
 ) -> None:
     """-c -i -s -W -q as ping's: no line per round trip, loss and total time in the summary."""
     target = f"127.0.0.1:{echostat.echo_port}"
-    done = run_probe(target, "-c", "3", "-i", "0.05", "-s", "100", "-W", "2", "-q")
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    done = probe_here(capsys, target, "-c", "3", "-i", "0.05", "-s", "100", "-W", "2", "-q")
+    assert done.status == 0, done.err
+    lines = done.out.splitlines()
     assert lines[0] == f"PROBE {target}: 3 round trips of 100 bytes, every 0.05 s"
     assert lines[1].startswith(f"connected to {target} in ")
     assert lines[2] == f"--- {target} probe statistics ---"
@@ -111,25 +118,25 @@ def test_short_flags_and_quiet_print_the_summary_with_loss_and_time(
     assert len(lines) == 6
 
 
-def test_percentiles_are_the_ones_asked_for(echostat: EchostatProcess) -> None:
+def test_percentiles_are_the_ones_asked_for(capsys: Capsys, echostat: EchostatProcess) -> None:
     target = f"127.0.0.1:{echostat.echo_port}"
     asked = ("-c", "4", "-i", "0", "--percentiles", "50,90,99,99.9")
-    done = run_probe(target, *asked)
-    assert re.search(
-        r"^rtt p50/p90/p99/p99\.9 = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms$", done.stdout, re.M
-    )
-    _, report = probe_json(target, *asked)
+    shown = probe_here(capsys, target, *asked)
+    assert re.search(r"^rtt p50/p90/p99/p99\.9 = [\d.]+/[\d.]+/[\d.]+/[\d.]+ ms$", shown.out, re.M)
+    report = probe_here(capsys, target, *asked, "--json").report()
     assert [p["percentile"] for p in report["rtt_percentiles"]] == [50, 90, 99, 99.9]
     assert report["rtt_percentiles"][-1]["ms"] == report["rtt_ms"]["max_ms"]
 
 
 def test_load_at_a_fixed_rate_reports_asked_and_achieved_with_intervals(
-    echostat: EchostatProcess,
+    capsys: Capsys, echostat: EchostatProcess
 ) -> None:
     """--rate 100/s over 2 connections for 1.5 s: about 150 round trips, a sample a second."""
     target = f"127.0.0.1:{echostat.echo_port}"
-    done, report = probe_json(target, "--connections", "2", "--duration", "1.5", "--rate", "100/s")
-    assert done.returncode == 0, done.stderr
+    load = ("--connections", "2", "--duration", "1.5", "--rate", "100/s")
+    done = probe_here(capsys, target, *load, "--json")
+    report = done.report()
+    assert done.status == 0, done.err
     assert report["rate_asked_per_s"] == 100
     assert 50 <= report["round_trips_per_s"] <= 105
     intervals = report["intervals"]
@@ -137,18 +144,21 @@ def test_load_at_a_fixed_rate_reports_asked_and_achieved_with_intervals(
     assert sum(sample["round_trips"] for sample in intervals) == report["verified"]
     assert intervals[0]["elapsed_s"] < intervals[-1]["elapsed_s"] <= report["seconds"]
     assert [p["percentile"] for p in intervals[0]["rtt_percentiles"]] == [50, 90, 99]
-    shown = run_probe(target, "--connections", "2", "--duration", "0.5", "--rate", "50")
-    assert re.search(r"^round trips/s +\d+ \(asked 50\)$", shown.stdout, re.M), shown.stdout
+    shown = probe_here(capsys, target, "--connections", "2", "--duration", "0.3", "--rate", "50")
+    assert re.search(r"^round trips/s +\d+ \(asked 50\)$", shown.out, re.M), shown.out
 
 
-def test_half_close_reports_transfer_time_and_rate(echostat: EchostatProcess) -> None:
+def test_half_close_reports_transfer_time_and_rate(
+    capsys: Capsys, echostat: EchostatProcess
+) -> None:
     target = f"127.0.0.1:{echostat.echo_port}"
-    done, report = probe_json(target, "--half-close", "--size", "100000")
-    assert done.returncode == 0, done.stderr
+    done = probe_here(capsys, target, "--half-close", "--size", "100000", "--json")
+    report = done.report()
+    assert done.status == 0, done.err
     assert report["transfer_ms"] > 0
     assert report["mb_per_s"] == pytest.approx(100000 / report["transfer_ms"] / 1e3, rel=0.01)
-    shown = run_probe(target, "--half-close", "--size", "1000")
-    assert re.search(r"^1000 bytes sent and back in [\d.]+ ms, [\d.]+ MB/s$", shown.stdout, re.M)
+    shown = probe_here(capsys, target, "--half-close", "--size", "1000")
+    assert re.search(r"^1000 bytes sent and back in [\d.]+ ms, [\d.]+ MB/s$", shown.out, re.M)
 
 
 def test_interrupted_load_run_says_so(echostat: EchostatProcess) -> None:
@@ -202,16 +212,10 @@ def test_a_reader_that_goes_away_ends_the_probe_quietly(echostat: EchostatProces
         (["127.0.0.1:7", "--percentiles", "0,50"], "--percentiles: expected up to 10 numbers"),
     ],
 )
-def test_usage_errors_name_the_probes_flag(
-    capsys: pytest.CaptureFixture[str], args: list[str], message: str
-) -> None:
+def test_usage_errors_name_the_probes_flag(capsys: Capsys, args: list[str], message: str) -> None:
     """A target with a scheme, or a flag the probe does not know, is the probe's usage error
     (with the probe's usage, not the server's)."""
-    try:
-        status = main(["probe", *args])
-    except SystemExit as exit_:
-        status = int(exit_.code or 0)
-    errors = capsys.readouterr().err
-    assert status == 2
-    assert message in errors
-    assert "usage: echostat probe" in errors or errors.startswith("echostat probe: ")
+    done = probe_here(capsys, *args)
+    assert done.status == 2
+    assert message in done.err
+    assert "usage: echostat probe" in done.err or done.err.startswith("echostat probe: ")

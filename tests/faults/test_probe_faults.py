@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 import re
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
+from echostat.cli import build_parser
+from echostat.probe.console import Console
+from echostat.probe.flags import endpoint_for, options_from
+from echostat.probe.options import Options
+from echostat.probe.ping import round_trips
+from echostat.probe.results import Result
 from tests.faults.conftest import StartEchostat
 from tests.faults.test_tls import tls_listener
 from tests.faulty_servers import (
@@ -30,9 +35,9 @@ from tests.faulty_servers import (
 )
 from tests.helpers import (
     DEADLINE_S,
-    REPO,
     RunningProbe,
     fetch_json,
+    probe_here,
     probe_json,
     run_probe,
     wait_for,
@@ -198,8 +203,6 @@ def test_proxy_header_makes_echostat_see_the_proxy_source(
 
 RESET_AT_ACCEPT = "connection 0: reset by the server: "
 
-PROBE = (sys.executable, "-m", "echostat", "probe")
-
 
 @pytest.mark.parametrize(
     ("args", "what"),
@@ -214,32 +217,37 @@ PROBE = (sys.executable, "-m", "echostat", "probe")
     ],
     ids=["round-trips", "load", "stream", "half-close"],
 )
-def test_a_reset_at_accept_is_reported_like_a_later_one(args: tuple[str, ...], what: str) -> None:
+def test_a_reset_at_accept_is_reported_like_a_later_one(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], what: str
+) -> None:
     """A server that resets each connection as soon as it accepts it (a limit, a firewall,
     a balancer with no backend): the reset is named, exit 1, and --json has its document."""
     with faulty_server(resets_at_accept) as port:
-        done, report = probe_json(f"127.0.0.1:{port}", *args)
-        shown = run_probe(f"127.0.0.1:{port}", *args)
+        done = probe_here(capsys, f"127.0.0.1:{port}", *args, "--json")
+        shown = probe_here(capsys, f"127.0.0.1:{port}", *args)
     for run in (done, shown):
-        assert run.returncode == 1
-        assert run.stderr.startswith(f"echostat probe: {RESET_AT_ACCEPT}"), run.stderr
-        assert re.search(what, run.stderr) and "Traceback" not in run.stderr, run.stderr
-    assert "statistics ---" in shown.stdout or "--half-close" in args, shown.stdout
+        assert run.status == 1
+        assert run.err.startswith(f"echostat probe: {RESET_AT_ACCEPT}"), run.err
+        assert re.search(what, run.err), run.err
+    assert "statistics ---" in shown.out or "--half-close" in args, shown.out
+    report = done.report()
     assert (report["ok"], report["failures"]) == (False, 1)
     assert report["first_failure"]["reason"] == "reset"
-    assert report["error"] == done.stderr.removeprefix("echostat probe: ").rstrip("\n")
+    assert report["error"] == done.err.removeprefix("echostat probe: ").rstrip("\n")
 
 
-def test_a_lost_round_trip_is_counted_and_the_next_one_made() -> None:
+def test_a_lost_round_trip_is_counted_and_the_next_one_made(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Round trip 2's echo comes only after round trip 3 was sent: round trip 2 is lost (as
     ping's), the probe goes on, its late bytes are still verified, and the run fails."""
     with faulty_server(holds_second_echo(64)) as port:
-        done = run_probe(f"127.0.0.1:{port}", "-c", "3", "-i", "0", "-W", "1")
-    assert done.returncode == 1
-    assert done.stderr == (
+        done = probe_here(capsys, f"127.0.0.1:{port}", "-c", "3", "-i", "0", "-W", "1")
+    assert done.status == 1
+    assert done.err == (
         "echostat probe: connection 0: round trip 2: 0 of 64 bytes came back within 1 s\n"
     )
-    lines = done.stdout.splitlines()
+    lines = done.out.splitlines()
     assert "seq=1 time=" in lines[2]
     assert lines[3] == f"no echo from 127.0.0.1:{port}: seq=2 (0 of 64 bytes within 1 s)"
     assert "seq=3 time=" in lines[4]
@@ -251,23 +259,24 @@ def test_a_lost_round_trip_is_counted_and_the_next_one_made() -> None:
 def test_runs_with_their_own_seeds_are_not_crossed_unseen() -> None:
     """Two probes through a server that swaps their replies: with a seed each (the default)
     both fail at byte 0; given the same --seed they send the same bytes, and pass."""
+
+    async def two_probes(port: int, *flags: str) -> list[Result]:
+        """Two ping-like runs of one round trip at once, as two `echostat probe` would be."""
+        runs = []
+        for _ in range(2):
+            options = options_from(
+                build_parser().parse_args(["probe", f"127.0.0.1:{port}", "-c", "1", *flags])
+            )
+            assert isinstance(options, Options)
+            runs.append(
+                round_trips(options, endpoint_for(options), Console(quiet=True), asyncio.Event())
+            )
+        return list(await asyncio.gather(*runs))
+
     with faulty_server(swaps_first_messages(64)) as port:
-        for seeds, status in ((((), ()), 1), ((("--seed", "7"), ("--seed", "7")), 0)):
-            probes = [
-                subprocess.Popen(
-                    [*PROBE, f"127.0.0.1:{port}", "--count", "1", "--json", *seed],
-                    cwd=REPO,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-                for seed in seeds
-            ]
-            reports = [json.loads(probe.communicate(timeout=DEADLINE_S)[0]) for probe in probes]
-            assert [probe.returncode for probe in probes] == [status, status], reports
-            if status:
-                assert reports[0]["seed"] != reports[1]["seed"]
-                failures = [report["first_failure"] for report in reports]
-                assert [(f["reason"], f["offset"]) for f in failures] == [("mismatch", 0)] * 2
-            else:
-                assert [report["seed"] for report in reports] == [7, 7]
+        crossed = uvloop.run(two_probes(port))
+        same_seed = uvloop.run(two_probes(port, "--seed", "7"))
+    assert [(f.reason, f.offset) for result in crossed for f in result.failures] == [
+        ("mismatch", 0)
+    ] * 2
+    assert [result.failures for result in same_seed] == [[], []]
