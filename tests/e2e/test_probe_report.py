@@ -144,7 +144,10 @@ def test_load_at_a_fixed_rate_reports_asked_and_achieved_with_intervals(
     assert sum(sample["round_trips"] for sample in intervals) == report["verified"]
     assert intervals[0]["elapsed_s"] < intervals[-1]["elapsed_s"] <= report["seconds"]
     assert [p["percentile"] for p in intervals[0]["rtt_percentiles"]] == [50, 90, 99]
-    shown = probe_here(capsys, target, "--connections", "2", "--duration", "0.3", "--rate", "50")
+    shown = probe_here(capsys, target, "--connections", "1", "--duration", "0.3", "--rate", "50")
+    assert shown.out.startswith(
+        f"PROBE {target}: pingpong, 1 connection, 64-byte round trips at 50/s, 0.3 s\n"
+    )
     assert re.search(r"^round trips/s +\d+ \(asked 50\)$", shown.out, re.M), shown.out
 
 
@@ -193,7 +196,10 @@ def test_a_reader_that_goes_away_ends_the_probe_quietly(echostat: EchostatProces
         check=False,
     )
     assert pipeline.returncode == 1
-    assert pipeline.stdout.startswith("PROBE ") and pipeline.stdout.count("\n") == 1
+    assert pipeline.stdout == (
+        f"PROBE 127.0.0.1:{echostat.echo_port}: "
+        "round trips of 64 bytes until Ctrl-C, every 0.05 s\n"
+    )
     assert pipeline.stderr == ""
 
 
