@@ -25,16 +25,18 @@ SLOW = ("-i", "--interval", "--rate", "--duration", "--half-close", "--connect-o
 
 @dataclass(frozen=True)
 class Example:
-    """A ``$ echostat probe ...`` command of a document, what it printed and its exit status."""
+    """A ``$ echostat probe ...`` command, and what it printed and its exit status in each
+    document that shows it."""
 
-    where: str
     args: list[str]
-    printed: list[str]
-    status: int
+    shown: list[tuple[str, list[str], int]]
+    """Document, lines printed, exit status."""
 
 
-def examples() -> Iterator[Example]:
-    """Every probe example of the documents whose output is shown in full (none elided)."""
+def examples() -> list[Example]:
+    """Every probe example of the documents whose output is shown in full (none elided),
+    each command once."""
+    found: dict[str, Example] = {}
     for document in DOCUMENTS:
         text = (REPO / document).read_text(encoding="utf-8")
         for block in re.findall(r"```console\n(.*?)```", text, re.S):
@@ -42,11 +44,10 @@ def examples() -> Iterator[Example]:
             if not lines[0].startswith("$ echostat probe ") or "..." in lines:
                 continue
             printed = [line for line in lines[1:] if not line.startswith("$ ")]
-            status = 0
-            if "$ echo $?" in lines:
-                status = int(printed.pop())
-            where = f"{document}: {lines[0]}"
-            yield Example(where, shlex.split(lines[0])[3:], printed, status)
+            status = int(printed.pop()) if "$ echo $?" in lines else 0
+            example = found.setdefault(lines[0], Example(shlex.split(lines[0])[3:], []))
+            example.shown.append((document, printed, status))
+    return list(found.values())
 
 
 def template(line: str) -> str:
@@ -82,7 +83,7 @@ def ports() -> Iterator[dict[str, str]]:
         process.stop()
 
 
-@pytest.mark.parametrize("example", list(examples()), ids=lambda example: example.where)
+@pytest.mark.parametrize("example", examples(), ids=lambda example: " ".join(example.args))
 def test_documented_example_is_what_the_probe_prints(
     capsys: pytest.CaptureFixture[str], ports: dict[str, str], example: Example
 ) -> None:
@@ -99,9 +100,11 @@ def test_documented_example_is_what_the_probe_prints(
     status = main(["probe", ports[target], *args])
     captured = capsys.readouterr()
     printed = (captured.out + captured.err).splitlines()
-    assert status == example.status, printed
-    if "--json" in args:
-        documented = json.loads("\n".join(example.printed))
-        assert shape(json.loads(captured.out)) == shape(documented)
-    else:
-        assert [template(line) for line in printed] == [template(line) for line in example.printed]
+    for document, shown, shown_status in example.shown:
+        assert status == shown_status, (document, printed)
+        if "--json" in args:
+            assert shape(json.loads(captured.out)) == shape(json.loads("\n".join(shown))), document
+        else:
+            assert [template(line) for line in printed] == [template(line) for line in shown], (
+                document
+            )

@@ -236,18 +236,18 @@ def test_a_reset_at_accept_is_reported_like_a_later_one(
     assert report["error"] == done.err.removeprefix("echostat probe: ").rstrip("\n")
 
 
-def test_echostat_at_its_limit_is_reported_in_every_mode(start_echostat: StartEchostat) -> None:
+def test_echostat_at_its_limit_is_reported(start_echostat: StartEchostat) -> None:
     """echostat at `limits.max_connections` closes each new connection as soon as it accepted
     it, after the probe's handshake: each mode names the connection, exits 1, and --json has
     its document (before, writing to the closed connection raised a RuntimeError)."""
     echostat = start_echostat(limits={"max_connections": 1})
     with socket.create_connection(("127.0.0.1", echostat.echo_port)):
         wait_for(lambda: fetch_json(echostat.status_port)["connections"]["active"], "a connection")
+        # Every mode against a server that resets at accept is checked above; these two
+        # raised most often.
         for args in (
             ("--count", "3", "--interval", "0"),
-            ("--connections", "2", "--duration", "1"),
             ("--connections", "1", "--duration", "1", "--mode", "stream"),
-            ("--half-close",),
         ):
             # A process of its own, as run by hand: in-process, the close tends to come later.
             done, report = probe_json(f"127.0.0.1:{echostat.echo_port}", *args)
