@@ -17,6 +17,7 @@ from echostat.probe.options import (
     DEFAULT_INTERVAL_S,
     DEFAULT_MAX_LOSS_PERCENT,
     DEFAULT_MODE,
+    DEFAULT_PERCENTILES,
     DEFAULT_SIZE,
     DEFAULT_WINDOW,
     MAX_COUNT,
@@ -55,6 +56,7 @@ TCP_ONLY_FLAGS = (
 UDP_ONLY_FLAGS = ("--max-loss",)
 
 MAX_PERCENTILES = 10
+"""Percentiles ``--percentiles`` may list: enough for any tail, few enough for one line."""
 
 _T = TypeVar("_T")
 
@@ -76,7 +78,7 @@ def options_from(args: argparse.Namespace) -> Options | UDPOptions:
 def percentiles_from(args: argparse.Namespace) -> tuple[float, ...]:
     """The percentiles `--percentiles` lists (e.g. ``50,90,99,99.9``), or p50, p90, p99."""
     if args.percentiles is None:
-        return (50.0, 90.0, 99.0)
+        return DEFAULT_PERCENTILES
     try:
         wanted = tuple(float(part) for part in args.percentiles.split(","))
     except ValueError:

@@ -64,7 +64,7 @@ async def load(
     if failed := await connect(session, options.connections, factory, options.timeout_s):
         return failed
     tls = tls_figures(session.clients[0])
-    sampler = Sampler(console, session, options.percentiles)
+    sampler = Sampler(console, session, options)
     session.start()
     sampling = asyncio.create_task(sampler.run())
     all_idle = asyncio.gather(*(client.idle for client in session.clients))
@@ -162,10 +162,11 @@ class Sampler:
     """Takes a sample of a load run once a second (the JSON's `intervals`, at most
     `MAX_INTERVALS`) and, on a terminal, shows it on the progress line."""
 
-    def __init__(self, console: Console, session: Session, percentiles: tuple[float, ...]):
+    def __init__(self, console: Console, session: Session, options: Options):
         self.console = console
         self.session = session
-        self.percentiles = percentiles
+        self.percentiles = options.percentiles
+        self.pingpong = options.mode == "pingpong"
         self.started = time.perf_counter()
         self.samples: list[IntervalSample] = []
         self._seen_round_trips = 0
@@ -203,8 +204,9 @@ class Sampler:
     def _show(self, sample: IntervalSample) -> None:
         if not self.console.live:
             return
-        if sample.rtt_percentiles or sample.round_trips:
-            p99 = Timing.of(self.session.run.latencies_ns[-sample.round_trips :]).p99_ms
+        if self.pingpong:
+            latencies = self.session.run.latencies_ns
+            p99 = Timing.of(latencies[len(latencies) - sample.round_trips :]).p99_ms
             rate = f"{sample.round_trips} round trips/s  p99 {p99:.3f} ms"
         else:
             rate = f"{sample.bytes_verified / 1e6:.2f} MB/s"

@@ -13,6 +13,9 @@ Mode = Literal["pingpong", "stream"]
 
 ProxyVersion = Literal["v1", "v2"]
 
+DEFAULT_PERCENTILES = (50.0, 90.0, 99.0)
+"""The round-trip percentiles reported without ``--percentiles``."""
+
 
 @dataclass(frozen=True)
 class Options:
@@ -40,7 +43,7 @@ class Options:
     json: bool
     seed: int
     """The payload pattern's seed: drawn for each run unless ``--seed`` gives it."""
-    percentiles: tuple[float, ...] = (50.0, 90.0, 99.0)
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     """The round-trip percentiles to report (``--percentiles``)."""
     rate_per_s: float | None = None
     """A pingpong load run's round trips per second, all connections together (``--rate``);
@@ -64,7 +67,7 @@ class UDPOptions:
     """Bind the client end to this address (port chosen by the kernel)."""
     seed: int
     """The run id the datagrams carry: drawn for each run unless ``--seed`` gives it."""
-    percentiles: tuple[float, ...] = (50.0, 90.0, 99.0)
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     """The round-trip percentiles to report (``--percentiles``)."""
 
     @property
