@@ -138,7 +138,8 @@ def test_load_at_a_fixed_rate_reports_asked_and_achieved_with_intervals(
     report = done.report()
     assert done.status == 0, done.err
     assert report["rate_asked_per_s"] == 100
-    assert 50 <= report["round_trips_per_s"] <= 105
+    # Held at the rate (back to back it would be thousands a second); a busy machine lags.
+    assert 25 <= report["round_trips_per_s"] <= 105
     intervals = report["intervals"]
     assert 2 <= len(intervals) <= 3
     assert sum(sample["round_trips"] for sample in intervals) == report["verified"]
