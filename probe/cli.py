@@ -34,12 +34,13 @@ from echostat.probe.options import (
     DEFAULT_TIMEOUT_S,
     DEFAULT_WINDOW,
     MAX_DURATION_S,
+    MAX_SEED,
     Mode,
     Options,
     ProxyVersion,
     UDPOptions,
 )
-from echostat.probe.pattern import MAX_SEED, SPAN
+from echostat.probe.pattern import SPAN
 from echostat.probe.report import document
 from echostat.probe.results import Result, RunFacts, UDPResult
 from echostat.probe.runs import CHECK_RUNS

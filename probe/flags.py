@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import secrets
 import socket
 from typing import TypeVar, cast
 
@@ -22,14 +21,16 @@ from echostat.probe.options import (
     DEFAULT_WINDOW,
     MAX_COUNT,
     MAX_DURATION_S,
+    MAX_SEED,
     MIN_ENDLESS_INTERVAL_S,
     Check,
     Mode,
     Options,
     ProxyVersion,
     UDPOptions,
+    draw_seed,
 )
-from echostat.probe.pattern import MAX_SEED, SPAN
+from echostat.probe.pattern import SPAN
 from echostat.probe.proxy_header import ip_of, proxy_header
 from echostat.probe.session import Endpoint
 from echostat.probe.tls import client_context
@@ -94,7 +95,7 @@ def percentiles_from(args: argparse.Namespace) -> tuple[float, ...]:
 def seed_from(args: argparse.Namespace) -> int:
     """The seed `--seed` gives, or one drawn for this run."""
     if args.seed is None:
-        return secrets.randbelow(MAX_SEED + 1)
+        return draw_seed()
     if not 0 <= args.seed <= MAX_SEED:
         raise ValueError(f"--seed: expected 0..{MAX_SEED}, got {args.seed}")
     seed: int = args.seed

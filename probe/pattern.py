@@ -11,9 +11,6 @@ SPAN = 1 << 20
 DEFAULT_SEED = 20240613
 """The seed of the benchmark's runs (and of `PATTERN`), which need not differ from each other."""
 
-MAX_SEED = (1 << 32) - 1
-"""Seeds are 0..MAX_SEED: enough that two runs rarely share one, small enough for any JSON."""
-
 
 @functools.lru_cache(maxsize=2)
 def pattern_of(seed: int) -> bytes:

@@ -248,3 +248,9 @@ async def _set_within(event: asyncio.Event, timeout_s: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def exchange_quietly(options: UDPOptions) -> Counts:
+    """One run that prints nothing, for a caller that keeps its own figures (the watcher):
+    the counts with every reply's RTT. Raises OSError as `run_udp_probe` does."""
+    return await _exchange(options, Console(quiet=True), asyncio.Event())

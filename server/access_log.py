@@ -4,7 +4,9 @@ In the spirit of HAProxy's TCP log: when it ended, who the client was, how long 
 bytes each way, who closed it and why, and the path's final RTT and retransmits. Every line
 has the same fields (`FIELDS`), in this order, whatever the event; JSON lines have exactly
 these keys. A file is opened in append mode and reopened by `reopen` (on SIGUSR1) so that
-log rotation can move it away; ``-`` writes to stderr.
+log rotation can move it away; ``-`` writes to stderr. A line that can't be written (a full
+disk) is counted and warned about at most every `WARNING_INTERVAL_S`; it never reaches the
+connection that was being logged.
 """
 
 from __future__ import annotations
@@ -40,13 +42,28 @@ FIELDS = (
 )
 """The keys of every JSON line, and the order of the text line's fields."""
 
+WARNING_INTERVAL_S = 10.0
+"""At most one warning about failing writes this often."""
+
 
 class AccessLog:
-    """Writes access log lines as `config` says; `close` once at the end."""
+    """Writes access log lines as `config` says; `close` once at the end.
 
-    def __init__(self, config: AccessLogConfig, clock: Callable[[], float] = time.time) -> None:
+    No method raises for a failed write or flush: `on_error` is called once per failure
+    (the registry counts them), and a warning names the path and the error.
+    """
+
+    def __init__(
+        self,
+        config: AccessLogConfig,
+        clock: Callable[[], float] = time.time,
+        on_error: Callable[[], object] | None = None,
+    ) -> None:
         self.config = config
         self._clock = clock
+        self._on_error = on_error
+        self._warned_at = -WARNING_INTERVAL_S
+        self._unreported = 0
         self._stream: TextIO = sys.stderr
         self._format = self._json if config.format == "json" else self._text
         if config.path != "-":
@@ -105,8 +122,13 @@ class AccessLog:
         log.info("access log reopened: %s", self.config.path)
 
     def close(self) -> None:
-        if self._stream is not sys.stderr:
+        """Flush and close the file; a failing last flush is counted, never raised."""
+        if self._stream is sys.stderr:
+            return
+        try:
             self._stream.close()
+        except OSError as exc:
+            self._failed(exc)
 
     def _open(self) -> TextIO:
         """`config.path` for appending, one line per write; `ResourceError` if impossible."""
@@ -118,9 +140,30 @@ class AccessLog:
 
     def _write(self, now: float, **record: Any) -> None:
         record = {"time": _timestamp(now), **record}
-        self._stream.write(self._format(record) + "\n")
-        if self._stream is sys.stderr:
-            self._stream.flush()
+        try:
+            self._stream.write(self._format(record) + "\n")
+            if self._stream is sys.stderr:
+                self._stream.flush()
+        except OSError as exc:  # ENOSPC, EIO, EFBIG: the disk's trouble, not the client's
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        """Count a failed write; warn with the path and the error at most every
+        `WARNING_INTERVAL_S`, saying how many failed since the last warning."""
+        if self._on_error is not None:
+            self._on_error()
+        self._unreported += 1
+        now = time.monotonic()
+        if now - self._warned_at < WARNING_INTERVAL_S:
+            return
+        self._warned_at = now
+        log.warning(
+            "access log %s: cannot write (%d lines lost since the last warning): %s",
+            self.config.path,
+            self._unreported,
+            exc.strerror or exc,
+        )
+        self._unreported = 0
 
     @staticmethod
     def _json(record: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import logging
 import socket
 
 from echostat.server.budget import BufferBudget
-from echostat.server.registry import Connection, ListenerStats, Registry
+from echostat.server.registry import Connection, ListenerStats, Registry, ServerCloseReason
 from echostat.server.tcp_info import BUFFER_BYTES, TCP_INFO, TcpInfo, decode
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         else:
             transport.close()
 
-    def expire(self, reason: str) -> None:
+    def expire(self, reason: ServerCloseReason) -> None:
         """End the connection for `reason`, counted as closed by the server.
 
         Nothing queued is worth waiting for here (the client stopped reading, or time is

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from echostat.server.path_quality import TcpSampler, TcpSnapshot
 from echostat.server.reload import ReloadCounters
@@ -28,6 +28,24 @@ from echostat.server.udp_stats import PeerSnapshot, UDPListenerStats, peer_snaps
 
 if TYPE_CHECKING:
     from echostat.server.budget import BufferBudget
+
+
+RejectReason = Literal[
+    "max_connections",
+    "max_connections_per_ip",
+    "descriptor_limit",
+    "proxy_untrusted",
+    "proxy_header_invalid",
+    "proxy_header_timeout",
+]
+"""Why a connection was refused at accept time (or while its PROXY header was awaited)."""
+
+ServerCloseReason = Literal["idle_timeout", "max_lifetime", "shutdown", "setup_failed", "error"]
+"""Why the server, not the client, ended a connection."""
+
+REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
+SERVER_CLOSE_REASONS: tuple[ServerCloseReason, ...] = get_args(ServerCloseReason)
+"""Every reason that can be counted, so that metrics show each at 0 before it happens."""
 
 
 def peer_name(ip: str, port: int) -> str:
@@ -101,7 +119,8 @@ class Connection:
 
 @dataclass(slots=True)
 class ListenerStats:
-    """Counters of one echo listener; `port` is the bound port, never 0."""
+    """Counters of one echo listener; `port` is the bound port, never 0. The byte counts are
+    those of its closed connections: a snapshot adds the open ones'."""
 
     name: str
     host: str
@@ -109,6 +128,9 @@ class ListenerStats:
     tls: bool = False
     active: int = 0
     accepted: int = 0
+    closed: int = 0
+    closed_bytes_received: int = 0
+    closed_bytes_sent: int = 0
 
 
 class StatsSource(Protocol):
@@ -174,6 +196,8 @@ class Registry:
         self._path_quality = TcpSampler()
         self.budget: BufferBudget | None = None
         """The echo side's buffer budget, whose charge snapshots report."""
+        self.access_log_errors = 0
+        """Failed access log writes (see `count_access_log_error`)."""
 
     async def refresh(self, connections: int = 0) -> None:
         """Nothing to fetch: the registry is the live state."""
@@ -206,7 +230,7 @@ class Registry:
         if self.tcp_info_interval_s is not None:
             self._path_quality.opened(conn)
 
-    def close(self, conn: Connection, reason: str | None = None) -> None:
+    def close(self, conn: Connection, reason: ServerCloseReason | None = None) -> None:
         """Move `conn` from active to closed; calling it twice for one connection is harmless.
 
         `reason` is given when the server, not the client, ended it (``idle_timeout``...) and
@@ -226,9 +250,14 @@ class Registry:
         else:
             del self._per_ip[conn.ip]
         self.closed += 1
-        conn.listener.active -= 1
+        listener = conn.listener
+        listener.active -= 1
+        listener.closed += 1
+        sent = conn.bytes_sent - conn.unsent_bytes()
+        listener.closed_bytes_received += conn.bytes_received
+        listener.closed_bytes_sent += sent
         self._closed_bytes_received += conn.bytes_received
-        self._closed_bytes_sent += conn.bytes_sent - conn.unsent_bytes()
+        self._closed_bytes_sent += sent
         if self.on_close is not None:
             self.on_close(conn)
         if not self._active and self.on_last_close is not None:
@@ -237,6 +266,10 @@ class Registry:
     def active_from(self, ip: str) -> int:
         """How many open connections come from `ip`."""
         return self._per_ip[ip]
+
+    def count_access_log_error(self) -> None:
+        """Count one access log line (or final flush) that could not be written."""
+        self.access_log_errors += 1
 
     def reject(self, reason: str) -> None:
         """Count a connection closed at accept time, by reason (e.g. ``max_connections``)."""
@@ -262,11 +295,27 @@ class Registry:
     def snapshot(self) -> StatsSnapshot:
         received = self._closed_bytes_received
         sent = self._closed_bytes_sent
+        open_bytes = {s.name: [0, 0] for s in self.listeners}
+        """Listener name -> bytes received and sent by its open connections."""
         for conn in self._active.values():
+            conn_sent = conn.bytes_sent - conn.unsent_bytes()
             received += conn.bytes_received
-            sent += conn.bytes_sent - conn.unsent_bytes()
+            sent += conn_sent
+            moved = open_bytes.setdefault(conn.listener.name, [0, 0])
+            moved[0] += conn.bytes_received
+            moved[1] += conn_sent
         listeners = tuple(
-            ListenerSnapshot(s.name, s.host, s.port, s.tls, s.active, s.accepted)
+            ListenerSnapshot(
+                s.name,
+                s.host,
+                s.port,
+                s.tls,
+                s.active,
+                s.accepted,
+                s.closed,
+                s.closed_bytes_received + open_bytes[s.name][0],
+                s.closed_bytes_sent + open_bytes[s.name][1],
+            )
             for s in self.listeners
         )
         return StatsSnapshot(
@@ -293,6 +342,7 @@ class Registry:
             tcp=self._tcp_snapshot(),
             udp_listeners=tuple(udp.snapshot() for udp in self.udp_listeners),
             buffered_bytes=self.budget.charged if self.budget else 0,
+            access_log_errors=self.access_log_errors,
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:

@@ -42,6 +42,8 @@ class StatsSnapshot:
     tcp: TcpSnapshot = field(default_factory=TcpSnapshot)
     buffered_bytes: int = 0
     """Echo buffers held now for clients that read slower than they send."""
+    access_log_errors: int = 0
+    """Access log lines (or a final flush) that could not be written, e.g. on a full disk."""
 
     @property
     def rejected_total(self) -> int:
@@ -95,12 +97,17 @@ class ConnectionSnapshot:
 
 @dataclass(frozen=True)
 class ListenerSnapshot:
+    """One echo listener's figures; its bytes include those of connections that closed."""
+
     name: str
     host: str
     port: int
     tls: bool
     active: int
     accepted: int
+    closed: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
 
 
 @dataclass(frozen=True)

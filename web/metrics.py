@@ -16,9 +16,9 @@ from prometheus_client.registry import Collector
 
 from echostat.server import __version__
 from echostat.server.path_quality import RTT_BUCKETS_S, TcpSnapshot
-from echostat.server.registry import StatsSource
-from echostat.server.udp_stats import UDPListenerSnapshot
-from echostat.web.counters import StatusCounters
+from echostat.server.registry import REJECT_REASONS, SERVER_CLOSE_REASONS, StatsSource
+from echostat.server.udp_stats import DROP_REASONS, UDPListenerSnapshot
+from echostat.web.counters import STATUS_CLOSE_REASONS, STATUS_REJECT_REASONS, StatusCounters
 
 
 def metrics_registry(registry: StatsSource, status: StatusCounters) -> CollectorRegistry:
@@ -42,30 +42,6 @@ _PER_LISTENER: tuple[_Column, ...] = (
         "Echo connections accepted since start.",
         "accepted",
     ),
-)
-_PER_WORKER: tuple[_Column, ...] = (
-    (
-        GaugeMetricFamily,
-        "echostat_worker_connections_active",
-        "Open echo connections, by worker.",
-        "active",
-    ),
-    (
-        CounterMetricFamily,
-        "echostat_worker_connections_accepted",
-        "Echo connections accepted since start, by worker.",
-        "accepted",
-    ),
-)
-_BY_REASON: tuple[tuple[str, str, str], ...] = (
-    ("echostat_connections_rejected", "Connections closed at accept time, by reason.", "rejected"),
-    (
-        "echostat_connections_closed_by_server",
-        "Echo connections the server ended (timeouts, shutdown, faults), by reason.",
-        "closed_by_server",
-    ),
-)
-_TOTALS: tuple[_Column, ...] = (
     (
         CounterMetricFamily,
         "echostat_connections_closed",
@@ -84,6 +60,36 @@ _TOTALS: tuple[_Column, ...] = (
         "Bytes echoed back to clients since start.",
         "bytes_sent",
     ),
+)
+_PER_WORKER: tuple[_Column, ...] = (
+    (
+        GaugeMetricFamily,
+        "echostat_worker_connections_active",
+        "Open echo connections, by worker.",
+        "active",
+    ),
+    (
+        CounterMetricFamily,
+        "echostat_worker_connections_accepted",
+        "Echo connections accepted since start, by worker.",
+        "accepted",
+    ),
+)
+_BY_REASON: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    (
+        "echostat_connections_rejected",
+        "Connections closed at accept time, by reason.",
+        "rejected",
+        REJECT_REASONS,
+    ),
+    (
+        "echostat_connections_closed_by_server",
+        "Echo connections the server ended (timeouts, shutdown, faults), by reason.",
+        "closed_by_server",
+        SERVER_CLOSE_REASONS,
+    ),
+)
+_TOTALS: tuple[_Column, ...] = (
     (
         CounterMetricFamily,
         "echostat_worker_restarts",
@@ -101,6 +107,12 @@ _TOTALS: tuple[_Column, ...] = (
         "echostat_config_reload_failures",
         "Reloads refused: an invalid config, or a change that needs a restart.",
         "reloads_failed",
+    ),
+    (
+        CounterMetricFamily,
+        "echostat_access_log_errors",
+        "Access log lines (or a final flush) that could not be written, e.g. on a full disk.",
+        "access_log_errors",
     ),
     (
         GaugeMetricFamily,
@@ -147,9 +159,13 @@ class RegistryCollector(Collector):
             "listener", {listener.name: listener for listener in snap.listeners}, _PER_LISTENER
         )
         yield from _per("pid", {str(worker.pid): worker for worker in snap.workers}, _PER_WORKER)
-        for name, documentation, attribute in _BY_REASON:
+        for name, documentation, attribute, reasons in _BY_REASON:
             yield _labelled(
-                CounterMetricFamily, name, documentation, "reason", getattr(snap, attribute)
+                CounterMetricFamily,
+                name,
+                documentation,
+                "reason",
+                _every(reasons, getattr(snap, attribute)),
             )
         for family, name, documentation, attribute in _TOTALS:
             yield family(name, documentation, getattr(snap, attribute))
@@ -193,7 +209,7 @@ def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric
         labels=["listener", "reason"],
     )
     for udp in listeners:
-        for reason, count in sorted(udp.dropped.items()):
+        for reason, count in sorted(_every(DROP_REASONS, udp.dropped).items()):
             dropped.add_metric([udp.name, reason], count)
     yield dropped
 
@@ -216,14 +232,14 @@ class StatusCollector(Collector):
             "echostat_status_connections_rejected",
             "Status connections refused at accept time, by reason.",
             "reason",
-            counters.rejected,
+            _every(STATUS_REJECT_REASONS, counters.rejected),
         )
         yield _labelled(
             CounterMetricFamily,
             "echostat_status_connections_closed_by_server",
             "Status connections closed by a timeout (header_timeout, idle_timeout).",
             "reason",
-            counters.closed_by_server,
+            _every(STATUS_CLOSE_REASONS, counters.closed_by_server),
         )
 
 
@@ -253,6 +269,12 @@ def _per(label: str, rows: Mapping[str, object], columns: tuple[_Column, ...]) -
     for family, name, documentation, attribute in columns:
         values = {key: getattr(row, attribute) for key, row in rows.items()}
         yield _labelled(family, name, documentation, label, values)
+
+
+def _every(reasons: tuple[str, ...], counts: Mapping[str, int]) -> dict[str, int]:
+    """`counts` with every one of `reasons` present, at 0 until it first happens: a series
+    that appears only with its first event makes ``rate()`` and alerts miss that event."""
+    return {**dict.fromkeys(reasons, 0), **counts}
 
 
 def _labelled(

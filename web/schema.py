@@ -74,6 +74,7 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
         },
         "udp_listeners": [_udp_listener_document(udp) for udp in snap.udp_listeners],
         "tcp": _tcp_document(snap.tcp, rates),
+        "access_log": {"errors": snap.access_log_errors},
     }
 
 

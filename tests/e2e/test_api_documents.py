@@ -140,8 +140,10 @@ async def test_stats_document_has_documented_fields(service: Service) -> None:
         "config",
         "tcp",
         "status_connections",
+        "access_log",
     }
     assert_stats_shape(stats)
+    assert stats["access_log"] == {"errors": 0}
     assert stats["status_connections"] == {
         "active": 1,
         "max_connections": 256,
