@@ -41,11 +41,12 @@ def examples() -> list[Example]:
         text = (REPO / document).read_text(encoding="utf-8")
         for block in re.findall(r"```console\n(.*?)```", text, re.S):
             lines = block.splitlines()
-            if not lines[0].startswith("$ echostat probe ") or "..." in lines:
+            command = lines[0].replace("$ .venv/bin/echostat ", "$ echostat ")
+            if not command.startswith("$ echostat probe ") or "..." in lines:
                 continue
             printed = [line for line in lines[1:] if not line.startswith("$ ")]
             status = int(printed.pop()) if "$ echo $?" in lines else 0
-            example = found.setdefault(lines[0], Example(shlex.split(lines[0])[3:], []))
+            example = found.setdefault(command, Example(shlex.split(command)[3:], []))
             example.shown.append((document, printed, status))
     return list(found.values())
 
@@ -77,6 +78,7 @@ def ports() -> Iterator[dict[str, str]]:
         yield {
             "127.0.0.1:7007": f"127.0.0.1:{process.echo_port}",
             "udp://127.0.0.1:17007": f"udp://127.0.0.1:{process.ports['udp']}",
+            "udp://127.0.0.1:7007": f"udp://127.0.0.1:{process.ports['udp']}",
             "udp://127.0.0.1:7009": f"udp://127.0.0.1:{closed}",
         }
     finally:
