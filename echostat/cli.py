@@ -15,6 +15,11 @@ from echostat.probe import cli as probe_cli
 
 def build_parser() -> argparse.ArgumentParser:
     """The server's flags at the top level, and the subcommands."""
+    return _parsers()[0]
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``echostat`` parser and its subcommands' parsers by name."""
     command = argparse.ArgumentParser(
         prog="echostat",
         description=(
@@ -25,14 +30,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_flags.add_arguments(command)
     subcommands = command.add_subparsers(dest="command", title="subcommands", metavar="COMMAND")
-    probe_cli.add_parser(subcommands)
-    reload_command.add_parser(subcommands)
-    return command
+    probe = probe_cli.add_parser(subcommands)
+    reload = reload_command.add_parser(subcommands)
+    return command, {"probe": probe, "reload": reload}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    command, subcommands = _parsers()
+    args, unknown = command.parse_known_args(argv)
+    if unknown:
+        # A flag after `probe` that it does not know is its error, with its usage (argparse
+        # would give the server's).
+        command = subcommands.get(args.command, command)
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "probe":
         return probe_cli.run(args)
     if args.command == "reload":

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import datetime
 import enum
 import functools
+import importlib.metadata
 import json
 import signal
 import sys
@@ -33,6 +35,7 @@ from echostat.probe.options import (
     DEFAULT_TIMEOUT_S,
     DEFAULT_WINDOW,
     MAX_DURATION_S,
+    MAX_SEED,
     Mode,
     Options,
     ProxyVersion,
@@ -42,7 +45,7 @@ from echostat.probe.path_flags import PathOptions, add_path_flags, path_options_
 from echostat.probe.path_run import idle_check, tcp_with_path, udp_with_path
 from echostat.probe.pattern import SPAN
 from echostat.probe.report import document
-from echostat.probe.results import Result, UDPResult
+from echostat.probe.results import Result, RunFacts, UDPResult
 from echostat.probe.runs import CHECK_RUNS
 
 
@@ -63,9 +66,12 @@ DESCRIPTION = """\
 Check any TCP echo server (RFC 862; echostat or not), verifying every byte.
 
 By default: one connection, --count round trips of --size bytes at --interval, one line per
-round trip and a summary like ping's. --half-close, --connect-only and a load run
-(--connections N --duration S) are the other checks. Payloads differ per connection and
-per round trip, so a server that mixes up connections or replays old data is caught.
+round trip and a summary like ping's (loss and total time included). A round trip with no
+echo within --timeout counts as lost and the next one goes on, as ping's; a reset, an early
+EOF or a wrong byte ends the connection. --half-close, --connect-only and a load run
+(--connections N --duration S, --rate N/s for a fixed rate) are the other checks. Payloads
+differ per run (--seed), per connection and per round trip, so a server that mixes up
+connections or replays old data is caught.
 
 With a udp://HOST:PORT target it checks a UDP echo instead: --count datagrams of --size
 bytes at --interval (or --rate), each numbered and timestamped; it reports loss,
@@ -78,14 +84,22 @@ round trips is the one at rank ceil(p/100 * n), as in bench/; mdev is the standa
 deviation, as ping's. A failed connection is not retried (after a lost or altered byte its
 stream cannot be trusted); the others of a load run go on.
 
+--json: one document with the same keys however the run ends (null where nothing is known),
+ending in error, seed, started_at and version. "failed" counts round trips (or connects)
+that did not come back verified; "failures" counts connections that failed, the first in
+"first_failure".
+
 exit status: 0 every byte came back exactly; 1 the path failed (a byte differed, a
-connection failed or was reset, or --timeout passed); 2 usage error.
+connection failed or was reset, or --timeout passed) or stdout was closed early;
+2 usage error.
 
 examples:
   echostat probe 127.0.0.1:7007
-  echostat probe [::1]:7007 --count 0 --interval 0.2
+  echostat probe [::1]:7007 -c 0 -i 0.2 -q
   echostat probe 127.0.0.1:7007 --half-close --size 100000
   echostat probe 127.0.0.1:7007 --connections 50 --duration 10 --mode stream
+  echostat probe 127.0.0.1:7007 --connections 10 --duration 30 --rate 1000/s \\
+      --percentiles 50,90,99,99.9 --json
   echostat probe echo.example.net:7443 --tls --ca ca.pem --json
   echostat probe 127.0.0.1:7008 --proxy-header v2 --proxy-source 203.0.113.7:40000
   echostat probe udp://127.0.0.1:7007 --count 1000 --rate 200/s --max-loss 1
@@ -122,18 +136,21 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
     round_trips = parser.add_argument_group("round trips")
     round_trips.add_argument(
         "--count",
+        "-c",
         type=int,
         metavar="N",
         help=f"round trips (or connects) to make (default {DEFAULT_COUNT}; 0: until Ctrl-C)",
     )
     round_trips.add_argument(
         "--interval",
+        "-i",
         type=float,
         metavar="S",
         help=f"seconds between their starts (default {DEFAULT_INTERVAL_S:g})",
     )
     round_trips.add_argument(
         "--size",
+        "-s",
         type=int,
         metavar="BYTES",
         help=f"bytes per round trip or half-close (default {DEFAULT_SIZE}; 1..{SPAN})",
@@ -165,6 +182,7 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
     connection = parser.add_argument_group("connection")
     connection.add_argument(
         "--timeout",
+        "-W",
         type=float,
         default=DEFAULT_TIMEOUT_S,
         metavar="S",
@@ -189,13 +207,15 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
         metavar="IP:PORT",
         help="the client address the PROXY header announces",
     )
-    udp = parser.add_argument_group(
-        "udp (TARGET udp://HOST:PORT: numbered datagrams; loss, order, RTT and jitter)"
-    )
-    udp.add_argument(
+    load.add_argument(
         "--rate",
         metavar="N/s",
-        help="datagrams per second, instead of --interval (e.g. 100 or 100/s)",
+        help="pingpong: round trips per second, all connections together (default: back to "
+        "back), to measure latency at a known load; udp://: datagrams per second, instead "
+        "of --interval (e.g. 100 or 100/s)",
+    )
+    udp = parser.add_argument_group(
+        "udp (TARGET udp://HOST:PORT: numbered datagrams; loss, order, RTT and jitter)"
     )
     udp.add_argument(
         "--max-loss",
@@ -208,6 +228,24 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
     output = parser.add_argument_group("output")
     output.add_argument(
         "--json", action="store_true", help="print one JSON document at the end, nothing else"
+    )
+    output.add_argument(
+        "--percentiles",
+        metavar="P,P,...",
+        help="the round-trip percentiles to report (default 50,90,99; e.g. 50,90,99,99.9)",
+    )
+    output.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="print the first line and the summary only, not a line per round trip (as ping -q)",
+    )
+    output.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help=f"seed of the payload pattern (0..{MAX_SEED}; default: drawn for each run, shown "
+        "by --json): the same seed sends the same bytes again, to reproduce a run",
     )
     return parser
 
@@ -223,17 +261,22 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"echostat probe: {exc}", file=sys.stderr)
         return Exit.USAGE
-    console = Console(quiet=args.json)
-    try:
-        result = uvloop.run(_interruptible(probe, console))
-    except OSError as exc:
-        print(f"echostat probe: {options.target}: {exc.strerror or exc}", file=sys.stderr)
-        return Exit.PATH_FAILED
-    except (ValueError, TimeoutError) as exc:  # a path check's server said something wrong
-        print(f"echostat probe: {options.target}: {exc}", file=sys.stderr)
-        return Exit.PATH_FAILED
+    console = Console(quiet=args.json, brief=args.quiet)
+    started_at = datetime.datetime.now(datetime.UTC)
+    result = uvloop.run(_interruptible(probe, console))
     if args.json:
-        print(json.dumps(document(options, result), indent=2))
+        facts = RunFacts(
+            error=result.problem,
+            seed=options.seed,
+            started_at=started_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            version=_version(),
+        )
+        try:
+            print(json.dumps(document(options, result, facts), indent=2), flush=True)
+        except BrokenPipeError:
+            console.close()
+    if console.closed:
+        return Exit.PATH_FAILED  # as other tools whose reader went away, without a word
     if result.problem is not None:
         print(f"echostat probe: {result.problem}", file=sys.stderr)
         return Exit.PATH_FAILED
@@ -242,6 +285,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"echostat probe: --fail-on: the path shows {named}", file=sys.stderr)
         return Exit.PATH_FAILED
     return Exit.OK
+
+
+def _version() -> str | None:
+    """The installed echostat's version; None when run from a tree that is not installed."""
+    try:
+        return importlib.metadata.version("echostat")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _probe_for(options: Options | UDPOptions, path: PathOptions) -> Probe:
@@ -265,6 +316,7 @@ async def _interruptible(probe: Probe, console: Console) -> Result | UDPResult:
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
     loop.add_signal_handler(signal.SIGINT, interrupted.set)
+    console.on_closed = interrupted.set
     try:
         return await probe(console, interrupted)
     finally:

@@ -1,10 +1,11 @@
 """The verifying engine: asyncio Protocols that echo-test one connection each.
 
-Each client sends slices of `probe.pattern.PATTERN` at offsets that differ per connection
-and per round trip and checks every byte that comes back, so a server that alters, drops,
-repeats, reorders or mixes up bytes between connections is caught; the failure names the
-connection, the byte offset in its stream and the expected and received byte. A `Run`
-holds what the clients of one run share. The clients work on asyncio's loop and on uvloop.
+Each client sends slices of its run's seeded pattern (`probe.pattern`) at offsets that differ
+per connection and per round trip and checks every byte that comes back, so a server that
+alters, drops, repeats, reorders or mixes up bytes between connections is caught; the
+failure names the connection, the byte offset in its stream and the expected and received
+byte. A `Run` holds what the clients of one run share. The clients work on asyncio's loop
+and on uvloop.
 
 A new mode is a `Client` subclass: `begin` starts its traffic, `data_received` checks what
 came back (`mismatch` reports a difference), `waiting_since_ns` says since when an echo is
@@ -19,7 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from echostat.probe.pattern import PATTERN, SPAN, STRIDE, first_difference, start_offset
+from echostat.probe.pattern import (
+    DEFAULT_SEED,
+    SPAN,
+    STRIDE,
+    first_difference,
+    pattern_of,
+    start_offset,
+)
 
 Reason = Literal["mismatch", "eof", "reset", "timeout", "connect"]
 """Why a connection failed: a byte differed, it ended or was reset early, an echo was late,
@@ -47,10 +55,13 @@ class Run:
 
     With `stop_on_failure` (the benchmark) the first failure ends the run: `failed` gets it
     and `probe.session.bounded` raises it. Otherwise (the probe) a failed connection stops
-    and the others go on, so that the report can say how many failed.
+    and the others go on, so that the report can say how many failed. Every client of the
+    run sends slices of the pattern of `seed` (`probe.pattern.pattern_of`).
     """
 
-    def __init__(self, stop_on_failure: bool = True) -> None:
+    def __init__(self, stop_on_failure: bool = True, seed: int = DEFAULT_SEED) -> None:
+        self.seed = seed
+        self.pattern = pattern_of(seed)
         self.running = True
         self.measuring = False
         self.stop_on_failure = stop_on_failure
@@ -82,6 +93,7 @@ class Client(asyncio.Protocol):
         self.run = run
         self.index = index
         self.preamble = preamble
+        self.pattern = run.pattern
         self.transport: asyncio.Transport | None = None
         self.closed = loop.create_future()
         self.idle = loop.create_future()
@@ -153,18 +165,20 @@ class Client(asyncio.Protocol):
         self.fail("timeout", f"{self.overdue()} within {timeout_s:g} s")
 
     def verify_message(self, data: bytes, start: int, size: int, context: str) -> bool:
-        """Check `data` as the next bytes of the one `size`-byte message ``PATTERN[start:]``
+        """Check `data` as the next bytes of the one `size`-byte message ``self.pattern[start:]``
         this connection sent and count them; on a difference report it and return False."""
-        if self.verified + len(data) > size or not PATTERN.startswith(data, start + self.verified):
+        if self.verified + len(data) > size or not self.pattern.startswith(
+            data, start + self.verified
+        ):
             self.mismatch(data, start + self.verified, size - self.verified, context)
             return False
         self.verified += len(data)
         return True
 
     def mismatch(self, data: bytes, pattern_offset: int, expected_bytes: int, context: str) -> None:
-        """Report the first byte of `data` that is not ``PATTERN[pattern_offset:]``; bytes
+        """Report the first byte of `data` that is not ``self.pattern[pattern_offset:]``; bytes
         beyond the first `expected_bytes` were never sent."""
-        index = first_difference(data[:expected_bytes], pattern_offset)
+        index = first_difference(data[:expected_bytes], pattern_offset, self.pattern)
         if index < 0:
             index = expected_bytes
         offset = self.verified + index
@@ -175,7 +189,7 @@ class Client(asyncio.Protocol):
             )
             self.fail("mismatch", what, offset=offset, received=received)
             return
-        expected = PATTERN[pattern_offset + index]
+        expected = self.pattern[pattern_offset + index]
         what = (
             f"byte {offset} differs from what was sent: expected {expected:#04x}, "
             f"received {received:#04x} ({context})"
@@ -192,9 +206,10 @@ RoundTripHook = Callable[["PingPong", int], None]
 class PingPong(Client):
     """Sends `size` bytes, waits for exactly those bytes back, repeats while the run runs.
 
-    Back to back by default; with `interval_s` a round trip starts at most that often, and
-    with `count` the client is idle after that many. `on_round_trip(client, rtt_ns)` is
-    called after each verified round trip.
+    Back to back by default; with `interval_s` round trips start on a schedule of that
+    period (first after `phase_s`), never two at once: one that comes back late delays the
+    next, and the schedule catches up by at most one period. With `count` the client is idle
+    after that many. `on_round_trip(client, rtt_ns)` is called after each verified round trip.
     """
 
     def __init__(
@@ -206,10 +221,14 @@ class PingPong(Client):
         interval_s: float = 0.0,
         count: int = 0,
         on_round_trip: RoundTripHook | None = None,
+        phase_s: float = 0.0,
     ) -> None:
         super().__init__(run, index, preamble)
         self.size = size
         self.interval_ns = round(interval_s * 1e9)
+        self.phase_s = phase_s
+        self.due_ns = 0
+        """When the round trip in flight or last sent was due (with `interval_s`)."""
         self.count = count
         self.on_round_trip = on_round_trip
         self.offset = start_offset(index)
@@ -221,7 +240,11 @@ class PingPong(Client):
         self._timer: asyncio.TimerHandle | None = None
 
     def begin(self) -> None:
-        self.send()
+        self.due_ns = time.perf_counter_ns() + round(self.phase_s * 1e9)
+        if self.phase_s:
+            self._timer = asyncio.get_running_loop().call_later(self.phase_s, self.send)
+        else:
+            self.send()
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -233,22 +256,28 @@ class PingPong(Client):
         return self.sent_at if self.in_flight else None
 
     def overdue(self) -> str:
-        if not self.in_flight:
+        if not self.in_flight and self.round_trip:
             return "between round trips"
-        return f"round trip {self.round_trip}: {self.received} of {self.size} bytes came back"
+        # Before the first send (a reset right after the accept) the first round trip is the
+        # one that got nothing back.
+        return (
+            f"round trip {max(1, self.round_trip)}: {self.received} of {self.size} bytes came back"
+        )
 
     def send(self) -> None:
         self._timer = None
+        if self.failed:
+            return
         self.offset = (self.offset + STRIDE) % SPAN
         self.received = 0
         self.round_trip += 1
         self.in_flight = True
         self.sent_at = time.perf_counter_ns()
-        self.transport.write(PATTERN[self.offset : self.offset + self.size])  # type: ignore[union-attr]
+        self.transport.write(self.pattern[self.offset : self.offset + self.size])  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
         received = self.received + len(data)
-        if received > self.size or not PATTERN.startswith(data, self.offset + self.received):
+        if received > self.size or not self.pattern.startswith(data, self.offset + self.received):
             context = f"round trip {self.round_trip}, {self.size}-byte message"
             self.mismatch(data, self.offset + self.received, self.size - self.received, context)
             return
@@ -266,12 +295,22 @@ class PingPong(Client):
             self.served += received
         if self.on_round_trip is not None:
             self.on_round_trip(self, rtt_ns)
-        if not run.running or self.round_trip == self.count:
+        self.next(now)
+
+    def next(self, now: int) -> None:
+        """The round trip in flight is over at `now`: send the next one when it is due, or
+        be idle."""
+        if not self.run.running or self.round_trip == self.count:
             _settle(self.idle)
-        elif self.interval_ns and (delay_ns := self.sent_at + self.interval_ns - now) > 0:
-            self._timer = asyncio.get_running_loop().call_later(delay_ns / 1e9, self.send)
-        else:
+        elif not self.interval_ns:
             self.send()
+        else:
+            self.due_ns = max(self.due_ns + self.interval_ns, now - self.interval_ns)
+            if self.due_ns > now:
+                delay_s = (self.due_ns - now) / 1e9
+                self._timer = asyncio.get_running_loop().call_later(delay_s, self.send)
+            else:
+                self.send()
 
 
 class Stream(Client):
@@ -295,6 +334,8 @@ class Stream(Client):
         return self.progress_ns if self.sent > self.verified else None
 
     def overdue(self) -> str:
+        if not self.sent:
+            return f"0 of the first {min(self.window, self.chunk)} bytes came back"
         return f"{self.sent - self.verified} bytes in flight did not come back"
 
     def fill(self) -> None:
@@ -304,14 +345,14 @@ class Stream(Client):
         while self.sent - self.verified < self.window:
             offset = (self.start + self.sent) % SPAN
             size = min(self.chunk, self.window - (self.sent - self.verified))
-            self.transport.write(PATTERN[offset : offset + size])  # type: ignore[union-attr]
+            self.transport.write(self.pattern[offset : offset + size])  # type: ignore[union-attr]
             self.sent += size
 
     def data_received(self, data: bytes) -> None:
         size = len(data)
         offset = (self.start + self.verified) % SPAN
         in_flight = self.sent - self.verified
-        if size > min(SPAN, in_flight) or not PATTERN.startswith(data, offset):
+        if size > min(SPAN, in_flight) or not self.pattern.startswith(data, offset):
             self.mismatch(data, offset, min(SPAN, in_flight), "stream")
             return
         self.verified += size
@@ -338,7 +379,7 @@ class Holder(Client):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.sent_at = time.perf_counter_ns()
-        self.transport.write(PATTERN[self.offset : self.offset + self.size])  # type: ignore[union-attr]
+        self.transport.write(self.pattern[self.offset : self.offset + self.size])  # type: ignore[union-attr]
 
     def waiting_since_ns(self) -> int | None:
         return self.sent_at if self.verified < self.size else None
@@ -361,14 +402,18 @@ class HalfClose(Client):
         self.offset = start_offset(index)
         self.size = size
         self.shut_at = 0
+        self.sent_at = 0
         self.echo_ns: int | None = None
         """From the shutdown to the last byte back."""
+        self.transfer_ns: int | None = None
+        """From the first byte sent to the last byte back."""
         self.eof_ns: int | None = None
 
     def begin(self) -> None:
         transport = self.transport
         assert transport is not None
-        transport.write(PATTERN[self.offset : self.offset + self.size])
+        self.sent_at = time.perf_counter_ns()
+        transport.write(self.pattern[self.offset : self.offset + self.size])
         transport.write_eof()
         self.shut_at = time.perf_counter_ns()
 
@@ -376,6 +421,8 @@ class HalfClose(Client):
         return self.shut_at if self.shut_at and self.eof_ns is None else None
 
     def overdue(self) -> str:
+        if not self.shut_at:
+            return f"{self.verified} of {self.size} bytes came back"
         if self.verified < self.size:
             return f"{self.verified} of {self.size} bytes came back after the half-close"
         return f"all {self.size} bytes came back but no EOF after them"
@@ -383,7 +430,9 @@ class HalfClose(Client):
     def data_received(self, data: bytes) -> None:
         if self.verify_message(data, self.offset, self.size, "half-close"):
             if self.verified == self.size:
-                self.echo_ns = time.perf_counter_ns() - self.shut_at
+                now = time.perf_counter_ns()
+                self.echo_ns = now - self.shut_at
+                self.transfer_ns = now - self.sent_at
 
     def eof_received(self) -> None:
         if self.verified < self.size:

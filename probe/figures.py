@@ -61,3 +61,20 @@ class Timing:
 def milliseconds(duration_ns: float) -> float:
     """`duration_ns` in milliseconds rounded to microseconds, as reports give them."""
     return round(duration_ns / 1e6, 3)
+
+
+@dataclass(frozen=True)
+class Percentile:
+    """One nearest-rank percentile of a set of durations (``--percentiles``)."""
+
+    percentile: float
+    ms: float
+
+
+def percentiles_of(durations_ns: Sequence[int], wanted: Sequence[float]) -> list[Percentile]:
+    """The `wanted` percentiles (0 < p <= 100) of `durations_ns` (any order), in ms rounded
+    to microseconds; all zero when there are none."""
+    values = sorted(durations_ns)
+    return [
+        Percentile(p, milliseconds(percentile(values, p / 100)) if values else 0.0) for p in wanted
+    ]

@@ -16,16 +16,19 @@ from echostat.probe.options import (
     DEFAULT_INTERVAL_S,
     DEFAULT_MAX_LOSS_PERCENT,
     DEFAULT_MODE,
+    DEFAULT_PERCENTILES,
     DEFAULT_SIZE,
     DEFAULT_WINDOW,
     MAX_COUNT,
     MAX_DURATION_S,
+    MAX_SEED,
     MIN_ENDLESS_INTERVAL_S,
     Check,
     Mode,
     Options,
     ProxyVersion,
     UDPOptions,
+    draw_seed,
 )
 from echostat.probe.pattern import SPAN
 from echostat.probe.proxy_header import ip_of, proxy_header
@@ -51,7 +54,10 @@ TCP_ONLY_FLAGS = (
 )
 """Flags of `echostat probe` that only mean something on a TCP connection."""
 
-UDP_ONLY_FLAGS = ("--rate", "--max-loss")
+UDP_ONLY_FLAGS = ("--max-loss",)
+
+MAX_PERCENTILES = 10
+"""Percentiles ``--percentiles`` may list: enough for any tail, few enough for one line."""
 
 _T = TypeVar("_T")
 
@@ -60,8 +66,40 @@ def options_from(args: argparse.Namespace) -> Options | UDPOptions:
     """The options of the check `args` name, defaults filled in and flags checked together."""
     if args.target.startswith(UDP_SCHEME):
         return _udp_options(args)
+    scheme, colon_slashes, _ = args.target.partition("://")
+    if colon_slashes:
+        raise ValueError(
+            f"{args.target!r}: {scheme}:// is not an echo target; "
+            "expected HOST:PORT for TCP or udp://HOST:PORT"
+        )
     _refuse_given(args, UDP_ONLY_FLAGS, "only for udp:// targets")
     return _tcp_options(args)
+
+
+def percentiles_from(args: argparse.Namespace) -> tuple[float, ...]:
+    """The percentiles `--percentiles` lists (e.g. ``50,90,99,99.9``), or p50, p90, p99."""
+    if args.percentiles is None:
+        return DEFAULT_PERCENTILES
+    try:
+        wanted = tuple(float(part) for part in args.percentiles.split(","))
+    except ValueError:
+        wanted = ()
+    if not wanted or len(wanted) > MAX_PERCENTILES or not all(0 < p <= 100 for p in wanted):
+        raise ValueError(
+            f"--percentiles: expected up to {MAX_PERCENTILES} numbers in 0 < p <= 100 "
+            f"separated by commas, e.g. 50,90,99,99.9; got {args.percentiles!r}"
+        )
+    return wanted
+
+
+def seed_from(args: argparse.Namespace) -> int:
+    """The seed `--seed` gives, or one drawn for this run."""
+    if args.seed is None:
+        return draw_seed()
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ValueError(f"--seed: expected 0..{MAX_SEED}, got {args.seed}")
+    seed: int = args.seed
+    return seed
 
 
 def _or(value: _T | None, default: _T) -> _T:
@@ -84,6 +122,7 @@ def _tcp_options(args: argparse.Namespace) -> Options:
             ("--duration", args.duration),
             ("--mode", args.mode),
             ("--window", args.window),
+            ("--rate", args.rate),
         )
         if value is not None
     ]
@@ -119,6 +158,9 @@ def _tcp_options(args: argparse.Namespace) -> Options:
         proxy_header=cast(ProxyVersion | None, args.proxy_header),
         proxy_source=args.proxy_source,
         json=args.json,
+        seed=seed_from(args),
+        percentiles=percentiles_from(args),
+        rate_per_s=None if args.rate is None else _parse_rate(args.rate, "round trips"),
     )
     _check_ranges(options)
     return options
@@ -132,12 +174,14 @@ def _refuse(check: Check, args: argparse.Namespace) -> None:
         "connect_only": [("--size", args.size)],
         "round_trips": [],
     }[check]
-    if args.mode == "stream" and args.size is not None:
-        meaningless.append(("--size", args.size))
+    if args.mode == "stream":
+        meaningless += [("--size", args.size), ("--rate", args.rate)]
     for flag, value in meaningless:
         if value is not None:
             what = (
-                "--mode stream" if flag == "--size" and check == "load" else check.replace("_", " ")
+                "--mode stream"
+                if flag in ("--size", "--rate") and check == "load"
+                else check.replace("_", " ")
             )
             raise ValueError(f"{flag} does not apply to {what}")
     if check == "half_close" and args.tls:
@@ -188,7 +232,7 @@ def _udp_options(args: argparse.Namespace) -> UDPOptions:
     if args.rate is not None:
         if args.interval is not None:
             raise ValueError("--rate and --interval: give one or the other")
-        interval_s = 1 / _parse_rate(args.rate)
+        interval_s = 1 / _parse_rate(args.rate, "datagrams")
     options = UDPOptions(
         host=host,
         port=port,
@@ -198,6 +242,8 @@ def _udp_options(args: argparse.Namespace) -> UDPOptions:
         timeout_s=args.timeout,
         max_loss_percent=_or(args.max_loss, DEFAULT_MAX_LOSS_PERCENT),
         source=args.source,
+        seed=seed_from(args),
+        percentiles=percentiles_from(args),
     )
     if not MIN_SIZE <= options.size <= MAX_SIZE:
         raise ValueError(f"--size: expected {MIN_SIZE}..{MAX_SIZE} for udp://, got {options.size}")
@@ -205,6 +251,11 @@ def _udp_options(args: argparse.Namespace) -> UDPOptions:
         raise ValueError(f"--count: expected 0 (until Ctrl-C)..{MAX_COUNT}, got {options.count}")
     if not interval_s >= 0:
         raise ValueError(f"--interval: expected 0 or more seconds, got {interval_s:g}")
+    if args.rate is not None and options.count == 0 and interval_s < MIN_ENDLESS_INTERVAL_S:
+        raise ValueError(
+            f"--count 0 runs until Ctrl-C: --rate must then be at most "
+            f"{1 / MIN_ENDLESS_INTERVAL_S:g}/s (every round-trip time is kept); give a --count"
+        )
     _check_endless(options.count, interval_s)
     if not options.timeout_s > 0:
         raise ValueError(
@@ -215,14 +266,14 @@ def _udp_options(args: argparse.Namespace) -> UDPOptions:
     return options
 
 
-def _parse_rate(text: str) -> float:
+def _parse_rate(text: str, what: str) -> float:
     number = text.removesuffix("/s")
     try:
         rate = float(number)
     except ValueError:
         rate = math.nan
     if not rate > 0 or math.isinf(rate):
-        raise ValueError(f"--rate: expected a positive number of datagrams per second, got {text}")
+        raise ValueError(f"--rate: expected a positive number of {what} per second, got {text}")
     return rate
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from typing import Literal
 
 Check = Literal["round_trips", "load", "half_close", "connect_only", "idle_timeout"]
@@ -12,6 +13,18 @@ Mode = Literal["pingpong", "stream"]
 """A load run's traffic: round trips back to back, or a window of bytes in flight."""
 
 ProxyVersion = Literal["v1", "v2"]
+
+MAX_SEED = (1 << 32) - 1
+"""Seeds are 0..MAX_SEED: enough that two runs rarely share one, small enough for any JSON."""
+
+
+def draw_seed() -> int:
+    """A seed of its own for a run."""
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+DEFAULT_PERCENTILES = (50.0, 90.0, 99.0)
+"""The round-trip percentiles reported without ``--percentiles``."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,13 @@ class Options:
     proxy_header: ProxyVersion | None
     proxy_source: str | None
     json: bool
+    seed: int = field(default_factory=draw_seed)
+    """The payload pattern's seed: drawn for each run unless ``--seed`` gives it."""
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+    """The round-trip percentiles to report (``--percentiles``)."""
+    rate_per_s: float | None = None
+    """A pingpong load run's round trips per second, all connections together (``--rate``);
+    None: back to back."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,10 @@ class UDPOptions:
     max_loss_percent: float
     source: str | None
     """Bind the client end to this address (port chosen by the kernel)."""
+    seed: int = field(default_factory=draw_seed)
+    """The run id the datagrams carry: drawn for each run unless ``--seed`` gives it."""
+    percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
+    """The round-trip percentiles to report (``--percentiles``)."""
 
     @property
     def target(self) -> str:

@@ -8,6 +8,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 
 from echostat.probe.console import Console
+from echostat.probe.engine import Failure
 from echostat.probe.idle import IdleFigures, find_idle_timeout
 from echostat.probe.marks import Sent
 from echostat.probe.options import Options, UDPOptions
@@ -16,6 +17,7 @@ from echostat.probe.path_flags import PathOptions
 from echostat.probe.path_view import PathView, table
 from echostat.probe.results import Result, UDPResult
 from echostat.probe.session import Endpoint
+from echostat.probe.steps import connect_failure
 from echostat.probe.udp import run_udp_probe
 
 TcpCheck = Callable[[Endpoint, Console, asyncio.Event], Awaitable[Result]]
@@ -30,7 +32,10 @@ async def tcp_with_path(
 ) -> Result:
     """Compare both views of one connection, then run `check`, reading past the server's
     report on each connection if it sends one."""
-    sent, view = await tcp_path(endpoint, timeout_s)
+    try:
+        sent, view = await tcp_path(endpoint, timeout_s)
+    except (OSError, TimeoutError, ValueError) as exc:
+        return Result(None, [path_failure(endpoint, exc, timeout_s)])
     show(console, endpoint.label, sent, view)
     reporting = dataclasses.replace(endpoint, report_first=view.peer_seen is not None)
     result = await check(reporting, console, interrupted)
@@ -44,9 +49,12 @@ async def udp_with_path(
     datagrams carry the probe's marks."""
     view = None
     if path.path:
-        sent, view = await udp_path(
-            options.host, options.port, path.marks, options.source, options.timeout_s
-        )
+        try:
+            sent, view = await udp_path(
+                options.host, options.port, path.marks, options.source, options.timeout_s
+            )
+        except OSError as exc:
+            return UDPResult(None, f"{options.target}: {exc.strerror or exc}", False)
         show(console, options.target, sent, view)
     result = await run_udp_probe(options, console, interrupted, path.marks)
     return dataclasses.replace(result, path=view)
@@ -61,27 +69,47 @@ async def idle_check(
 ) -> Result:
     """``--idle-timeout``: search for the path's idle timeout and say what was found."""
     assert path.idle_timeout_s is not None
+    try:
+        return await _idle_check(options, endpoint, path, path.idle_timeout_s, console, interrupted)
+    except (OSError, TimeoutError, ValueError) as exc:
+        return Result(None, [path_failure(endpoint, exc, options.timeout_s)])
+
+
+async def _idle_check(
+    options: Options,
+    endpoint: Endpoint,
+    path: PathOptions,
+    max_s: float,
+    console: Console,
+    interrupted: asyncio.Event,
+) -> Result:
+    view = None
     if path.path:
         sent, view = await tcp_path(endpoint, options.timeout_s)
         show(console, endpoint.label, sent, view)
         endpoint = dataclasses.replace(endpoint, report_first=view.peer_seen is not None)
-    else:
-        view = None
     console.line(
-        f"IDLE {endpoint.label}: up to {path.idle_timeout_s:g} s idle, an echo within "
+        f"IDLE {endpoint.label}: up to {max_s:g} s idle, an echo within "
         f"{options.timeout_s:g} s after each period (Ctrl-C: report what is known)"
     )
     figures = await find_idle_timeout(
         endpoint,
-        path.idle_timeout_s,
+        max_s,
         path.idle_resolution_s,
         options.timeout_s,
         console,
         interrupted,
     )
     console.line(f"--- {endpoint.label} idle timeout ---")
-    console.line(idle_summary(figures, path.idle_timeout_s))
+    console.line(idle_summary(figures, max_s))
     return Result(None, interrupted=interrupted.is_set(), path=view, idle=figures)
+
+
+def path_failure(endpoint: Endpoint, exc: BaseException, timeout_s: float) -> Failure:
+    """The failure of a path check: connecting failed, or the server's answer was wrong."""
+    if isinstance(exc, ValueError):
+        return Failure(0, "mismatch", f"{endpoint.label}: {exc}")
+    return connect_failure(endpoint, exc, timeout_s)
 
 
 def idle_summary(figures: IdleFigures, max_s: float) -> str:

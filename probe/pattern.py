@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import random
 
 SPAN = 1 << 20
 """Payload offsets wrap at this many bytes; one read or message is never longer."""
 
-PATTERN = random.Random(20240613).randbytes(SPAN) * 2
-"""What every connection sends: ``PATTERN[offset:offset + n]`` with ``offset < SPAN``.
+DEFAULT_SEED = 20240613
+"""The seed of the benchmark's runs (and of `PATTERN`), which need not differ from each other."""
 
-The second half repeats the first, so byte ``i`` of a stream starting at ``s`` is
-``PATTERN[(s + i) % SPAN]`` whichever slice carried it.
-"""
+
+@functools.lru_cache(maxsize=2)
+def pattern_of(seed: int) -> bytes:
+    """What a run with `seed` sends: ``pattern_of(seed)[offset:offset + n]`` with ``offset < SPAN``.
+
+    The second half repeats the first, so byte ``i`` of a stream starting at ``s`` is
+    ``pattern[(s + i) % SPAN]`` whichever slice carried it. Runs with different seeds send
+    different bytes, so a server that crosses two runs' connections fails both.
+    """
+    return random.Random(seed).randbytes(SPAN) * 2
+
+
+def __getattr__(name: str) -> bytes:
+    # `PATTERN` is built on first use: a probe run with its own seed never needs it.
+    if name == "PATTERN":
+        return pattern_of(DEFAULT_SEED)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 STRIDE = 40_009
 """How far a connection's payload offset moves per round trip (prime, so offsets cycle)."""
@@ -23,12 +39,13 @@ def start_offset(connection: int, spacing: int = 7919) -> int:
     return (connection * spacing) % SPAN
 
 
-def first_difference(data: bytes, offset: int) -> int:
-    """The index in `data` of its first byte that is not ``PATTERN[offset + index]``.
+def first_difference(data: bytes, offset: int, pattern: bytes | None = None) -> int:
+    """The index in `data` of its first byte that is not ``pattern[offset + index]`` (by
+    default the pattern of `DEFAULT_SEED`).
 
     Only called once a check has failed, so a plain loop is fine; -1 if nothing differs.
     """
-    expected = PATTERN[offset : offset + len(data)]
+    expected = (pattern or pattern_of(DEFAULT_SEED))[offset : offset + len(data)]
     for index, (got, want) in enumerate(zip(data, expected, strict=False)):
         if got != want:
             return index

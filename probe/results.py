@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from echostat.probe.engine import Failure
-from echostat.probe.figures import Timing
+from echostat.probe.figures import Percentile, Timing
 from echostat.probe.idle import IdleFigures
 from echostat.probe.path_view import PathView
 
@@ -36,6 +36,27 @@ class RoundTripFigures:
     bytes_sent: int
     bytes_verified: int
     rtt_ms: Timing
+    loss_percent: float
+    """Of the round trips sent, those that failed (`failed`), in percent, as ping's loss."""
+    seconds: float
+    """From the first round trip sent to the end of the last (ping's "time")."""
+    rtt_percentiles: list[Percentile]
+    """The ``--percentiles`` of the round-trip times (p50, p90, p99 without it)."""
+
+
+@dataclass(frozen=True)
+class IntervalSample:
+    """What one interval (a second) of a load run did, for the JSON's `intervals`."""
+
+    elapsed_s: float
+    """From the start of the run to the end of this interval."""
+    round_trips: int
+    """Round trips verified in the interval (0 in stream mode)."""
+    bytes_verified: int
+    failures: int
+    """Connections that failed in the interval."""
+    rtt_percentiles: list[Percentile]
+    """Of the round trips of the interval (none in stream mode)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +83,8 @@ class StreamLoadFigures(LoadFigures):
     """A stream load run: a window of bytes in flight per connection, no round trips."""
 
     bytes_sent: int
+    intervals: list[IntervalSample]
+    """A sample a second (at most `probe.load.MAX_INTERVALS`, the last may be shorter)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +98,13 @@ class PingPongLoadFigures(LoadFigures):
     round_trips_per_s: float
     """Verified round trips per second of the run."""
     rtt_ms: Timing
+    rate_asked_per_s: float | None
+    """The rate ``--rate`` asked for (round trips per second, all connections); None: back
+    to back, as fast as the server answers."""
+    rtt_percentiles: list[Percentile]
+    """The ``--percentiles`` of the round-trip times (p50, p90, p99 without it)."""
+    intervals: list[IntervalSample]
+    """A sample a second (at most `probe.load.MAX_INTERVALS`, the last may be shorter)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +118,10 @@ class HalfCloseFigures:
     """From the shutdown to the last byte back; None if it never came."""
     eof_ms: float | None
     """From the shutdown to the server's EOF; None if it never came."""
+    transfer_ms: float | None
+    """From the first byte sent to the last byte back; None if not all came back."""
+    mb_per_s: float | None
+    """`bytes_verified` over `transfer_ms`, in megabytes (10^6 bytes) per second."""
 
 
 @dataclass(frozen=True)
@@ -144,13 +178,32 @@ class UDPFigures:
     rtt_ms: Timing
     jitter_ms: float
     """RFC 3550's interarrival jitter of the replies' round-trip times."""
+    rtt_percentiles: list[Percentile]
+    """The ``--percentiles`` of the round-trip times (p50, p90, p99 without it)."""
 
 
 @dataclass(frozen=True)
 class UDPResult:
-    """What a ``udp://`` run found; `problem` says why it failed (None when it passed)."""
+    """What a ``udp://`` run found (`figures` None when it could not start: an unknown host);
+    `problem` says why it failed (None when it passed)."""
 
-    figures: UDPFigures
+    figures: UDPFigures | None
     problem: str | None
     interrupted: bool
     path: PathView | None = None
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """The keys that end every ``--json`` document, whatever the check and however it ended;
+    None (null) where nothing is known. A key added here, with a None default, is in every
+    document from then on."""
+
+    error: str | None = None
+    """Why the run failed (the line on stderr, without the program's name); None if it passed."""
+    seed: int | None = None
+    """The seed of the payload pattern; ``--seed`` with it sends the same bytes again."""
+    started_at: str | None = None
+    """When the run started: ISO 8601 in UTC, to the millisecond."""
+    version: str | None = None
+    """The version of echostat that ran it."""

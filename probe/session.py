@@ -71,7 +71,10 @@ async def open_client(
     endpoint: Endpoint, address: tuple[Any, ...], family: int, factory: Callable[[], _ClientT]
 ) -> _ClientT:
     """Connect to `address` and start `factory()`'s protocol on it, timing the TCP and the TLS
-    handshake apart; the socket is closed if either fails."""
+    handshake apart; the socket is closed if either fails.
+
+    A connection the server resets as soon as it accepted it (before TLS, if any) is the
+    client's to report: it gets it through `connection_lost`, with no transport."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -81,14 +84,23 @@ async def open_client(
         if endpoint.source_host is not None:
             sock.bind((endpoint.source_host, 0))
         started = time.perf_counter_ns()
-        await loop.sock_connect(sock, address)
-        connected = time.perf_counter_ns()
-        if endpoint.report_first:
-            factory = await _past_report(endpoint, sock, factory)
-        hostname = (endpoint.server_hostname or endpoint.host) if endpoint.tls else None
-        _, client = await loop.create_connection(
-            factory, sock=sock, ssl=endpoint.tls, server_hostname=hostname
-        )
+        try:
+            await loop.sock_connect(sock, address)
+            connected = time.perf_counter_ns()
+            if endpoint.report_first:
+                factory = await _past_report(endpoint, sock, factory)
+            # Linux reports a reset as ECONNREFUSED before the handshake, ECONNRESET after it.
+            hostname = (endpoint.server_hostname or endpoint.host) if endpoint.tls else None
+            _, client = await loop.create_connection(
+                factory, sock=sock, ssl=endpoint.tls, server_hostname=hostname
+            )
+        except ConnectionResetError as exc:
+            if endpoint.tls and "connected" in locals():
+                raise  # in the TLS handshake: a failed connect, reported as such
+            sock.close()
+            connected = time.perf_counter_ns()
+            client = factory()
+            client.connection_lost(exc)
     except BaseException:
         sock.close()
         raise
@@ -172,7 +184,10 @@ class Session:
     def start(self) -> None:
         """Start every client's traffic, and the watch on overdue echoes."""
         for client in self.clients:
-            client.begin()
+            # A connection the server reset right after accepting it is closed by now; its
+            # `connection_lost` says so (writing to it would raise).
+            if not client.failed and client.transport and not client.transport.is_closing():
+                client.begin()
         if self.timeout_s is not None:
             self._watch = asyncio.create_task(self._watch_deadlines(self.timeout_s))
 

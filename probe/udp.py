@@ -12,7 +12,6 @@ where D compares consecutive replies' round-trip times: sender and receiver shar
 from __future__ import annotations
 
 import asyncio
-import os
 import struct
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from echostat.probe.console import Console, count_of, timing_lines
-from echostat.probe.figures import Timing, milliseconds
+from echostat.probe.figures import Timing, milliseconds, percentiles_of
 from echostat.probe.marks import NO_MARKS, Marks
 from echostat.probe.options import UDPOptions
 from echostat.probe.results import UDPFigures, UDPResult
@@ -55,7 +54,7 @@ class Counts:
     def loss_percent(self) -> float:
         return 100.0 * self.lost / self.sent if self.sent else 0.0
 
-    def figures(self) -> UDPFigures:
+    def figures(self, percentiles: tuple[float, ...]) -> UDPFigures:
         """The reported figures, rounded as printed."""
         return UDPFigures(
             sent=self.sent,
@@ -68,6 +67,7 @@ class Counts:
             icmp_errors=self.icmp_errors,
             rtt_ms=Timing.of(self.rtts_ns).rounded(),
             jitter_ms=milliseconds(self.jitter_ns),
+            rtt_percentiles=percentiles_of(self.rtts_ns, percentiles),
         )
 
 
@@ -87,11 +87,13 @@ class _Receiver(asyncio.DatagramProtocol):
         size: int,
         counts: Counts,
         on_reply: Callable[[int, int, str], None],
+        on_error: Callable[[str], None],
     ) -> None:
         self._run_id = run_id
         self._size = size
         self._counts = counts
         self._on_reply = on_reply
+        self._on_error = on_error
         self._seen: set[int] = set()
         self._highest = -1
         self._last_rtt_ns: int | None = None
@@ -99,9 +101,14 @@ class _Receiver(asyncio.DatagramProtocol):
         self.all_back = asyncio.Event()
 
     def expect(self, count: int) -> None:
-        """Sending is over after `count` datagrams: `all_back` is set once all are back."""
+        """Sending is over after `count` datagrams: `all_back` is set once each is back or
+        reported undeliverable by the kernel (an ICMP error)."""
         self._expected = count
-        if self._counts.received == count:
+        self._check_all_back()
+
+    def _check_all_back(self) -> None:
+        counts = self._counts
+        if counts.received + counts.icmp_errors >= (self._expected or -1) >= counts.received:
             self.all_back.set()
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
@@ -135,11 +142,15 @@ class _Receiver(asyncio.DatagramProtocol):
             note = " (out of order)"
         self._highest = max(self._highest, seq)
         self._on_reply(seq, rtt_ns, note)
-        if counts.received == self._expected:
-            self.all_back.set()
+        self._check_all_back()
 
     def error_received(self, exc: Exception) -> None:
         self._counts.icmp_errors += 1
+        if isinstance(exc, ConnectionRefusedError):
+            self._on_error("port unreachable")
+        else:
+            self._on_error(str(getattr(exc, "strerror", None) or exc).lower())
+        self._check_all_back()
 
 
 async def run_udp_probe(
@@ -147,18 +158,22 @@ async def run_udp_probe(
 ) -> UDPResult:
     """Send the datagrams on schedule and collect replies until all are back, the last
     one's timeout has passed or `interrupted` is set; a line per reply on `console`, then
-    ping's closing lines. Raises OSError if the target can't be resolved or the source
-    can't be bound. The datagrams carry `marks` (DSCP, TTL)."""
-    counts = await _exchange(options, console, interrupted, marks)
-    found = counts.figures()
+    ping's closing lines. A target that can't be resolved or a source that can't be bound
+    is the result's `problem`, with no figures. The datagrams carry `marks` (DSCP, TTL)."""
+    try:
+        counts = await _exchange(options, console, interrupted, marks)
+    except OSError as exc:
+        return UDPResult(None, f"{options.target}: {exc.strerror or exc}", interrupted.is_set())
+    found = counts.figures(options.percentiles)
     console.line(f"--- {options.target} udp probe statistics ---")
     console.line(
         f"{counts.sent} sent, {counts.received} received, {counts.lost} lost"
         f" ({counts.loss_percent:.1f}%), {counts.duplicated} duplicated,"
         f" {counts.reordered} reordered, {counts.corrupted} corrupted"
+        + (f", +{counts.icmp_errors} ICMP errors" if counts.icmp_errors else "")
     )
     if counts.received:
-        for line in timing_lines("rtt", found.rtt_ms):
+        for line in timing_lines("rtt", found.rtt_ms, found.rtt_percentiles):
             console.line(line)
         console.line(f"jitter {found.jitter_ms:.3f} ms (RFC 3550 interarrival estimator)")
     return UDPResult(found, _problem(options, counts), interrupted.is_set())
@@ -170,8 +185,9 @@ def _problem(options: UDPOptions, counts: Counts) -> str | None:
         return f"{options.target}: {counts.corrupted} replies matched no datagram sent"
     limit = options.max_loss_percent
     if counts.loss_percent > limit:
+        unreachable = f" ({counts.icmp_errors} ICMP errors)" if counts.icmp_errors else ""
         return (
-            f"{options.target}: {counts.loss_percent:.1f}% of the datagrams lost,"
+            f"{options.target}: {counts.loss_percent:.1f}% of the datagrams lost{unreachable},"
             f" more than --max-loss {limit:g}"
         )
     return None
@@ -182,19 +198,24 @@ async def _exchange(
 ) -> Counts:
     loop = asyncio.get_running_loop()
     counts = Counts()
-    run_id = os.urandom(8)
-    how_many = count_of(options.count, "datagram")
-    console.line(f"PROBE {options.target}: {how_many} of {options.size} bytes, {_pace(options)}")
+    run_id = options.seed.to_bytes(8, "big")
+    how_many = count_of(options.count, "datagram", f" of {options.size} bytes")
+    console.line(f"PROBE {options.target}: {how_many}, {_pace(options)}")
 
     def on_reply(seq: int, rtt_ns: int, note: str) -> None:
         # Numbered from 1 on screen, as ping does; the datagrams carry 0, 1, ...
-        console.line(
+        console.detail(
             f"{options.size} bytes from {options.target}: seq={seq + 1}"
             f" time={rtt_ns / 1e6:.3f} ms{note}"
         )
 
+    def on_error(what: str) -> None:
+        # As ping's "From ... Destination Port Unreachable": the kernel does not say which
+        # datagram the ICMP error answered; the last one sent is the likely one.
+        console.detail(f"from {options.target}: seq={counts.sent} {what}")
+
     transport, receiver = await loop.create_datagram_endpoint(
-        lambda: _Receiver(run_id, options.size, counts, on_reply),
+        lambda: _Receiver(run_id, options.size, counts, on_reply, on_error),
         remote_addr=(options.host, options.port),
         local_addr=(options.source, 0) if options.source else None,
     )

@@ -15,8 +15,8 @@ from typing import Literal
 
 from echostat.probe.engine import PingPong, Run
 from echostat.probe.options import UDPOptions
-from echostat.probe.runs import connect_failure, first_of
 from echostat.probe.session import Endpoint, Session, open_client
+from echostat.probe.steps import connect_failure, first_of
 from echostat.probe.udp import exchange_quietly
 
 Protocol = Literal["tcp", "udp"]

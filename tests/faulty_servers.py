@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from echostat.probe.udp import MAGIC
-from tests.helpers import DEADLINE_S, reset_on_close
+from tests.helpers import DEADLINE_S, recv_exactly, reset_on_close
 
 Behaviour = Callable[[socket.socket], None]
 """Serves one accepted connection; the connection is closed when it returns."""
@@ -107,6 +107,49 @@ def faulty_server(behaviour: Behaviour) -> Iterator[int]:
         finally:
             server.shutdown()
             thread.join(timeout=10)
+
+
+def resets_at_accept(sock: socket.socket) -> None:
+    """Closes every connection with a TCP reset as soon as it is accepted, reading nothing:
+    what a server at its connection limit, a firewall or a balancer with no backend does."""
+    reset_on_close(sock)
+    sock.close()
+
+
+def holds_second_echo(size: int) -> Behaviour:
+    """Echoes `size`-byte messages, except that it holds the second one's echo until the third
+    message has come and then sends both: a reply that comes late, after the next request."""
+
+    def serve(sock: socket.socket) -> None:
+        sock.sendall(recv_exactly(sock, size))
+        held = recv_exactly(sock, size)
+        sock.sendall(held + recv_exactly(sock, size))
+        while data := sock.recv(65536):
+            sock.sendall(data)
+
+    return serve
+
+
+def swaps_first_messages(size: int) -> Behaviour:
+    """Pairs connections in the order they arrive, waits for the first `size`-byte message of
+    both, and answers each with the other's: a balancer that crossed two clients' replies."""
+    lock = threading.Lock()
+    pairs: list[tuple[threading.Barrier, list[bytes]]] = []
+
+    def serve(sock: socket.socket) -> None:
+        with lock:
+            if not pairs or len(pairs[-1][1]) == 2:
+                pairs.append((threading.Barrier(2, timeout=DEADLINE_S), []))
+            barrier, messages = pairs[-1]
+            mine = len(messages)
+            messages.append(b"")
+        messages[mine] = recv_exactly(sock, size)
+        barrier.wait()
+        sock.sendall(messages[1 - mine])
+        while sock.recv(65536):
+            pass
+
+    return serve
 
 
 class DropsEveryNth:

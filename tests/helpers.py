@@ -18,12 +18,14 @@ import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
+from echostat.cli import main as echostat_main
 from echostat.service import Service
 
 REPO = Path(__file__).resolve().parent.parent
@@ -462,3 +464,28 @@ class RunningProbe:
         self.process.send_signal(signal.SIGINT)
         out, errors = self.process.communicate(timeout=DEADLINE_S)
         return self.process.returncode, out, errors
+
+
+@dataclass(frozen=True)
+class ProbeRun:
+    """What ``echostat probe`` did: its exit status and what it printed."""
+
+    status: int
+    out: str
+    err: str
+
+    def report(self) -> Any:
+        """The ``--json`` document it printed."""
+        return json.loads(self.out)
+
+
+def probe_here(capsys: pytest.CaptureFixture[str], *args: str) -> ProbeRun:
+    """Run ``echostat probe ARGS`` in this process (no interpreter to start, so a run costs
+    what the probe itself takes); no traceback may reach stderr."""
+    try:
+        status = echostat_main(["probe", *args])
+    except SystemExit as exit_:
+        status = int(exit_.code or 0)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err, captured.err
+    return ProbeRun(status, captured.out, captured.err)

@@ -17,6 +17,7 @@ from tests.helpers import (
     DEADLINE_S,
     LOCAL_PORTS,
     fetch_json,
+    probe_here,
     probe_json,
     require_program,
     run_probe,
@@ -146,9 +147,9 @@ def test_max_loss_sets_the_threshold_of_the_exit_status(lossy_server: DropsEvery
         (("--rate", "10", "--interval", "1"), "--rate and --interval: give one or the other"),
         (("--count", "2000000"), "--count: expected 0 (until Ctrl-C)..1000000, got 2000000"),
         (
-            ("--count", "0", "--rate", "1000"),
-            "--count 0 runs until Ctrl-C: --interval must then be at least 0.01 s"
-            " (every round-trip time is kept)",
+            ("--count", "0", "--rate", "1200/s"),
+            "--count 0 runs until Ctrl-C: --rate must then be at most 100/s"
+            " (every round-trip time is kept); give a --count",
         ),
     ],
 )
@@ -164,3 +165,26 @@ def test_udp_flags_are_refused_for_a_tcp_target() -> None:
     done = run_probe("127.0.0.1:9", "--max-loss", "5")
     assert done.returncode == 2
     assert done.stderr.strip() == "echostat probe: --max-loss: only for udp:// targets"
+
+
+def test_a_closed_port_is_said_unreachable_without_waiting_out_the_timeout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The kernel's port unreachable (ICMP) answers each datagram: a line each, as ping's, and
+    the probe stops waiting at once instead of after --timeout; the JSON counts them."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        target = f"udp://127.0.0.1:{sock.getsockname()[1]}"
+    started = time.monotonic()
+    done = probe_here(capsys, target, "--count", "2", "--interval", "0.05", "--timeout", "20")
+    assert time.monotonic() - started < 10, "waited out the 20 s timeout"
+    assert done.status == 1
+    lines = done.out.splitlines()
+    assert lines[1:3] == [f"from {target}: seq={seq} port unreachable" for seq in (1, 2)]
+    assert lines[4].endswith(", +2 ICMP errors")
+    assert done.err == (
+        f"echostat probe: {target}: 100.0% of the datagrams lost (2 ICMP errors),"
+        " more than --max-loss 0\n"
+    )
+    report = probe_here(capsys, target, "--count", "1", "--timeout", "20", "--json").report()
+    assert (report["sent"], report["lost"], report["icmp_errors"]) == (1, 1, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import threading
@@ -9,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
+from echostat.cli import build_parser
+from echostat.probe.console import Console
+from echostat.probe.flags import endpoint_for, options_from
+from echostat.probe.options import Options
+from echostat.probe.ping import round_trips
+from echostat.probe.results import Result
 from tests.faults.conftest import StartEchostat
 from tests.faults.test_tls import tls_listener
 from tests.faulty_servers import (
@@ -18,11 +26,22 @@ from tests.faulty_servers import (
     drops_tail,
     faulty_server,
     flips_byte,
+    holds_second_echo,
     never_answers,
     replays_first,
     resets,
+    resets_at_accept,
+    swaps_first_messages,
 )
-from tests.helpers import DEADLINE_S, RunningProbe, fetch_json, probe_json, run_probe, wait_for
+from tests.helpers import (
+    DEADLINE_S,
+    RunningProbe,
+    fetch_json,
+    probe_here,
+    probe_json,
+    run_probe,
+    wait_for,
+)
 
 ROUND_TRIPS = ("--count", "3", "--interval", "0", "--timeout", "2")
 
@@ -180,3 +199,105 @@ def test_proxy_header_makes_echostat_see_the_proxy_source(
         status, out, errors = probe.interrupt()
     assert status == 0, errors
     assert re.search(r"^\d+ sent, \d+ verified, 0 failed", out, re.MULTILINE), out
+
+
+RESET_AT_ACCEPT = "connection 0: reset by the server: "
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (("--count", "3", "--interval", "0"), "round trip 1: 0 of 64 bytes came back"),
+        (("--connections", "1", "--duration", "1"), "round trip 1: 0 of 64 bytes came back"),
+        (
+            ("--connections", "1", "--duration", "1", "--mode", "stream"),
+            "(0 of the first 65536 bytes came back|262144 bytes in flight did not come back)",
+        ),
+        (("--half-close",), "0 of 64 bytes came back"),
+    ],
+    ids=["round-trips", "load", "stream", "half-close"],
+)
+def test_a_reset_at_accept_is_reported_like_a_later_one(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], what: str
+) -> None:
+    """A server that resets each connection as soon as it accepts it (a limit, a firewall,
+    a balancer with no backend): the reset is named, exit 1, and --json has its document."""
+    with faulty_server(resets_at_accept) as port:
+        done = probe_here(capsys, f"127.0.0.1:{port}", *args, "--json")
+        shown = probe_here(capsys, f"127.0.0.1:{port}", *args)
+    for run in (done, shown):
+        assert run.status == 1
+        assert run.err.startswith(f"echostat probe: {RESET_AT_ACCEPT}"), run.err
+        assert re.search(what, run.err), run.err
+    assert "statistics ---" in shown.out or "--half-close" in args, shown.out
+    report = done.report()
+    assert (report["ok"], report["failures"]) == (False, 1)
+    assert report["first_failure"]["reason"] == "reset"
+    assert report["error"] == done.err.removeprefix("echostat probe: ").rstrip("\n")
+
+
+def test_echostat_at_its_limit_is_reported(start_echostat: StartEchostat) -> None:
+    """echostat at `limits.max_connections` closes each new connection as soon as it accepted
+    it, after the probe's handshake: each mode names the connection, exits 1, and --json has
+    its document (before, writing to the closed connection raised a RuntimeError)."""
+    echostat = start_echostat(limits={"max_connections": 1})
+    with socket.create_connection(("127.0.0.1", echostat.echo_port)):
+        wait_for(lambda: fetch_json(echostat.status_port)["connections"]["active"], "a connection")
+        # Every mode against a server that resets at accept is checked above; these two
+        # raised most often.
+        for args in (
+            ("--count", "3", "--interval", "0"),
+            ("--connections", "1", "--duration", "1", "--mode", "stream"),
+        ):
+            # A process of its own, as run by hand: in-process, the close tends to come later.
+            done, report = probe_json(f"127.0.0.1:{echostat.echo_port}", *args)
+            assert done.returncode == 1
+            closed = "(reset by the server|server closed the connection)"
+            assert re.match(f"echostat probe: connection \\d: {closed}", done.stderr), done.stderr
+            assert report["error"] == done.stderr.removeprefix("echostat probe: ").rstrip("\n")
+
+
+def test_a_lost_round_trip_is_counted_and_the_next_one_made(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Round trip 2's echo comes only after round trip 3 was sent: round trip 2 is lost (as
+    ping's), the probe goes on, its late bytes are still verified, and the run fails."""
+    with faulty_server(holds_second_echo(64)) as port:
+        done = probe_here(capsys, f"127.0.0.1:{port}", "-c", "3", "-i", "0", "-W", "1")
+    assert done.status == 1
+    assert done.err == (
+        "echostat probe: connection 0: round trip 2: 0 of 64 bytes came back within 1 s\n"
+    )
+    lines = done.out.splitlines()
+    assert "seq=1 time=" in lines[2]
+    assert lines[3] == f"no echo from 127.0.0.1:{port}: seq=2 (0 of 64 bytes within 1 s)"
+    assert "seq=3 time=" in lines[4]
+    assert re.match(
+        r"3 sent, 2 verified, 1 failed, connect [\d.]+ ms, 33.333% loss, time", lines[6]
+    )
+
+
+def test_runs_with_their_own_seeds_are_not_crossed_unseen() -> None:
+    """Two probes through a server that swaps their replies: with a seed each (the default)
+    both fail at byte 0; given the same --seed they send the same bytes, and pass."""
+
+    async def two_probes(port: int, *flags: str) -> list[Result]:
+        """Two ping-like runs of one round trip at once, as two `echostat probe` would be."""
+        runs = []
+        for _ in range(2):
+            options = options_from(
+                build_parser().parse_args(["probe", f"127.0.0.1:{port}", "-c", "1", *flags])
+            )
+            assert isinstance(options, Options)
+            runs.append(
+                round_trips(options, endpoint_for(options), Console(quiet=True), asyncio.Event())
+            )
+        return list(await asyncio.gather(*runs))
+
+    with faulty_server(swaps_first_messages(64)) as port:
+        crossed = uvloop.run(two_probes(port))
+        same_seed = uvloop.run(two_probes(port, "--seed", "7"))
+    assert [(f.reason, f.offset) for result in crossed for f in result.failures] == [
+        ("mismatch", 0)
+    ] * 2
+    assert [result.failures for result in same_seed] == [[], []]

@@ -5,6 +5,8 @@ and over a direct link beside it: the findings are named exactly, and only where
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -121,3 +123,35 @@ def test_a_listener_without_reports_is_named_and_the_probes_half_still_shown(
     assert status == 0, out
     assert "no report (the listener does not have report: true)" in out
     assert "1 sent, 1 verified" in out
+
+
+def documented_runs() -> list[tuple[str, list[str]]]:
+    """The ``--path`` examples of README.md and docs/path.md that run through this router:
+    each document's command line and the lines it shows after it."""
+    runs = []
+    for document in ("README.md", "docs/path.md"):
+        for block in re.findall(r"```console\n(.*?)```", (REPO / document).read_text(), re.S):
+            command, *shown = block.splitlines()
+            if "--path" in command and "--idle-timeout" not in command:
+                runs.append((command, shown))
+    return runs
+
+
+def template(line: str) -> str:
+    """`line` with its numbers (ports, times) and the spaces that align them left out."""
+    return " ".join(re.sub(r"\d+(\.\d+)?", "N", line).split())
+
+
+@pytest.mark.parametrize(("command", "shown"), documented_runs(), ids=lambda value: str(value)[:60])
+def test_the_documented_path_examples_are_what_the_probe_prints(
+    path: RoutedPath, command: str, shown: list[str]
+) -> None:
+    """Run again through the same router, each example prints the lines the docs show (numbers
+    aside), and exits as they say."""
+    args = shlex.split(command)[3:]
+    status, out, errors = probe(path, *args)
+    printed = (out + errors).splitlines()
+    if "$ echo $?" in shown:
+        assert status == int(shown[-1]), printed
+        shown = shown[: shown.index("$ echo $?")]
+    assert [template(line) for line in printed[: len(shown)]] == [template(line) for line in shown]
