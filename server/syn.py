@@ -10,7 +10,6 @@ the kernel keep each SYN until it is read once, on the accepted socket, with `TC
 
 from __future__ import annotations
 
-import operator
 import struct
 from collections import Counter
 from dataclasses import dataclass
@@ -19,9 +18,10 @@ TCP_SAVE_SYN = 27
 """Listening socket option (Linux 4.2+): keep the headers of each SYN for its connection."""
 TCP_SAVED_SYN = 28
 """Accepted socket option: the kept headers, once; empty when none were kept."""
-SAVED_SYN_BYTES = 512
-"""Enough for the largest IP header with options (60) and the largest TCP header (60), and
-IPv6 extension headers besides."""
+SAVED_SYN_BYTES = 256
+"""Enough for the largest IPv4 header (60) and TCP header (60), or IPv6's with 136 bytes of
+extension headers; small enough for Python's small-object allocator. A longer SYN is not
+read (the kernel refuses the short buffer)."""
 
 OPTION_NAMES = ("mss", "wscale", "sack", "timestamps", "tfo")
 """The TCP options `SynHeaders` names, in the order of its fields (and of the metric's labels)."""
@@ -91,45 +91,38 @@ class SynHeaders:
         return tuple(name for name in OPTION_NAMES if getattr(self, name) not in (None, False))
 
 
-_LINUX_KEY = operator.itemgetter(
-    slice(0, 2), slice(6, 10), slice(32, 33), slice(40, 48), slice(56, None)
-)
-"""Every byte of an IPv4 SYN in Linux's layout (no IP options; MSS, SACK permitted and
-timestamps first, then NOP and window scale) that its decoding depends on: all but the
-addresses, ports, sequence number, checksums and timestamp values, which differ on every
-connection. One C call per SYN; `_is_linux_key` says whether the layout holds."""
+_LINUX_KEY = struct.Struct("!H4xI22xB7xQ8xI")
+"""Every field of a 60-byte IPv4 SYN in Linux's layout (no IP options; MSS, SACK permitted
+and timestamps first, then NOP and window scale) that its decoding depends on, as numbers:
+all but the addresses, ports, sequence number, checksums and timestamp values, which differ
+on every connection. One C call per SYN; `_is_linux_key` says whether the layout holds."""
+_LINUX_SYN_BYTES = _LINUX_KEY.size
 
 _DECODED_MAX = 4096
 """Decodings kept by key; the cache starts afresh when it holds this many."""
-_decoded: dict[tuple[bytes, ...], SynHeaders | None] = {}
+_decoded: dict[tuple[int, ...], SynHeaders | None] = {}
 """Most clients send SYNs alike: most SYNs then decode for a lookup."""
 
 
-def _is_linux_key(key: tuple[bytes, ...]) -> bool:
-    """Whether `key` (from `_LINUX_KEY`) came from a whole 60-byte IPv4 SYN in Linux's layout,
-    so that SYNs with equal keys decode alike."""
-    ip, _, tcp_offset, options, rest = key
+def _is_linux_key(key: tuple[int, ...]) -> bool:
+    """Whether `key` (from `_LINUX_KEY`) holds Linux's layout, so that SYNs with equal keys
+    decode alike: IPv4 without options, a 40-byte TCP header, options MSS, SACK permitted,
+    timestamps."""
+    version_tos, _, tcp_offset, options, _ = key
     return (
-        ip[:1] == b"\x45"
-        and tcp_offset == b"\xa0"
-        and options[:2] == b"\x02\x04"
-        and options[4:] == b"\x04\x02\x08\x0a"
-        and len(rest) == 4
-    )
-
-
-def _from_key(key: tuple[bytes, ...]) -> bytes:
-    """A SYN that decodes as every SYN with `key` does: `key`'s bytes, zeros in between."""
-    ip, fields, tcp_offset, options, rest = key
-    return b"".join(
-        (ip, bytes(4), fields, bytes(22), tcp_offset, bytes(7), options, bytes(8), rest)
+        version_tos >> 8 == 0x45
+        and tcp_offset == 0xA0
+        and options >> 48 == 0x0204
+        and options & 0xFFFFFFFF == 0x0402080A
     )
 
 
 def decode(data: bytes) -> SynHeaders | None:
     """`data`, the bytes of a TCP_SAVED_SYN getsockopt, as `SynHeaders`; None if empty or not
     an IP header. A SYN in Linux's layout like one seen before costs a lookup."""
-    key = _LINUX_KEY(data)
+    if len(data) != _LINUX_SYN_BYTES:
+        return _decode(data)
+    key = _LINUX_KEY.unpack_from(data)
     if not _is_linux_key(key):
         return _decode(data)
     syn = _decoded.get(key, _decoded)
@@ -144,18 +137,19 @@ def tally(saved: list[bytes]) -> Counter[SynHeaders]:
     """How many of the saved SYNs `saved` decode to each `SynHeaders` (none for an empty or
     unknown one). SYNs in Linux's layout are counted by key in C-speed steps and decoded once
     per key; only the others are decoded one by one."""
-    keys = list(map(_LINUX_KEY, saved))
+    sized = [data for data in saved if len(data) == _LINUX_SYN_BYTES]
     counts: Counter[SynHeaders] = Counter()
     others = set()
-    for key, count in Counter(keys).items():
-        syn = decode(_from_key(key)) if _is_linux_key(key) else None
+    for key, count in Counter(map(_LINUX_KEY.unpack_from, sized)).items():
+        syn = decode(_LINUX_KEY.pack(*key)) if _is_linux_key(key) else None
         if syn is None:
             others.add(key)
         else:
             counts[syn] += count
+    odd = [data for data in saved if len(data) != _LINUX_SYN_BYTES]
     if others:
-        decoded = (decode(data) for data, key in zip(saved, keys, strict=True) if key in others)
-        counts.update(syn for syn in decoded if syn is not None)
+        odd += [data for data in sized if _LINUX_KEY.unpack_from(data) in others]
+    counts.update(syn for syn in map(decode, odd) if syn is not None)
     return counts
 
 
