@@ -6,6 +6,9 @@ I/O. The IP fields are read from a table of offsets per IP version (RFC 791, RFC
 options by walking them (RFC 9293). A buffer cut short gives None for what lies beyond its end,
 never garbage; no recognisable IP header gives None. `TCP_SAVE_SYN` on a listening socket makes
 the kernel keep each SYN until it is read once, on the accepted socket, with `TCP_SAVED_SYN`.
+Most SYNs differ from the one before only in fields no decoding reads (addresses, ports,
+sequence numbers, timestamp values): those in Linux's layout are keyed by the rest, so
+`decode` keeps decodings by key and `tally` counts a batch of SYNs by kind in C-speed steps.
 """
 
 from __future__ import annotations
