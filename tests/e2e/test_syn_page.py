@@ -9,10 +9,10 @@ import socket
 from playwright.async_api import Browser, expect
 
 from echostat.service import Service
-from tests.e2e.test_dashboard import SEEN_WITHIN_MS, browser, open_dashboard
+from tests.e2e.test_dashboard import SEEN_WITHIN_MS, browser, chromium, io_loop, open_dashboard
 from tests.helpers import close_all, echo_once
 
-__all__ = ["browser"]  # the fixture, used by name
+__all__ = ["browser", "chromium", "io_loop"]  # the page tests' fixtures: one Chromium a module
 
 
 async def test_rows_show_hops_and_mss_and_mark_a_clamped_one(

@@ -1,5 +1,5 @@
 // What arrived of each connection's SYN (path quality on): the table's hops and MSS columns,
-// the rest of the SYN as the row's detail (its tooltip), and a mark on rows whose SYN lost an
+// the rest of the SYN as the row's detail (its tooltip, on hover or focus), and a mark on rows whose SYN lost an
 // option or arrived with an MSS below the one the server advertised (a clamp on the way).
 // dashboard.js calls synCells and markSyn for each row of its connection table.
 
@@ -59,5 +59,6 @@ export function markSyn(tr, c) {
   const syn = c.syn;
   if (!syn) return;
   tr.title = detail(syn);
+  tr.tabIndex = 0; // page.js shows a title on focus too: keyboard and touch reach the detail
   tr.classList.toggle("syn-degraded", clamped(syn) || missing(syn).length > 0);
 }
