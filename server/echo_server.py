@@ -162,9 +162,12 @@ class EchoServer(TCPServer):
         )
         if self._save_syn:
             # Once, now: the kernel frees the saved headers on this read (decoded on demand).
-            echo.saved_syn = connection.getsockopt(
-                socket.IPPROTO_TCP, TCP_SAVED_SYN, SAVED_SYN_BYTES
-            )
+            try:
+                echo.saved_syn = connection.getsockopt(
+                    socket.IPPROTO_TCP, TCP_SAVED_SYN, SAVED_SYN_BYTES
+                )
+            except OSError:  # a kernel without saved SYNs, or one too long: none to show
+                pass
         protocol: asyncio.BaseProtocol = echo
         if config.proxy_protocol:
             protocol = ProxyHeaderProtocol(echo, admission, config.proxy_header_timeout_s)

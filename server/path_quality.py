@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from echostat.server.syn import OPTION_NAMES, SynHeaders
+from echostat.server.syn import OPTION_NAMES, tally
 from echostat.server.tcp_info import TcpInfo
 
 if TYPE_CHECKING:
@@ -137,6 +137,8 @@ class TcpSampler:
         self._syn_mss_buckets = [0] * (len(SYN_MSS_BUCKETS) + 1)
         self._syn_mss_sum = 0
         self._syn_options = [0] * len(OPTION_NAMES)
+        self._new_syns: list[bytes] = []
+        """Saved SYNs of connections opened since the last snapshot, not yet counted."""
 
     def closed(self, conn: Connection) -> None:
         """`conn` is closing: read it a last time (so its socket must still be open), observe
@@ -168,6 +170,7 @@ class TcpSampler:
             budget -= 1
             self._track(conn, conn.read_tcp_info() or conn.tcp)
             self._observe_rtt(conn.tcp)
+        self._count_syns()
         return TcpSnapshot(
             measured=True,
             open_rtt_ms=tuple(self._open_rtts),
@@ -184,7 +187,8 @@ class TcpSampler:
         while self._new or (self._due and self._due[0][0] <= now):
             if self._new:
                 conn = self._new.popleft()
-                self._observe_syn(conn.syn)  # each connection passes here once
+                if conn.saved_syn:  # each connection passes here once
+                    self._new_syns.append(conn.saved_syn)
             else:
                 conn = self._due.popleft()[1]
             if active.get(conn.id) is conn:  # else it closed meanwhile
@@ -208,15 +212,16 @@ class TcpSampler:
                 del self._open_rtts[bisect.bisect_left(self._open_rtts, info.rtt_ms)]
             self._open_retransmits -= info.retransmits or 0
 
-    def _observe_syn(self, syn: SynHeaders | None) -> None:
-        """Count a SYN's options and observe its MSS."""
-        if syn is None:
-            return
-        for name in syn.options:
-            self._syn_options[OPTION_NAMES.index(name)] += 1
-        if syn.mss is not None:
-            self._syn_mss_buckets[bisect.bisect_left(SYN_MSS_BUCKETS, syn.mss)] += 1
-            self._syn_mss_sum += syn.mss
+    def _count_syns(self) -> None:
+        """Count the options and observe the MSS of the SYNs of connections opened since the
+        last snapshot (decoded here, once per kind of SYN)."""
+        for syn, count in tally(self._new_syns).items():
+            for name in syn.options:
+                self._syn_options[OPTION_NAMES.index(name)] += count
+            if syn.mss is not None:
+                self._syn_mss_buckets[bisect.bisect_left(SYN_MSS_BUCKETS, syn.mss)] += count
+                self._syn_mss_sum += syn.mss * count
+        self._new_syns.clear()
 
     def _observe_rtt(self, info: TcpInfo | None) -> None:
         """One observation of the RTT histogram."""

@@ -79,7 +79,6 @@ class Connection:
         "tls_protocol",
         "tcp_read_mark",
         "saved_syn",
-        "_syn",
     )
 
     def __init__(self, ip: str, port: int, listener: ListenerStats) -> None:
@@ -104,7 +103,6 @@ class Connection:
         self.saved_syn = b""
         """The headers of its SYN as the kernel saved them (path quality on, Linux only);
         decoded only when someone asks (`syn`)."""
-        self._syn: SynHeaders | None = None
 
     @property
     def peer(self) -> str:
@@ -113,10 +111,8 @@ class Connection:
 
     @property
     def syn(self) -> SynHeaders | None:
-        """Its SYN as it arrived, decoded on the first ask; None if none was saved."""
-        if self._syn is None and self.saved_syn:
-            self._syn = decode_syn(self.saved_syn)
-        return self._syn
+        """Its SYN as it arrived, decoded when asked; None if none was saved."""
+        return decode_syn(self.saved_syn) if self.saved_syn else None
 
     def listener_mss(self) -> int | None:
         """The MSS the server advertised on this connection, or None if it can't be read."""

@@ -64,6 +64,7 @@ def reloader(new: Config | Exception) -> tuple[Reloader, list[Config], ReloadCou
         ({"event_loop": "asyncio"}, "event_loop"),
         ({"listeners": (ListenerConfig(protocol="udp"),)}, "listeners[0].protocol"),
         ({"udp": UDPConfig(max_peers=5)}, "udp.max_peers"),
+        ({"listeners": (ListenerConfig(report=True),)}, "listeners[0].report"),
     ],
 )
 def test_restart_keys_are_refused_and_nothing_is_applied(

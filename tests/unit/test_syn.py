@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from echostat.server.syn import SynHeaders, decode
+from echostat.server.syn import SynHeaders, _decode, decode, tally
 
 DATA = Path(__file__).parent / "data"
 IPV4 = (DATA / "syn_ipv4_loopback.bin").read_bytes()
@@ -91,3 +91,24 @@ def test_unknown_and_malformed_options() -> None:
     header[40:44] = bytes([2, 40, 0, 0])  # an MSS option claiming 40 bytes
     syn = decode(bytes(header))
     assert syn is not None and (syn.mss, syn.sack, syn.other_options) == (None, False, ())
+
+
+def with_timestamp(data: bytes, value: int) -> bytes:
+    """`data` (a Linux IPv4 SYN) with another timestamp value, as every connection has."""
+    return data[:48] + value.to_bytes(4) + data[52:]
+
+
+def test_tally_counts_each_kind_of_syn() -> None:
+    """SYNs alike but for their timestamps count as one kind; others each as their own;
+    an empty or unknown buffer counts as nothing."""
+    linux = [with_timestamp(IPV4, value) for value in range(5)]
+    counts = tally([*linux, IPV6, MARKED, MARKED, b"", IPV4[:30]])
+    assert counts == {decode(IPV4): 5, decode(IPV6): 1, decode(MARKED): 2, decode(IPV4[:30]): 1}
+
+
+def test_syns_alike_but_for_timestamps_decode_alike() -> None:
+    """The lookup by key gives what decoding byte by byte gives, for the Linux layout and not."""
+    for data in (IPV4, with_timestamp(IPV4, 7), IPV6, MARKED, IPV4[:59]):
+        assert decode(data) == _decode(data)
+    changed_ttl = IPV4[:8] + b"\x20" + IPV4[9:]
+    assert decode(changed_ttl) == _decode(changed_ttl) != decode(IPV4)

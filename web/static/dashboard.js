@@ -35,7 +35,11 @@ async function loadPanel(url) {
   }
 }
 
-const [path, udp] = await Promise.all([loadPanel("./path.js"), loadPanel("./udp.js")]);
+const [path, udp, syn] = await Promise.all([
+  loadPanel("./path.js"),
+  loadPanel("./udp.js"),
+  loadPanel("./syn.js"),
+]);
 const watch = await loadPanel("./watch.js");
 
 // ---- link state --------------------------------------------------------------------------
@@ -186,8 +190,10 @@ function renderConnections(table) {
         cell("td", formatBytes(c.bytes_sent), "num"),
         cell("td", c.idle_s < 2 ? "now" : formatDuration(c.idle_s), c.idle_s < 2 ? "num busy" : "num"),
         ...(path?.pathCells(c) ?? []),
+        ...(syn?.synCells(c) ?? []),
       ]);
       tr.classList.toggle("retransmitting", Boolean(c.tcp.retransmits));
+      syn?.markSyn(tr, c);
       return tr;
     }),
   );
