@@ -34,7 +34,10 @@ REPO = Path(__file__).resolve().parent.parent
 DEADLINE_S = 30.0
 """How long any condition may take before a test fails; generous for a noisy 2-core machine."""
 
-LOCAL_PORTS = ("--set", "listeners.0.port=0", "--set", "status.port=0")
+LOCAL_PORTS = (
+    *("--set", "listeners.0.port=0", "--set", "listeners.1.port=0"),
+    *("--set", "status.port=0"),
+)
 """CLI flags that move every listener of the repo's config.yaml to a free port."""
 
 T = TypeVar("T")

@@ -219,10 +219,15 @@ def test_deployment_reads_the_configmap_where_it_is_mounted() -> None:
 
 
 def test_container_ports_match_the_configmap(tmp_path: Path) -> None:
-    """The container's echo and status ports are the ports the config binds."""
+    """The container's echo, report and status ports are the ports the config binds."""
     config = _configmap_config(tmp_path)
-    (listener,) = config.listeners
-    assert _container_ports() == {"echo": listener.port, "status": config.status.port}
+    echo, report = config.listeners
+    assert report.report and not echo.report
+    assert _container_ports() == {
+        "echo": echo.port,
+        "report": report.port,
+        "status": config.status.port,
+    }
 
 
 def test_service_targets_the_container_ports() -> None:

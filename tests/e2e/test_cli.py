@@ -64,7 +64,8 @@ def test_check_config_accepts_the_repository_config() -> None:
 
 def test_environment_and_set_overrides_take_effect(start_echostat: StartEchostat) -> None:
     """ECHOSTAT_STATUS__PORT=0 and --set listeners.0.port=0 move both ports off config.yaml's."""
-    echostat = start_echostat("--set", "listeners.0.port=0", env={"ECHOSTAT_STATUS__PORT": "0"})
+    moved = ("--set", "listeners.0.port=0", "--set", "listeners.1.port=0")
+    echostat = start_echostat(*moved, env={"ECHOSTAT_STATUS__PORT": "0"})
     assert echostat.echo_port not in (0, 7007)
     assert echostat.status_port not in (0, 7070)
     with socket.create_connection(("127.0.0.1", echostat.echo_port)) as client:

@@ -80,7 +80,7 @@ def shape(value: Any) -> Any:
 @pytest.fixture(scope="module")
 def ports() -> Iterator[dict[str, str]]:
     """The documents' addresses mapped to a real echostat's (TCP and UDP) and to a closed port."""
-    udp = ("listeners.1.name=udp", "listeners.1.protocol=udp", "listeners.1.port=0")
+    udp = ("listeners.2.name=udp", "listeners.2.protocol=udp", "listeners.2.port=0")
     process = EchostatProcess([*LOCAL_PORTS, *(arg for key in udp for arg in ("--set", key))])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))

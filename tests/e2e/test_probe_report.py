@@ -30,7 +30,7 @@ UNKNOWN_HOST = "nonexistent.invalid"
 @pytest.fixture(scope="module")
 def echostat() -> Iterator[EchostatProcess]:
     """One echostat with a TCP and a UDP listener for the module's probes."""
-    udp = ("listeners.1.name=udp", "listeners.1.protocol=udp", "listeners.1.port=0")
+    udp = ("listeners.2.name=udp", "listeners.2.protocol=udp", "listeners.2.port=0")
     process = EchostatProcess([*LOCAL_PORTS, *(arg for key in udp for arg in ("--set", key))])
     try:
         yield process.start()

@@ -26,8 +26,8 @@ from tests.helpers import (
 
 UDP_LISTENER = (
     *LOCAL_PORTS,
-    *("--set", "listeners.1.name=udp", "--set", "listeners.1.protocol=udp"),
-    *("--set", "listeners.1.port=0"),
+    *("--set", "listeners.2.name=udp", "--set", "listeners.2.protocol=udp"),
+    *("--set", "listeners.2.port=0"),
 )
 
 

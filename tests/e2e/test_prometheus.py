@@ -40,7 +40,7 @@ RATE_INTERVAL = "5s"
 UDP_LISTENER = tuple(
     arg
     for key, value in (("name", "udp"), ("protocol", "udp"), ("host", "127.0.0.1"), ("port", 0))
-    for arg in ("--set", f"listeners.1.{key}={value}")
+    for arg in ("--set", f"listeners.2.{key}={value}")
 )
 DATAGRAMS = 20
 STATUS_CAP = 2

@@ -83,8 +83,8 @@ def test_an_inherited_datagram_socket_serves_a_udp_listener(
     datagrams = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     datagrams.bind(("127.0.0.1", 0))
     udp_flags = [
-        *("--set", "listeners.1.name=udp", "--set", "listeners.1.protocol=udp"),
-        *("--set", "listeners.1.port=0"),
+        *("--set", "listeners.2.name=udp", "--set", "listeners.2.protocol=udp"),
+        *("--set", "listeners.2.port=0"),
     ]
     args = ["--config", str(REPO / "config.yaml"), *udp_flags, "--set", "shutdown_grace_s=1"]
     echostat = EchostatProcess(args, activation={**activation_sockets, "udp": datagrams})

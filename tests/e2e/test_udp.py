@@ -283,8 +283,8 @@ async def test_idle_peers_are_forgotten() -> None:
 
 UDP_LISTENER = (
     *LOCAL_PORTS,
-    *("--set", "listeners.1.name=udp", "--set", "listeners.1.protocol=udp"),
-    *("--set", "listeners.1.port=0"),
+    *("--set", "listeners.2.name=udp", "--set", "listeners.2.protocol=udp"),
+    *("--set", "listeners.2.port=0"),
 )
 """CLI flags for the repo's config.yaml plus a UDP listener ``udp`` on a free port."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,8 +26,12 @@ def _load(path: Path, text: str, env: dict[str, str] | None = None, *overrides: 
 
 
 def test_repository_config_documents_the_defaults() -> None:
-    """The repo's config.yaml spells out exactly the defaults of the schema."""
-    assert load_config(REPO / "config.yaml", {}) == Config()
+    """The repo's config.yaml spells out exactly the defaults of the schema, and adds beside
+    the default listener a second one, on 7008, that sends path reports."""
+    shipped = load_config(REPO / "config.yaml", {})
+    main, report = shipped.listeners
+    assert dataclasses.replace(shipped, listeners=(main,)) == Config()
+    assert report == ListenerConfig(name="report", port=7008, report=True)
 
 
 def test_empty_file_gives_the_defaults(write_config: Path) -> None:
