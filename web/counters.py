@@ -9,10 +9,15 @@ from dataclasses import dataclass, field
 @dataclass(slots=True)
 class StatusCounters:
     """The status side's own connections (page, API, push streams, scrapers): open now,
-    accepted, and those it refused or ended, by reason. Counted by the status server; its cap
-    is `status.max_connections` in the config in force."""
+    accepted, and those it refused or ended, by reason. Counted by the status server; its caps
+    are `status.max_connections`, `status.max_connections_per_ip`, `status.max_streams` and
+    `status.max_buffered_bytes` in the config in force."""
 
     active: int = 0
     accepted: int = 0
+    streams: int = 0
+    """Open push streams (``/api/events``); their cap is `status.max_streams`."""
+    buffered_bytes: int = 0
+    """Bytes of responses queued for status clients, not yet taken by the kernel."""
     rejected: Counter[str] = field(default_factory=Counter)
     closed_by_server: Counter[str] = field(default_factory=Counter)

@@ -8,8 +8,12 @@ hour by default. Here they are apart, as nginx's ``client_header_timeout`` and
 its next request, and has `header_timeout_s` from that byte (or from being accepted) until
 the headers are complete. After that, a request runs as long as its handler does (a push
 stream runs for hours); a request body has the header timeout from the end of its headers.
-Beyond `max_connections`, a new connection is answered 503 and closed at once, without
-reading its request. Tornado's own timers are set never to fire first, so every timeout comes
+Beyond `max_connections` (or `max_connections_per_ip` from its address), a new connection
+takes a reserved seat if one is free (see `echostat.web.seats`): it is served one request if
+that asks for a health path, else answered 503 naming the cap; with the reserve full too, it
+is answered 503 and closed at once, without reading its request. Bytes queued for status
+clients count against `max_buffered_bytes`: a client whose response would exceed it is
+closed, and counted. Tornado's own timers are set never to fire first, so every timeout comes
 from the limits a connection was accepted under, and a reload changes them for later ones.
 """
 
@@ -21,17 +25,26 @@ import json
 import logging
 import socket
 import typing
+from asyncio import Future
 from typing import Any
 
 from tornado import httputil
 from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.web import Application
 
 from echostat.server.accept import RateLimitedLog
 from echostat.server.config import StatusConfig
 from echostat.web.counters import StatusCounters
+from echostat.web.seats import (
+    HEALTH_PATHS,
+    RESERVED_HEADER_TIMEOUT_S,
+    Refusal,
+    Seats,
+    limit_of,
+    refusal_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +62,9 @@ _TORNADO_HEADER_TIMEOUT_S = (
 is a backstop that never fires before ours."""
 
 
-def refusal(max_connections: int) -> bytes:
-    """The whole response a connection beyond the cap gets: 503, a JSON reason, close."""
-    body = json.dumps(
-        {
-            "error": f"too many status connections (status.max_connections is"
-            f" {max_connections}); try again shortly"
-        }
-    ).encode()
+def refusal_response(message: str) -> bytes:
+    """A whole 503 response with ``{"error": message}``, closing the connection."""
+    body = json.dumps({"error": message}).encode()
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
         "Content-Type: application/json; charset=utf-8\r\n"
@@ -83,32 +91,40 @@ class GuardedHTTPServer(HTTPServer):
         super().initialize(app, idle_connection_timeout=_TORNADO_HEADER_TIMEOUT_S)
         self.limits = limits
         self.counters = counters
-        self._refusal = refusal(limits.max_connections)
+        self.seats = Seats(limits, counters)
         self._refusals = RateLimitedLog(log, interval_s=10.0)
 
     def reconfigure(self, limits: StatusConfig) -> None:
         """Limits for the connections accepted from now on (a reload); open ones keep the
-        timeouts they started with."""
+        timeouts they started with, and all share the new buffer budget."""
         self.limits = limits
-        self._refusal = refusal(limits.max_connections)
+        self.seats.limits = limits
 
     def accept(self, connection: socket.socket, address: Any) -> None:
-        """Serve `connection`, or answer 503 and close it when the cap is reached."""
-        counters = self.counters
-        if counters.active >= self.limits.max_connections:
-            _send_and_close(connection, self._refusal)
-            counters.rejected["max_connections"] += 1
-            self._refusals.warning(
-                "status: refused %s: status.max_connections (%d) reached",
-                address[0],
-                self.limits.max_connections,
+        """Serve `connection`; beyond a cap, in a reserved seat for a health check, or
+        answer 503 and close it when the reserve is full too."""
+        ip = str(address[0])
+        over = self.seats.over_cap(ip)
+        if over is not None and not self.seats.reserve_free(ip):
+            _send_and_close(
+                connection, refusal_response(refusal_message(over, limit_of(over, self.limits)))
             )
+            self.refuse(over, ip)
             return
-        counters.active += 1
-        counters.accepted += 1
-        stream = _GuardedStream(connection, self.limits, counters)
+        self.seats.take(ip, reserved=over is not None)
+        stream = _GuardedStream(connection, self.limits, self.seats, ip, over)
         stream.await_part()
         self.handle_stream(stream, address)
+
+    def refuse(self, reason: Refusal, ip: str) -> None:
+        """Count a refusal by `reason` and warn about it, at most every 10 s."""
+        self.seats.refuse(reason)
+        self._refusals.warning(
+            "status: refused %s: status.%s (%d) reached",
+            ip,
+            reason,
+            limit_of(reason, self.limits),
+        )
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
@@ -116,30 +132,47 @@ class GuardedHTTPServer(HTTPServer):
         """Called when a connection starts reading a request: its first, or the next one."""
         stream = typing.cast(_GuardedStream, typing.cast(HTTP1ServerConnection, server_conn).stream)
         if stream.requests:
+            if stream.over is not None:
+                stream.close()  # a reserved seat serves one request
             stream.await_request()
         stream.requests += 1
         delegate = super().start_request(server_conn, request_conn)
-        return _HeadersSeen(delegate, stream)
+        return _HeadersSeen(delegate, stream, request_conn, self)
 
 
 class _GuardedStream(IOStream):
     """A status connection's stream with the one timer that applies to it now, if any."""
 
     def __init__(
-        self, connection: socket.socket, limits: StatusConfig, counters: StatusCounters
+        self,
+        connection: socket.socket,
+        limits: StatusConfig,
+        seats: Seats,
+        ip: str,
+        over: Refusal | None,
     ) -> None:
         super().__init__(connection)
         self.requests = 0
+        self.over = over
+        """The cap this connection met, in a reserved seat; None in a regular one."""
         self._limits = limits
-        self._counters = counters
+        self._seats = seats
+        self._counters = seats.counters
+        self.ip = ip
+        self._queued = 0
         self._idle = False
         self._timer: asyncio.TimerHandle | None = None
+        self._header_timeout_s = (
+            limits.header_timeout_s
+            if over is None
+            else min(limits.header_timeout_s, RESERVED_HEADER_TIMEOUT_S)
+        )
 
     def await_part(self) -> None:
         """From now, the next part of the request (its headers, then its body: only /login
         has one) must be complete within the header timeout."""
         self._idle = False
-        self._arm(self._limits.header_timeout_s, "header_timeout")
+        self._arm(self._header_timeout_s, "header_timeout")
 
     def await_request(self) -> None:
         """Keep-alive: wait up to the idle timeout for the first byte of the next request."""
@@ -156,9 +189,34 @@ class _GuardedStream(IOStream):
             self.await_part()
         return count
 
+    def write(self, data: bytes | memoryview) -> Future[None]:
+        """Queue `data`, or close the connection if that would take the status side's queued
+        bytes past `status.max_buffered_bytes`; the future then fails as for a closed one."""
+        size = len(data)
+        if not self.closed() and not self._seats.may_queue(size):
+            self._counters.closed_by_server["max_buffered_bytes"] += 1
+            log.debug("status: closing a connection: max_buffered_bytes")
+            self.close()
+        if self.closed():
+            failed: Future[None] = Future()
+            failed.set_exception(StreamClosedError())
+            failed.exception()  # retrieved: the writer learns of the close from the stream
+            return failed
+        self._queued += size
+        self._seats.queued(size)
+        return super().write(data)
+
+    def write_to_fd(self, data: memoryview) -> int:
+        written = super().write_to_fd(data)
+        self._queued -= written
+        self._seats.queued(-written)
+        return written
+
     def close_fd(self) -> None:
         self._disarm()
-        self._counters.active -= 1
+        self._seats.queued(-self._queued)
+        self._queued = 0
+        self._seats.release(self.ip, reserved=self.over is not None)
         super().close_fd()
 
     def _arm(self, delay_s: float, reason: str) -> None:
@@ -182,27 +240,54 @@ class _HeadersSeen(httputil.HTTPMessageDelegate):
     """Passes a request through to `delegate`, telling the stream when its headers are in
     and when the whole request (with its body) has been read."""
 
-    def __init__(self, delegate: httputil.HTTPMessageDelegate, stream: _GuardedStream) -> None:
+    def __init__(
+        self,
+        delegate: httputil.HTTPMessageDelegate,
+        stream: _GuardedStream,
+        connection: httputil.HTTPConnection,
+        server: GuardedHTTPServer,
+    ) -> None:
         self._delegate = delegate
         self._stream = stream
+        self._connection = connection
+        self._server = server
+        self._refused = False
 
     def headers_received(
         self,
         start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
         headers: httputil.HTTPHeaders,
     ) -> typing.Awaitable[None] | None:
+        over = self._stream.over
+        path = typing.cast(httputil.RequestStartLine, start_line).path.partition("?")[0]
+        if over is not None and path not in HEALTH_PATHS:
+            self._refuse(over)
+            return None
         self._stream.await_part()
         return self._delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> typing.Awaitable[None] | None:
+        if self._refused:
+            return None
         return self._delegate.data_received(chunk)
 
     def finish(self) -> None:
         self._stream.request_read()
-        self._delegate.finish()
+        if not self._refused:
+            self._delegate.finish()
 
     def on_connection_close(self) -> None:
-        self._delegate.on_connection_close()
+        if not self._refused:
+            self._delegate.on_connection_close()
+
+    def _refuse(self, over: Refusal) -> None:
+        """Answer a reserved seat's request for anything but a health path: 503 naming the
+        cap its connection met, as a connection refused at once is answered."""
+        self._refused = True
+        self._server.refuse(over, self._stream.ip)
+        response = refusal_response(refusal_message(over, limit_of(over, self._server.limits)))
+        stream = self._stream
+        stream.write(response).add_done_callback(lambda _: stream.close())
 
 
 def _send_and_close(connection: socket.socket, response: bytes) -> None:

@@ -18,6 +18,7 @@ from echostat.web.schema import (
     stats_document,
     status_connections_document,
 )
+from echostat.web.seats import refusal_message
 from echostat.web.state import AppState, Settings
 
 _JSON = "application/json; charset=utf-8"
@@ -190,9 +191,24 @@ class EventsHandler(BaseHandler):
 
     On connect a ``config`` event (the limits) and a ``history`` event; then one unnamed
     event per tick, the stats document plus ``top_connections``, shared by all subscribers.
+    Beyond `status.max_streams` open streams, 503 naming the setting, and counted.
     """
 
     async def get(self) -> None:
+        counters = self.state.status_counters
+        max_streams = self.in_force.config.status.max_streams
+        if counters.streams >= max_streams:
+            counters.rejected["max_streams"] += 1
+            self.set_header("Retry-After", "1")
+            self._refuse(503, refusal_message("max_streams", max_streams))
+            return
+        counters.streams += 1
+        try:
+            await self._stream()
+        finally:
+            counters.streams -= 1
+
+    async def _stream(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
         self.write(b"retry: 1000\n\n")
