@@ -7,6 +7,8 @@ this module is trivially unit-testable.
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import heapq
 import os
 import time
@@ -19,7 +21,10 @@ from echostat.server.path_quality import TcpSampler, TcpSnapshot
 from echostat.server.reload import ReloadCounters
 from echostat.server.snapshots import (
     ConnectionSnapshot,
+    ConnectionsPage,
     ListenerSnapshot,
+    RowKey,
+    RowsEncoder,
     StatsSnapshot,
     WorkerSnapshot,
 )
@@ -30,9 +35,18 @@ if TYPE_CHECKING:
     from echostat.server.budget import BufferBudget
 
 
+def _moved(conn: Connection) -> int:
+    """Bytes a connection moved, both ways: what ranks the busiest."""
+    return conn.bytes_received + conn.bytes_sent
+
+
 def peer_name(ip: str, port: int) -> str:
     """An address as ``host:port``, or ``[host]:port`` for IPv6."""
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+PAGE_SLICE_ROWS = 50
+"""Rows a page builds between two turns of the event loop (a millisecond or two of work)."""
 
 
 class Connection:
@@ -128,6 +142,12 @@ class StatsSource(Protocol):
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]: ...
 
     def peers(self, limit: int | None = None) -> list[PeerSnapshot]: ...
+
+    async def connections_page(
+        self, limit: int, after: RowKey | None, encode: RowsEncoder | None = None
+    ) -> ConnectionsPage:
+        """At most `limit` rows: the busiest (`after` None) or those after `after`; with
+        `encode`, as encoded slices."""
 
     async def refresh(self, connections: int = 0) -> None:
         """Bring the figures (and at least `connections` busiest rows) up to this moment."""
@@ -299,19 +319,61 @@ class Registry:
         """Open connections, most bytes moved first, at most `limit` of them."""
         now = self.clock()
         wall_now = self.wall_clock()
-
-        def moved(conn: Connection) -> int:
-            return conn.bytes_received + conn.bytes_sent
-
         active = self._active.values()
         # A page asks for the top 100 of maybe 10,000 every second: no full sort for that.
         ranked = (
-            sorted(active, key=moved, reverse=True)
+            sorted(active, key=_moved, reverse=True)
             if limit is None
-            else heapq.nlargest(limit, active, key=moved)
+            else heapq.nlargest(limit, active, key=_moved)
         )
+        return self._rows(ranked, now, wall_now)
+
+    async def connections_page(
+        self, limit: int, after: RowKey | None, encode: RowsEncoder | None = None
+    ) -> ConnectionsPage:
+        """At most `limit` open connections: the busiest first when `after` is None, else
+        those after `after` in `RowKey` order, with the key to continue from if more follow.
+
+        TCP_INFO is read and rows are built (and encoded, given `encode`) `PAGE_SLICE_ROWS` at
+        a time, yielding to the loop between slices, so a page of a thousand rows never holds
+        the echo for long.
+        """
+        more = False
+        if after is None:
+            chosen = heapq.nlargest(limit, self._active.values(), key=_moved)
+        else:
+            chosen, more = self._after(after, limit)
+        rows: list[ConnectionSnapshot] = []
+        encoded: list[str] = []
+        for start in range(0, len(chosen), PAGE_SLICE_ROWS):
+            if start:
+                await asyncio.sleep(0)
+            open_now = [c for c in chosen[start : start + PAGE_SLICE_ROWS] if c.id in self._active]
+            built = self._rows(open_now, self.clock(), self.wall_clock())
+            if encode is None:
+                rows += built
+            else:
+                encoded.append(encode(built))
+        last = chosen[-1] if more else None
+        return ConnectionsPage(rows, None if last is None else RowKey(self.pid, last.id), encoded)
+
+    def _after(self, after: RowKey, limit: int) -> tuple[list[Connection], bool]:
+        """The first `limit` open connections after `after`, and whether more follow."""
+        if after.worker > self.pid:
+            return [], False
+        # Ids grow with each accept and a closed connection never returns, so the dict of
+        # open connections is in id order.
+        ids = list(self._active)
+        first = bisect.bisect_right(ids, after.id) if after.worker == self.pid else 0
+        chosen = [self._active[key] for key in ids[first : first + limit]]
+        return chosen, len(ids) - first > limit
+
+    def _rows(
+        self, connections: list[Connection], now: float, wall_now: float
+    ) -> list[ConnectionSnapshot]:
+        """`connections` as rows, their TCP_INFO read now when path quality is on."""
         if self.tcp_info_interval_s is not None:
-            for conn in ranked:
+            for conn in connections:
                 self._path_quality.read(conn)
         return [
             ConnectionSnapshot(
@@ -327,7 +389,7 @@ class Registry:
                 bytes_sent=c.bytes_sent - c.unsent_bytes(),
                 tcp=c.tcp,
             )
-            for c in ranked
+            for c in connections
         ]
 
     def peers(self, limit: int | None = None) -> list[PeerSnapshot]:

@@ -11,8 +11,8 @@ from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 from echostat.server import __version__
 from echostat.web.access import COOKIE_NAME, LOGIN_PATH
+from echostat.web.pages import MAX_PAGE_ROWS, encode_rows, page_body, parse_cursor
 from echostat.web.schema import (
-    connections_document,
     limits_document,
     peers_document,
     stats_document,
@@ -80,11 +80,11 @@ class BaseHandler(RequestHandler):
     def write_json(self, document: Any) -> None:
         self.write_bytes(_JSON, json.dumps(document).encode())
 
-    def limit_argument(self) -> int:
-        """The ``limit`` query argument of a table: 1..100000, 100 if absent."""
+    def limit_argument(self, most: int = 100_000) -> int:
+        """The ``limit`` query argument of a table: 1..`most`, 100 if absent."""
         raw = self.get_query_argument("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
-            raise HTTPError(400, reason="limit must be an integer 1..100000")
+        if not raw.isdigit() or not 1 <= int(raw) <= most:
+            raise HTTPError(400, reason=f"limit must be an integer 1..{most}")
         return int(raw)
 
     def write_bytes(self, content_type: str, body: bytes) -> None:
@@ -160,13 +160,21 @@ class StatsHandler(BaseHandler):
 
 
 class ConnectionsHandler(BaseHandler):
-    """``GET /api/connections?limit=N``: open connections, most bytes moved first."""
+    """``GET /api/connections?limit=N``: open connections, most bytes moved first; with
+    ``cursor=C``, the page after cursor C in the order of acceptance (see `web.pages`)."""
 
     async def get(self) -> None:
-        limit = self.limit_argument()
-        await self.state.registry.refresh(limit)
-        rows = self.state.registry.connections(limit)
-        self.write_json(connections_document(self.state.registry.active, rows))
+        limit = self.limit_argument(MAX_PAGE_ROWS)
+        cursor = self.get_query_argument("cursor", None)
+        after = None if cursor is None else parse_cursor(cursor)
+        if cursor is not None and after is None:
+            raise HTTPError(400, reason="cursor must be 0 or the next_cursor of a page")
+        registry = self.state.registry
+        if after is None:
+            await registry.refresh(limit)  # a page asks the workers itself
+        async with self.state.page_turn:
+            page = await registry.connections_page(limit, after, encode_rows)
+        self.write_bytes(_JSON, page_body(registry.active, page))
 
 
 class PeersHandler(BaseHandler):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
@@ -38,6 +39,9 @@ class AppState:
     metrics: CollectorRegistry
     status_counters: StatusCounters
     settings: Settings
+    page_turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while a page of connections is built: one at a time, so that however many are
+    asked for at once, the loop runs one slice of one page between two polls of the echo."""
 
     def reconfigure(self, config: Config) -> None:
         """Answer every later request under `config`: token, allowed hosts, open paths,
