@@ -1,10 +1,11 @@
 """Measures the status side under abuse: health checks while it is full, echo delays while
 slow readers fetch pages of connections.
 
-Run from the repository: ``python bench/status_load.py health`` or
-``python bench/status_load.py pages [ECHO_CONNECTIONS] [SLOW_READERS] [SECONDS]``. It starts
-echostat itself (loopback, ports picked by the kernel), prints one line of figures, and
-stops it by PID.
+Run from the repository: ``python bench/status_load.py health`` or ``python
+bench/status_load.py pages [ECHO_CONNECTIONS] [SLOW_READERS] [SECONDS] [BUDGET_BYTES]``. It
+starts echostat itself (loopback, ports picked by the kernel), prints its figures, and stops
+it by PID. ``python bench/status_load.py hold ECHO_CONNECTIONS SLOW_READERS SECONDS`` runs
+echostat in this process and measures how long its loop holds the CPU at a stretch.
 """
 
 from __future__ import annotations
@@ -164,11 +165,11 @@ async def walker(port: int, stop: asyncio.Event) -> int:
     return rows
 
 
-async def pages(connections: int, readers: int, seconds: float) -> None:
+async def pages(connections: int, readers: int, seconds: float, budget: int) -> None:
     """`connections` idle echo connections; a bystander's echo delays alone, then while
     `readers` slow readers fetch pages and one client walks them all with the cursor."""
     config = (
-        "listeners: [{port: 0}]\nstatus: {port: 0}\n"
+        f"listeners: [{{port: 0}}]\nstatus: {{port: 0, max_buffered_bytes: {budget}}}\n"
         f"limits: {{max_connections: {connections + 100}, max_connections_per_ip: 0}}\n"
     )
     process, echo_port, status_port = start(config)
@@ -242,14 +243,72 @@ def describe(delays: list[float]) -> str:
     return f"n {len(ms)} median {statistics.median(ms):.2f} p99 {p99:.2f} max {ms[-1]:.2f}"
 
 
+async def hold(connections: int, readers: int, seconds: float) -> None:
+    """echostat in this process; from a thread of their own, `connections` echo connections,
+    then `readers` slow readers and a cursor walk. The figure is the longest the echostat
+    loop spent on the CPU between two turns of a 1 ms heartbeat: how long an echo would wait
+    on an idle machine, whatever else the machine runs meanwhile."""
+    from echostat.server.config import Config, LimitsConfig, ListenerConfig, StatusConfig
+    from echostat.service import Service
+
+    limits = LimitsConfig(max_connections=connections + 100, max_connections_per_ip=0)
+    service = Service(Config((ListenerConfig(port=0),), status=StatusConfig(port=0), limits=limits))
+    await service.start()
+    echo_port, status_port = service.echo_port("main"), service.status_port
+    holds: list[float] = []
+    phase = {"busy": False}
+    busy_holds: list[float] = []
+
+    async def heartbeat() -> None:
+        last = time.thread_time()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.thread_time()
+            (busy_holds if phase["busy"] else holds).append(now - last)
+            last = now
+
+    async def clients() -> None:
+        loop = asyncio.get_running_loop()
+        held = []
+        for _ in range(connections):
+            sock = socket.socket()
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", echo_port))
+            held.append(sock)
+        await asyncio.sleep(seconds / 2)
+        stop = asyncio.Event()
+        phase["busy"] = True
+        load = [asyncio.ensure_future(slow_reader(status_port, stop)) for _ in range(readers)]
+        walked = asyncio.ensure_future(walker(status_port, stop))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await asyncio.gather(*load)
+        print(f"walked rows {await walked}")
+        for sock in held:
+            sock.close()
+
+    beat = asyncio.ensure_future(heartbeat())
+    client = threading.Thread(target=lambda: asyncio.run(clients()))
+    client.start()
+    await asyncio.get_running_loop().run_in_executor(None, client.join)
+    beat.cancel()
+    print(f"loop CPU between heartbeats ms, no status load: {describe(holds)}")
+    print(
+        f"loop CPU between heartbeats ms, {readers} slow readers + a walk: {describe(busy_holds)}"
+    )
+    await service.stop()
+
+
 def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE)[1:] * 2)
     if sys.argv[1] == "health":
         asyncio.run(health())
+    elif sys.argv[1] == "hold":
+        asyncio.run(hold(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))
     else:
-        given = [float(arg) for arg in sys.argv[2:5]]
-        numbers = [*given, *(10000.0, 40.0, 20.0)[len(given) :]]
-        asyncio.run(pages(int(numbers[0]), int(numbers[1]), numbers[2]))
+        given = [float(arg) for arg in sys.argv[2:6]]
+        numbers = [*given, *(10000.0, 40.0, 20.0, 16.0 * 2**20)[len(given) :]]
+        asyncio.run(pages(int(numbers[0]), int(numbers[1]), numbers[2], int(numbers[3])))
 
 
 if __name__ == "__main__":

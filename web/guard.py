@@ -1,4 +1,5 @@
-"""Status-side connection limits: a cap on open connections, a header and an idle timeout.
+"""Status-side connection limits: caps on open connections, header and idle timeouts, a
+buffer budget.
 
 Tornado's `HTTPServer` has one timer for both (``idle_connection_timeout`` becomes the
 header timeout, and the read of the next request's headers starts as soon as a response is
@@ -12,9 +13,10 @@ Beyond `max_connections` (or `max_connections_per_ip` from its address), a new c
 takes a reserved seat if one is free (see `echostat.web.seats`): it is served one request if
 that asks for a health path, else answered 503 naming the cap; with the reserve full too, it
 is answered 503 and closed at once, without reading its request. Bytes queued for status
-clients count against `max_buffered_bytes`: a client whose response would exceed it is
-closed, and counted. Tornado's own timers are set never to fire first, so every timeout comes
-from the limits a connection was accepted under, and a reload changes them for later ones.
+clients (what the kernel doesn't take at once) count against `max_buffered_bytes`: beyond
+it, the client waiting longest with bytes queued is closed, and counted. Tornado's own timers are
+set never to fire first, so every timeout comes from the limits a connection was accepted
+under, and a reload changes them for later ones.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 from tornado import httputil
 from tornado.http1connection import HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
-from tornado.iostream import IOStream, StreamClosedError
+from tornado.iostream import IOStream
 from tornado.web import Application
 
 from echostat.server.accept import RateLimitedLog
@@ -190,34 +192,31 @@ class _GuardedStream(IOStream):
         return count
 
     def write(self, data: bytes | memoryview) -> Future[None]:
-        """Queue `data`, or close the connection if that would take the status side's queued
-        bytes past `status.max_buffered_bytes`; the future then fails as for a closed one."""
-        size = len(data)
-        if not self.closed() and not self._seats.may_queue(size):
-            self._counters.closed_by_server["max_buffered_bytes"] += 1
-            log.debug("status: closing a connection: max_buffered_bytes")
-            self.close()
+        """Send `data`, queueing what the kernel doesn't take at once; then, while the bytes
+        queued for status clients exceed `status.max_buffered_bytes`, the connection waiting
+        longest is closed (this one too, if it comes to that: the future then fails as for
+        any closed connection)."""
         if self.closed():
-            failed: Future[None] = Future()
-            failed.set_exception(StreamClosedError())
-            failed.exception()  # retrieved: the writer learns of the close from the stream
-            return failed
-        self._queued += size
-        self._seats.queued(size)
-        return super().write(data)
+            return super().write(data)  # raises StreamClosedError, as for any closed stream
+        self._queue(len(data))
+        written = super().write(data)  # write_to_fd takes back what the kernel took
+        self._seats.enforce_budget()
+        return written
 
     def write_to_fd(self, data: memoryview) -> int:
         written = super().write_to_fd(data)
-        self._queued -= written
-        self._seats.queued(-written)
+        self._queue(-written)
         return written
 
     def close_fd(self) -> None:
         self._disarm()
-        self._seats.queued(-self._queued)
-        self._queued = 0
+        self._queue(-self._queued)
         self._seats.release(self.ip, reserved=self.over is not None)
         super().close_fd()
+
+    def _queue(self, size: int) -> None:
+        before, self._queued = self._queued, self._queued + size
+        self._seats.queued(self, before, self._queued)
 
     def _arm(self, delay_s: float, reason: str) -> None:
         self._disarm()

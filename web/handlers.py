@@ -176,6 +176,10 @@ class ConnectionsHandler(BaseHandler):
             page = await registry.connections_page(limit, after, encode_rows)
         self.write_bytes(_JSON, page_body(registry.active, page))
 
+    def compute_etag(self) -> str | None:
+        # Pages are never cached (no-store): hashing half a megabyte for an ETag is waste.
+        return None
+
 
 class PeersHandler(BaseHandler):
     """``GET /api/peers?limit=N``: UDP sources seen in the last `udp.peer_idle_s`, most

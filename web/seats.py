@@ -12,15 +12,18 @@ caps by more than that.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from echostat.server.config import StatusConfig
 from echostat.web.counters import StatusCounters
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Paths a reserved seat may ask for."""
+
+log = logging.getLogger(__name__)
 
 RESERVED_SEATS = 16
 """Connections beyond the caps kept for `HEALTH_PATHS`: a few probers and scrapers at once."""
@@ -31,6 +34,13 @@ RESERVED_SEATS_PER_IP = 4
 RESERVED_HEADER_TIMEOUT_S = 2.0
 """How long a reserved seat waits for its request's headers (or the header timeout, if
 shorter): a prober sends them at once, a slow client loses the seat soon."""
+
+
+class Closable(Protocol):
+    """A status connection, as far as the buffer budget needs it."""
+
+    def close(self) -> None: ...
+
 
 Refusal = Literal["max_connections", "max_connections_per_ip", "max_streams"]
 """Why a status connection or push stream was refused: the key of the cap it met."""
@@ -46,6 +56,8 @@ class Seats:
     _per_ip: Counter[str] = field(default_factory=Counter)
     _reserved: int = 0
     _reserved_per_ip: Counter[str] = field(default_factory=Counter)
+    _waiting: dict[Closable, None] = field(default_factory=dict)
+    """Connections with bytes queued, the longest waiting first."""
 
     def over_cap(self, ip: str) -> Refusal | None:
         """The cap a new regular connection from `ip` would exceed, or None."""
@@ -87,13 +99,23 @@ class Seats:
     def refuse(self, reason: Refusal) -> None:
         self.counters.rejected[reason] += 1
 
-    def may_queue(self, size: int) -> bool:
-        """Whether `size` more bytes for status clients fit in `status.max_buffered_bytes`."""
-        return self.counters.buffered_bytes + size <= self.limits.max_buffered_bytes
+    def queued(self, connection: Closable, before: int, after: int) -> None:
+        """`connection`'s queue went from `before` to `after` bytes."""
+        self.counters.buffered_bytes += after - before
+        if after and not before:
+            self._waiting[connection] = None  # the newest to wait, last in the dict
+        elif before and not after:
+            del self._waiting[connection]
 
-    def queued(self, size: int) -> None:
-        """`size` bytes were queued (positive) or taken by the kernel (negative)."""
-        self.counters.buffered_bytes += size
+    def enforce_budget(self) -> None:
+        """While the bytes queued exceed `status.max_buffered_bytes`, close the connection
+        that has waited longest with bytes queued: the slowest reader goes first, not the
+        client whose response just arrived and is draining into the kernel."""
+        while self.counters.buffered_bytes > self.limits.max_buffered_bytes and self._waiting:
+            oldest = next(iter(self._waiting))
+            self.counters.closed_by_server["max_buffered_bytes"] += 1
+            log.debug("status: closing a connection: max_buffered_bytes")
+            oldest.close()  # its close releases its bytes and its place here
 
 
 def limit_of(reason: Refusal, limits: StatusConfig) -> int:
