@@ -36,7 +36,6 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 from tornado.web import Application
 
-from echostat.server.accept import RateLimitedLog
 from echostat.server.config import StatusConfig
 from echostat.web.counters import StatusCounters
 from echostat.web.seats import (
@@ -94,7 +93,6 @@ class GuardedHTTPServer(HTTPServer):
         self.limits = limits
         self.counters = counters
         self.seats = Seats(limits, counters)
-        self._refusals = RateLimitedLog(log, interval_s=10.0)
 
     def reconfigure(self, limits: StatusConfig) -> None:
         """Limits for the connections accepted from now on (a reload); open ones keep the
@@ -111,22 +109,12 @@ class GuardedHTTPServer(HTTPServer):
             _send_and_close(
                 connection, refusal_response(refusal_message(over, limit_of(over, self.limits)))
             )
-            self.refuse(over, ip)
+            self.seats.refuse(over, ip)
             return
         self.seats.take(ip, reserved=over is not None)
         stream = _GuardedStream(connection, self.limits, self.seats, ip, over)
         stream.await_part()
         self.handle_stream(stream, address)
-
-    def refuse(self, reason: Refusal, ip: str) -> None:
-        """Count a refusal by `reason` and warn about it, at most every 10 s."""
-        self.seats.refuse(reason)
-        self._refusals.warning(
-            "status: refused %s: status.%s (%d) reached",
-            ip,
-            reason,
-            limit_of(reason, self.limits),
-        )
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
@@ -139,7 +127,7 @@ class GuardedHTTPServer(HTTPServer):
             stream.await_request()
         stream.requests += 1
         delegate = super().start_request(server_conn, request_conn)
-        return _HeadersSeen(delegate, stream, request_conn, self)
+        return _HeadersSeen(delegate, stream)
 
 
 class _GuardedStream(IOStream):
@@ -157,6 +145,8 @@ class _GuardedStream(IOStream):
         self.requests = 0
         self.over = over
         """The cap this connection met, in a reserved seat; None in a regular one."""
+        self.requests_seen = False
+        """Whether the headers of a request have arrived."""
         self._limits = limits
         self._seats = seats
         self._counters = seats.counters
@@ -227,29 +217,33 @@ class _GuardedStream(IOStream):
             self._timer.cancel()
             self._timer = None
 
+    def refuse(self) -> None:
+        """Answer a reserved seat with the 503 naming the cap its connection met, as a
+        connection refused at once is answered, and close it."""
+        assert self.over is not None
+        self._seats.refuse(self.over, self.ip)
+        message = refusal_message(self.over, limit_of(self.over, self._limits))
+        self.write(refusal_response(message)).add_done_callback(lambda _: self.close())
+
     def _expire(self, reason: str) -> None:
         self._timer = None
-        if not self.closed():
-            self._counters.closed_by_server[reason] += 1
-            log.debug("status: closing a connection: %s", reason)
-            self.close()
+        if self.closed():
+            return
+        if self.over is not None and not self.requests_seen:
+            self.refuse()  # beyond a cap and no request: refused, as it would have been at once
+            return
+        self._counters.closed_by_server[reason] += 1
+        log.debug("status: closing a connection: %s", reason)
+        self.close()
 
 
 class _HeadersSeen(httputil.HTTPMessageDelegate):
     """Passes a request through to `delegate`, telling the stream when its headers are in
     and when the whole request (with its body) has been read."""
 
-    def __init__(
-        self,
-        delegate: httputil.HTTPMessageDelegate,
-        stream: _GuardedStream,
-        connection: httputil.HTTPConnection,
-        server: GuardedHTTPServer,
-    ) -> None:
+    def __init__(self, delegate: httputil.HTTPMessageDelegate, stream: _GuardedStream) -> None:
         self._delegate = delegate
         self._stream = stream
-        self._connection = connection
-        self._server = server
         self._refused = False
 
     def headers_received(
@@ -259,8 +253,10 @@ class _HeadersSeen(httputil.HTTPMessageDelegate):
     ) -> typing.Awaitable[None] | None:
         over = self._stream.over
         path = typing.cast(httputil.RequestStartLine, start_line).path.partition("?")[0]
+        self._stream.requests_seen = True
         if over is not None and path not in HEALTH_PATHS:
-            self._refuse(over)
+            self._refused = True
+            self._stream.refuse()
             return None
         self._stream.await_part()
         return self._delegate.headers_received(start_line, headers)
@@ -278,15 +274,6 @@ class _HeadersSeen(httputil.HTTPMessageDelegate):
     def on_connection_close(self) -> None:
         if not self._refused:
             self._delegate.on_connection_close()
-
-    def _refuse(self, over: Refusal) -> None:
-        """Answer a reserved seat's request for anything but a health path: 503 naming the
-        cap its connection met, as a connection refused at once is answered."""
-        self._refused = True
-        self._server.refuse(over, self._stream.ip)
-        response = refusal_response(refusal_message(over, limit_of(over, self._server.limits)))
-        stream = self._stream
-        stream.write(response).add_done_callback(lambda _: stream.close())
 
 
 def _send_and_close(connection: socket.socket, response: bytes) -> None:

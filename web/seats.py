@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from echostat.server.accept import RateLimitedLog
 from echostat.server.config import StatusConfig
 from echostat.web.counters import StatusCounters
 
@@ -31,7 +32,7 @@ RESERVED_SEATS = 16
 RESERVED_SEATS_PER_IP = 4
 """Reserved seats one address may hold, so a single client can't take the whole reserve."""
 
-RESERVED_HEADER_TIMEOUT_S = 2.0
+RESERVED_HEADER_TIMEOUT_S = 0.5
 """How long a reserved seat waits for its request's headers (or the header timeout, if
 shorter): a prober sends them at once, a slow client loses the seat soon."""
 
@@ -56,6 +57,7 @@ class Seats:
     _per_ip: Counter[str] = field(default_factory=Counter)
     _reserved: int = 0
     _reserved_per_ip: Counter[str] = field(default_factory=Counter)
+    _refusals: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(log, 10.0))
     _waiting: dict[Closable, None] = field(default_factory=dict)
     """Connections with bytes queued, the longest waiting first."""
 
@@ -96,8 +98,12 @@ class Seats:
         else:
             del seats[ip]
 
-    def refuse(self, reason: Refusal) -> None:
+    def refuse(self, reason: Refusal, ip: str) -> None:
+        """Count a refusal by `reason` and warn about it, at most every 10 s."""
         self.counters.rejected[reason] += 1
+        self._refusals.warning(
+            "status: refused %s: status.%s (%d) reached", ip, reason, limit_of(reason, self.limits)
+        )
 
     def queued(self, connection: Closable, before: int, after: int) -> None:
         """`connection`'s queue went from `before` to `after` bytes."""
