@@ -51,9 +51,7 @@ async def test_health_checks_answer_while_streams_and_idle_connections_fill_the_
 ) -> None:
     """With status.max_connections held by push streams and idle keep-alive connections,
     /healthz, /readyz and /metrics keep answering 200 while the page and API get 503."""
-    service = await start_service(
-        status={"host": "127.0.0.1", "port": 0, "max_connections": CAP, "max_streams": CAP}
-    )
+    service = await start_service(status={"host": "127.0.0.1", "port": 0, "max_connections": CAP})
     port = service.status_port
     held = [await open_stream(port) for _ in range(CAP // 2)]
     for _ in range(CAP - len(held)):  # idle keep-alive: one request answered, then silence
