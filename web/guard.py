@@ -37,7 +37,7 @@ from tornado.iostream import IOStream
 from tornado.web import Application
 
 from echostat.server.config import StatusConfig
-from echostat.web.counters import StatusCounters
+from echostat.web.counters import StatusCloseReason, StatusCounters
 from echostat.web.seats import (
     HEALTH_PATHS,
     RESERVED_HEADER_TIMEOUT_S,
@@ -61,6 +61,11 @@ _TORNADO_HEADER_TIMEOUT_S = (
 )
 """Longer than any idle wait plus header timeout the config allows: Tornado's header timer
 is a backstop that never fires before ours."""
+
+
+def refusal(max_connections: int) -> bytes:
+    """The whole response a connection beyond the cap gets: 503, a JSON reason, close."""
+    return refusal_response(refusal_message("max_connections", max_connections))
 
 
 def refusal_response(message: str) -> bytes:
@@ -208,7 +213,7 @@ class _GuardedStream(IOStream):
         before, self._queued = self._queued, self._queued + size
         self._seats.queued(self, before, self._queued)
 
-    def _arm(self, delay_s: float, reason: str) -> None:
+    def _arm(self, delay_s: float, reason: StatusCloseReason) -> None:
         self._disarm()
         self._timer = asyncio.get_running_loop().call_later(delay_s, self._expire, reason)
 
@@ -225,7 +230,7 @@ class _GuardedStream(IOStream):
         message = refusal_message(self.over, limit_of(self.over, self._limits))
         self.write(refusal_response(message)).add_done_callback(lambda _: self.close())
 
-    def _expire(self, reason: str) -> None:
+    def _expire(self, reason: StatusCloseReason) -> None:
         self._timer = None
         if self.closed():
             return

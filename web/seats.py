@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 from echostat.server.accept import RateLimitedLog
 from echostat.server.config import StatusConfig
-from echostat.web.counters import StatusCounters
+from echostat.web.counters import StatusCounters, StatusRejectReason
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Paths a reserved seat may ask for."""
@@ -43,7 +43,7 @@ class Closable(Protocol):
     def close(self) -> None: ...
 
 
-Refusal = Literal["max_connections", "max_connections_per_ip", "max_streams"]
+Refusal = StatusRejectReason
 """Why a status connection or push stream was refused: the key of the cap it met."""
 
 

@@ -12,6 +12,7 @@ from echostat.server.registry import StatsSource
 from echostat.web.access import AccessPolicy
 from echostat.web.counters import StatusCounters
 from echostat.web.feed import StatsFeed
+from echostat.web.watch import WatchSource
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class AppState:
     page_turn: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held while a page of connections is built: one at a time, so that however many are
     asked for at once, the loop runs one slice of one page between two polls of the echo."""
+    watch: WatchSource | None = None
+    """The watcher's state, when this status side runs one (`/api/watch`)."""
 
     def reconfigure(self, config: Config) -> None:
         """Answer every later request under `config`: token, allowed hosts, open paths,
