@@ -105,7 +105,7 @@ async def health() -> None:
                 f" p99 {took[98]:.1f} max {took[-1]:.1f}"
             )
         text = await scrape(status_port)
-        refused = re.findall(rb'rejected_total\{reason="(\w+)"\} (\S+)', text)
+        refused = re.findall(rb'status_connections_rejected_total\{reason="(\w+)"\} (\S+)', text)
         print(f"held: {active:.0f} status connections, {streams:.0f} streams; refused {refused}")
     finally:
         process.kill()
