@@ -64,6 +64,9 @@ class StatusConfig:
     max_connections: int = field(default=256, metadata=_range(1, 100_000))
     header_timeout_s: float = field(default=10.0, metadata=_range(0.1, 3600))
     idle_timeout_s: float = field(default=60.0, metadata=_range(0.1, 86400))
+    max_streams: int = field(default=64, metadata=_range(1, 100_000))
+    max_connections_per_ip: int = field(default=0, metadata=_range(0, 100_000))
+    max_buffered_bytes: int = field(default=16 * 1024 * 1024, metadata=_range(1 << 20, 1 << 40))
 
     @property
     def on_loopback(self) -> bool:

@@ -16,9 +16,17 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 
 from echostat.server.messages import Question, Report, decode_report
+from echostat.server.pages import PAGE_SLICE_ROWS
 from echostat.server.path_quality import TcpSnapshot
 from echostat.server.reload import ReloadCounters
-from echostat.server.snapshots import ConnectionSnapshot, ListenerSnapshot, StatsSnapshot
+from echostat.server.snapshots import (
+    ConnectionSnapshot,
+    ConnectionsPage,
+    ListenerSnapshot,
+    RowKey,
+    RowsEncoder,
+    StatsSnapshot,
+)
 from echostat.server.udp_stats import PeerSnapshot, UDPListenerSnapshot
 
 REPORT_INTERVAL_S = 0.5
@@ -27,8 +35,12 @@ REPORT_INTERVAL_S = 0.5
 CONNECTIONS_PER_REPORT = 200
 """Each worker reports its busiest connections only, so a report stays small."""
 
-MAX_CONNECTIONS_PER_ANSWER = 100_000
+MAX_CONNECTIONS_PER_ANSWER = 1000
 """The most rows a worker sends when asked for more (``/api/connections?limit=``'s maximum)."""
+
+PAGE_DEADLINE_S = 2.0
+"""How long a page waits for every worker's rows; a page can't use an older report, so a
+worker late beyond it ends the page before its rows (the cursor then resumes there)."""
 
 ASK_DEADLINE_S = 0.2
 """How long a request waits for the workers' answers before using older reports."""
@@ -53,6 +65,9 @@ class FleetStats:
         self._unanswered: set[int] = set()
         self._all_answered = asyncio.Event()
         self._rounds = _Rounds(self._ask_everyone)
+        self._pages: dict[int, _PageAnswers] = {}
+        self._page_question = 0
+        """Page questions count down from -1, apart from the rounds' numbers."""
 
     def add_worker(self, pid: int, ask: Ask) -> None:
         """Worker `pid` runs; `ask` puts a question to it (see `refresh`)."""
@@ -68,11 +83,16 @@ class FleetStats:
         report = self._reports[pid] = decode_report(line, time.monotonic())
         if report.answers == self._question:
             self._answered(pid)
+        waiting = self._pages.get(report.answers or 0)
+        if waiting is not None and report.page is not None:
+            waiting.answered(pid, report.page)
 
     def retire(self, pid: int) -> None:
         """Worker `pid` is gone: its open connections died with it."""
         self._askers.pop(pid, None)
         self._answered(pid)
+        for waiting in self._pages.values():
+            waiting.answered(pid, ConnectionsPage([], None))  # its connections died with it
         report = self._reports.pop(pid, None)
         if report is None:
             return
@@ -138,6 +158,40 @@ class FleetStats:
         rows.sort(key=lambda c: c.bytes_received + c.bytes_sent, reverse=True)
         return rows[:limit]
 
+    async def connections_page(
+        self, limit: int, after: RowKey | None, encode: RowsEncoder | None = None
+    ) -> ConnectionsPage:
+        """The busiest rows of the latest reports (`after` None; call `refresh` first), or
+        a page after `after`: each worker is asked for its own, and they are merged. With
+        `encode`, as slices encoded one turn of the loop at a time."""
+        page = await self._page(limit, after)
+        if encode is None:
+            return page
+        encoded = []
+        for start in range(0, len(page.rows), PAGE_SLICE_ROWS):
+            if start:
+                await asyncio.sleep(0)
+            encoded.append(encode(page.rows[start : start + PAGE_SLICE_ROWS]))
+        return ConnectionsPage([], page.next_after, encoded)
+
+    async def _page(self, limit: int, after: RowKey | None) -> ConnectionsPage:
+        if after is None:
+            return ConnectionsPage(self.connections(limit), None)
+        self._page_question -= 1
+        number = self._page_question
+        waiting = self._pages[number] = _PageAnswers(set(self._askers))
+        question = Question(number, limit, after)
+        try:
+            for ask in list(self._askers.values()):
+                ask(question)
+            if waiting.unanswered:
+                await asyncio.wait_for(waiting.done.wait(), PAGE_DEADLINE_S)
+        except TimeoutError:
+            pass
+        finally:
+            del self._pages[number]
+        return waiting.merged(limit, after)
+
     def peers(self, limit: int | None = None) -> list[PeerSnapshot]:
         """The UDP peers with most datagrams over all workers (each reports its busiest)."""
         rows = [row for report in self._reports.values() for row in report.peers]
@@ -162,6 +216,42 @@ class FleetStats:
         self._unanswered.discard(pid)
         if not self._unanswered:
             self._all_answered.set()
+
+
+class _PageAnswers:
+    """The pages workers sent for one page question, and who has yet to answer."""
+
+    def __init__(self, unanswered: set[int]) -> None:
+        self.unanswered = unanswered
+        self.pages: dict[int, ConnectionsPage] = {}
+        self.done = asyncio.Event()
+        if not unanswered:
+            self.done.set()
+
+    def answered(self, pid: int, page: ConnectionsPage) -> None:
+        if pid in self.unanswered:
+            self.unanswered.discard(pid)
+            self.pages[pid] = page
+            if not self.unanswered:
+                self.done.set()
+
+    def merged(self, limit: int, after: RowKey) -> ConnectionsPage:
+        """The first `limit` rows over every worker's page, in `RowKey` order. Rows of the
+        workers that answered are complete up to the first that didn't; the page ends there."""
+        late = min(self.unanswered, default=None)
+        rows = sorted(
+            (row for page in self.pages.values() for row in page.rows),
+            key=lambda row: RowKey(row.worker, row.id),
+        )
+        if late is not None:
+            rows = [row for row in rows if row.worker < late]
+        more = (
+            late is not None or len(rows) > limit or any(p.next_after for p in self.pages.values())
+        )
+        rows = rows[:limit]
+        if not more:
+            return ConnectionsPage(rows, None)
+        return ConnectionsPage(rows, RowKey(rows[-1].worker, rows[-1].id) if rows else after)
 
 
 class _Rounds:

@@ -1,17 +1,23 @@
 """The messages between the supervisor and its workers, as dataclasses and their wire form.
 
 A worker starts with a `WorkerSpec` (a JSON argument); its standard input carries config
-messages (the config text the supervisor validated); its ask pipe carries questions
-(``N ROWS`` lines); its report pipe carries one JSON `Report` line per tick or answer. Every
-line is decoded once, here, into the dataclass its reader uses.
+messages (the config text the supervisor validated); its ask pipe carries questions (``N ROWS``
+lines, or ``N ROWS PID ID`` for a page); its report pipe carries one JSON `Report` line per
+tick or answer. Every line is decoded once, here, into the dataclass its reader uses.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from echostat.server.snapshots import ConnectionSnapshot, StatsSnapshot
+from echostat.server.snapshots import (
+    ConnectionSnapshot,
+    ConnectionsPage,
+    RowKey,
+    StatsSnapshot,
+)
 from echostat.server.udp_stats import PeerSnapshot
 
 CONFIG_MESSAGE_MAX_BYTES = 1 << 22
@@ -20,8 +26,8 @@ CONFIG_MESSAGE_MAX_BYTES = 1 << 22
 REPORT_MAX_BYTES = 1 << 26
 """The longest report line the supervisor reads (a worker's answer with its most rows)."""
 
-QUESTION_MAX_BYTES = 64
-"""The longest question line a worker reads: two decimal numbers."""
+QUESTION_MAX_BYTES = 80
+"""The longest question line a worker reads: four decimal numbers."""
 
 
 @dataclass(frozen=True)
@@ -58,19 +64,23 @@ def decode_config_message(line: bytes) -> str:
 @dataclass(frozen=True)
 class Question:
     """The supervisor asks for a report at once: question `number`, with `rows` busiest
-    connections."""
+    connections, or with a page of `rows` connections after `after` (``N ROWS PID ID``)."""
 
     number: int
     rows: int
+    after: RowKey | None = None
 
 
 def encode_question(question: Question) -> bytes:
-    return b"%d %d\n" % (question.number, question.rows)
+    if question.after is None:
+        return b"%d %d\n" % (question.number, question.rows)
+    after = question.after
+    return b"%d %d %d %d\n" % (question.number, question.rows, after.worker, after.id)
 
 
 def decode_question(line: bytes) -> Question:
-    number, rows = map(int, line.split())
-    return Question(number, rows)
+    number, rows, *after = map(int, line.split())
+    return Question(number, rows, RowKey(*after) if after else None)
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,8 @@ class Report:
     peers: list[PeerSnapshot]
     answers: int | None
     received_at: float
+    page: ConnectionsPage | None = None
+    """The page a question with `Question.after` asked for."""
 
 
 def encode_report(
@@ -90,15 +102,21 @@ def encode_report(
     connections: list[ConnectionSnapshot],
     peers: list[PeerSnapshot] | None = None,
     answers: int | None = None,
+    page: ConnectionsPage | None = None,
 ) -> bytes:
-    """One line a worker sends: its snapshot, its busiest connections and UDP peers, and the
-    number of the question it answers (None for a periodic report)."""
-    report = {
+    """One line a worker sends: its snapshot, its busiest connections and UDP peers, the
+    number of the question it answers (None for a periodic report), and the page it asked
+    for, if any."""
+    report: dict[str, object] = {
         "snapshot": snapshot.to_dict(),
         "connections": [conn.to_dict() for conn in connections],
         "peers": [asdict(peer) for peer in peers or ()],
         "answers": answers,
     }
+    if page is not None:
+        after = page.next_after
+        report["page"] = [conn.to_dict() for conn in page.rows]
+        report["page_next"] = None if after is None else [after.worker, after.id]
     return json.dumps(report, separators=(",", ":")).encode() + b"\n"
 
 
@@ -111,4 +129,13 @@ def decode_report(line: bytes, received_at: float) -> Report:
         peers=[PeerSnapshot(**row) for row in report.get("peers", ())],
         answers=report.get("answers"),
         received_at=received_at,
+        page=_decode_page(report),
     )
+
+
+def _decode_page(report: dict[str, Any]) -> ConnectionsPage | None:
+    if "page" not in report:
+        return None
+    rows = [ConnectionSnapshot.from_dict(row) for row in report["page"]]
+    after = report["page_next"]
+    return ConnectionsPage(rows, None if after is None else RowKey(*after))

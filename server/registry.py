@@ -15,11 +15,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
+from echostat.server.pages import build_page, moved
 from echostat.server.path_quality import TcpSampler, TcpSnapshot
 from echostat.server.reload import ReloadCounters
 from echostat.server.snapshots import (
     ConnectionSnapshot,
+    ConnectionsPage,
     ListenerSnapshot,
+    RowKey,
+    RowsEncoder,
     StatsSnapshot,
     WorkerSnapshot,
 )
@@ -165,6 +169,12 @@ class StatsSource(Protocol):
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]: ...
 
     def peers(self, limit: int | None = None) -> list[PeerSnapshot]: ...
+
+    async def connections_page(
+        self, limit: int, after: RowKey | None, encode: RowsEncoder | None = None
+    ) -> ConnectionsPage:
+        """At most `limit` rows: the busiest (`after` None) or those after `after`; with
+        `encode`, as encoded slices."""
 
     async def refresh(self, connections: int = 0) -> None:
         """Bring the figures (and at least `connections` busiest rows) up to this moment."""
@@ -364,10 +374,6 @@ class Registry:
         """Open connections, most bytes moved first, at most `limit` of them."""
         now = self.clock()
         wall_now = self.wall_clock()
-
-        def moved(conn: Connection) -> int:
-            return conn.bytes_received + conn.bytes_sent
-
         active = self._active.values()
         # A page asks for the top 100 of maybe 10,000 every second: no full sort for that.
         ranked = (
@@ -375,8 +381,25 @@ class Registry:
             if limit is None
             else heapq.nlargest(limit, active, key=moved)
         )
+        return self._rows(ranked, now, wall_now)
+
+    async def connections_page(
+        self, limit: int, after: RowKey | None, encode: RowsEncoder | None = None
+    ) -> ConnectionsPage:
+        """A page of rows, built a slice at a time: see `server.pages.build_page`."""
+        return await build_page(self, limit, after, encode)
+
+    def rows(self, connections: list[Connection]) -> list[ConnectionSnapshot]:
+        """Those of `connections` still open, as rows, their TCP_INFO read now."""
+        still_open = [conn for conn in connections if conn.id in self._active]
+        return self._rows(still_open, self.clock(), self.wall_clock())
+
+    def _rows(
+        self, connections: list[Connection], now: float, wall_now: float
+    ) -> list[ConnectionSnapshot]:
+        """`connections` as rows, their TCP_INFO read now when path quality is on."""
         if self.tcp_info_interval_s is not None:
-            for conn in ranked:
+            for conn in connections:
                 self._path_quality.read(conn)
         return [
             ConnectionSnapshot(
@@ -394,7 +417,7 @@ class Registry:
                 syn=c.syn,
                 listener_mss=c.listener_mss() if c.saved_syn else None,
             )
-            for c in ranked
+            for c in connections
         ]
 
     def peers(self, limit: int | None = None) -> list[PeerSnapshot]:

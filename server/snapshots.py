@@ -8,6 +8,7 @@ is its inverse, so a worker's figures cross a pipe and come back as the same dat
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,29 @@ class ConnectionSnapshot:
             others = syn["other_options"]
             syn = SynHeaders(**{**syn, "other_options": None if others is None else tuple(others)})
         return cls(**{**data, "tcp": data["tcp"] and TcpInfo(**data["tcp"]), "syn": syn})
+
+
+@dataclass(frozen=True, order=True)
+class RowKey:
+    """Where a connection stands in the order pages walk: by worker pid, then by id."""
+
+    worker: int
+    id: int
+
+
+@dataclass(frozen=True)
+class ConnectionsPage:
+    """A page of connection rows, and the key of its last row when more follow. A caller that
+    gives an encoder gets `encoded` slices instead of `rows`: each slice is encoded as soon as
+    it is built, so a big page never holds a thousand row objects at once."""
+
+    rows: list[ConnectionSnapshot]
+    next_after: RowKey | None
+    encoded: list[str] = field(default_factory=list)
+
+
+RowsEncoder = Callable[[list[ConnectionSnapshot]], str]
+"""Turns a slice of rows into the text a page is made of."""
 
 
 @dataclass(frozen=True)

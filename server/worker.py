@@ -37,6 +37,7 @@ from echostat.server.registry import Registry
 from echostat.server.runtime import configure_logging, run
 from echostat.server.service import Service
 from echostat.server.signals import catch_reload_signal, catch_stop_signals
+from echostat.server.snapshots import ConnectionsPage
 from echostat.server.sockets import inherited_sockets
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,11 @@ class Reporter:
                 if self._pipe.closed():
                     return
                 rows = min(question.rows, MAX_CONNECTIONS_PER_ANSWER)
-                report = self._report(rows, question.number)
+                if question.after is None:
+                    report = self._report(rows, question.number)
+                else:
+                    page = await self._registry.connections_page(rows, question.after)
+                    report = self._report(CONNECTIONS_PER_REPORT, question.number, page)
                 self._pipe.write(report).add_done_callback(self._written)
         except StreamClosedError:
             self.supervisor_gone.set()
@@ -128,13 +133,15 @@ class Reporter:
                 pass
             self._pipe.close()
 
-    def _report(self, rows: int, answers: int | None = None) -> bytes:
+    def _report(
+        self, rows: int, answers: int | None = None, page: ConnectionsPage | None = None
+    ) -> bytes:
         """A report line: the snapshot, the `rows` busiest connections and the busiest UDP
-        peers, answering question `answers` (None: a periodic or last report)."""
+        peers, answering question `answers` (None: a periodic or last report) with `page`."""
         registry = self._registry
         connections = registry.connections(rows)
         peers = registry.peers(CONNECTIONS_PER_REPORT)
-        return encode_report(registry.snapshot(), connections, peers, answers)
+        return encode_report(registry.snapshot(), connections, peers, answers, page)
 
 
 async def run_worker(config: Config, spec: WorkerSpec) -> None:

@@ -353,7 +353,8 @@ BAD_CONFIGS = [
         (),
         "config.yaml: status.prot: unknown key"
         " (allowed here: host, port, token, allowed_hosts, open_paths, max_connections,"
-        " header_timeout_s, idle_timeout_s)",
+        " header_timeout_s, idle_timeout_s, max_streams, max_connections_per_ip,"
+        " max_buffered_bytes)",
         id="unknown-key",
     ),
     pytest.param(

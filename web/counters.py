@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-StatusRejectReason = Literal["max_connections"]
-StatusCloseReason = Literal["header_timeout", "idle_timeout"]
+StatusRejectReason = Literal["max_connections", "max_connections_per_ip", "max_streams"]
+StatusCloseReason = Literal["header_timeout", "idle_timeout", "max_buffered_bytes"]
 STATUS_REJECT_REASONS: tuple[StatusRejectReason, ...] = get_args(StatusRejectReason)
 STATUS_CLOSE_REASONS: tuple[StatusCloseReason, ...] = get_args(StatusCloseReason)
 """Every reason the status side counts, so that metrics show each at 0 before it happens."""
@@ -16,10 +16,15 @@ STATUS_CLOSE_REASONS: tuple[StatusCloseReason, ...] = get_args(StatusCloseReason
 @dataclass(slots=True)
 class StatusCounters:
     """The status side's own connections (page, API, push streams, scrapers): open now,
-    accepted, and those it refused or ended, by reason. Counted by the status server; its cap
-    is `status.max_connections` in the config in force."""
+    accepted, and those it refused or ended, by reason. Counted by the status server; its caps
+    are `status.max_connections`, `status.max_connections_per_ip`, `status.max_streams` and
+    `status.max_buffered_bytes` in the config in force."""
 
     active: int = 0
     accepted: int = 0
+    streams: int = 0
+    """Open push streams (``/api/events``); their cap is `status.max_streams`."""
+    buffered_bytes: int = 0
+    """Bytes of responses queued for status clients, not yet taken by the kernel."""
     rejected: Counter[str] = field(default_factory=Counter)
     closed_by_server: Counter[str] = field(default_factory=Counter)

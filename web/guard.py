@@ -1,4 +1,5 @@
-"""Status-side connection limits: a cap on open connections, a header and an idle timeout.
+"""Status-side connection limits: caps on open connections, header and idle timeouts, a
+buffer budget.
 
 Tornado's `HTTPServer` has one timer for both (``idle_connection_timeout`` becomes the
 header timeout, and the read of the next request's headers starts as soon as a response is
@@ -8,9 +9,14 @@ hour by default. Here they are apart, as nginx's ``client_header_timeout`` and
 its next request, and has `header_timeout_s` from that byte (or from being accepted) until
 the headers are complete. After that, a request runs as long as its handler does (a push
 stream runs for hours); a request body has the header timeout from the end of its headers.
-Beyond `max_connections`, a new connection is answered 503 and closed at once, without
-reading its request. Tornado's own timers are set never to fire first, so every timeout comes
-from the limits a connection was accepted under, and a reload changes them for later ones.
+Beyond `max_connections` (or `max_connections_per_ip` from its address), a new connection
+takes a reserved seat if one is free (see `echostat.web.seats`): it is served one request if
+that asks for a health path, else answered 503 naming the cap; with the reserve full too, it
+is answered 503 and closed at once, without reading its request. Bytes queued for status
+clients (what the kernel doesn't take at once) count against `max_buffered_bytes`: beyond
+it, the client waiting longest with bytes queued is closed, and counted. Tornado's own timers are
+set never to fire first, so every timeout comes from the limits a connection was accepted
+under, and a reload changes them for later ones.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import logging
 import socket
 import typing
+from asyncio import Future
 from typing import Any
 
 from tornado import httputil
@@ -29,9 +36,16 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 from tornado.web import Application
 
-from echostat.server.accept import RateLimitedLog
 from echostat.server.config import StatusConfig
 from echostat.web.counters import StatusCloseReason, StatusCounters
+from echostat.web.seats import (
+    HEALTH_PATHS,
+    RESERVED_HEADER_TIMEOUT_S,
+    Refusal,
+    Seats,
+    limit_of,
+    refusal_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +65,12 @@ is a backstop that never fires before ours."""
 
 def refusal(max_connections: int) -> bytes:
     """The whole response a connection beyond the cap gets: 503, a JSON reason, close."""
-    body = json.dumps(
-        {
-            "error": f"too many status connections (status.max_connections is"
-            f" {max_connections}); try again shortly"
-        }
-    ).encode()
+    return refusal_response(refusal_message("max_connections", max_connections))
+
+
+def refusal_response(message: str) -> bytes:
+    """A whole 503 response with ``{"error": message}``, closing the connection."""
+    body = json.dumps({"error": message}).encode()
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
         "Content-Type: application/json; charset=utf-8\r\n"
@@ -83,30 +97,27 @@ class GuardedHTTPServer(HTTPServer):
         super().initialize(app, idle_connection_timeout=_TORNADO_HEADER_TIMEOUT_S)
         self.limits = limits
         self.counters = counters
-        self._refusal = refusal(limits.max_connections)
-        self._refusals = RateLimitedLog(log, interval_s=10.0)
+        self.seats = Seats(limits, counters)
 
     def reconfigure(self, limits: StatusConfig) -> None:
         """Limits for the connections accepted from now on (a reload); open ones keep the
-        timeouts they started with."""
+        timeouts they started with, and all share the new buffer budget."""
         self.limits = limits
-        self._refusal = refusal(limits.max_connections)
+        self.seats.limits = limits
 
     def accept(self, connection: socket.socket, address: Any) -> None:
-        """Serve `connection`, or answer 503 and close it when the cap is reached."""
-        counters = self.counters
-        if counters.active >= self.limits.max_connections:
-            _send_and_close(connection, self._refusal)
-            counters.rejected["max_connections"] += 1
-            self._refusals.warning(
-                "status: refused %s: status.max_connections (%d) reached",
-                address[0],
-                self.limits.max_connections,
+        """Serve `connection`; beyond a cap, in a reserved seat for a health check, or
+        answer 503 and close it when the reserve is full too."""
+        ip = str(address[0])
+        over = self.seats.over_cap(ip)
+        if over is not None and not self.seats.reserve_free(ip):
+            _send_and_close(
+                connection, refusal_response(refusal_message(over, limit_of(over, self.limits)))
             )
+            self.seats.refuse(over, ip)
             return
-        counters.active += 1
-        counters.accepted += 1
-        stream = _GuardedStream(connection, self.limits, counters)
+        self.seats.take(ip, reserved=over is not None)
+        stream = _GuardedStream(connection, self.limits, self.seats, ip, over)
         stream.await_part()
         self.handle_stream(stream, address)
 
@@ -116,6 +127,8 @@ class GuardedHTTPServer(HTTPServer):
         """Called when a connection starts reading a request: its first, or the next one."""
         stream = typing.cast(_GuardedStream, typing.cast(HTTP1ServerConnection, server_conn).stream)
         if stream.requests:
+            if stream.over is not None:
+                stream.close()  # a reserved seat serves one request
             stream.await_request()
         stream.requests += 1
         delegate = super().start_request(server_conn, request_conn)
@@ -126,20 +139,37 @@ class _GuardedStream(IOStream):
     """A status connection's stream with the one timer that applies to it now, if any."""
 
     def __init__(
-        self, connection: socket.socket, limits: StatusConfig, counters: StatusCounters
+        self,
+        connection: socket.socket,
+        limits: StatusConfig,
+        seats: Seats,
+        ip: str,
+        over: Refusal | None,
     ) -> None:
         super().__init__(connection)
         self.requests = 0
+        self.over = over
+        """The cap this connection met, in a reserved seat; None in a regular one."""
+        self.requests_seen = False
+        """Whether the headers of a request have arrived."""
         self._limits = limits
-        self._counters = counters
+        self._seats = seats
+        self._counters = seats.counters
+        self.ip = ip
+        self._queued = 0
         self._idle = False
         self._timer: asyncio.TimerHandle | None = None
+        self._header_timeout_s = (
+            limits.header_timeout_s
+            if over is None
+            else min(limits.header_timeout_s, RESERVED_HEADER_TIMEOUT_S)
+        )
 
     def await_part(self) -> None:
         """From now, the next part of the request (its headers, then its body: only /login
         has one) must be complete within the header timeout."""
         self._idle = False
-        self._arm(self._limits.header_timeout_s, "header_timeout")
+        self._arm(self._header_timeout_s, "header_timeout")
 
     def await_request(self) -> None:
         """Keep-alive: wait up to the idle timeout for the first byte of the next request."""
@@ -156,10 +186,32 @@ class _GuardedStream(IOStream):
             self.await_part()
         return count
 
+    def write(self, data: bytes | memoryview) -> Future[None]:
+        """Send `data`, queueing what the kernel doesn't take at once; then, while the bytes
+        queued for status clients exceed `status.max_buffered_bytes`, the connection waiting
+        longest is closed (this one too, if it comes to that: the future then fails as for
+        any closed connection)."""
+        if self.closed():
+            return super().write(data)  # raises StreamClosedError, as for any closed stream
+        self._queue(len(data))
+        written = super().write(data)  # write_to_fd takes back what the kernel took
+        self._seats.enforce_budget()
+        return written
+
+    def write_to_fd(self, data: memoryview) -> int:
+        written = super().write_to_fd(data)
+        self._queue(-written)
+        return written
+
     def close_fd(self) -> None:
         self._disarm()
-        self._counters.active -= 1
+        self._queue(-self._queued)
+        self._seats.release(self.ip, reserved=self.over is not None)
         super().close_fd()
+
+    def _queue(self, size: int) -> None:
+        before, self._queued = self._queued, self._queued + size
+        self._seats.queued(self, before, self._queued)
 
     def _arm(self, delay_s: float, reason: StatusCloseReason) -> None:
         self._disarm()
@@ -170,12 +222,24 @@ class _GuardedStream(IOStream):
             self._timer.cancel()
             self._timer = None
 
+    def refuse(self) -> None:
+        """Answer a reserved seat with the 503 naming the cap its connection met, as a
+        connection refused at once is answered, and close it."""
+        assert self.over is not None
+        self._seats.refuse(self.over, self.ip)
+        message = refusal_message(self.over, limit_of(self.over, self._limits))
+        self.write(refusal_response(message)).add_done_callback(lambda _: self.close())
+
     def _expire(self, reason: StatusCloseReason) -> None:
         self._timer = None
-        if not self.closed():
-            self._counters.closed_by_server[reason] += 1
-            log.debug("status: closing a connection: %s", reason)
-            self.close()
+        if self.closed():
+            return
+        if self.over is not None and not self.requests_seen:
+            self.refuse()  # beyond a cap and no request: refused, as it would have been at once
+            return
+        self._counters.closed_by_server[reason] += 1
+        log.debug("status: closing a connection: %s", reason)
+        self.close()
 
 
 class _HeadersSeen(httputil.HTTPMessageDelegate):
@@ -185,24 +249,36 @@ class _HeadersSeen(httputil.HTTPMessageDelegate):
     def __init__(self, delegate: httputil.HTTPMessageDelegate, stream: _GuardedStream) -> None:
         self._delegate = delegate
         self._stream = stream
+        self._refused = False
 
     def headers_received(
         self,
         start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
         headers: httputil.HTTPHeaders,
     ) -> typing.Awaitable[None] | None:
+        over = self._stream.over
+        path = typing.cast(httputil.RequestStartLine, start_line).path.partition("?")[0]
+        self._stream.requests_seen = True
+        if over is not None and path not in HEALTH_PATHS:
+            self._refused = True
+            self._stream.refuse()
+            return None
         self._stream.await_part()
         return self._delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> typing.Awaitable[None] | None:
+        if self._refused:
+            return None
         return self._delegate.data_received(chunk)
 
     def finish(self) -> None:
         self._stream.request_read()
-        self._delegate.finish()
+        if not self._refused:
+            self._delegate.finish()
 
     def on_connection_close(self) -> None:
-        self._delegate.on_connection_close()
+        if not self._refused:
+            self._delegate.on_connection_close()
 
 
 def _send_and_close(connection: socket.socket, response: bytes) -> None:

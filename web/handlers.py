@@ -11,13 +11,14 @@ from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 from echostat.server import __version__
 from echostat.web.access import COOKIE_NAME, LOGIN_PATH
+from echostat.web.pages import MAX_PAGE_ROWS, encode_rows, page_body, parse_cursor
 from echostat.web.schema import (
-    connections_document,
     limits_document,
     peers_document,
     stats_document,
     status_connections_document,
 )
+from echostat.web.seats import refusal_message
 from echostat.web.state import AppState, Settings
 from echostat.web.watch import watch_document
 
@@ -80,11 +81,11 @@ class BaseHandler(RequestHandler):
     def write_json(self, document: Any) -> None:
         self.write_bytes(_JSON, json.dumps(document).encode())
 
-    def limit_argument(self) -> int:
-        """The ``limit`` query argument of a table: 1..100000, 100 if absent."""
+    def limit_argument(self, most: int = 100_000) -> int:
+        """The ``limit`` query argument of a table: 1..`most`, 100 if absent."""
         raw = self.get_query_argument("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
-            raise HTTPError(400, reason="limit must be an integer 1..100000")
+        if not raw.isdigit() or not 1 <= int(raw) <= most:
+            raise HTTPError(400, reason=f"limit must be an integer 1..{most}")
         return int(raw)
 
     def write_bytes(self, content_type: str, body: bytes) -> None:
@@ -160,13 +161,25 @@ class StatsHandler(BaseHandler):
 
 
 class ConnectionsHandler(BaseHandler):
-    """``GET /api/connections?limit=N``: open connections, most bytes moved first."""
+    """``GET /api/connections?limit=N``: open connections, most bytes moved first; with
+    ``cursor=C``, the page after cursor C in the order of acceptance (see `web.pages`)."""
 
     async def get(self) -> None:
-        limit = self.limit_argument()
-        await self.state.registry.refresh(limit)
-        rows = self.state.registry.connections(limit)
-        self.write_json(connections_document(self.state.registry.active, rows))
+        limit = self.limit_argument(MAX_PAGE_ROWS)
+        cursor = self.get_query_argument("cursor", None)
+        after = None if cursor is None else parse_cursor(cursor)
+        if cursor is not None and after is None:
+            raise HTTPError(400, reason="cursor must be 0 or the next_cursor of a page")
+        registry = self.state.registry
+        if after is None:
+            await registry.refresh(limit)  # a page asks the workers itself
+        async with self.state.page_turn:
+            page = await registry.connections_page(limit, after, encode_rows)
+        self.write_bytes(_JSON, page_body(registry.active, page))
+
+    def compute_etag(self) -> str | None:
+        # Pages are never cached (no-store): hashing half a megabyte for an ETag is waste.
+        return None
 
 
 class PeersHandler(BaseHandler):
@@ -200,10 +213,25 @@ class EventsHandler(BaseHandler):
 
     On connect a ``config`` event (the limits) and a ``history`` event; then one unnamed
     event per tick, the stats document plus ``top_connections``, shared by all subscribers.
+    Beyond `status.max_streams` open streams, 503 naming the setting, and counted.
     After a reload, the next tick brings a ``config`` event with the new limits first.
     """
 
     async def get(self) -> None:
+        counters = self.state.status_counters
+        max_streams = self.in_force.config.status.max_streams
+        if counters.streams >= max_streams:
+            counters.rejected["max_streams"] += 1
+            self.set_header("Retry-After", "1")
+            self._refuse(503, refusal_message("max_streams", max_streams))
+            return
+        counters.streams += 1
+        try:
+            await self._stream()
+        finally:
+            counters.streams -= 1
+
+    async def _stream(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
         self.write(b"retry: 1000\n\n")

@@ -217,7 +217,8 @@ def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric
 
 
 class StatusCollector(Collector):
-    """The status side's own connections: open, refused beyond the cap, closed by a timeout."""
+    """The status side's own connections: open, refused beyond a cap, closed by a timeout or
+    the buffer budget; open push streams and bytes queued."""
 
     def __init__(self, counters: StatusCounters) -> None:
         self._counters = counters
@@ -239,9 +240,20 @@ class StatusCollector(Collector):
         yield _labelled(
             CounterMetricFamily,
             "echostat_status_connections_closed_by_server",
-            "Status connections closed by a timeout (header_timeout, idle_timeout).",
+            "Status connections closed by the server: a timeout (header_timeout, idle_timeout)"
+            " or the buffer budget (max_buffered_bytes).",
             "reason",
             _every(STATUS_CLOSE_REASONS, counters.closed_by_server),
+        )
+        yield GaugeMetricFamily(
+            "echostat_status_streams_active",
+            "Open push streams (/api/events).",
+            counters.streams,
+        )
+        yield GaugeMetricFamily(
+            "echostat_status_buffered_bytes",
+            "Bytes of responses queued for status clients, not yet taken by the kernel.",
+            counters.buffered_bytes,
         )
 
 

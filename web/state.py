@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 
@@ -39,6 +40,9 @@ class AppState:
     metrics: CollectorRegistry
     status_counters: StatusCounters
     settings: Settings
+    page_turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while a page of connections is built: one at a time, so that however many are
+    asked for at once, the loop runs one slice of one page between two polls of the echo."""
     watch: WatchSource | None = None
     """The watcher's state, when this status side runs one (`/api/watch`)."""
 

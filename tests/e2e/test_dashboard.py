@@ -202,6 +202,32 @@ async def test_page_says_so_when_the_status_side_is_full(browser: Browser, confi
         await full.stop()
 
 
+async def test_page_says_so_when_its_stream_is_refused(browser: Browser, config: Config) -> None:
+    """With status.max_streams taken, a new page says its push channel was refused and why,
+    and goes live once a stream is free."""
+    status = StatusConfig(host="127.0.0.1", port=0, max_streams=1)
+    full = Service(dataclasses.replace(config, status=status))
+    await full.start()
+    assert full.status is not None
+    counters = full.status.counters
+    _, filler = await asyncio.open_connection("127.0.0.1", full.status_port)
+    try:
+        filler.write(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await wait_until(lambda: counters.streams == 1, "the filler's stream to start")
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{full.status_port}/")
+        reason = page.locator("#banner-reason")
+        await expect(reason).to_contain_text("status.max_streams is 1", timeout=RECOVERY_MS)
+
+        await close_all([filler])
+        state = page.locator("#link-state")
+        await expect(state).to_have_attribute("data-state", "live", timeout=RECOVERY_MS)
+        await expect(reason).to_be_hidden()
+    finally:
+        await close_all([filler])
+        await full.stop()
+
+
 async def test_udp_listeners_show_datagrams_and_peers_below_the_tcp_view(
     service: Service, browser: Browser
 ) -> None:

@@ -57,7 +57,7 @@ async def test_double_colon_serves_ipv4_and_ipv6(start_service: StartService) ->
 @pytest.mark.parametrize(
     ("path", "code", "error"),
     [
-        ("/api/connections?limit=abc", 400, "limit must be an integer 1..100000"),
+        ("/api/connections?limit=abc", 400, "limit must be an integer 1..1000"),
         ("/api/no-such-thing", 404, "Not Found"),
     ],
 )

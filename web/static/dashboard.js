@@ -68,14 +68,24 @@ function markLive() {
   showState("live");
 }
 
-// A server at its status.max_connections answers 503 with the reason and closes; anything
-// else that breaks the push channel (no answer, a reset) means the server is gone.
+// A server at one of its caps (status.max_connections, status.max_connections_per_ip,
+// status.max_streams) answers 503 with the reason; anything else that breaks the push channel
+// (no answer, a reset) means the server is gone. An EventSource hides the answer it got, so
+// ask again: the API first, then the stream itself, dropped as soon as its headers are in.
+async function refusalOf(url) {
+  const abort = new AbortController();
+  const response = await fetch(url, { cache: "no-store", signal: abort.signal });
+  const error = response.status === 503 ? (await response.json()).error : null;
+  abort.abort();
+  return error;
+}
+
 async function explainLoss() {
   try {
-    const response = await fetch("/api/stats", { cache: "no-store" });
-    if (response.status !== 503) return;
+    const error = (await refusalOf("/api/stats")) ?? (await refusalOf("/api/events"));
+    if (error === null) return;
     const reason = byId("banner-reason");
-    reason.textContent = `The server refused a connection: ${(await response.json()).error}.`;
+    reason.textContent = `The server refused a connection: ${error}.`;
     reason.hidden = false;
   } catch {
     // Unreachable or reset: "disconnected" already says all there is to say.
