@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import DEADLINE_S, LOCAL_PORTS, REPO, EchostatProcess, recv_exactly, run_cli
+from tests.helpers import DEADLINE_S, REPO, EchostatProcess, recv_exactly, run_cli
+
+DEFAULTS_ON_FREE_PORTS = ("--set", "listeners.0.port=0", "--set", "status.port=0")
+"""The built-in defaults' one listener and the status side moved to free ports."""
 
 
 @pytest.fixture
 def empty_dir_echostat(tmp_path: Path) -> Iterator[EchostatProcess]:
     """echostat started with no --config in an empty directory, on free ports."""
-    process = EchostatProcess(LOCAL_PORTS, cwd=tmp_path)
+    process = EchostatProcess(DEFAULTS_ON_FREE_PORTS, cwd=tmp_path)
     try:
         yield process.start()
     finally:
