@@ -202,7 +202,8 @@ class EchoProtocol(Connection, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Count the connection closed, then let go of its transport: the transport (with a
         TLS connection's buffers) and this record are freed now, not by a later collection."""
-        self._release()
+        if self._charged or self._held_read:
+            self._release()
         # A reset or an EOF is the client's doing; anything else was a fault of ours.
         fault = exc is not None and not isinstance(exc, OSError)
         if isinstance(exc, ConnectionResetError):
