@@ -91,3 +91,23 @@ def test_runner_merges_the_results_of_several_load_generators(tmp_path: Path) ->
     assert run["connections_per_s"] > 0
     assert run["failures"] == {}
     assert "latencies_us" not in run
+
+
+def test_runner_records_other_work_on_the_machine_in_every_cell(tmp_path: Path) -> None:
+    """Each cell run carries the load average and the cores that processes outside the
+    benchmark kept busy meanwhile, and the report shows them per cell."""
+    argv = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--only", "none"]
+    argv += ["--cells", "churn x32", "--duration", "0.5", "--no-pin", "--busy-retries", "0"]
+    done = subprocess.run(
+        [*argv, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    (results,) = tmp_path.glob("*-quick.json")
+    document = json.loads(results.read_text())
+    (run,) = document["raw"]["echostat (uvloop)"]["churn-x32"]
+    assert run["load_average"] >= 0 and run["other_cores"] >= 0
+    summary = document["summary"]["echostat (uvloop)"]["churn-x32"]
+    assert summary["other_cores"] == run["other_cores"]
+    assert summary["busy_reps"] == (run["other_cores"] > 0.25)
+    (report,) = tmp_path.glob("*-quick.md")
+    assert "## Other work on the machine" in report.read_text()
