@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from echostat import serve_flags
+from echostat import reload_command, serve_flags
 from echostat.probe import cli as probe_cli
 
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_flags.add_arguments(command)
     subcommands = command.add_subparsers(dest="command", title="subcommands", metavar="COMMAND")
     probe_cli.add_parser(subcommands)
+    reload_command.add_parser(subcommands)
     return command
 
 
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "probe":
         return probe_cli.run(args)
+    if args.command == "reload":
+        return reload_command.run(args)
     # Imported only to serve: `echostat probe` needs none of the server or the page, and
     # starts in a fraction of the time without loading them.
     from echostat.serve import serve_from

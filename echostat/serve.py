@@ -9,13 +9,19 @@ import os
 import sys
 
 from echostat.server.config import ConfigError
-from echostat.server.config_loading import load_config, read_config_text
+from echostat.server.config_loading import (
+    BUILT_IN_DEFAULTS,
+    check_config,
+    choose_config_path,
+    load_config,
+    read_config_text,
+)
 from echostat.server.resources import ResourceError, describe_max_connections
 from echostat.server.runtime import configure_logging, run
 from echostat.server.sockets import systemd_sockets
 from echostat.server.supervisor import Supervisor
 from echostat.service import serve
-from echostat.web.status import StatusSide
+from echostat.watching import WatchingStatusSide
 
 log = logging.getLogger(__name__)
 
@@ -24,23 +30,26 @@ EXIT_BAD_CONFIG = 2
 
 def serve_from(args: argparse.Namespace) -> int:
     """Run the server as parsed flags `args` say; returns the process exit status."""
+    path = choose_config_path(args.config)
     try:
-        text = read_config_text(args.config)
-        config = load_config(args.config, os.environ, args.overrides, text=text)
+        text = read_config_text(path)
+        load = check_config if args.check_config else load_config
+        config = load(path, os.environ, args.overrides, text=text)
     except ConfigError as exc:
         print(f"echostat: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
     if args.check_config:
         limit = describe_max_connections(config)
-        print(f"echostat: {args.config}: configuration is valid; {limit}")
+        print(f"echostat: {path or BUILT_IN_DEFAULTS}: configuration is valid; {limit}")
         return 0
     configure_logging(config)
     inherited = systemd_sockets(os.environ)
     if config.worker_count > 1:
-        main = Supervisor(config, text, args.config, args.overrides, StatusSide, inherited).run()
+        main = Supervisor(config, text, path, args.overrides, WatchingStatusSide, inherited).run()
     else:
-        reread = functools.partial(load_config, args.config, os.environ, args.overrides)
-        main = serve(config, inherited=inherited, load=reread)
+        # Without a file a reload validates the defaults, the environment and --set again.
+        reread = functools.partial(load_config, path, os.environ, args.overrides)
+        main = serve(config, inherited=inherited, load=reread, built_in_defaults=path is None)
     try:
         run(config, main)
     except (ConfigError, ResourceError) as exc:

@@ -22,14 +22,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the server's flags to `parser` (also the top level of the ``echostat`` command)."""
     parser.add_argument(
         "--config",
-        default="config.yaml",
         metavar="PATH",
-        help="YAML config file (default: ./config.yaml)",
+        help=(
+            "YAML config file (default: ./config.yaml if there is one, else the built-in"
+            " defaults: echo on 127.0.0.1:7007, the page on http://127.0.0.1:7070/)"
+        ),
     )
     parser.add_argument(
         "--check-config",
         action="store_true",
-        help="validate the config (file, environment, --set) and exit: 0 if valid, 2 if not",
+        help=(
+            "validate the config (file, environment, --set), make every check a start makes"
+            " short of binding (hosts resolve, TLS files load, the access log opens), and"
+            " exit: 0 if valid, 2 if not"
+        ),
     )
     parser.add_argument(
         "--set",

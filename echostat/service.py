@@ -12,18 +12,23 @@ from collections.abc import Awaitable, Callable, Mapping
 from echostat.server import service
 from echostat.server.config import Config
 from echostat.server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
-from echostat.web.status import StatusSide
+from echostat.watching import WatchingStatusSide
 
 
 class Service(service.Service):
     """Echo listeners and the status page on the running loop (see `server.service.Service`)."""
 
-    status: StatusSide
+    status: WatchingStatusSide
 
     def __init__(
-        self, config: Config, inherited: Mapping[str, list[socket.socket]] | None = None
+        self,
+        config: Config,
+        inherited: Mapping[str, list[socket.socket]] | None = None,
+        built_in_defaults: bool = False,
     ) -> None:
-        super().__init__(config, inherited, status_side=StatusSide)
+        super().__init__(
+            config, inherited, status_side=WatchingStatusSide, built_in_defaults=built_in_defaults
+        )
 
 
 async def serve(
@@ -31,13 +36,15 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[object]] | None = None,
     inherited: Mapping[str, list[socket.socket]] | None = None,
     load: Callable[[], Config] | None = None,
+    built_in_defaults: bool = False,
 ) -> None:
     """Run until `shutdown_trigger` returns, or until SIGTERM/SIGINT when none is given.
 
     With signals, a second SIGTERM/SIGINT during the drain exits at once with status 1, and
     SIGHUP reloads the config that `load` reads again (see `echostat.server.reload`).
+    `built_in_defaults` says that `config` came from no file, for the startup line.
     """
-    running = Service(config, inherited)
+    running = Service(config, inherited, built_in_defaults)
     if shutdown_trigger is None:
         shutdown_trigger = catch_stop_signals().wait
         own_signals = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import enum
 import functools
 import json
@@ -37,11 +38,12 @@ from echostat.probe.options import (
     ProxyVersion,
     UDPOptions,
 )
+from echostat.probe.path_flags import PathOptions, add_path_flags, path_options_from
+from echostat.probe.path_run import idle_check, tcp_with_path, udp_with_path
 from echostat.probe.pattern import SPAN
 from echostat.probe.report import document
 from echostat.probe.results import Result, UDPResult
 from echostat.probe.runs import CHECK_RUNS
-from echostat.probe.udp import run_udp_probe
 
 
 class Exit(enum.IntEnum):
@@ -202,6 +204,7 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
         help="exit 1 only if more than PCT %% of the datagrams were lost "
         f"(default {DEFAULT_MAX_LOSS_PERCENT:g}: any loss)",
     )
+    add_path_flags(parser)
     output = parser.add_argument_group("output")
     output.add_argument(
         "--json", action="store_true", help="print one JSON document at the end, nothing else"
@@ -213,7 +216,10 @@ def run(args: argparse.Namespace) -> int:
     """Run the check `args` name and report it; returns the exit status (`Exit`)."""
     try:
         options = options_from(args)
-        probe = _probe_for(options)
+        path = path_options_from(args, isinstance(options, UDPOptions))
+        if path.idle_timeout_s is not None and isinstance(options, Options):
+            options = dataclasses.replace(options, check="idle_timeout")
+        probe = _probe_for(options, path)
     except ValueError as exc:
         print(f"echostat probe: {exc}", file=sys.stderr)
         return Exit.USAGE
@@ -223,19 +229,35 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"echostat probe: {options.target}: {exc.strerror or exc}", file=sys.stderr)
         return Exit.PATH_FAILED
+    except (ValueError, TimeoutError) as exc:  # a path check's server said something wrong
+        print(f"echostat probe: {options.target}: {exc}", file=sys.stderr)
+        return Exit.PATH_FAILED
     if args.json:
         print(json.dumps(document(options, result), indent=2))
     if result.problem is not None:
         print(f"echostat probe: {result.problem}", file=sys.stderr)
         return Exit.PATH_FAILED
+    if result.path is not None and (found := set(path.fail_on) & set(result.path.findings)):
+        named = ", ".join(finding for finding in result.path.findings if finding in found)
+        print(f"echostat probe: --fail-on: the path shows {named}", file=sys.stderr)
+        return Exit.PATH_FAILED
     return Exit.OK
 
 
-def _probe_for(options: Options | UDPOptions) -> Probe:
-    """The check `options` ask for; ValueError if its endpoint can't be set up (TLS, PROXY)."""
+def _probe_for(options: Options | UDPOptions, path: PathOptions) -> Probe:
+    """The check `options` ask for, with the path flags' part; ValueError if its endpoint
+    can't be set up (TLS, PROXY)."""
     if isinstance(options, UDPOptions):
-        return functools.partial(run_udp_probe, options)
-    return functools.partial(CHECK_RUNS[options.check], options, endpoint_for(options))
+        return functools.partial(udp_with_path, options, path)
+    if path.path and options.tls:
+        raise ValueError("--path reads the server's report in the clear: not with --tls")
+    endpoint = dataclasses.replace(endpoint_for(options), marks=path.marks)
+    if options.check == "idle_timeout":
+        return functools.partial(idle_check, options, endpoint, path)
+    check = functools.partial(CHECK_RUNS[options.check], options)
+    if path.path:
+        return functools.partial(tcp_with_path, check, endpoint, options.timeout_s)
+    return functools.partial(check, endpoint)
 
 
 async def _interruptible(probe: Probe, console: Console) -> Result | UDPResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Check = Literal["round_trips", "load", "half_close", "connect_only"]
+Check = Literal["round_trips", "load", "half_close", "connect_only", "idle_timeout"]
 """``round_trips`` is the ping-like default, ``load`` any load flag, the others their flag."""
 
 Mode = Literal["pingpong", "stream"]

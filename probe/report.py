@@ -21,6 +21,7 @@ def document(options: Options | UDPOptions, result: Result | UDPResult) -> dict[
         return {
             **_head(options, "udp", result.problem is None, result.interrupted),
             **asdict(result.figures),
+            "path": None if result.path is None else result.path.document(),
         }
     assert isinstance(options, Options)
     first = result.failures[0] if result.failures else None
@@ -29,6 +30,8 @@ def document(options: Options | UDPOptions, result: Result | UDPResult) -> dict[
         **({} if result.figures is None else asdict(result.figures)),
         "failures": len(result.failures),
         "first_failure": asdict(first) if first else None,
+        "path": None if result.path is None else result.path.document(),
+        "idle": None if result.idle is None else asdict(result.idle),
     }
 
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from echostat.probe.engine import Failure
 from echostat.probe.figures import Timing
+from echostat.probe.idle import IdleFigures
+from echostat.probe.path_view import PathView
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,10 @@ class Result:
     figures: Figures | None
     failures: list[Failure] = field(default_factory=list)
     interrupted: bool = False
+    path: PathView | None = None
+    """What ``--path`` found, before the check ran."""
+    idle: IdleFigures | None = None
+    """What ``--idle-timeout`` found (a check of its own: `figures` is then None)."""
 
     @property
     def problem(self) -> str | None:
@@ -147,3 +153,4 @@ class UDPResult:
     figures: UDPFigures
     problem: str | None
     interrupted: bool
+    path: PathView | None = None

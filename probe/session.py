@@ -11,10 +11,12 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from echostat.probe.engine import Client, Mismatch, Run
+from echostat.probe.marks import Marks
+from echostat.probe.server_report import read_report
 
 SETTLE_S = 10.0
 """Deadline for connecting, for the first echo of a connection and for draining at the end."""
@@ -35,6 +37,11 @@ class Endpoint:
     """Bind the client end to this address (port chosen by the kernel)."""
     preamble: bytes = b""
     """Written first on every connection (a PROXY protocol header); not expected back."""
+    marks: Marks = field(default_factory=Marks)
+    """DSCP, TTL and MSS set on every socket before it connects (``--dscp --ttl --mss``)."""
+    report_first: bool = False
+    """The server speaks first (an echostat listener with ``report: true``): its report line
+    is read, and checked to be one, before the echo starts."""
 
     @property
     def label(self) -> str:
@@ -70,11 +77,14 @@ async def open_client(
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        endpoint.marks.apply(sock)
         if endpoint.source_host is not None:
             sock.bind((endpoint.source_host, 0))
         started = time.perf_counter_ns()
         await loop.sock_connect(sock, address)
         connected = time.perf_counter_ns()
+        if endpoint.report_first:
+            factory = await _past_report(endpoint, sock, factory)
         hostname = (endpoint.server_hostname or endpoint.host) if endpoint.tls else None
         _, client = await loop.create_connection(
             factory, sock=sock, ssl=endpoint.tls, server_hostname=hostname
@@ -85,6 +95,24 @@ async def open_client(
     client.connect_ns = connected - started
     client.handshake_ns = time.perf_counter_ns() - connected if endpoint.tls else 0
     return client
+
+
+async def _past_report(
+    endpoint: Endpoint, sock: socket.socket, factory: Callable[[], _ClientT]
+) -> Callable[[], _ClientT]:
+    """Send the PROXY header, if any, and read the server's report line off `sock`; the
+    factory returned makes clients that do not send the header again."""
+    if endpoint.preamble:
+        await asyncio.get_running_loop().sock_sendall(sock, endpoint.preamble)
+    if await read_report(sock, SETTLE_S) is None:
+        raise TimeoutError(f"no report from {endpoint.label} within {SETTLE_S:g} s")
+
+    def without_preamble() -> _ClientT:
+        client = factory()
+        client.preamble = b""
+        return client
+
+    return without_preamble
 
 
 async def resolve(endpoint: Endpoint) -> tuple[int, tuple[Any, ...]]:

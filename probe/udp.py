@@ -21,6 +21,7 @@ from typing import Any
 
 from echostat.probe.console import Console, count_of, timing_lines
 from echostat.probe.figures import Timing, milliseconds
+from echostat.probe.marks import NO_MARKS, Marks
 from echostat.probe.options import UDPOptions
 from echostat.probe.results import UDPFigures, UDPResult
 
@@ -142,13 +143,13 @@ class _Receiver(asyncio.DatagramProtocol):
 
 
 async def run_udp_probe(
-    options: UDPOptions, console: Console, interrupted: asyncio.Event
+    options: UDPOptions, console: Console, interrupted: asyncio.Event, marks: Marks = NO_MARKS
 ) -> UDPResult:
     """Send the datagrams on schedule and collect replies until all are back, the last
     one's timeout has passed or `interrupted` is set; a line per reply on `console`, then
     ping's closing lines. Raises OSError if the target can't be resolved or the source
-    can't be bound."""
-    counts = await _exchange(options, console, interrupted)
+    can't be bound. The datagrams carry `marks` (DSCP, TTL)."""
+    counts = await _exchange(options, console, interrupted, marks)
     found = counts.figures()
     console.line(f"--- {options.target} udp probe statistics ---")
     console.line(
@@ -176,7 +177,9 @@ def _problem(options: UDPOptions, counts: Counts) -> str | None:
     return None
 
 
-async def _exchange(options: UDPOptions, console: Console, interrupted: asyncio.Event) -> Counts:
+async def _exchange(
+    options: UDPOptions, console: Console, interrupted: asyncio.Event, marks: Marks
+) -> Counts:
     loop = asyncio.get_running_loop()
     counts = Counts()
     run_id = os.urandom(8)
@@ -195,6 +198,7 @@ async def _exchange(options: UDPOptions, console: Console, interrupted: asyncio.
         remote_addr=(options.host, options.port),
         local_addr=(options.source, 0) if options.source else None,
     )
+    marks.apply(transport.get_extra_info("socket"))
     try:
         start = time.monotonic()
         seq = 0
@@ -227,3 +231,9 @@ async def _set_within(event: asyncio.Event, timeout_s: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def exchange_quietly(options: UDPOptions) -> Counts:
+    """One run that prints nothing, for a caller that keeps its own figures (the watcher):
+    the counts with every reply's RTT. Raises OSError as `run_udp_probe` does."""
+    return await _exchange(options, Console(quiet=True), asyncio.Event(), NO_MARKS)

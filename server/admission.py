@@ -15,7 +15,7 @@ from echostat.server.accept import RateLimitedLog
 from echostat.server.access_log import AccessLog
 from echostat.server.config import LimitsConfig, ListenerConfig
 from echostat.server.proxy_protocol import Network, is_trusted
-from echostat.server.registry import Registry
+from echostat.server.registry import Registry, RejectReason
 from echostat.server.resources import echo_may_keep
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class Admission:
         self._awaiting_header = 0
         self._rejections = RateLimitedLog(log, interval_s=10.0)
 
-    def refusal(self, ip: str, fd: int, rules: ListenerRules) -> str | None:
+    def refusal(self, ip: str, fd: int, rules: ListenerRules) -> RejectReason | None:
         """The reason to refuse a connection from `ip`, accepted as descriptor `fd` on the
         listener `rules` describe; None if it may stay.
 
@@ -80,7 +80,7 @@ class Admission:
         """A connection's PROXY header was read, or the connection refused."""
         self._awaiting_header -= 1
 
-    def reject(self, reason: str, peer: str, listener: str) -> None:
+    def reject(self, reason: RejectReason, peer: str, listener: str) -> None:
         """Count, log and access-log a refused connection; the caller closes it."""
         self.registry.reject(reason)
         self._rejections.warning("rejected %s on %s: %s", peer, listener, reason)

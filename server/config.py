@@ -47,6 +47,9 @@ class ListenerConfig:
     proxy_protocol: bool = False
     proxy_trusted: tuple[str, ...] = ()
     proxy_header_timeout_s: float = field(default=5.0, metadata=_range(0.1, 300))
+    report: bool = False
+    """Tell each client what arrived of its connection (README, "Path reports"): TCP speaks
+    first with one report line; UDP answers report requests. Off: pure RFC 862."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,28 @@ class UDPConfig:
 
 
 @dataclass(frozen=True)
+class WatchTargetConfig:
+    """One path to watch: a TCP echo ``HOST:PORT`` or a ``udp://HOST:PORT``, probed every
+    `interval_s` with `count` round trips of `size` bytes; a name stands for every address it
+    resolves to, re-resolved every round."""
+
+    name: str
+    target: str
+    interval_s: float = field(default=10.0, metadata=_range(0.1, 86400))
+    count: int = field(default=5, metadata=_range(1, 1000))
+    size: int = field(default=64, metadata=_range(1, 65507))
+    timeout_s: float = field(default=2.0, metadata=_range(0.01, 60))
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """The peers this echostat probes continuously, and at most how many addresses at once."""
+
+    targets: tuple[WatchTargetConfig, ...] = field(default=(), metadata={"may_be_empty": True})
+    max_targets: int = field(default=64, metadata=_range(1, 4096))
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole service: echo listeners, status endpoint, limits and lifecycle."""
 
@@ -134,6 +159,7 @@ class Config:
     path_quality: bool = True
     tcp_info_interval_s: float = field(default=30.0, metadata=_range(1, 3600))
     access_log: AccessLogConfig = AccessLogConfig()
+    watch: WatchConfig = WatchConfig()
     descriptor_limit: int | None = field(default=None, init=False, compare=False, repr=False)
     """The hard RLIMIT_NOFILE seen when loading (None: unlimited), set by `fit_descriptor_limit`."""
     max_connections_derived: bool = field(default=False, init=False, compare=False, repr=False)

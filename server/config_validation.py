@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from echostat.server.config import Config, ConfigError, ListenerConfig
+from echostat.server.config import Config, ConfigError, ListenerConfig, WatchConfig
 
 ENV_PREFIX = "ECHOSTAT_"
 """Environment variables ``ECHOSTAT_<KEY>`` override single keys; ``__`` separates levels."""
@@ -34,6 +34,13 @@ class ValidatedConfig:
 
     config: Config
     max_connections_origin: str | None
+    origins: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Key path -> the variable or flag its value came from, for keys not from the file."""
+
+    def blame(self, exc: ConfigError, source: str) -> ConfigError:
+        """`exc`, a later check's error about file `source`, naming the variable or flag its
+        key came from instead of the file."""
+        return _blame_origin(exc, source, self.origins)
 
 
 def validate_config(
@@ -65,11 +72,11 @@ def validate_config(
         raw = {**raw, "limits": {k: v for k, v in limits.items() if k != "max_connections"}}
     try:
         config: Config = _build(Config, raw, source, "")
+        _check_consistency(config, source)
     except ConfigError as exc:
         raise _blame_origin(exc, source, origins) from None
-    _check_consistency(config, source)
     origin = origins.get("limits.max_connections", source) if explicit else None
-    return ValidatedConfig(config, origin)
+    return ValidatedConfig(config, origin, origins)
 
 
 def _key_path(dotted: str) -> str:
@@ -78,12 +85,16 @@ def _key_path(dotted: str) -> str:
 
 
 def _blame_origin(exc: ConfigError, source: str, origins: Mapping[str, str]) -> ConfigError:
-    """Name the variable or flag, not the file, when the bad value came from one of them."""
+    """Name the variable or flag, not the file, when the bad value came from one of them: the
+    value at the key the error names, or a section containing it (``--set listeners.0={}``)."""
     message = str(exc)
-    for path, origin in origins.items():
-        prefix = f"{source}: {path}:"
-        if message.startswith(prefix):
-            return ConfigError(f"{origin}: {path}:{message[len(prefix) :]}")
+    head = f"{source}: "
+    if not message.startswith(head):
+        return exc
+    key, sep, rest = message[len(head) :].partition(": ")
+    for path, origin in sorted(origins.items(), key=lambda item: -len(item[0])):
+        if sep and (key == path or key.startswith((f"{path}.", f"{path}["))):
+            return ConfigError(f"{origin}: {key}: {rest}")
     return exc
 
 
@@ -194,15 +205,15 @@ def _build(cls: Any, raw: Any, source: str, path: str) -> Any:
         allowed = ", ".join(fields)
         where = f"{path}.{unknown[0]}" if path else unknown[0]
         raise ConfigError(f"{source}: {where}: unknown key (allowed here: {allowed})")
+    values = {}
+    for name, value in raw.items():  # before what is missing: a wrong value names its own key
+        key_path = f"{path}.{name}" if path else name
+        values[name] = _convert(hints[name], fields[name], value, source, key_path)
     for name, fld in fields.items():
         required = fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING
         if required and name not in raw:
             where = f"{path}.{name}" if path else name
             raise ConfigError(f"{source}: {where}: missing (this key is required)")
-    values = {}
-    for name, value in raw.items():
-        key_path = f"{path}.{name}" if path else name
-        values[name] = _convert(hints[name], fields[name], value, source, key_path)
     return cls(**values)
 
 
@@ -213,15 +224,18 @@ def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, source: str, pa
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in args:
             return None
+        alternatives = [a for a in args if a is not type(None)]
+        if len(alternatives) == 1:  # `X | None`: X's own error names the key inside a section
+            return _convert(alternatives[0], fld, value, source, path)
         wanted = []
-        for inner in (a for a in args if a is not type(None)):
+        for inner in alternatives:
             try:
                 return _convert(inner, fld, value, source, path)
             except ConfigError as exc:
                 wanted.append(str(exc).partition(": expected ")[2].rpartition(", got ")[0])
         raise ConfigError(f"{source}: {path}: expected {' or '.join(wanted)}, got {_show(value)}")
     if origin is tuple and dataclasses.is_dataclass(args[0]):
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, list) or not (value or fld.metadata.get("may_be_empty")):
             raise ConfigError(f"{source}: {path}: expected a non-empty list, got {_show(value)}")
         return tuple(_build(args[0], item, source, f"{path}[{i}]") for i, item in enumerate(value))
     if origin is tuple:
@@ -255,10 +269,13 @@ def _convert_number(
     low, high = fld.metadata.get("range", (-math.inf, math.inf))
     span = f" {_fmt(low)}..{_fmt(high)}" if "range" in fld.metadata else ""
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    if not numeric or (hint is int and not isinstance(value, int)) or math.isnan(value):
+    wrong_kind = hint is int and not isinstance(value, int)
+    if not numeric or wrong_kind or (isinstance(value, float) and math.isnan(value)):
         raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {_show(value)}")
+    # Compared exactly: an integer of hundreds of digits has no float to convert to.
     if not low <= value <= high:
-        raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {_fmt(value)}")
+        shown = _show(value) if isinstance(value, int) else _fmt(value)
+        raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {shown}")
     return hint(value)  # type: ignore[no-any-return]
 
 
@@ -294,6 +311,45 @@ def _check_consistency(config: Config, source: str) -> None:
         if name in names[:index]:
             raise ConfigError(
                 f"{source}: listeners[{index}].name: duplicate listener name {name!r}"
+            )
+    _check_watch(config.watch, f"{source}: watch")
+
+
+_WATCH_TARGET = re.compile(
+    r"(?P<udp>udp://)?(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:/\[\]]+)):(?P<port>\d{1,5})"
+)
+"""``HOST:PORT``, ``[IPv6]:PORT`` or either after ``udp://``: what a watch target may be."""
+
+UDP_PROBE_MIN_SIZE = 28
+"""A UDP probe datagram carries a 28-byte header (magic, run id, sequence, send time)."""
+
+
+def _check_watch(watch: WatchConfig, where: str) -> None:
+    """Each target parses as an address with a port 1..65535, names are unique, and a UDP
+    target's datagrams have room for the probe's header."""
+    seen: set[str] = set()
+    for index, target in enumerate(watch.targets):
+        here = f"{where}.targets[{index}]"
+        if target.name in seen:
+            raise ConfigError(f"{here}.name: duplicate watch target name {target.name!r}")
+        seen.add(target.name)
+        match = _WATCH_TARGET.fullmatch(target.target)
+        if match is None or not 1 <= int(match["port"]) <= 65535:
+            raise ConfigError(
+                f"{here}.target: expected HOST:PORT or udp://HOST:PORT with a port 1..65535"
+                f" (IPv6 in brackets), got {target.target!r}"
+            )
+        if match["v6"] is not None:
+            try:
+                ipaddress.IPv6Address(match["v6"])
+            except ValueError:
+                raise ConfigError(
+                    f"{here}.target: {match['v6']!r} in brackets is not an IPv6 address"
+                ) from None
+        if match["udp"] and target.size < UDP_PROBE_MIN_SIZE:
+            raise ConfigError(
+                f"{here}.size: expected at least {UDP_PROBE_MIN_SIZE} for a udp:// target"
+                f" (the probe's header), got {target.size}"
             )
 
 
@@ -335,6 +391,10 @@ def _fmt(number: float) -> str:
     return str(int(number)) if float(number).is_integer() else str(number)
 
 
+_SHOWN_DIGITS = 20
+"""Integers longer than this are shown by their first digits and length, on one short line."""
+
+
 def _show(value: Any) -> str:
     """A value as the user wrote it, in YAML terms."""
     if value is None:
@@ -345,4 +405,7 @@ def _show(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list" if value else "an empty list"
+    if isinstance(value, int) and len(digits := str(abs(value))) > _SHOWN_DIGITS:
+        sign = "-" if value < 0 else ""
+        return f"{sign}{digits[:_SHOWN_DIGITS]}... ({len(digits)} digits)"
     return repr(value)

@@ -11,8 +11,15 @@ import logging
 import socket
 
 from echostat.server.budget import BufferBudget
-from echostat.server.registry import Connection, ListenerStats, Registry
-from echostat.server.tcp_info import BUFFER_BYTES, TCP_INFO, TcpInfo, decode
+from echostat.server.registry import Connection, ListenerStats, Registry, ServerCloseReason
+from echostat.server.tcp_info import (
+    ADVMSS_BUFFER_BYTES,
+    BUFFER_BYTES,
+    TCP_INFO,
+    TcpInfo,
+    advertised_mss,
+    decode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,7 @@ class EchoProtocol(Connection, asyncio.Protocol):
         "_own",
         "_charged",
         "_held_read",
+        "_listener_mss",
     )
 
     def __init__(
@@ -233,6 +241,21 @@ class EchoProtocol(Connection, asyncio.Protocol):
         except OSError:  # already closed: a connection whose setup failed
             return None
 
+    def listener_mss(self) -> int | None:
+        try:
+            return self._listener_mss
+        except AttributeError:  # first ask: left unset at accept, which costs nothing
+            pass
+        mss = None
+        if TCP_INFO is not None and self._sock is not None:
+            try:
+                data = self._sock.getsockopt(socket.IPPROTO_TCP, TCP_INFO, ADVMSS_BUFFER_BYTES)
+                mss = advertised_mss(data)
+            except OSError:  # already closed
+                pass
+        self._listener_mss: int | None = mss
+        return mss
+
     def finish(self) -> None:
         """Stop reading; send back what was already read, then EOF; then drop further input.
 
@@ -250,7 +273,7 @@ class EchoProtocol(Connection, asyncio.Protocol):
         else:
             transport.close()
 
-    def expire(self, reason: str) -> None:
+    def expire(self, reason: ServerCloseReason) -> None:
         """End the connection for `reason`, counted as closed by the server.
 
         Nothing queued is worth waiting for here (the client stopped reading, or time is

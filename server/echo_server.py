@@ -26,6 +26,8 @@ from echostat.server.echo import EchoProtocol
 from echostat.server.listeners import Listeners
 from echostat.server.proxy_handshake import ProxyHeaderProtocol
 from echostat.server.registry import ListenerStats, Registry, peer_name
+from echostat.server.report import ReportingEchoProtocol
+from echostat.server.syn import SAVED_SYN_BYTES, TCP_SAVE_SYN, TCP_SAVED_SYN
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class EchoServer(TCPServer):
         registry.budget = self.budget
         self._setups: set[asyncio.Task[Any]] = set()
         self._housekeeping = PeriodicCallback(self._expire_connections, _HOUSEKEEPING_S * 1000)
+        self._save_syn = False
+        """Listening sockets keep each SYN, read once per accepted connection (path quality)."""
 
     def add_sockets(
         self,
@@ -78,10 +82,18 @@ class EchoServer(TCPServer):
                 host, port = sock.getsockname()[:2]
                 stats = self.registry.add_listener(config.name, host, port)
             self._rules[stats.name] = rules
+            _keep_syns(sock, self._save_syn)
             on_accept = functools.partial(self._start_connection, loop, stats)
             self._listeners.add(sock, on_accept, stats.name)
         if not self._housekeeping.is_running():
             self._housekeeping.start()
+
+    def save_syns(self, on: bool) -> None:
+        """Keep (or stop keeping) the headers of every SYN from now on, on every listener:
+        connections then carry their SYN as it arrived (`Connection.syn`)."""
+        self._save_syn = on
+        for sock in self._listeners.sockets():
+            _keep_syns(sock, on)
 
     def stop(self) -> None:
         """Stop accepting and close the listening sockets; open connections stay; safe to
@@ -145,10 +157,15 @@ class EchoServer(TCPServer):
             admission.reject(reason, peer_name(ip, port), stats.name)
             return
         max_buffer_bytes = admission.limits.max_buffer_bytes
-        echo = EchoProtocol(
+        config = rules.config
+        echo = (ReportingEchoProtocol if config.report else EchoProtocol)(
             ip, port, stats, self.registry, self.budget, max_buffer_bytes, connection
         )
-        config = rules.config
+        if self._save_syn:
+            # Once, now: the kernel frees the saved headers on this read (decoded on demand).
+            echo.saved_syn = connection.getsockopt(
+                socket.IPPROTO_TCP, TCP_SAVED_SYN, SAVED_SYN_BYTES
+            )
         protocol: asyncio.BaseProtocol = echo
         if config.proxy_protocol:
             protocol = ProxyHeaderProtocol(echo, admission, config.proxy_header_timeout_s)
@@ -210,3 +227,12 @@ class EchoServer(TCPServer):
                 conn.expire("idle_timeout")
             elif limits.max_lifetime_s and wall_now - conn.connected_at >= limits.max_lifetime_s:
                 conn.expire("max_lifetime")
+
+
+def _keep_syns(sock: socket.socket, on: bool) -> None:
+    """Ask the kernel to save (or stop saving) the headers of SYNs arriving at `sock`."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, TCP_SAVE_SYN, int(on))
+        except OSError:  # not Linux 4.2+: connections simply have no SYN to show
+            log.debug("cannot save SYNs on %s", sock.getsockname())

@@ -82,7 +82,10 @@ class FleetStats:
                 snap,
                 active=0,
                 closed=snap.closed + snap.active,
-                listeners=tuple(dataclasses.replace(s, active=0) for s in snap.listeners),
+                listeners=tuple(
+                    dataclasses.replace(s, active=0, closed=s.closed + s.active)
+                    for s in snap.listeners
+                ),
                 tcp=dataclasses.replace(snap.tcp, open_rtt_ms=()),
                 udp_listeners=tuple(dataclasses.replace(u, peers=0) for u in snap.udp_listeners),
             )
@@ -126,6 +129,7 @@ class FleetStats:
             reloads_failed=self.config_state.failed,
             tcp=TcpSnapshot.merge([s.tcp for s in everyone]),
             buffered_bytes=sum(s.buffered_bytes for s in live),
+            access_log_errors=sum(s.access_log_errors for s in everyone),
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:
@@ -202,7 +206,12 @@ def _merge_listeners(snapshots: Iterable[StatsSnapshot]) -> tuple[ListenerSnapsh
                 item
                 if seen is None
                 else dataclasses.replace(
-                    seen, active=seen.active + item.active, accepted=seen.accepted + item.accepted
+                    seen,
+                    active=seen.active + item.active,
+                    accepted=seen.accepted + item.accepted,
+                    closed=seen.closed + item.closed,
+                    bytes_received=seen.bytes_received + item.bytes_received,
+                    bytes_sent=seen.bytes_sent + item.bytes_sent,
                 )
             )
     return tuple(merged.values())

@@ -32,6 +32,10 @@ class Listeners:
         listener's, for the warning logged while accepts back off."""
         self._watched.append((sock, watch_accepts(sock, on_accept, name)))
 
+    def sockets(self) -> list[socket.socket]:
+        """The accepting sockets."""
+        return [sock for sock, _ in self._watched]
+
     def stop(self) -> None:
         """Stop accepting and close every socket added so far."""
         watched, self._watched = self._watched, []

@@ -29,7 +29,8 @@ class WorkerSpec:
     """Everything a worker needs from its supervisor."""
 
     slot: int
-    config_path: str
+    config_path: str | None
+    """None: no file, the built-in defaults."""
     overrides: list[str]
     listeners: dict[str, list[int]]
     report_fd: int

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from echostat.server.syn import OPTION_NAMES, SynHeaders
 from echostat.server.tcp_info import TcpInfo
 
 if TYPE_CHECKING:
@@ -39,6 +40,10 @@ RTT_BUCKETS_S = (
 )
 """Upper bounds of the RTT histogram, from loopback (tens of µs) to a bad satellite hop."""
 
+SYN_MSS_BUCKETS = (536, 1000, 1220, 1300, 1360, 1380, 1400, 1420, 1440, 1452, 1460, 8960, 65495)
+"""Upper bounds of the SYN MSS histogram: the minimum, common clamps, IPv6 and IPv4 over
+tunnels, PPPoE and Ethernet, jumbo frames, loopback."""
+
 
 @dataclass(frozen=True)
 class TcpSnapshot:
@@ -53,6 +58,11 @@ class TcpSnapshot:
     rtt_buckets: tuple[int, ...] = (0,) * (len(RTT_BUCKETS_S) + 1)
     """Observations per bucket of `RTT_BUCKETS_S`, not cumulative; the last is above them all."""
     rtt_sum_s: float = 0.0
+    syn_mss_buckets: tuple[int, ...] = (0,) * (len(SYN_MSS_BUCKETS) + 1)
+    """SYNs with an MSS option per bucket of `SYN_MSS_BUCKETS`, not cumulative."""
+    syn_mss_sum: int = 0
+    syn_options: tuple[int, ...] = (0,) * len(OPTION_NAMES)
+    """SYNs carrying each option of `OPTION_NAMES`."""
 
     @property
     def rtt_count(self) -> int:
@@ -75,6 +85,9 @@ class TcpSnapshot:
             rtt_buckets=tuple(map(sum, zip(*(t.rtt_buckets for t in snapshots), strict=True)))
             or cls().rtt_buckets,
             rtt_sum_s=sum(t.rtt_sum_s for t in snapshots),
+            syn_mss_buckets=_sums([t.syn_mss_buckets for t in snapshots], SYN_MSS_BUCKETS, 1),
+            syn_mss_sum=sum(t.syn_mss_sum for t in snapshots),
+            syn_options=_sums([t.syn_options for t in snapshots], OPTION_NAMES, 0),
         )
 
     @classmethod
@@ -85,8 +98,15 @@ class TcpSnapshot:
                 **data,
                 "open_rtt_ms": tuple(data["open_rtt_ms"]),
                 "rtt_buckets": tuple(data["rtt_buckets"]),
+                "syn_mss_buckets": tuple(data["syn_mss_buckets"]),
+                "syn_options": tuple(data["syn_options"]),
             }
         )
+
+
+def _sums(rows: list[tuple[int, ...]], names: tuple[object, ...], extra: int) -> tuple[int, ...]:
+    """Column sums of `rows`, each one count per name (plus `extra`); zeros without rows."""
+    return tuple(map(sum, zip(*rows, strict=True))) or (0,) * (len(names) + extra)
 
 
 _TCP_READS_MIN = 100
@@ -117,10 +137,18 @@ class TcpSampler:
         on)."""
         self._rtt_buckets = [0] * (len(RTT_BUCKETS_S) + 1)
         self._rtt_sum_s = 0.0
+        self._syn_mss_buckets = [0] * (len(SYN_MSS_BUCKETS) + 1)
+        self._syn_mss_sum = 0
+        self._syn_options = [0] * len(OPTION_NAMES)
+        self._syn_seen_through = 0
+        """The last id taken off `_new`: every connection up to it has had its SYN observed."""
 
     def closed(self, conn: Connection) -> None:
         """`conn` is closing: read it a last time (so its socket must still be open), observe
-        its RTT and count its retransmits for good."""
+        its RTT and count its retransmits for good (and its SYN, if it closes before its
+        turn)."""
+        if conn.id > self._syn_seen_through:
+            self._observe_syn(conn.syn)
         self._forget(conn.tcp)
         conn.tcp = conn.read_tcp_info() or conn.tcp
         self._observe_rtt(conn.tcp)
@@ -154,12 +182,21 @@ class TcpSampler:
             retransmits=self._closed_retransmits + self._open_retransmits,
             rtt_buckets=tuple(self._rtt_buckets),
             rtt_sum_s=self._rtt_sum_s,
+            syn_mss_buckets=tuple(self._syn_mss_buckets),
+            syn_mss_sum=self._syn_mss_sum,
+            syn_options=tuple(self._syn_options),
         )
 
     def _next_due(self, active: Mapping[int, Connection], now: float) -> Connection | None:
         """The next open connection whose TCP_INFO is due by `now`, taken off its queue."""
         while self._new or (self._due and self._due[0][0] <= now):
-            conn = active.get(self._new.popleft() if self._new else self._due.popleft()[1])
+            if self._new:
+                conn_id = self._syn_seen_through = self._new.popleft()
+                conn = active.get(conn_id)
+                if conn is not None:  # else it closed meanwhile, its SYN observed then
+                    self._observe_syn(conn.syn)  # each connection passes here once
+            else:
+                conn = active.get(self._due.popleft()[1])
             if conn is not None:  # else it closed meanwhile
                 return conn
         return None
@@ -180,6 +217,16 @@ class TcpSampler:
             if info.rtt_ms is not None:
                 del self._open_rtts[bisect.bisect_left(self._open_rtts, info.rtt_ms)]
             self._open_retransmits -= info.retransmits or 0
+
+    def _observe_syn(self, syn: SynHeaders | None) -> None:
+        """Count a SYN's options and observe its MSS."""
+        if syn is None:
+            return
+        for name in syn.options:
+            self._syn_options[OPTION_NAMES.index(name)] += 1
+        if syn.mss is not None:
+            self._syn_mss_buckets[bisect.bisect_left(SYN_MSS_BUCKETS, syn.mss)] += 1
+            self._syn_mss_sum += syn.mss
 
     def _observe_rtt(self, info: TcpInfo | None) -> None:
         """One observation of the RTT histogram."""

@@ -9,6 +9,7 @@ import typing
 from echostat.server.admission import Admission
 from echostat.server.echo import EchoProtocol
 from echostat.server.proxy_protocol import Endpoint, ProxyHeaderParser, ProxyProtocolError
+from echostat.server.registry import RejectReason
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class ProxyHeaderProtocol(asyncio.Protocol):
         if remainder:
             echo.echo_bytes(remainder)
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: RejectReason) -> None:
         """Reject the connection for `reason`, unless its fate is already settled."""
         if self._settle(reason):
             self._admission.reject(reason, self._echo.peer, self._echo.listener.name)

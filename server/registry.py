@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from echostat.server.path_quality import TcpSampler, TcpSnapshot
 from echostat.server.reload import ReloadCounters
@@ -23,11 +23,31 @@ from echostat.server.snapshots import (
     StatsSnapshot,
     WorkerSnapshot,
 )
+from echostat.server.syn import SynHeaders
+from echostat.server.syn import decode as decode_syn
 from echostat.server.tcp_info import TcpInfo
 from echostat.server.udp_stats import PeerSnapshot, UDPListenerStats, peer_snapshot
 
 if TYPE_CHECKING:
     from echostat.server.budget import BufferBudget
+
+
+RejectReason = Literal[
+    "max_connections",
+    "max_connections_per_ip",
+    "descriptor_limit",
+    "proxy_untrusted",
+    "proxy_header_invalid",
+    "proxy_header_timeout",
+]
+"""Why a connection was refused at accept time (or while its PROXY header was awaited)."""
+
+ServerCloseReason = Literal["idle_timeout", "max_lifetime", "shutdown", "setup_failed", "error"]
+"""Why the server, not the client, ended a connection."""
+
+REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
+SERVER_CLOSE_REASONS: tuple[ServerCloseReason, ...] = get_args(ServerCloseReason)
+"""Every reason that can be counted, so that metrics show each at 0 before it happens."""
 
 
 def peer_name(ip: str, port: int) -> str:
@@ -58,6 +78,8 @@ class Connection:
         "end_reason",
         "tls_protocol",
         "tcp_read_mark",
+        "saved_syn",
+        "_syn",
     )
 
     def __init__(self, ip: str, port: int, listener: ListenerStats) -> None:
@@ -79,11 +101,26 @@ class Connection:
         """``TLSv1.3`` and the like on a TLS listener."""
         self.tcp_read_mark = -1
         """Bytes moved when `tcp` was last read (kept by the path quality sampler)."""
+        self.saved_syn = b""
+        """The headers of its SYN as the kernel saved them (path quality on, Linux only);
+        decoded only when someone asks (`syn`)."""
+        self._syn: SynHeaders | None = None
 
     @property
     def peer(self) -> str:
         """The client as ``host:port``, or ``[host]:port`` for IPv6."""
         return peer_name(self.ip, self.port)
+
+    @property
+    def syn(self) -> SynHeaders | None:
+        """Its SYN as it arrived, decoded on the first ask; None if none was saved."""
+        if self._syn is None and self.saved_syn:
+            self._syn = decode_syn(self.saved_syn)
+        return self._syn
+
+    def listener_mss(self) -> int | None:
+        """The MSS the server advertised on this connection, or None if it can't be read."""
+        return None
 
     def unsent_bytes(self) -> int:
         """Bytes counted in `bytes_sent` that still wait in a user-space buffer."""
@@ -101,7 +138,8 @@ class Connection:
 
 @dataclass(slots=True)
 class ListenerStats:
-    """Counters of one echo listener; `port` is the bound port, never 0."""
+    """Counters of one echo listener; `port` is the bound port, never 0. The byte counts are
+    those of its closed connections: a snapshot adds the open ones'."""
 
     name: str
     host: str
@@ -109,6 +147,9 @@ class ListenerStats:
     tls: bool = False
     active: int = 0
     accepted: int = 0
+    closed: int = 0
+    closed_bytes_received: int = 0
+    closed_bytes_sent: int = 0
 
 
 class StatsSource(Protocol):
@@ -176,6 +217,8 @@ class Registry:
         self._path_quality = TcpSampler()
         self.budget: BufferBudget | None = None
         """The echo side's buffer budget, whose charge snapshots report."""
+        self.access_log_errors = 0
+        """Failed access log writes (see `count_access_log_error`)."""
 
     async def refresh(self, connections: int = 0) -> None:
         """Nothing to fetch: the registry is the live state."""
@@ -209,7 +252,7 @@ class Registry:
         if self.tcp_info_interval_s is not None:
             self._path_quality.opened(conn.id)
 
-    def close(self, conn: Connection, reason: str | None = None) -> None:
+    def close(self, conn: Connection, reason: ServerCloseReason | None = None) -> None:
         """Move `conn` from active to closed; calling it twice for one connection is harmless.
 
         `reason` is given when the server, not the client, ended it (``idle_timeout``...) and
@@ -229,9 +272,14 @@ class Registry:
         else:
             del self._per_ip[conn.ip]
         self.closed += 1
-        conn.listener.active -= 1
+        listener = conn.listener
+        listener.active -= 1
+        listener.closed += 1
+        sent = conn.bytes_sent - conn.unsent_bytes()
+        listener.closed_bytes_received += conn.bytes_received
+        listener.closed_bytes_sent += sent
         self._closed_bytes_received += conn.bytes_received
-        self._closed_bytes_sent += conn.bytes_sent - conn.unsent_bytes()
+        self._closed_bytes_sent += sent
         if self.on_close is not None:
             self.on_close(conn)
         if not self._active and self.on_last_close is not None:
@@ -240,6 +288,10 @@ class Registry:
     def active_from(self, ip: str) -> int:
         """How many open connections come from `ip`."""
         return self._per_ip.get(ip, 0)
+
+    def count_access_log_error(self) -> None:
+        """Count one access log line (or final flush) that could not be written."""
+        self.access_log_errors += 1
 
     def reject(self, reason: str) -> None:
         """Count a connection closed at accept time, by reason (e.g. ``max_connections``)."""
@@ -265,11 +317,27 @@ class Registry:
     def snapshot(self) -> StatsSnapshot:
         received = self._closed_bytes_received
         sent = self._closed_bytes_sent
+        open_bytes = {s.name: [0, 0] for s in self.listeners}
+        """Listener name -> bytes received and sent by its open connections."""
         for conn in self._active.values():
+            conn_sent = conn.bytes_sent - conn.unsent_bytes()
             received += conn.bytes_received
-            sent += conn.bytes_sent - conn.unsent_bytes()
+            sent += conn_sent
+            moved = open_bytes.setdefault(conn.listener.name, [0, 0])
+            moved[0] += conn.bytes_received
+            moved[1] += conn_sent
         listeners = tuple(
-            ListenerSnapshot(s.name, s.host, s.port, s.tls, s.active, s.accepted)
+            ListenerSnapshot(
+                s.name,
+                s.host,
+                s.port,
+                s.tls,
+                s.active,
+                s.accepted,
+                s.closed,
+                s.closed_bytes_received + open_bytes[s.name][0],
+                s.closed_bytes_sent + open_bytes[s.name][1],
+            )
             for s in self.listeners
         )
         return StatsSnapshot(
@@ -296,6 +364,7 @@ class Registry:
             tcp=self._tcp_snapshot(),
             udp_listeners=tuple(udp.snapshot() for udp in self.udp_listeners),
             buffered_bytes=self.budget.charged if self.budget else 0,
+            access_log_errors=self.access_log_errors,
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:
@@ -329,6 +398,8 @@ class Registry:
                 bytes_received=c.bytes_received,
                 bytes_sent=c.bytes_sent - c.unsent_bytes(),
                 tcp=c.tcp,
+                syn=c.syn,
+                listener_mss=c.listener_mss() if c.saved_syn else None,
             )
             for c in ranked
         ]

@@ -21,11 +21,12 @@ from echostat.server.resources import ResourceError
 log = logging.getLogger(__name__)
 
 RESTART_KEYS = re.compile(
-    r"^(listeners|listeners\[\d+\]\.(name|protocol|host|port|backlog)|workers"
+    r"^(listeners|listeners\[\d+\]\.(name|protocol|host|port|backlog|report)|workers"
     r"|status\.(host|port)|event_loop|udp\..+)$"
 )
-"""Keys bound to sockets or processes, and the UDP budgets each UDP socket is set up with:
-changing them needs a restart."""
+"""Keys bound to sockets or processes, the UDP budgets each UDP socket is set up with, and
+path reports (a UDP report listener reads its sockets another way): changing them needs a
+restart."""
 
 KEPT = "the running configuration stays in force"
 

@@ -17,6 +17,7 @@ from typing import Any
 from echostat.server import __version__
 from echostat.server.access_log import AccessLog
 from echostat.server.config import Config, ConfigError, ListenerConfig, StatusConfig
+from echostat.server.config_loading import describe_source
 from echostat.server.echo_server import EchoServer
 from echostat.server.registry import Registry
 from echostat.server.reload import Reloader
@@ -26,6 +27,7 @@ from echostat.server.sockets import STATUS_BACKLOG, bind, bind_udp, check_inheri
 from echostat.server.status_side import StatusSideFactory
 from echostat.server.tcp_info import TCP_INFO
 from echostat.server.udp import UDPEchoServer
+from echostat.server.wording import count_of, was_were
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class Service:
 
     `inherited` maps listener names (and ``status``) to already-bound listening sockets, from
     systemd socket activation or a supervisor; everything else is bound from the config.
+    `built_in_defaults` says that `config` came from no file, for the startup line.
     """
 
     def __init__(
@@ -42,10 +45,13 @@ class Service:
         config: Config,
         inherited: Mapping[str, list[socket.socket]] | None = None,
         status_side: StatusSideFactory | None = None,
+        built_in_defaults: bool = False,
     ) -> None:
         self.config = config
+        self.built_in_defaults = built_in_defaults
         self.registry = Registry(tcp_info_interval_s=tcp_info_interval(config))
         self.echo = EchoServer(self.registry, config.limits)
+        self.echo.save_syns(self.registry.tcp_info_interval_s is not None)
         self.udp = UDPEchoServer(config.udp)
         self.status = status_side(self.registry, config) if status_side else None
         self._inherited = dict(inherited or {})
@@ -80,7 +86,7 @@ class Service:
             port = sockets[0].getsockname()[1]
             if listener.protocol == "udp":
                 udp = self.registry.add_udp_listener(listener.name, listener.host, port)
-                await self.udp.add_sockets(sockets, udp)
+                await self.udp.add_sockets(sockets, udp, listener.report)
                 continue
             stats = self.registry.add_listener(
                 listener.name, listener.host, port, tls=listener.tls is not None
@@ -97,12 +103,13 @@ class Service:
         )
         page = f"; status page on http://{url_host(status.host)}:{self.status_port}/"
         log.info(
-            "echostat %s (pid %d) echoing: %s%s; %s",
+            "echostat %s (pid %d) echoing: %s%s; %s%s",
             __version__,
             os.getpid(),
             echo,
             page if self.status else "",
             describe_max_connections(self.config),
+            describe_source(self.built_in_defaults),
         )
 
     def _listening(
@@ -128,7 +135,9 @@ class Service:
         else a new one (opening its file may raise `ResourceError`), or None when disabled."""
         if self.access_log is not None and self.access_log.config == config.access_log:
             return self.access_log
-        return AccessLog(config.access_log) if config.access_log.enabled else None
+        if not config.access_log.enabled:
+            return None
+        return AccessLog(config.access_log, on_error=self.registry.count_access_log_error)
 
     def _use_access_log(self, access_log: AccessLog | None) -> None:
         """Log closes and rejections to `access_log` from now on; close the one it replaces."""
@@ -150,6 +159,7 @@ class Service:
         has checked that no listener address changed."""
         self.config = config
         self.registry.tcp_info_interval_s = tcp_info_interval(config)
+        self.echo.save_syns(self.registry.tcp_info_interval_s is not None)
         self.echo.reconfigure(config.limits, config.listeners)
         if self.status:
             self.status.reconfigure(config)
@@ -185,17 +195,27 @@ class Service:
         self.registry.accepting = False
         self.echo.stop()
         self.udp.stop()
-        log.info(
-            "shutting down: no longer accepting; waiting up to %g s for %d open connections",
-            grace_s,
-            self.registry.active,
-        )
+        waiting = self.registry.active
+        if waiting:
+            log.info(
+                "shutting down: no longer accepting; waiting up to %g s for %s to close",
+                grace_s,
+                count_of(waiting, "open connection"),
+            )
+        else:
+            log.info("shutting down: no longer accepting; no open connections")
         finished = await self.echo.drain(grace_s)
         asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
         self._use_access_log(None)
         if self.status:
             await self.status.stop()
-        log.info("stopped; %d connections were still open after the grace period", finished)
+        if finished:
+            log.info(
+                "stopped; %s still open after the grace period (sent EOF)",
+                f"{count_of(finished, 'connection')} {was_were(finished)}",
+            )
+        else:
+            log.info("stopped")
 
 
 def tcp_info_interval(config: Config) -> float | None:

@@ -14,19 +14,27 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def catch_stop_signals(on_second: Callable[[], object] = lambda: None) -> asyncio.Event:
+def catch_stop_signals(
+    on_second: Callable[[], object] = lambda: None, announce: bool = True
+) -> asyncio.Event:
     """Map the first SIGTERM/SIGINT to the returned event; a second one calls `on_second` and
-    exits the process immediately. Install this before announcing readiness, so that a
-    signal sent right after the startup line is not lost."""
+    exits the process immediately. With `announce`, the first one is logged with how to skip
+    the drain (a worker, stopped by its supervisor, says nothing). Install this before
+    announcing readiness, so that a signal sent right after the startup line is not lost."""
     loop = asyncio.get_running_loop()
     received = asyncio.Event()
 
     def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
         if received.is_set():
-            log.warning("%s again: exiting now", signal.Signals(signum).name)
+            log.warning("%s again: exiting now", name)
             on_second()
             logging.shutdown()
             os._exit(1)
+        if announce:  # at once: the drain that follows may last the whole grace period
+            log.info(
+                "%s: stopping gracefully; a second Ctrl-C (SIGINT or SIGTERM) exits at once", name
+            )
         received.set()
 
     for signum in STOP_SIGNALS:

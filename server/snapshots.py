@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from echostat.server.path_quality import TcpSnapshot
+from echostat.server.syn import SynHeaders
 from echostat.server.tcp_info import TcpInfo
 from echostat.server.udp_stats import UDPListenerSnapshot
 
@@ -42,6 +43,8 @@ class StatsSnapshot:
     tcp: TcpSnapshot = field(default_factory=TcpSnapshot)
     buffered_bytes: int = 0
     """Echo buffers held now for clients that read slower than they send."""
+    access_log_errors: int = 0
+    """Access log lines (or a final flush) that could not be written, e.g. on a full disk."""
 
     @property
     def rejected_total(self) -> int:
@@ -82,6 +85,10 @@ class ConnectionSnapshot:
     bytes_received: int
     bytes_sent: int
     tcp: TcpInfo | None = None
+    syn: SynHeaders | None = None
+    """Its SYN as it arrived (path quality on, Linux only)."""
+    listener_mss: int | None = None
+    """The MSS the server advertised on it (TCP_INFO's advmss), known with `syn`."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, for sending between processes as JSON."""
@@ -90,17 +97,26 @@ class ConnectionSnapshot:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConnectionSnapshot:
         """The inverse of `to_dict`."""
-        return cls(**{**data, "tcp": data["tcp"] and TcpInfo(**data["tcp"])})
+        syn = data.get("syn")
+        if syn is not None:
+            others = syn["other_options"]
+            syn = SynHeaders(**{**syn, "other_options": None if others is None else tuple(others)})
+        return cls(**{**data, "tcp": data["tcp"] and TcpInfo(**data["tcp"]), "syn": syn})
 
 
 @dataclass(frozen=True)
 class ListenerSnapshot:
+    """One echo listener's figures; its bytes include those of connections that closed."""
+
     name: str
     host: str
     port: int
     tls: bool
     active: int
     accepted: int
+    closed: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
 
 
 @dataclass(frozen=True)

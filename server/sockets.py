@@ -63,6 +63,15 @@ def bind_udp(key: str, host: str, port: int, reuse_port: bool = False) -> list[s
     return sockets
 
 
+def resolve(key: str, host: str, port: int, kind: socket.SocketKind) -> None:
+    """Look `host` up as binding it would, without binding (``--check-config``); a
+    `ConfigError` naming `key`'s host if it can't be resolved."""
+    try:
+        socket.getaddrinfo(None if host == "::" else host, port, type=kind, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        _raise_bind_error(key, host, port, exc)
+
+
 def _raise_bind_error(key: str, host: str, port: int, exc: OSError) -> typing.NoReturn:
     if isinstance(exc, socket.gaierror):
         raise ConfigError(f"{key}.host: cannot resolve {host!r}: {exc.strerror}") from None

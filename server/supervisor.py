@@ -25,7 +25,7 @@ from tornado.iostream import PipeIOStream, StreamClosedError
 
 from echostat.server import __version__
 from echostat.server.config import Config, ListenerConfig
-from echostat.server.config_loading import load_config, read_config_text
+from echostat.server.config_loading import describe_source, load_config, read_config_text
 from echostat.server.fleet import FleetStats
 from echostat.server.messages import (
     REPORT_MAX_BYTES,
@@ -40,6 +40,7 @@ from echostat.server.runtime import apply_log_level
 from echostat.server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
 from echostat.server.sockets import bind, bind_udp, check_inherited_status, url_host
 from echostat.server.status_side import StatusSideFactory
+from echostat.server.wording import count_of
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class Supervisor:
         self,
         config: Config,
         config_text: str,
-        config_path: str,
+        config_path: str | None,
         overrides: list[str],
         status_side: StatusSideFactory,
         inherited: Mapping[str, list[socket.socket]] | None = None,
@@ -70,7 +71,7 @@ class Supervisor:
         self.config = config
         self.fleet = FleetStats()
         self.status = status_side(self.fleet, config)
-        self._config_path = os.path.abspath(config_path)
+        self._config_path = None if config_path is None else os.path.abspath(config_path)
         self._overrides = overrides
         self._config_text = config_text
         """The config file's text in force (the text `config` was validated from), sent to
@@ -107,13 +108,14 @@ class Supervisor:
         self.fleet.accepting = self.fleet.ready = True
         log.info(
             "echostat %s supervisor (pid %d) running %d workers; status page on http://%s:%d/;"
-            " %s per worker",
+            " %s per worker%s",
             __version__,
             os.getpid(),
             len(slots),
             url_host(self.config.status.host),
             self.status.port,
             describe_max_connections(self.config),
+            describe_source(self._config_path is None),
         )
         await stop_requested.wait()
         await self._drain(keepers)
@@ -228,11 +230,18 @@ class Supervisor:
     async def _drain(self, keepers: list[asyncio.Task[None]]) -> None:
         config = self.config
         self.fleet.ready = False
+        open_now = self.fleet.active
+        waiting = (
+            f"then wait up to {config.shutdown_grace_s:g} s for"
+            f" {count_of(open_now, 'open connection')} to close"
+            if open_now
+            else "then stop (no open connections)"
+        )
         log.info(
-            "shutting down: /readyz is 503; workers accept for %g s more, then drain for up to"
-            " %g s",
+            "shutting down: /readyz is 503; %s accept for %g s more, %s",
+            count_of(len(self._processes), "worker"),
             config.shutdown_delay_s,
-            config.shutdown_grace_s,
+            waiting,
         )
         await asyncio.sleep(config.shutdown_delay_s)
         self._stopping = True
@@ -241,7 +250,9 @@ class Supervisor:
             process.send_signal(signal.SIGTERM)
         _, pending = await asyncio.wait(keepers, timeout=config.shutdown_grace_s + EXIT_MARGIN_S)
         if pending:
-            log.warning("%d workers did not exit in time; killing them", len(pending))
+            log.warning(
+                "%s did not exit in time; sending SIGKILL", count_of(len(pending), "worker")
+            )
             self._kill_all()
             await asyncio.wait(pending)
         log.info("stopped; all workers exited")

@@ -79,6 +79,19 @@ class TcpInfo:
     """Segments sent and not yet acknowledged."""
 
 
+_ADVMSS = (84, struct.Struct("=I"))
+"""tcpi_advmss: the MSS this end advertised (less the timestamps option's 12 bytes if used)."""
+
+ADVMSS_BUFFER_BYTES = _ADVMSS[0] + _ADVMSS[1].size
+"""How much to ask the kernel for to read `advertised_mss`."""
+
+
+def advertised_mss(data: bytes) -> int | None:
+    """The MSS this end advertised, from the bytes of a TCP_INFO getsockopt; None if short."""
+    offset, unpacker = _ADVMSS
+    return unpacker.unpack_from(data, offset)[0] if len(data) >= offset + unpacker.size else None
+
+
 def decode(data: bytes) -> TcpInfo:
     """`data`, the bytes of a TCP_INFO getsockopt, as a `TcpInfo`."""
     if len(data) >= _WHOLE.size:

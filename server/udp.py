@@ -9,7 +9,14 @@ and what is sent back is bounded per source IP, per listener and in bytes per se
 Time on this path is a coarse tick (`TICK_S`) advanced by a timer. A peer's first datagram
 in a tick refreshes its place in the peers table and takes credit for a few echoes from the
 token buckets of its source IP and of the listener; every further datagram in that tick
-spends credit, which costs a dictionary lookup and two integer subtractions.
+spends credit, which costs a dictionary lookup and two integer subtractions. A peer that a
+rate bound refused is refused for the rest of the tick without asking the buckets again, so
+a flood from one source is read and dropped cheaply, and the socket drains fast for the
+datagrams of the other sources behind it.
+
+What is lost in the kernel anyway (a full receive buffer) is counted per socket by the
+kernel; every tick the server reads those counters (`server.socket_memory`) into the
+listener's `receive_buffer_drops`.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from collections.abc import Iterable
 from tornado.ioloop import PeriodicCallback
 
 from echostat.server.config import UDPConfig
-from echostat.server.udp_stats import Peer, Source, UDPListenerStats
+from echostat.server.socket_memory import BUFFER_BYTES, SO_MEMINFO, decode_drops
+from echostat.server.udp_report import ReportingTransport
+from echostat.server.udp_stats import DropReason, Peer, Source, UDPListenerStats
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,9 @@ _UNLISTED_SOURCES = 100
 
 _WARNING_INTERVAL_S = 10.0
 """At most one drop warning per listener this often."""
+
+_RATE_BOUNDS = frozenset({"source_rate", "listener_rate"})
+"""Refusals that hold for the rest of a tick: their buckets refill only when it ends."""
 
 
 class Clock:
@@ -163,7 +175,12 @@ class UDPEchoProtocol(asyncio.DatagramProtocol):
                 self._drop_unlisted(addr[0], size)
                 return
             peer = self._new_peer(addr)
-        reason = self._regrant(peer, addr, size)
+        if peer.refused_tick == self._clock.tick:
+            reason: str | None = peer.refused_for
+        else:
+            reason = self._regrant(peer, addr, size)
+            if reason in _RATE_BOUNDS:
+                peer.refused_tick, peer.refused_for = self._clock.tick, reason
         if reason is None and not size and not self._send_empty(addr):
             reason = "send_failed"
         if reason is not None:
@@ -180,7 +197,7 @@ class UDPEchoProtocol(asyncio.DatagramProtocol):
         if size:
             self._transport.sendto(data, addr)  # type: ignore[union-attr]
 
-    def _regrant(self, peer: Peer, addr: typing.Any, size: int) -> str | None:
+    def _regrant(self, peer: Peer, addr: typing.Any, size: int) -> DropReason | None:
         """Give `peer` credit for this datagram and a few more, taken from its source's and
         the listener's budgets; or the name of the bound that has none left.
 
@@ -271,13 +288,17 @@ class UDPEchoServer:
         self.clock = Clock()
         self._transports: list[asyncio.BaseTransport] = []
         self._listeners: list[tuple[UDPListenerStats, ListenerBudget]] = []
+        self._sockets: dict[str, list[socket.socket]] = {}
+        """Each listener's sockets by name, whose kernel drop counters are read every tick."""
         self._reported: dict[str, int] = {}
         self._warned_at: dict[str, float] = {}
         self._ticker = PeriodicCallback(self._tick, TICK_S * 1000)
 
-    async def add_sockets(self, sockets: Iterable[socket.socket], stats: UDPListenerStats) -> None:
-        """Echo on the bound UDP `sockets`, counting under `stats`; the sockets now belong to
-        their transports."""
+    async def add_sockets(
+        self, sockets: Iterable[socket.socket], stats: UDPListenerStats, report: bool = False
+    ) -> None:
+        """Echo on the bound UDP `sockets`, counting under `stats`, answering report requests
+        if `report`; the sockets now belong to their transports."""
         budget = ListenerBudget(self.config)
         loop = asyncio.get_running_loop()
         for sock in sockets:
@@ -285,15 +306,22 @@ class UDPEchoServer:
             protocol = functools.partial(
                 UDPEchoProtocol, sock, stats, self.config, budget, self.clock
             )
-            transport, _ = await loop.create_datagram_endpoint(protocol, sock=sock)
+            if report:
+                transport: asyncio.BaseTransport = ReportingTransport(loop, sock, protocol())
+            else:
+                transport, _ = await loop.create_datagram_endpoint(protocol, sock=sock)
             self._transports.append(transport)
         self._listeners.append((stats, budget))
+        self._sockets[stats.name] = list(sockets)
         if not self._ticker.is_running():
             self._ticker.start()
 
     def stop(self) -> None:
         """Close every UDP socket; datagrams in flight are simply not echoed."""
         self._ticker.stop()
+        for stats, _ in self._listeners:
+            self._read_kernel_drops(stats)
+        self._sockets.clear()
         for transport in self._transports:
             transport.close()
         self._transports.clear()
@@ -303,19 +331,34 @@ class UDPEchoServer:
         sweep = self.clock.tick % _TICKS_PER_SWEEP == 0
         for stats, budget in self._listeners:
             budget.refill(elapsed_s)
+            self._read_kernel_drops(stats)
             if sweep:
                 stats.expire(self.clock.now, self.config.peer_idle_s)
                 self._report_drops(stats, self.clock.now)
 
+    def _read_kernel_drops(self, stats: UDPListenerStats) -> None:
+        """Sum the kernel's drop counters of `stats`' sockets into `receive_buffer_drops`."""
+        if SO_MEMINFO is None:
+            return
+        total = 0
+        for sock in self._sockets.get(stats.name, ()):
+            try:
+                drops = decode_drops(sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, BUFFER_BYTES))
+            except OSError:  # a kernel before 4.12: nothing to count
+                return
+            total += drops or 0
+        stats.receive_buffer_drops = total
+
     def _report_drops(self, stats: UDPListenerStats, now: float) -> None:
-        dropped = sum(stats.dropped.values())
+        by_reason = stats.dropped_by_reason()
+        dropped = sum(by_reason.values())
         new = dropped - self._reported.get(stats.name, 0)
         last = self._warned_at.get(stats.name, -_WARNING_INTERVAL_S)
         if not new or now - last < _WARNING_INTERVAL_S:
             return
         self._reported[stats.name] = dropped
         self._warned_at[stats.name] = now
-        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(stats.dropped.items()))
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(by_reason.items()))
         by_ip = stats.unlisted_drops
         for source in stats.sources.values():
             if source.dropped:

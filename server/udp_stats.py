@@ -1,7 +1,8 @@
 """The UDP side of the registry: per-listener datagram counters and the bounded peers table.
 
 A UDP listener has no connections, so what the registry counts for it is datagrams, bytes,
-drops by reason and "peers", the source addresses seen lately. An echoed datagram costs one
+drops by reason (echostat's, and the kernel's before echostat could read a datagram) and
+"peers", the source addresses seen lately. An echoed datagram costs one
 dictionary lookup and two integer subtractions: it spends one of its peer's `credit`s and
 its size in `byte_credit`; the counts follow from what was granted and what is left. Like
 `server.registry`, nothing here imports Tornado.
@@ -11,7 +12,25 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
+
+DropReason = Literal[
+    "privileged_source_port",
+    "source_rate",
+    "listener_rate",
+    "bytes_rate",
+    "send_buffer_full",
+    "send_failed",
+]
+"""Why a datagram was not echoed."""
+
+DROP_REASONS: tuple[DropReason, ...] = get_args(DropReason)
+"""Every drop reason, so that metrics show each at 0 before it happens."""
+
+RECEIVE_BUFFER = "receive_buffer"
+"""The drop reason of datagrams the kernel discarded for a full receive buffer, before echostat
+read them: listed with the other reasons, but in neither `datagrams_received` nor the total of
+datagrams received and not echoed."""
 
 
 class Source:
@@ -54,6 +73,8 @@ class Peer:
         "byte_credit",
         "byte_granted",
         "last_grant",
+        "refused_tick",
+        "refused_for",
     )
 
     def __init__(self, ip: str, port: int, source: Source, tick: int, now: float) -> None:
@@ -72,6 +93,10 @@ class Peer:
         self.byte_credit = self.byte_granted = 0
         self.last_grant = 0
         """The size of the latest grant, which the next one in the same tick doubles."""
+        self.refused_tick = -1
+        self.refused_for = ""
+        """The tick in which a rate bound refused this peer credit, and that bound's name:
+        its datagrams are dropped for the rest of that tick without asking the buckets."""
 
     @property
     def datagrams_received(self) -> int:
@@ -123,6 +148,16 @@ class UDPListenerStats:
     sources: dict[str, Source] = field(default_factory=dict)
     unlisted_drops: Counter[str] = field(default_factory=Counter)
     """Drops by source IP of datagrams refused before the peers table (privileged ports)."""
+    receive_buffer_drops: int = 0
+    """Datagrams the kernel dropped for this listener's sockets before echostat could read
+    them (a full receive buffer), as last read from the kernel's per-socket counters."""
+
+    def dropped_by_reason(self) -> dict[str, int]:
+        """Drops by reason: echostat's own, and the kernel's as ``receive_buffer``."""
+        dropped = dict(self.dropped)
+        if self.receive_buffer_drops:
+            dropped[RECEIVE_BUFFER] = self.receive_buffer_drops
+        return dropped
 
     def forget(self, key: Any) -> None:
         """Remove the peer at `key`, and its source once no peer of it remains."""
@@ -155,7 +190,7 @@ class UDPListenerStats:
             datagrams_sent=datagrams - sum(self.dropped.values()),
             bytes_received=byte_count,
             bytes_sent=byte_count - self.dropped_bytes,
-            dropped=dict(self.dropped),
+            dropped=self.dropped_by_reason(),
             peers=len(self.peers),
             peers_evicted=self.peers_evicted,
         )
@@ -176,7 +211,8 @@ class UDPListenerSnapshot:
 
     @property
     def dropped_total(self) -> int:
-        return sum(self.dropped.values())
+        """Datagrams received and not echoed: every reason but the kernel's `RECEIVE_BUFFER`."""
+        return sum(count for reason, count in self.dropped.items() if reason != RECEIVE_BUFFER)
 
 
 @dataclass(frozen=True)

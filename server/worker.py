@@ -140,7 +140,7 @@ class Reporter:
 async def run_worker(config: Config, spec: WorkerSpec) -> None:
     """Serve until SIGTERM (or until the supervisor disappears), then drain like a single
     process would."""
-    stop_requested = catch_stop_signals()
+    stop_requested = catch_stop_signals(announce=False)
     # A SIGHUP sent to every process of a service (systemctl kill) must not end workers.
     catch_reload_signal(lambda: log.info("SIGHUP ignored: the supervisor passes reloads on"))
     inherited = {name: inherited_sockets(fds) for name, fds in spec.listeners.items()}

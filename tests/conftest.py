@@ -19,6 +19,12 @@ def io_loop() -> Iterator[IOLoop]:
 
     Overrides pytest-tornasync's fixture of the same name, which predates Tornado 6.2.
     """
+    yield from new_io_loop()
+
+
+def new_io_loop() -> Iterator[IOLoop]:
+    """A Tornado loop over a new asyncio loop, closed after its one item is used; for an
+    `io_loop` fixture of any scope."""
     loop = asyncio.new_event_loop()
 
     async def current() -> IOLoop:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from echostat.probe.udp import MAGIC
 from tests.helpers import DEADLINE_S, reset_on_close
 
 Behaviour = Callable[[socket.socket], None]
@@ -106,3 +107,36 @@ def faulty_server(behaviour: Behaviour) -> Iterator[int]:
         finally:
             server.shutdown()
             thread.join(timeout=10)
+
+
+class DropsEveryNth:
+    """A UDP echo server in a thread that drops the `nth`, 2 `nth`, ... probe datagram it
+    receives; `port` is its port on 127.0.0.1, `close` stops it."""
+
+    def __init__(self, nth: int) -> None:
+        self.nth = nth
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.received = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, address = self.sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            if not data.startswith(MAGIC):
+                continue  # a stray datagram to a recently freed port, not the probe's
+            self.received += 1
+            if self.received % self.nth:
+                self.sock.sendto(data, address)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=DEADLINE_S)
+        self.sock.close()

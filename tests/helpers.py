@@ -225,6 +225,8 @@ class EchostatProcess:
     the startup lines name the bound ports (a supervisor's, then a worker's, with workers);
     `stop` ends the process by PID if a test left it running, and is safe to call twice.
     `activation` passes listening sockets by name the way systemd socket activation does.
+    `prefix` runs it through a command that execs it, such as ``ip netns exec NAME``.
+    `cwd` is the working directory (the source tree, whose config.yaml is then read).
     """
 
     def __init__(
@@ -233,6 +235,8 @@ class EchostatProcess:
         env: Mapping[str, str] | None = None,
         fd_limit: int | None = None,
         activation: Mapping[str, socket.socket] | None = None,
+        prefix: Sequence[str] = (),
+        cwd: Path = REPO,
     ) -> None:
         limit = ["prlimit", f"--nofile={fd_limit}:{fd_limit}", "--"] if fd_limit else []
         command = [sys.executable, "-m", "echostat", *args]
@@ -243,8 +247,8 @@ class EchostatProcess:
             fds = tuple(sock.fileno() for sock in activation.values())
             command = [sys.executable, "-c", _SOCKET_ACTIVATION, *map(str, fds), "--", *command]
         self.process = subprocess.Popen(
-            [*limit, *command],
-            cwd=REPO,
+            [*prefix, *limit, *command],
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             pass_fds=fds,
             stdin=subprocess.DEVNULL,

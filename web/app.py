@@ -24,25 +24,37 @@ from echostat.web.handlers import (
     ReadyHandler,
     StaticHandler,
     StatsHandler,
+    WatchHandler,
 )
 from echostat.web.metrics import metrics_registry
 from echostat.web.state import AppState, Settings
+from echostat.web.watch import WatchSource
+from echostat.web.watch_metrics import WatchCollector
 
 _HERE = Path(__file__).parent
 
 
 def make_state(
-    registry: StatsSource, config: Config, feed: StatsFeed, status_counters: StatusCounters
+    registry: StatsSource,
+    config: Config,
+    feed: StatsFeed,
+    status_counters: StatusCounters,
+    watch: WatchSource | None = None,
 ) -> AppState:
     """The state of an application that only reads `registry`, never changes the echo side.
 
-    `status_counters` are the status server's own, shown beside the echo side's."""
+    `status_counters` are the status server's own, shown beside the echo side's; `watch` is
+    the watcher's state, if this process watches."""
+    metrics = metrics_registry(registry, status_counters)
+    if watch is not None:
+        metrics.register(WatchCollector(watch))
     return AppState(
         registry=registry,
         feed=feed,
-        metrics=metrics_registry(registry, status_counters),
+        metrics=metrics,
         status_counters=status_counters,
         settings=Settings.from_config(config),
+        watch=watch,
     )
 
 
@@ -59,6 +71,7 @@ def make_app(state: AppState) -> Application:
             (r"/api/peers", PeersHandler, handler_args),
             (r"/api/history", HistoryHandler, handler_args),
             (r"/api/events", EventsHandler, handler_args),
+            (r"/api/watch", WatchHandler, handler_args),
             (r"/metrics", MetricsHandler, handler_args),
             (r"/healthz", HealthHandler, handler_args),
             (r"/readyz", ReadyHandler, handler_args),

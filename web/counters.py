@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+StatusRejectReason = Literal["max_connections"]
+StatusCloseReason = Literal["header_timeout", "idle_timeout"]
+STATUS_REJECT_REASONS: tuple[StatusRejectReason, ...] = get_args(StatusRejectReason)
+STATUS_CLOSE_REASONS: tuple[StatusCloseReason, ...] = get_args(StatusCloseReason)
+"""Every reason the status side counts, so that metrics show each at 0 before it happens."""
 
 
 @dataclass(slots=True)

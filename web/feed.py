@@ -15,6 +15,7 @@ from tornado.ioloop import PeriodicCallback
 from echostat.server.registry import StatsSource
 from echostat.web.history import History, Rates
 from echostat.web.schema import connections_document, peers_document, stats_document
+from echostat.web.watch import WatchSource, watch_document
 
 HISTORY_POINTS = 300
 """Ticks kept for the charts: five minutes at one tick a second."""
@@ -30,8 +31,11 @@ class StatsFeed:
     the recent points for a page that has just connected.
     """
 
-    def __init__(self, registry: StatsSource, interval_s: float = 1.0) -> None:
+    def __init__(
+        self, registry: StatsSource, interval_s: float = 1.0, watch: WatchSource | None = None
+    ) -> None:
         self._registry = registry
+        self._watch = watch
         self._history = History(HISTORY_POINTS)
         self._tick = 0
         self._message = b""
@@ -66,6 +70,8 @@ class StatsFeed:
             peers = self._registry.peers(TABLE_ROWS)
             total = sum(udp.peers for udp in snap.udp_listeners)
             document["top_peers"] = peers_document(total, peers)
+        if self._watch is not None and self._watch.targets():
+            document["watch"] = watch_document(self._watch, history=False)
         self._message = json.dumps(document).encode()
         self._tick += 1
         published, self._published = self._published, asyncio.Event()

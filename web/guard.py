@@ -31,7 +31,7 @@ from tornado.web import Application
 
 from echostat.server.accept import RateLimitedLog
 from echostat.server.config import StatusConfig
-from echostat.web.counters import StatusCounters
+from echostat.web.counters import StatusCloseReason, StatusCounters
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class _GuardedStream(IOStream):
         self._counters.active -= 1
         super().close_fd()
 
-    def _arm(self, delay_s: float, reason: str) -> None:
+    def _arm(self, delay_s: float, reason: StatusCloseReason) -> None:
         self._disarm()
         self._timer = asyncio.get_running_loop().call_later(delay_s, self._expire, reason)
 
@@ -170,7 +170,7 @@ class _GuardedStream(IOStream):
             self._timer.cancel()
             self._timer = None
 
-    def _expire(self, reason: str) -> None:
+    def _expire(self, reason: StatusCloseReason) -> None:
         self._timer = None
         if not self.closed():
             self._counters.closed_by_server[reason] += 1

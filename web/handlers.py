@@ -19,6 +19,7 @@ from echostat.web.schema import (
     status_connections_document,
 )
 from echostat.web.state import AppState, Settings
+from echostat.web.watch import watch_document
 
 _JSON = "application/json; charset=utf-8"
 
@@ -185,27 +186,46 @@ class HistoryHandler(BaseHandler):
         self.write_bytes(_JSON, self.state.feed.history_message())
 
 
+class WatchHandler(BaseHandler):
+    """``GET /api/watch``: every watched address, its last round and the last hour's chart
+    points; ``{"targets": []}`` when this process watches nothing."""
+
+    def get(self) -> None:
+        watch = self.state.watch
+        self.write_json(watch_document(watch) if watch is not None else {"targets": []})
+
+
 class EventsHandler(BaseHandler):
     """``GET /api/events``: Server-Sent Events.
 
     On connect a ``config`` event (the limits) and a ``history`` event; then one unnamed
     event per tick, the stats document plus ``top_connections``, shared by all subscribers.
+    After a reload, the next tick brings a ``config`` event with the new limits first.
     """
 
     async def get(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
         self.write(b"retry: 1000\n\n")
-        self.write(_event(b"config", json.dumps(limits_document(self.in_force.config)).encode()))
+        shown = self.in_force
+        self.write(_config_event(shown))
         self.write(_event(b"history", self.state.feed.history_message()))
         tick = 0
         while (message := await self.state.feed.next(tick)) is not None:
             tick, data = message
+            if self.state.settings is not shown:
+                shown = self.state.settings
+                self.write(_config_event(shown))
             self.write(_event(None, data))
             try:
                 await self.flush()
             except StreamClosedError:
                 return
+
+
+def _config_event(settings: Settings) -> bytes:
+    """The ``config`` event: the limits in force under `settings`."""
+    return _event(b"config", json.dumps(limits_document(settings.config)).encode())
 
 
 def _event(name: bytes | None, data: bytes) -> bytes:
@@ -237,6 +257,7 @@ class HealthHandler(BaseHandler):
         self._answer(self.state.registry.accepting, "not accepting")
 
     def _answer(self, ok: bool, why_not: str) -> None:
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         if not ok:
             self.set_status(503)

@@ -15,10 +15,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from echostat.server import __version__
-from echostat.server.path_quality import RTT_BUCKETS_S, TcpSnapshot
-from echostat.server.registry import StatsSource
-from echostat.server.udp_stats import UDPListenerSnapshot
-from echostat.web.counters import StatusCounters
+from echostat.server.path_quality import RTT_BUCKETS_S, SYN_MSS_BUCKETS, TcpSnapshot
+from echostat.server.registry import REJECT_REASONS, SERVER_CLOSE_REASONS, StatsSource
+from echostat.server.syn import OPTION_NAMES
+from echostat.server.udp_stats import DROP_REASONS, UDPListenerSnapshot
+from echostat.web.counters import STATUS_CLOSE_REASONS, STATUS_REJECT_REASONS, StatusCounters
 
 
 def metrics_registry(registry: StatsSource, status: StatusCounters) -> CollectorRegistry:
@@ -42,30 +43,6 @@ _PER_LISTENER: tuple[_Column, ...] = (
         "Echo connections accepted since start.",
         "accepted",
     ),
-)
-_PER_WORKER: tuple[_Column, ...] = (
-    (
-        GaugeMetricFamily,
-        "echostat_worker_connections_active",
-        "Open echo connections, by worker.",
-        "active",
-    ),
-    (
-        CounterMetricFamily,
-        "echostat_worker_connections_accepted",
-        "Echo connections accepted since start, by worker.",
-        "accepted",
-    ),
-)
-_BY_REASON: tuple[tuple[str, str, str], ...] = (
-    ("echostat_connections_rejected", "Connections closed at accept time, by reason.", "rejected"),
-    (
-        "echostat_connections_closed_by_server",
-        "Echo connections the server ended (timeouts, shutdown, faults), by reason.",
-        "closed_by_server",
-    ),
-)
-_TOTALS: tuple[_Column, ...] = (
     (
         CounterMetricFamily,
         "echostat_connections_closed",
@@ -84,6 +61,36 @@ _TOTALS: tuple[_Column, ...] = (
         "Bytes echoed back to clients since start.",
         "bytes_sent",
     ),
+)
+_PER_WORKER: tuple[_Column, ...] = (
+    (
+        GaugeMetricFamily,
+        "echostat_worker_connections_active",
+        "Open echo connections, by worker.",
+        "active",
+    ),
+    (
+        CounterMetricFamily,
+        "echostat_worker_connections_accepted",
+        "Echo connections accepted since start, by worker.",
+        "accepted",
+    ),
+)
+_BY_REASON: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    (
+        "echostat_connections_rejected",
+        "Connections closed at accept time, by reason.",
+        "rejected",
+        REJECT_REASONS,
+    ),
+    (
+        "echostat_connections_closed_by_server",
+        "Echo connections the server ended (timeouts, shutdown, faults), by reason.",
+        "closed_by_server",
+        SERVER_CLOSE_REASONS,
+    ),
+)
+_TOTALS: tuple[_Column, ...] = (
     (
         CounterMetricFamily,
         "echostat_worker_restarts",
@@ -101,6 +108,12 @@ _TOTALS: tuple[_Column, ...] = (
         "echostat_config_reload_failures",
         "Reloads refused: an invalid config, or a change that needs a restart.",
         "reloads_failed",
+    ),
+    (
+        CounterMetricFamily,
+        "echostat_access_log_errors",
+        "Access log lines (or a final flush) that could not be written, e.g. on a full disk.",
+        "access_log_errors",
     ),
     (
         GaugeMetricFamily,
@@ -147,14 +160,19 @@ class RegistryCollector(Collector):
             "listener", {listener.name: listener for listener in snap.listeners}, _PER_LISTENER
         )
         yield from _per("pid", {str(worker.pid): worker for worker in snap.workers}, _PER_WORKER)
-        for name, documentation, attribute in _BY_REASON:
+        for name, documentation, attribute, reasons in _BY_REASON:
             yield _labelled(
-                CounterMetricFamily, name, documentation, "reason", getattr(snap, attribute)
+                CounterMetricFamily,
+                name,
+                documentation,
+                "reason",
+                _every(reasons, getattr(snap, attribute)),
             )
         for family, name, documentation, attribute in _TOTALS:
             yield family(name, documentation, getattr(snap, attribute))
         if snap.tcp.measured:
             yield from _path_quality(snap.tcp)
+            yield from _syn_families(snap.tcp)
         yield InfoMetricFamily("echostat", "The running echostat.", {"version": __version__})
         yield from _udp_families(snap.udp_listeners)
 
@@ -193,7 +211,7 @@ def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric
         labels=["listener", "reason"],
     )
     for udp in listeners:
-        for reason, count in sorted(udp.dropped.items()):
+        for reason, count in sorted(_every(DROP_REASONS, udp.dropped).items()):
             dropped.add_metric([udp.name, reason], count)
     yield dropped
 
@@ -216,29 +234,24 @@ class StatusCollector(Collector):
             "echostat_status_connections_rejected",
             "Status connections refused at accept time, by reason.",
             "reason",
-            counters.rejected,
+            _every(STATUS_REJECT_REASONS, counters.rejected),
         )
         yield _labelled(
             CounterMetricFamily,
             "echostat_status_connections_closed_by_server",
             "Status connections closed by a timeout (header_timeout, idle_timeout).",
             "reason",
-            counters.closed_by_server,
+            _every(STATUS_CLOSE_REASONS, counters.closed_by_server),
         )
 
 
 def _path_quality(tcp: TcpSnapshot) -> Iterator[Metric]:
     """The RTT histogram and retransmitted segments, from TCP_INFO; no per-connection labels."""
-    cumulative = 0
-    buckets = []
-    for bound, count in zip([*map(str, RTT_BUCKETS_S), "+Inf"], tcp.rtt_buckets, strict=True):
-        cumulative += count
-        buckets.append((bound, cumulative))
     yield HistogramMetricFamily(
         "echostat_tcp_rtt_seconds",
         "Smoothed RTT of echo connections (TCP_INFO), observed at close and at most once per"
         " tcp_info_interval_s while open.",
-        buckets=buckets,
+        buckets=_cumulative(RTT_BUCKETS_S, tcp.rtt_buckets),
         sum_value=tcp.rtt_sum_s,
     )
     yield CounterMetricFamily(
@@ -248,11 +261,44 @@ def _path_quality(tcp: TcpSnapshot) -> Iterator[Metric]:
     )
 
 
+def _syn_families(tcp: TcpSnapshot) -> Iterator[Metric]:
+    """What arrived in the SYNs of echo connections: the MSS histogram, SYNs per option."""
+    yield HistogramMetricFamily(
+        "echostat_syn_mss_bytes",
+        "MSS option of echo connections' SYNs as they arrived (a clamp on the path lowers it).",
+        buckets=_cumulative(SYN_MSS_BUCKETS, tcp.syn_mss_buckets),
+        sum_value=tcp.syn_mss_sum,
+    )
+    yield _labelled(
+        CounterMetricFamily,
+        "echostat_syn_options",
+        "SYNs of echo connections that arrived carrying each TCP option.",
+        "option",
+        dict(zip(OPTION_NAMES, tcp.syn_options, strict=True)),
+    )
+
+
+def _cumulative(bounds: tuple[float, ...], counts: tuple[int, ...]) -> list[tuple[str, float]]:
+    """Histogram buckets as Prometheus wants them: cumulative counts, `+Inf` last."""
+    total = 0
+    buckets: list[tuple[str, float]] = []
+    for bound, count in zip([*map(str, bounds), "+Inf"], counts, strict=True):
+        total += count
+        buckets.append((bound, total))
+    return buckets
+
+
 def _per(label: str, rows: Mapping[str, object], columns: tuple[_Column, ...]) -> Iterator[Metric]:
     """One family per column, with one sample per row (a listener, a worker), labelled `label`."""
     for family, name, documentation, attribute in columns:
         values = {key: getattr(row, attribute) for key, row in rows.items()}
         yield _labelled(family, name, documentation, label, values)
+
+
+def _every(reasons: tuple[str, ...], counts: Mapping[str, int]) -> dict[str, int]:
+    """`counts` with every one of `reasons` present, at 0 until it first happens: a series
+    that appears only with its first event makes ``rate()`` and alerts miss that event."""
+    return {**dict.fromkeys(reasons, 0), **counts}
 
 
 def _labelled(

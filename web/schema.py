@@ -13,6 +13,7 @@ from typing import Any
 from echostat.server import __version__
 from echostat.server.config import Config, StatusConfig
 from echostat.server.path_quality import TcpSnapshot
+from echostat.server.report import syn_document
 from echostat.server.snapshots import ConnectionSnapshot, StatsSnapshot
 from echostat.server.tcp_info import TcpInfo
 from echostat.server.udp_stats import PeerSnapshot, UDPListenerSnapshot
@@ -74,6 +75,7 @@ def stats_document(snap: StatsSnapshot, rates: Rates) -> dict[str, Any]:
         },
         "udp_listeners": [_udp_listener_document(udp) for udp in snap.udp_listeners],
         "tcp": _tcp_document(snap.tcp, rates),
+        "access_log": {"errors": snap.access_log_errors},
     }
 
 
@@ -149,7 +151,16 @@ def _connection_document(conn: ConnectionSnapshot) -> dict[str, Any]:
         "bytes_received": conn.bytes_received,
         "bytes_sent": conn.bytes_sent,
         "tcp": _tcp_info_document(conn.tcp),
+        "syn": _syn_row_document(conn),
     }
+
+
+def _syn_row_document(conn: ConnectionSnapshot) -> dict[str, Any] | None:
+    """A connection's ``syn`` object, with the MSS the server itself advertised on it."""
+    document = syn_document(conn.syn)
+    if document is not None:
+        document["listener_mss"] = conn.listener_mss
+    return document
 
 
 def peers_document(total: int, rows: Sequence[PeerSnapshot]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from echostat.server.registry import StatsSource
 from echostat.web.access import AccessPolicy
 from echostat.web.counters import StatusCounters
 from echostat.web.feed import StatsFeed
+from echostat.web.watch import WatchSource
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class AppState:
     metrics: CollectorRegistry
     status_counters: StatusCounters
     settings: Settings
+    watch: WatchSource | None = None
+    """The watcher's state, when this status side runs one (`/api/watch`)."""
 
     def reconfigure(self, config: Config) -> None:
         """Answer every later request under `config`: token, allowed hosts, open paths,

@@ -14,6 +14,7 @@ from echostat.web.app import make_app, make_state
 from echostat.web.counters import StatusCounters
 from echostat.web.feed import StatsFeed
 from echostat.web.guard import GuardedHTTPServer
+from echostat.web.watch import WatchSource
 
 
 class StatusServer(GuardedHTTPServer):
@@ -43,10 +44,12 @@ class StatusServer(GuardedHTTPServer):
 class StatusSide:
     """The page, API and push feed for `source`: `start` on bound sockets, `stop` once."""
 
-    def __init__(self, source: StatsSource, config: Config) -> None:
-        self.feed = StatsFeed(source)
+    def __init__(
+        self, source: StatsSource, config: Config, watch: WatchSource | None = None
+    ) -> None:
+        self.feed = StatsFeed(source, watch=watch)
         self.counters = StatusCounters()
-        self.state = make_state(source, config, self.feed, self.counters)
+        self.state = make_state(source, config, self.feed, self.counters, watch)
         self.http = StatusServer(make_app(self.state), config.status, self.counters)
         self.port = 0
 

@@ -354,3 +354,13 @@ def test_prometheus_kubernetes_keeps_the_pods_status_port() -> None:
         "__meta_kubernetes_pod_container_port_name": "status",
     }
     assert "status" in _container_ports()
+
+
+def test_systemd_service_has_a_logs_directory_for_the_access_log() -> None:
+    """The hardened unit can write only to its LogsDirectory, and the access log path that
+    config.yaml and deploy/README.md suggest for it lies there."""
+    directory = _unit("echostat.service")["Service"]["LogsDirectory"]
+    path = f"/var/log/{directory}/access.log"
+    assert directory == "echostat"
+    assert f"path: {path}" in (ROOT / "config.yaml").read_text()
+    assert path in (DEPLOY / "README.md").read_text()

@@ -20,6 +20,9 @@ REQUIRED_ALERTS = {
     "EchostatWorkerRestarting",
     "EchostatStatusRefusingConnections",
     "EchostatReloadRefused",
+    "EchostatWatchTargetDown",
+    "EchostatWatchLossHigh",
+    "EchostatWatchLatencyHigh",
 }
 
 

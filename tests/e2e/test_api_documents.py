@@ -26,6 +26,7 @@ CONNECTION_FIELDS = {
     "bytes_received": int,
     "bytes_sent": int,
     "tcp": dict,
+    "syn": dict,
 }
 
 TCP_INFO_FIELDS = {
@@ -140,8 +141,10 @@ async def test_stats_document_has_documented_fields(service: Service) -> None:
         "config",
         "tcp",
         "status_connections",
+        "access_log",
     }
     assert_stats_shape(stats)
+    assert stats["access_log"] == {"errors": 0}
     assert stats["status_connections"] == {
         "active": 1,
         "max_connections": 256,

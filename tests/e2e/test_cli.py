@@ -89,3 +89,54 @@ def test_the_probe_command_loads_neither_the_server_nor_the_page() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]", result.stdout
+
+
+@pytest.mark.parametrize("mode", [(), ("--check-config",)], ids=["start", "check-config"])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ("--set", "listeners.0.host=999.1.1.1"),
+            "listeners[0].host: cannot resolve '999.1.1.1': Name or service not known",
+        ),
+        (
+            ("--set", "access_log.enabled=true", "--set", "access_log.path=/no-such-dir/a.log"),
+            "access_log.path: cannot open /no-such-dir/a.log: No such file or directory",
+        ),
+    ],
+    ids=["unresolvable-host", "unopenable-access-log"],
+)
+def test_check_config_refuses_what_a_start_refuses(
+    mode: Sequence[str], flags: Sequence[str], message: str
+) -> None:
+    """--check-config resolves hosts and opens the access log, as a start does, and both
+    refuse with exit 2 and one line naming the key."""
+    result = run_cli(*mode, "--config", "config.yaml", *LOCAL_PORTS, *flags)
+    _assert_one_line_error(result, message)
+
+
+@pytest.mark.parametrize(
+    ("config", "flags", "message"),
+    [
+        (
+            "config.yaml",
+            ("--set", "status.port=1" + "0" * 400),
+            "--set status.port: status.port: expected an integer 0..65535,"
+            " got 10000000000000000000... (401 digits)",
+        ),
+        (
+            "config.yaml",
+            ("--set", "listeners.0.tls.handshake_timeout_s=x"),
+            "--set listeners.0.tls.handshake_timeout_s: listeners[0].tls.handshake_timeout_s:"
+            " expected a number 0.1..300, got 'x'",
+        ),
+        ("/dev/zero", (), "/dev/zero: larger than 1 MiB; not a config file?"),
+    ],
+    ids=["huge-integer", "key-inside-a-section", "endless-file"],
+)
+def test_config_edge_cases_exit_2_with_one_line(
+    config: str, flags: Sequence[str], message: str
+) -> None:
+    """A number no float holds, a bad key inside an optional section, an endless file."""
+    result = run_cli("--check-config", "--config", config, *flags)
+    _assert_one_line_error(result, f"echostat: {message}")

@@ -8,18 +8,17 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright, expect
+from playwright.async_api import Browser, ConsoleMessage, Page, expect
 from tornado.ioloop import IOLoop
 
 from echostat.server.config import Config, StatusConfig
 from echostat.server.reload import Reloader
 from echostat.service import Service
-from tests.conftest import loopback_config, udp_config
-from tests.e2e.browser import CHROMIUM, launch
+from tests.conftest import loopback_config, new_io_loop, udp_config
+from tests.e2e.browser import running_chromium
 from tests.helpers import (
     close_all,
     echo_once,
-    require_program,
     round_trip,
     udp_socket,
     wait_until,
@@ -35,15 +34,24 @@ RECOVERY_MS = 10_000
 """Generous bound for noticing a lost server and reconnecting (retries run every second)."""
 
 
-@pytest.fixture
-def browser(io_loop: IOLoop) -> Iterator[Browser]:
+@pytest.fixture(scope="module")
+def io_loop() -> Iterator[IOLoop]:
+    """One loop for the module, so one Chromium serves every test."""
+    yield from new_io_loop()
+
+
+@pytest.fixture(scope="module")
+def chromium(io_loop: IOLoop) -> Iterator[Browser]:
     """Headless Debian Chromium; skipped when missing, except under CI=true where it fails."""
-    require_program(CHROMIUM, "chromium")
-    playwright = io_loop.run_sync(async_playwright().start)
-    chromium = io_loop.run_sync(lambda: launch(playwright))
+    yield from running_chromium(io_loop)
+
+
+@pytest.fixture
+def browser(io_loop: IOLoop, chromium: Browser) -> Iterator[Browser]:
+    """The module's Chromium; the pages a test opens are closed after it."""
     yield chromium
-    io_loop.run_sync(chromium.close)
-    io_loop.run_sync(playwright.stop)
+    for context in chromium.contexts:
+        io_loop.run_sync(context.close)
 
 
 async def open_dashboard(browser: Browser, service: Service, errors: list[str]) -> Page:

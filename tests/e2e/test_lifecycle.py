@@ -60,3 +60,30 @@ def test_second_signal_during_drain_exits_at_once(start_echostat: StartEchostat)
         echostat.signal(signal.SIGTERM)
         assert echostat.wait() == 1
     assert "SIGTERM again: exiting now" in echostat.log[-1]
+
+
+def test_ctrl_c_with_an_idle_client_says_at_once_what_it_waits_for(
+    start_echostat: StartEchostat,
+) -> None:
+    """Ctrl-C with one idle client logs at once how long it waits, for how many connections,
+    and that a second Ctrl-C exits; at the end, in the singular, that one was still open."""
+    echostat = start_echostat(*LOCAL_PORTS, "--set", "shutdown_grace_s=1")
+    with socket.create_connection(("127.0.0.1", echostat.echo_port), timeout=DEADLINE_S) as idle:
+        echostat.signal(signal.SIGINT)
+        echostat.wait_for_line("SIGINT: stopping gracefully; a second Ctrl-C")
+        echostat.wait_for_line("waiting up to 1 s for 1 open connection to close")
+        assert recv_to_eof(idle) == b""
+    assert echostat.wait() == 0
+    assert echostat.log[-1].endswith(
+        "stopped; 1 connection was still open after the grace period (sent EOF)"
+    ), echostat.log
+
+
+def test_stop_with_nothing_open_says_no_connection_waited(start_echostat: StartEchostat) -> None:
+    """With no client, the stop says there was nothing to wait for and counts no leftovers."""
+    echostat = start_echostat(*LOCAL_PORTS)
+    echostat.signal(signal.SIGTERM)
+    assert echostat.wait() == 0
+    assert any(line.endswith("no open connections") for line in echostat.log), echostat.log
+    assert echostat.log[-1].endswith(" stopped"), echostat.log
+    assert not [line for line in echostat.log if "0 connections" in line]

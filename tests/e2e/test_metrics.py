@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
 from echostat.server import __version__
+from echostat.server.registry import REJECT_REASONS, SERVER_CLOSE_REASONS
+from echostat.server.udp_stats import DROP_REASONS
 from echostat.service import Service
-from tests.conftest import loopback_config
+from echostat.web.counters import STATUS_CLOSE_REASONS, STATUS_REJECT_REASONS
+from tests.conftest import loopback_config, udp_config
 from tests.helpers import close_all, echo_once, get_json, status_fetch, wait_until
 
 
@@ -38,9 +43,10 @@ async def test_metrics_equal_api_stats_after_echo_traffic(service: Service) -> N
         samples[("echostat_connections_accepted_total", (("listener", "main"),))]
         == (stats["connections"]["accepted"])
     )
-    assert samples[("echostat_connections_closed_total", ())] == stats["connections"]["closed"]
-    assert samples[("echostat_bytes_received_total", ())] == stats["bytes"]["received"] == 60_000
-    assert samples[("echostat_bytes_sent_total", ())] == stats["bytes"]["sent"] == 60_000
+    main = (("listener", "main"),)
+    assert samples[("echostat_connections_closed_total", main)] == stats["connections"]["closed"]
+    assert samples[("echostat_bytes_received_total", main)] == stats["bytes"]["received"] == 60_000
+    assert samples[("echostat_bytes_sent_total", main)] == stats["bytes"]["sent"] == 60_000
     rejected = [
         v for (name, _), v in samples.items() if name == "echostat_connections_rejected_total"
     ]
@@ -83,3 +89,53 @@ async def test_metrics_speak_openmetrics_when_asked(service: Service) -> None:
     )
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
     assert response.body.endswith(b"# EOF\n")
+
+
+async def test_closed_and_byte_counters_are_labelled_by_listener(service: Service) -> None:
+    """Closes and bytes are counted per listener, like accepts: a second listener's traffic
+    shows under its own name, and the main listener's series exist at 0."""
+    second = dataclasses.replace(service.config.listeners[0], name="second")
+    other = Service(loopback_config(listeners=(*service.config.listeners, second)))
+    await other.start()
+    try:
+        _, writer = await echo_once(other.echo_port("second"), b"x" * 500)
+        await close_all([writer])
+        await wait_until(lambda: other.registry.closed == 1, "the server to see the close")
+        samples = await scrape(other)
+        for name, value in (
+            ("echostat_connections_accepted_total", 1),
+            ("echostat_connections_closed_total", 1),
+            ("echostat_bytes_received_total", 500),
+            ("echostat_bytes_sent_total", 500),
+        ):
+            assert samples[(name, (("listener", "second"),))] == value, name
+            assert samples[(name, (("listener", "main"),))] == 0, name
+    finally:
+        await other.stop()
+
+
+async def test_every_known_reason_has_a_series_from_the_start(service: Service) -> None:
+    """Before anything was refused or closed, each reason-labelled counter has a series at
+    0 for every reason, so rate() and alerts see the first event."""
+    samples = await scrape(service)
+    for name, reasons in (
+        ("echostat_connections_rejected_total", REJECT_REASONS),
+        ("echostat_connections_closed_by_server_total", SERVER_CLOSE_REASONS),
+        ("echostat_status_connections_rejected_total", STATUS_REJECT_REASONS),
+        ("echostat_status_connections_closed_by_server_total", STATUS_CLOSE_REASONS),
+    ):
+        for reason in reasons:
+            assert samples[(name, (("reason", reason),))] == 0, (name, reason)
+
+
+async def test_every_udp_drop_reason_has_a_series_from_the_start() -> None:
+    """A UDP listener's drop counter has a series at 0 for every reason before any drop."""
+    service = Service(udp_config())
+    await service.start()
+    try:
+        samples = await scrape(service)
+    finally:
+        await service.stop()
+    for reason in DROP_REASONS:
+        label = (("listener", "udp"), ("reason", reason))
+        assert samples[("echostat_udp_datagrams_dropped_total", label)] == 0, reason

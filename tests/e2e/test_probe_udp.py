@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from echostat.probe.udp import MAGIC
 from tests.e2e.conftest import StartEchostat
+from tests.faulty_servers import DropsEveryNth
 from tests.helpers import (
     DEADLINE_S,
     LOCAL_PORTS,
@@ -110,45 +109,15 @@ def test_probe_verifies_socat_udp_echo(socat_udp_echo: int) -> None:
     assert (report["sent"], report["received"], report["corrupted"]) == (10, 10, 0)
 
 
-class DropsEveryTenth:
-    """A UDP echo server in a thread that drops the 10th, 20th, ... datagram it receives."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.received = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, address = self.sock.recvfrom(65536)
-            except TimeoutError:
-                continue
-            if not data.startswith(MAGIC):
-                continue  # a stray datagram to a recently freed port, not the probe's
-            self.received += 1
-            if self.received % 10:
-                self.sock.sendto(data, address)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=DEADLINE_S)
-        self.sock.close()
-
-
 @pytest.fixture
-def lossy_server() -> Iterator[DropsEveryTenth]:
-    server = DropsEveryTenth()
+def lossy_server() -> Iterator[DropsEveryNth]:
+    """A UDP echo that drops every tenth datagram."""
+    server = DropsEveryNth(10)
     yield server
     server.close()
 
 
-def test_probe_reports_ten_percent_loss_and_exits_1(lossy_server: DropsEveryTenth) -> None:
+def test_probe_reports_ten_percent_loss_and_exits_1(lossy_server: DropsEveryNth) -> None:
     """50 datagrams through a server that drops every tenth: 5 lost, 10 %, exit 1."""
     target = f"udp://127.0.0.1:{lossy_server.port}"
     done, report = probe_json(target, "--count", "50", "--rate", "200", "--timeout", "1")
@@ -159,7 +128,7 @@ def test_probe_reports_ten_percent_loss_and_exits_1(lossy_server: DropsEveryTent
     assert "10.0% of the datagrams lost, more than --max-loss 0" in done.stderr
 
 
-def test_max_loss_sets_the_threshold_of_the_exit_status(lossy_server: DropsEveryTenth) -> None:
+def test_max_loss_sets_the_threshold_of_the_exit_status(lossy_server: DropsEveryNth) -> None:
     """The same 10 % loss passes with --max-loss 10 and fails with --max-loss 9.9."""
     target = f"udp://127.0.0.1:{lossy_server.port}"
     common = ("--count", "20", "--rate", "200", "--timeout", "1")

@@ -11,6 +11,7 @@ import shutil
 import signal
 import ssl
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,28 @@ async def test_access_log_turned_on_by_reload_logs_the_next_close_and_a_bad_path
     await close_all([writer])
     await wait_until(lambda: log_path.read_text().count("\n") == 2)
     assert not unwritable.parent.exists()
+
+
+def test_echostat_reload_sends_sighup_without_a_shell(reloadable: Reloadable) -> None:
+    """``echostat reload --pid PID``, the path for images without a shell, reloads the
+    running echostat as SIGHUP does."""
+    echostat, path = reloadable()
+    rewrite(path, limits={"max_connections_per_ip": 0, "idle_timeout_s": 60})
+    sent = run_cli("reload", "--pid", str(echostat.pid))
+    assert sent.returncode == 0, sent.stderr
+    assert f"sent SIGHUP to process {echostat.pid}" in sent.stdout
+    assert "limits.idle_timeout_s" in echostat.wait_for_line(RELOADED)
+
+
+def test_echostat_reload_refuses_a_process_that_is_not_echostat() -> None:
+    """A process that is not the echostat server (here a sleeping Python) is not signalled:
+    exit 2 naming what it runs, and it keeps running."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        refused = run_cli("reload", "--pid", str(other.pid))
+        assert refused.returncode == 2
+        assert refused.stderr.startswith(f"echostat reload: process {other.pid} is not echostat")
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()

@@ -73,3 +73,30 @@ def test_a_restart_refuses_no_connection(activation_sockets: dict[str, socket.so
         finally:
             second.signal(signal.SIGTERM)
             assert second.wait() == 0
+
+
+def test_an_inherited_datagram_socket_serves_a_udp_listener(
+    activation_sockets: dict[str, socket.socket],
+) -> None:
+    """A socket unit with ListenDatagram= and FileDescriptorName=udp serves the UDP listener
+    called udp: datagrams sent to the inherited port come back."""
+    datagrams = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    datagrams.bind(("127.0.0.1", 0))
+    udp_flags = [
+        *("--set", "listeners.1.name=udp", "--set", "listeners.1.protocol=udp"),
+        *("--set", "listeners.1.port=0"),
+    ]
+    args = ["--config", str(REPO / "config.yaml"), *udp_flags, "--set", "shutdown_grace_s=1"]
+    echostat = EchostatProcess(args, activation={**activation_sockets, "udp": datagrams})
+    try:
+        echostat.start()
+        assert echostat.ports["udp"] == datagrams.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+            client.settimeout(DEADLINE_S)
+            client.connect(datagrams.getsockname())
+            client.send(b"activated over udp")
+            assert client.recv(100) == b"activated over udp"
+    finally:
+        datagrams.close()
+        echostat.signal(signal.SIGTERM)
+        assert echostat.wait() == 0

@@ -6,16 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tornado.httpclient import AsyncHTTPClient
 
 from echostat.server.access_log import FIELDS
 from tests.faults.conftest import StartEchostat, StartService
 from tests.faults.support import connect, echo, read_until_closed
-from tests.helpers import half_close_echo, payload, reset_on_close, wait_until
+from tests.helpers import half_close_echo, payload, reset_on_close, stats_when, wait_until
 
 FORMATS = ["text", "json"]
 
@@ -140,3 +142,36 @@ async def test_unwritable_log_path_is_a_config_error(
     server = start_echostat(ready=False, access_log=log_section(missing, "text"))
     assert await asyncio.to_thread(server.wait) == 2
     assert any(f"access_log.path: cannot open {missing}" in line for line in server.log)
+
+
+async def test_full_disk_is_counted_and_neither_echo_nor_stop_notices(
+    start_echostat: StartEchostat,
+) -> None:
+    """An access log on /dev/full: every echo and refusal still works, the failed lines are
+    counted in /api/stats and /metrics with one warning naming the path, and a stop with a
+    client still connected ends as soon as it leaves, with exit 0 and no traceback."""
+    server = start_echostat(
+        access_log=log_section(Path("/dev/full"), "text"),
+        limits={"max_connections_per_ip": 1},
+        shutdown_grace_s=60,
+    )
+    for index in range(5):
+        data = f"echo {index}".encode()
+        assert await half_close_echo(server.echo_port, data) == data
+    with await connect(server.echo_port) as first:
+        assert await echo(first, b"a") == b"a"
+        with await connect(server.echo_port) as refused:
+            assert await asyncio.wait_for(read_until_closed(refused), 30) == 0
+    stats = await stats_when(server.status_port, lambda s: s["access_log"]["errors"] >= 7)
+    assert stats["connections"]["rejected_by_reason"] == {"max_connections_per_ip": 1}
+    metrics = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{server.status_port}/metrics")
+    errors = re.search(rb"^echostat_access_log_errors_total (\S+)$", metrics.body, re.MULTILINE)
+    assert errors and float(errors[1]) >= 7
+    with await connect(server.echo_port) as last:
+        assert await echo(last, b"z") == b"z"
+        server.signal(signal.SIGTERM)
+        await asyncio.to_thread(server.wait_for_line, "shutting down")
+    assert await asyncio.to_thread(server.wait, 30) == 0  # well inside the 60 s grace period
+    warnings = [line for line in server.log if "access log /dev/full: cannot write" in line]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0], server.log
+    assert not server.tracebacks() and not [line for line in server.log if "ERROR" in line]

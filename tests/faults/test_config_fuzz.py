@@ -68,6 +68,7 @@ def load_or_reject(path: Path, text: str, **options: Any) -> None:
 @example(text="[" * 1000 + "]" * 1000)
 @example(text="a: " + "{b: " * 1000 + "1" + "}" * 1000)
 @example(text="limits: {max_connections: " + "9" * 5000 + "}")
+@example(text="shutdown_grace_s: 1" + "0" * 400)
 def test_arbitrary_yaml_text_raises_only_config_error(tmp_path: Path, text: str) -> None:
     """Any text at all, including YAML that nests deeply or has odd keys, loads or is refused."""
     load_or_reject(tmp_path / "config.yaml", text)

@@ -37,3 +37,87 @@ def test_max_connections_origin_names_the_file_variable_or_flag() -> None:
     by_flag = validate_config("", "a.yaml", env, ["limits.max_connections=7"])
     assert by_flag.max_connections_origin == "--set limits.max_connections"
     assert by_flag.config.limits.max_connections == 7
+
+
+HUGE = "1" + "0" * 400
+"""An integer no float can hold: comparing it as a float raises OverflowError."""
+
+NUMERIC_KEYS = [
+    "workers",
+    "shutdown_delay_s",
+    "shutdown_grace_s",
+    "tcp_info_interval_s",
+    "status.port",
+    "status.max_connections",
+    "status.header_timeout_s",
+    "status.idle_timeout_s",
+    "limits.max_connections",
+    "limits.max_connections_per_ip",
+    "limits.idle_timeout_s",
+    "limits.max_lifetime_s",
+    "limits.max_buffer_bytes",
+    "limits.max_buffered_bytes",
+    "udp.max_datagrams_per_s_per_ip",
+    "udp.max_datagrams_per_s",
+    "udp.max_bytes_per_s",
+    "udp.max_peers",
+    "udp.peer_idle_s",
+    "listeners.0.port",
+    "listeners.0.backlog",
+    "listeners.0.proxy_header_timeout_s",
+    "listeners.0.tls.handshake_timeout_s",
+]
+LISTENER_TEXT = "listeners:\n  - name: main\n    tls: {cert: c.pem, key: k.pem}\n"
+
+
+def _key_path(dotted: str) -> str:
+    return dotted.replace(".0.", "[0].")
+
+
+@pytest.mark.parametrize("key", NUMERIC_KEYS)
+def test_an_integer_of_hundreds_of_digits_is_refused_by_its_key_and_origin(key: str) -> None:
+    """From the file, a variable or --set: one short line naming the key and the origin."""
+    env_name = "ECHOSTAT_" + key.upper().replace(".", "__")
+    for env, overrides, origin in (
+        ({env_name: HUGE}, [], f"environment variable {env_name}"),
+        ({}, [f"{key}={HUGE}"], f"--set {key}"),
+    ):
+        with pytest.raises(ConfigError) as error:
+            validate_config(LISTENER_TEXT, "config.yaml", env, overrides)
+        message = str(error.value)
+        assert message.startswith(f"{origin}: {_key_path(key)}: expected "), message
+        assert message.endswith("got 10000000000000000000... (401 digits)"), message
+
+
+def test_an_integer_of_hundreds_of_digits_in_the_file_names_the_file() -> None:
+    text = f"listeners:\n  - tls: {{cert: c, key: k, handshake_timeout_s: {HUGE}}}\n"
+    with pytest.raises(ConfigError, match=r"^config\.yaml: listeners\[0\]\.tls\.handshake_t"):
+        validate_config(text, "config.yaml")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["listeners.0.tls.handshake_timeout_s=x"],
+            "--set listeners.0.tls.handshake_timeout_s: listeners[0].tls.handshake_timeout_s:"
+            " expected a number 0.1..300, got 'x'",
+        ),
+        (
+            ["listeners.0={port: 99999}"],
+            "--set listeners.0: listeners[0].port: expected an integer 0..65535, got 99999",
+        ),
+        (
+            ["status.token=short"],
+            "--set status.token: status.token: too short (5 characters, need at least 16)",
+        ),
+    ],
+    ids=["inside-an-optional-section", "inside-a-set-section", "checked-across-keys"],
+)
+def test_errors_inside_sections_name_the_key_and_the_flag(
+    overrides: list[str], message: str
+) -> None:
+    """Not the section ("listeners[0].tls: ... got a mapping"), and not the file."""
+    with pytest.raises(ConfigError) as error:
+        validate_config("listeners: [{name: main}]\n", "config.yaml", {}, overrides)
+    assert str(error.value).startswith(message), str(error.value)

@@ -12,7 +12,13 @@ from tests.helpers import REPO
 
 LAYERS = ("server", "web", "probe")
 """The folders installed as ``echostat.<folder>``."""
-ROOT = ("echostat.cli", "echostat.service", "echostat.serve", "echostat.serve_flags")
+ROOT = (
+    "echostat.cli",
+    "echostat.service",
+    "echostat.serve",
+    "echostat.serve_flags",
+    "echostat.watching",
+)
 """The composition root's modules: they import the layers, never the other way round."""
 MAY_NOT_IMPORT = {
     "server": ("echostat.web", "echostat.probe", *ROOT),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from echostat.server.fleet import FleetStats
+from echostat.server.messages import encode_report
 from echostat.server.registry import Connection, ListenerStats, Registry
 
 
@@ -131,3 +133,41 @@ def test_connections_are_ranked_by_bytes_moved_and_limited(registry: Registry) -
     assert (rows[0].bytes_received, rows[0].bytes_sent) == (1000, 960)
     assert rows[0].peer == big.peer and rows[0].listener == "main"
     assert [row.id for row in registry.connections()] == [big.id, medium.id, small.id]
+
+
+def test_each_listener_counts_its_closes_and_bytes(registry: Registry) -> None:
+    """A listener's snapshot counts its own closed connections and the bytes of its closed
+    and open ones, queued bytes left out; the listeners add up to the totals."""
+    registry.add_listener("second", "::1", 7008)
+    on_main = _open(registry, received=1000)
+    closed_second, open_second = _open(registry, 200, listener=1), _open(registry, 30, listener=1)
+    open_second.queued = 10
+    registry.close(on_main)
+    registry.close(closed_second)
+    snap = registry.snapshot()
+    rows = [(s.name, s.closed, s.bytes_received, s.bytes_sent) for s in snap.listeners]
+    assert rows == [("main", 1, 1000, 1000), ("second", 1, 230, 220)]
+    assert sum(s.closed for s in snap.listeners) == snap.closed
+    assert sum(s.bytes_received for s in snap.listeners) == snap.bytes_received
+    assert sum(s.bytes_sent for s in snap.listeners) == snap.bytes_sent
+
+
+def test_workers_listener_counts_add_up_and_a_dead_workers_open_ones_count_as_closed(
+    clocks: Clocks,
+) -> None:
+    """Across workers a listener's closes and bytes are summed; when a worker dies, its open
+    connections count as closed, on their listener too."""
+    one, two = (
+        Registry(wall_clock=lambda: clocks.wall, clock=lambda: clocks.monotonic) for _ in "12"
+    )
+    fleet = FleetStats()
+    for pid, worker in ((1, one), (2, two)):
+        worker.add_listener("main", "127.0.0.1", 7007)
+        worker.close(_open(worker, received=100))
+        _open(worker, received=10)
+        fleet.update(pid, encode_report(worker.snapshot(), []))
+    (main,) = fleet.snapshot().listeners
+    assert (main.active, main.closed, main.bytes_received, main.bytes_sent) == (2, 2, 220, 220)
+    fleet.retire(1)
+    (main,) = fleet.snapshot().listeners
+    assert (main.active, main.closed, main.bytes_received) == (1, 3, 220)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from echostat.server.config import UDPConfig
-from echostat.server.udp import MAX_DATAGRAM_BYTES, ListenerBudget
+from echostat.server.udp import MAX_DATAGRAM_BYTES, Clock, ListenerBudget, UDPEchoProtocol
 from echostat.server.udp_stats import Peer, Source, UDPListenerStats
 
 
@@ -52,3 +52,43 @@ def test_expire_forgets_idle_peers_oldest_first() -> None:
     stats.expire(now=100.0, idle_s=30.0)
     assert list(stats.peers) == [("10.0.0.1", 4003)]
     assert stats.snapshot().peers == 1
+
+
+def test_kernel_drops_are_a_reason_but_neither_received_nor_in_the_dropped_total() -> None:
+    """receive_buffer datagrams never reached echostat: sent = received - dropped still holds."""
+    stats = UDPListenerStats("udp", "127.0.0.1", 7, off_table_datagrams=10, off_table_bytes=100)
+    stats.dropped["source_rate"] = 3
+    stats.receive_buffer_drops = 50
+    snap = stats.snapshot()
+    assert snap.dropped == {"source_rate": 3, "receive_buffer": 50}
+    assert (snap.datagrams_received, snap.datagrams_sent, snap.dropped_total) == (10, 7, 3)
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, addr: object) -> None:
+        self.sent.append(data)
+
+
+def test_a_source_refused_for_its_rate_stays_refused_until_the_next_tick() -> None:
+    """At 10 datagrams/s per source, 40 datagrams in one tick: its 10 tokens echo 10, 30 are
+    dropped as source_rate, and one more is dropped even after tokens came back to the
+    bucket; the next tick serves it again."""
+    config = UDPConfig(max_datagrams_per_s_per_ip=10)
+    stats, clock, transport = UDPListenerStats("udp", "127.0.0.1", 7), Clock(), _Transport()
+    budget = ListenerBudget(config)
+    # No socket: only an empty datagram would be sent through the socket itself.
+    protocol = UDPEchoProtocol(None, stats, config, budget, clock)  # type: ignore[arg-type]
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    source = ("10.0.0.1", 5000)
+    for _ in range(40):
+        protocol.datagram_received(b"x", source)
+    assert len(transport.sent) == 10 and stats.dropped == {"source_rate": 30}
+    stats.sources["10.0.0.1"].tokens = 5.0  # given back by another port of the source
+    protocol.datagram_received(b"x", source)
+    assert len(transport.sent) == 10 and stats.dropped == {"source_rate": 31}
+    clock.advance()
+    protocol.datagram_received(b"x", source)
+    assert len(transport.sent) == 11

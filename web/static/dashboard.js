@@ -5,6 +5,7 @@ import {
   byId,
   cell,
   clock,
+  enableTips,
   decimals,
   formatAddress,
   formatBytes,
@@ -17,7 +18,7 @@ import {
   setText,
   showRowsNote,
 } from "./page.js";
-import { ChartSeries, cssVar, inOutLines, line, rate } from "./series.js";
+import { ChartSeries, byteSteps, cssVar, inOutLines, line, rate } from "./series.js";
 
 const RETRY_MS = 1000;
 const STALE_MS = 5000; // no message for this long: the server is gone even if TCP says not
@@ -35,6 +36,7 @@ async function loadPanel(url) {
 }
 
 const [path, udp] = await Promise.all([loadPanel("./path.js"), loadPanel("./udp.js")]);
+const watch = await loadPanel("./watch.js");
 
 // ---- link state --------------------------------------------------------------------------
 
@@ -78,9 +80,22 @@ async function explainLoss() {
 
 // ---- charts ------------------------------------------------------------------------------
 
+// Connections closed per second, which neither the history nor a message carries as a rate:
+// every accepted connection is active or closed, so those that closed are those accepted
+// less what the active count grew by.
+const closedPerSecond = {
+  key: "closed_per_s",
+  derive: ({ taken_at: t, active, connections_per_s: opened }, i) => {
+    if (i === 0 || t[i] <= t[i - 1]) return null;
+    const closed = opened[i] - (active[i] - active[i - 1]) / (t[i] - t[i - 1]);
+    return Math.max(0, Math.round(closed * 1000) / 1000);
+  },
+};
+
 const connections = new ChartSeries([
   { key: "active", value: (stats) => stats.connections.active },
   rate("connections_per_s"),
+  closedPerSecond,
 ]);
 const throughput = new ChartSeries([rate("bytes_received_per_s"), rate("bytes_sent_per_s")]);
 
@@ -88,11 +103,15 @@ function showCharts() {
   const accent = cssVar("--accent");
   connections.show(
     "chart-connections",
-    [line("active", accent, { fill: cssVar("--accent-fill") }), line("new per second", cssVar("--new"), { width: 1.5 })],
+    [
+      line("active", accent, { fill: cssVar("--accent-fill") }),
+      line("new per second", cssVar("--new"), { width: 1.5 }),
+      line("closed per second", cssVar("--closed"), { width: 1.5, dash: [4, 3] }),
+    ],
     48,
-    (v) => numbers.format(v),
+    (v) => decimals.format(v),
   );
-  throughput.show("chart-throughput", inOutLines(), 80, (v) => `${formatBytes(v)}/s`);
+  throughput.show("chart-throughput", inOutLines(), 80, (v) => `${formatBytes(v)}/s`, { steps: byteSteps });
 }
 
 function loadHistory(history) {
@@ -206,6 +225,7 @@ function render(stats) {
   renderConnections(stats.top_connections);
   udp?.renderUdp(stats);
   path?.renderPath(stats);
+  watch?.renderWatch(stats);
   connections.append(stats);
   throughput.append(stats);
 }
@@ -251,5 +271,6 @@ Object.defineProperty(window, "source", { get: () => source });
 window.connect = connect;
 
 setText("host", location.host);
+enableTips();
 showCharts();
 connect();

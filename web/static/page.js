@@ -3,7 +3,13 @@
 
 export const numbers = new Intl.NumberFormat(undefined);
 export const decimals = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
-export const clock = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+// 24-hour everywhere, as on the charts' axes: "16:41:55", never "04:41:55 PM".
+export const clock = new Intl.DateTimeFormat(undefined, {
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+  hourCycle: "h23",
+});
 
 export function formatBytes(n) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -29,11 +35,23 @@ export function formatDuration(seconds) {
   return `${s}s`;
 }
 
+// A limit with the unit of what it bounds, read from its key as config.yaml names it:
+// `max_<things>_per_s` is a rate of things (bytes shown as sizes), `_per_ip` for each client
+// address, `<name>_s` a duration, `<name>_bytes` a size; other numbers are counts. A rate,
+// duration or per-address limit of 0 is off.
 export function formatLimit(key, value) {
   if (typeof value !== "number") return String(value);
-  if (key.endsWith("_bytes")) return `${formatBytes(value)} (${numbers.format(value)})`;
-  if (key.endsWith("_s")) return `${decimals.format(value)} s`;
-  return numbers.format(value);
+  const name = key.slice(key.lastIndexOf(".") + 1);
+  const perIp = name.endsWith("_per_ip");
+  const base = perIp ? name.slice(0, -"_per_ip".length) : name;
+  const rate = /^max_(\w+)_per_s$/.exec(base);
+  if (value === 0 && (perIp || rate || base.endsWith("_s"))) return "off";
+  const each = perIp ? " per IP" : "";
+  if (rate?.[1] === "bytes") return `${formatBytes(value)}/s${each} (${numbers.format(value)} bytes/s)`;
+  if (rate) return `${numbers.format(value)} ${rate[1].replaceAll("_", " ")}/s${each}`;
+  if (base.endsWith("_bytes")) return `${formatBytes(value)} (${numbers.format(value)} bytes)`;
+  if (base.endsWith("_s")) return `${decimals.format(value)} s`;
+  return `${numbers.format(value)}${each}`;
 }
 
 // host:port, with an IPv6 host in brackets.
@@ -78,4 +96,37 @@ export function showRowsNote(id, total, shown, emptyText, noun) {
   note.hidden = total > 0 && hidden <= 0;
   note.textContent =
     total === 0 ? emptyText : `and ${numbers.format(hidden)} more (${numbers.format(total)} ${noun})`;
+}
+
+// The explanations in `title` attributes, for a keyboard or a finger as well as a mouse: each
+// titled element takes focus (Tab, or a tap) and, while it has it, shows its title in a
+// tooltip below it. Elements added later join by having a title and a tabindex.
+export function enableTips() {
+  for (const el of document.querySelectorAll("[title]")) {
+    if (!el.hasAttribute("tabindex")) el.tabIndex = 0;
+  }
+  const tip = cell("div", "", "tip");
+  tip.id = "tip";
+  tip.setAttribute("role", "tooltip");
+  tip.hidden = true;
+  document.body.append(tip);
+  const hide = () => {
+    tip.hidden = true;
+  };
+  document.addEventListener("focusin", (event) => {
+    const el = event.target.closest?.("[title]");
+    if (!el || !el.title) return hide();
+    tip.textContent = el.title;
+    tip.hidden = false;
+    // Placed on the page, not the viewport, so it stays by its element as the page scrolls.
+    const box = el.getBoundingClientRect();
+    const view = document.documentElement;
+    const left = Math.max(8, Math.min(box.left, view.clientWidth - tip.offsetWidth - 8));
+    const below = box.bottom + 6 + tip.offsetHeight <= view.clientHeight;
+    const top = below ? box.bottom + 6 : Math.max(8, box.top - 6 - tip.offsetHeight);
+    tip.style.left = `${left + window.scrollX}px`;
+    tip.style.top = `${top + window.scrollY}px`;
+  });
+  document.addEventListener("focusout", hide);
+  document.addEventListener("keydown", (event) => event.key === "Escape" && hide());
 }

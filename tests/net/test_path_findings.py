@@ -1,0 +1,123 @@
+"""``echostat probe --path`` against an echostat report listener, through a namespaced router
+that masquerades, clamps the MSS to 1000, remarks DSCP to AF11 and takes a hop off the TTL,
+and over a direct link beside it: the findings are named exactly, and only where they are."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.helpers import DEADLINE_S, REPO, EchostatProcess
+from tests.net.topology import DIRECT_SERVER_ADDRESS, SERVER_ADDRESS, RoutedPath, routed_path
+
+MIDDLEBOX = """
+table ip nat {
+  chain post {
+    type nat hook postrouting priority srcnat
+    ip daddr 198.18.1.0/24 masquerade
+  }
+}
+table inet middlebox {
+  chain through {
+    type filter hook forward priority mangle
+    tcp flags syn tcp option maxseg size set 1000
+    ip dscp set af11
+  }
+}
+"""
+
+CONFIG = """
+listeners:
+  - {name: main, host: 0.0.0.0, port: 7007}
+  - {name: report, host: 0.0.0.0, port: 7008, report: true}
+  - {name: udp-report, host: 0.0.0.0, port: 7009, protocol: udp, report: true}
+status: {host: 127.0.0.1, port: 0}
+"""
+
+
+@pytest.fixture(scope="module")
+def path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoutedPath]:
+    """The routed path with its middlebox, an echostat with report listeners behind it."""
+    config = tmp_path_factory.mktemp("path") / "config.yaml"
+    config.write_text(CONFIG)
+    with routed_path() as built:
+        built.router.nft(MIDDLEBOX)
+        server = EchostatProcess(["--config", str(config)], prefix=built.server.argv())
+        try:
+            server.start()
+            yield built
+        finally:
+            server.stop()
+
+
+def probe(path: RoutedPath, target: str, *args: str) -> tuple[int, str, str]:
+    """``echostat probe TARGET ARGS`` from the client namespace: exit status, stdout, stderr."""
+    done = subprocess.run(
+        path.client.argv(sys.executable, "-m", "echostat", "probe", target, *args),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, done.stdout, done.stderr
+
+
+def path_of(path: RoutedPath, target: str, *args: str) -> tuple[int, dict[str, Any]]:
+    """The probe's exit status and its JSON document's ``path`` object."""
+    status, out, _ = probe(path, target, "--path", "--dscp", "EF", "--json", *args)
+    document = json.loads(out)
+    return status, document["path"] | {"ok": document["ok"]}
+
+
+def test_through_the_router_nat_clamped_mss_remarked_dscp_and_a_hop_are_named(
+    path: RoutedPath,
+) -> None:
+    status, found = path_of(path, f"{SERVER_ADDRESS}:7008", "--count", "3", "--interval", "0.05")
+    assert status == 0 and found["ok"], found
+    assert found["findings"] == ["nat", "mss_clamped", "dscp_remarked"], found
+    assert (found["mss_sent"], found["mss_arrived"]) == (1460, 1000)
+    assert (found["dscp_sent"], found["dscp_arrived"]) == (46, 10)
+    assert (found["hops"], found["ttl_arrived"], found["nat"]) == (1, 63, True)
+    assert found["peer_seen"].startswith("198.18.1.1:")
+
+
+def test_over_the_direct_link_nothing_is_found(path: RoutedPath) -> None:
+    status, found = path_of(path, f"{DIRECT_SERVER_ADDRESS}:7008", "--count", "1")
+    assert status == 0 and found["ok"], found
+    assert (found["findings"], found["hops"], found["dscp_arrived"]) == ([], 0, 46)
+    assert found["options_arrived"] == found["options_sent"]
+
+
+def test_fail_on_nat_fails_through_the_router_only(path: RoutedPath) -> None:
+    routed = probe(path, f"{SERVER_ADDRESS}:7008", "--path", "--fail-on", "nat", "--count", "1")
+    direct = probe(
+        path, f"{DIRECT_SERVER_ADDRESS}:7008", "--path", "--fail-on", "nat", "--count", "1"
+    )
+    assert (routed[0], direct[0]) == (1, 0), (routed, direct)
+    assert "--fail-on: the path shows nat" in routed[2]
+
+
+def test_the_udp_report_shows_the_remarked_dscp_both_ways(path: RoutedPath) -> None:
+    """The request arrives remarked; the answer goes back with the code point it arrived with,
+    and the router remarks it again, so both directions are seen."""
+    status, routed = path_of(path, f"udp://{SERVER_ADDRESS}:7009", "--count", "2")
+    assert status == 0 and routed["ok"], routed
+    assert (routed["nat"], routed["dscp_arrived"], routed["return_dscp_arrived"]) == (True, 10, 10)
+    status, direct = path_of(path, f"udp://{DIRECT_SERVER_ADDRESS}:7009", "--count", "2")
+    assert (direct["findings"], direct["return_dscp_arrived"], direct["hops"]) == ([], 46, 0)
+
+
+def test_a_listener_without_reports_is_named_and_the_probes_half_still_shown(
+    path: RoutedPath,
+) -> None:
+    status, out, _ = probe(path, f"{DIRECT_SERVER_ADDRESS}:7007", "--path", "--count", "1")
+    assert status == 0, out
+    assert "no report (the listener does not have report: true)" in out
+    assert "1 sent, 1 verified" in out
