@@ -129,6 +129,8 @@ class Plan:
     cells: list[Cell]
     sse_cells: list[Cell] = field(default_factory=list)
     extra_cells: list[Cell] = field(default_factory=lambda: [STATUS_CELL, PAGE_WITH_10K_CELL])
+    busy_retries: int = 2
+    """How often a cell run while other processes kept the machine busy is run again."""
 
     @property
     def hold(self) -> Cell:

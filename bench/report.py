@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from busy import BUSY_CORES
 from plan import PAGE_WITH_10K_CELL, STATUS_CELL, Cell, Plan, pingpong
 from results import COUNTED, Summary, headline
 from servers import FLOOR, REFERENCE, Server
@@ -90,6 +91,9 @@ def report(plan: Plan, chosen: list[Server], summaries: Summaries, info: RunInfo
             f" load average {info.load_before} before, {info.load_after} after."
         ),
         "Only ratios within this one run are meaningful.",
+        f"A figure marked * was measured while processes outside the benchmark kept more"
+        f" than {BUSY_CORES:g} of a core busy, in at least one repetition, even after"
+        f' {plan.busy_retries} retries (see "Other work on the machine").',
         *info.notes,
         "",
     ]
@@ -125,6 +129,13 @@ def report(plan: Plan, chosen: list[Server], summaries: Summaries, info: RunInfo
             " limit, not the server's: compare such servers by their CPU cost above.",
             plan.cells,
             [ReportRow(n, [_busy(summaries[n].get(c.key)) for c in plan.cells]) for n in names],
+        )
+        out += _section(
+            "Other work on the machine",
+            "Cores that processes outside the benchmark kept busy while each cell ran (the"
+            " busiest repetition, after retries), and how many repetitions were busy.",
+            plan.cells,
+            [ReportRow(n, [_others(summaries[n].get(c.key)) for c in plan.cells]) for n in names],
         )
     if plan.extra_cells:
         out += _status_page(echostats, summaries)
@@ -162,6 +173,9 @@ def _throughput(plan: Plan, names: list[str], summaries: Summaries) -> list[str]
             return None if summary is None else summary.p99_us
         return headline(cell, summaries[name].get(cell.key))
 
+    def summary(name: str, cell: Cell) -> Summary | None:
+        return summaries[name].get(p99_cell.key if cell.mode == "p99" else cell.key)
+
     values = {n: {c.key: value(n, c) for c in cells} for n in names}
     kinds = {c.key: "rate" if c.mode in (*COUNTED, "stream") else "us" for c in cells}
     out = _section(
@@ -170,7 +184,12 @@ def _throughput(plan: Plan, names: list[str], summaries: Summaries) -> list[str]
         " (each verified), stream cells in MB/s echoed (10^6 bytes/s), idle memory in KiB of"
         " server RSS per open connection, p99 in µs.",
         cells,
-        [ReportRow(n, [fmt(values[n][c.key], kinds[c.key]) for c in cells]) for n in names],
+        [
+            ReportRow(
+                n, [fmt(values[n][c.key], kinds[c.key]) + _mark(summary(n, c)) for c in cells]
+            )
+            for n in names
+        ],
     )
     reference = values[REFERENCE]
     ratios = [
@@ -194,10 +213,13 @@ def _cpu_cost(plan: Plan, names: list[str], summaries: Summaries) -> list[str]:
         ReportRow(
             n,
             [
-                fmt(mine, "us")
-                if n == REFERENCE
-                else f"{fmt(mine, 'us')} ({fmt(_ratio(ref, mine), 'ratio')})"
-                for mine, ref in zip(cost[n], reference, strict=True)
+                (
+                    fmt(mine, "us")
+                    if n == REFERENCE
+                    else f"{fmt(mine, 'us')} ({fmt(_ratio(ref, mine), 'ratio')})"
+                )
+                + _mark(summaries[n].get(c.key))
+                for mine, ref, c in zip(cost[n], reference, plan.cells, strict=True)
             ],
         )
         for n in names
@@ -277,6 +299,17 @@ def _busy(summary: Summary | None) -> str:
     if not summary or summary.server_cpu is None or summary.client_cpu is None:
         return "n/a"
     return f"{summary.server_cpu:.2f} / {summary.client_cpu:.2f}"
+
+
+def _mark(summary: Summary | None) -> str:
+    """`` *`` after a figure some repetition of which ran on a busy machine."""
+    return " *" if summary is not None and summary.busy_reps else ""
+
+
+def _others(summary: Summary | None) -> str:
+    if summary is None or summary.other_cores is None:
+        return "n/a"
+    return f"{summary.other_cores:.2f} ({summary.busy_reps}/{summary.reps} busy)"
 
 
 def _pair(summary: Summary | None) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from busy import BUSY_CORES
 from plan import Cell, Mode
 
 COUNTED = ("pingpong", "churn", "churn-half-close")
@@ -38,6 +39,8 @@ _FIGURES = (
     "failures",
     "bytes_per_connection",
     "proxy_bytes_per_connection",
+    "load_average",
+    "other_cores",
 )
 """The keys of loadgen's JSON that `CellResult` has as fields of the same name (absent: None)."""
 
@@ -68,6 +71,10 @@ class CellResult:
     status: StatusFigures | None = None
     subscribers: int | None = None
     subscriber_min_events: int | None = None
+    load_average: float | None = None
+    """The machine's 1-minute load average when the run ended (measure.py adds it)."""
+    other_cores: float | None = None
+    """Cores that processes outside the benchmark kept busy meanwhile (measure.py adds it)."""
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> CellResult:
@@ -138,6 +145,10 @@ class Summary:
     proxy_cpu: float | None = None
     """With a proxy in front (scale.py's HAProxy rows), its share; likewise its memory below."""
     proxy_bytes_per_connection: float | None = None
+    other_cores: float | None = None
+    """The most that other processes kept busy during any repetition, in cores."""
+    busy_reps: int = 0
+    """Repetitions measured while other processes kept more than `busy.BUSY_CORES` busy."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"reps": self.reps}
@@ -163,6 +174,8 @@ class Summary:
         if self.subscribers is not None:
             out["subscribers"] = self.subscribers
             out["subscriber_min_events"] = self.subscriber_min_events
+        if self.other_cores is not None:
+            out |= {"other_cores": self.other_cores, "busy_reps": self.busy_reps}
         extras = ("connections", "proxy_cpu", "proxy_bytes_per_connection")
         return out | {key: getattr(self, key) for key in extras if getattr(self, key) is not None}
 
@@ -175,6 +188,7 @@ def summarize(runs: Sequence[CellResult]) -> Summary:
     if first.failures is not None:
         failures = sum(sum(r.failures.values()) for r in runs if r.failures is not None)
     min_events = [r.subscriber_min_events for r in runs if r.subscriber_min_events is not None]
+    others = [r.other_cores for r in runs if r.other_cores is not None]
     return Summary(
         mode=first.mode,
         reps=len(runs),
@@ -196,6 +210,8 @@ def summarize(runs: Sequence[CellResult]) -> Summary:
         subscriber_min_events=min(min_events) if min_events else None,
         proxy_cpu=median([r.proxy_cpu for r in runs]),
         proxy_bytes_per_connection=median([r.proxy_bytes_per_connection for r in runs]),
+        other_cores=max(others) if others else None,
+        busy_reps=sum(other > BUSY_CORES for other in others),
     )
 
 

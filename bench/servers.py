@@ -225,13 +225,17 @@ def _argv(
     event_loop = None if server.source else "uvloop" if server.uvloop else "asyncio"
     config = echostat_config(workdir, echo_port, status_port, event_loop, tls)
     module = "echostat"
+    root = None
     if server.source is not None:
         module = server_module(server.source)
-        links = workdir / f"import-root-{echo_port}"
-        env["PYTHONPATH"] = str(import_root(server.source, links))
+        root = import_root(server.source, workdir / f"import-root-{echo_port}")
+        env["PYTHONPATH"] = str(root)
     argv = [sys.executable, "-m", module, "--config", str(config)]
     argv += [arg for setting in server.overrides for arg in ("--set", setting)]
-    return argv, env, server.source
+    # Run from the import root, not the tree: `python -m` puts the working directory first
+    # on sys.path, and the tree's own echostat/ (without server/ and web/ beside it) would
+    # then shadow the links, leaving those to the installed copy's.
+    return argv, env, root
 
 
 @contextmanager

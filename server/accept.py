@@ -7,6 +7,7 @@ short, growing pause and watched again afterwards; queued clients wait in the ba
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -14,9 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tornado.ioloop import IOLoop
-
 from echostat.server.borrowed import AcceptedSocket, accept_call
+from echostat.server.tcp_info import LISTEN_QUEUE_BYTES, TCP_INFO, accept_queue
 
 log = logging.getLogger(__name__)
 
@@ -34,26 +34,27 @@ def watch_accepts(
 ) -> Callable[[], None]:
     """Call `on_accept(connection, address)` for each client of `sock`; return an unwatch.
 
-    `name` identifies the listener in the (rate-limited) warning logged while backing off.
+    Call it with the event loop running. `name` identifies the listener in the
+    (rate-limited) warning logged while backing off.
     """
-    io_loop = IOLoop.current()
+    loop = asyncio.get_running_loop()
     # sock.accept() is the system call plus a socket built from the listener's family and
     # type, read as enums on every call: read them once here, and build the lighter
     # AcceptedSocket.
     accept = accept_call(sock)
     family, kind, proto = sock.family.value, sock.type.value, sock.proto
+    waiting = _accept_queue_reader(sock)
     backoff_s = BACKOFF_S[0]
-    retry: Any = None
+    retry: asyncio.TimerHandle | None = None
     warnings = RateLimitedLog(log, interval_s=10.0)
 
-    def on_readable(fd: Any, events: int) -> None:
+    def on_readable() -> None:
         nonlocal backoff_s, retry
-        for _ in range(ACCEPTS_PER_WAKEUP):
+        for _ in range(waiting()):
             try:
                 fd, address = accept()
             except BlockingIOError:
-                backoff_s = BACKOFF_S[0]
-                return
+                break  # another process sharing the socket took them
             except ConnectionAbortedError:
                 continue  # the client gave up while queued
             except OSError as exc:
@@ -64,25 +65,44 @@ def watch_accepts(
                     name,
                     exc.strerror,
                 )
-                io_loop.remove_handler(sock)
-                retry = io_loop.call_later(backoff_s, resume)
+                loop.remove_reader(sock)
+                retry = loop.call_later(backoff_s, resume)
                 backoff_s = min(backoff_s * 2, BACKOFF_S[1])
                 return
             on_accept(AcceptedSocket(family, kind, proto, fileno=fd), address)
+        backoff_s = BACKOFF_S[0]
 
     def resume() -> None:
         nonlocal retry
         retry = None
-        io_loop.add_handler(sock, on_readable, IOLoop.READ)
+        loop.add_reader(sock, on_readable)
 
     def unwatch() -> None:
         if retry is not None:
-            io_loop.remove_timeout(retry)
+            retry.cancel()
         else:
-            io_loop.remove_handler(sock)
+            loop.remove_reader(sock)
 
-    io_loop.add_handler(sock, on_readable, IOLoop.READ)
+    loop.add_reader(sock, on_readable)
     return unwatch
+
+
+def _accept_queue_reader(sock: socket.socket) -> Callable[[], int]:
+    """A call that says how many accepts to make now on the listening `sock`.
+
+    Where the kernel tells its accept queue's length (TCP_INFO on Linux), exactly that many
+    (at most `ACCEPTS_PER_WAKEUP`): a last accept that finds the queue empty costs an
+    exception, more than the rest of accepting a connection. Elsewhere, until one fails.
+    """
+    if TCP_INFO is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return lambda: ACCEPTS_PER_WAKEUP
+    option = (socket.IPPROTO_TCP, TCP_INFO, LISTEN_QUEUE_BYTES)
+
+    def waiting() -> int:
+        queued = accept_queue(sock.getsockopt(*option))
+        return ACCEPTS_PER_WAKEUP if queued is None else min(queued, ACCEPTS_PER_WAKEUP)
+
+    return waiting
 
 
 class RateLimitedLog:

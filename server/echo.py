@@ -24,15 +24,17 @@ from echostat.server.tcp_info import (
 log = logging.getLogger(__name__)
 
 
-class EchoProtocol(Connection, asyncio.BufferedProtocol):
+class EchoProtocol(Connection, asyncio.Protocol):
     """Writes every received chunk straight back; the record the registry counts.
 
-    Reads land in the budget's shared buffer and are written back from it, so a client that
-    reads its echo costs no allocation. Once the transport has to queue (`pause_writing`: the
-    client reads slower than it sends), this connection takes that buffer over and reads into
-    buffers of its own, charged to the budget, until the queue has drained (`resume_writing`).
-    Meanwhile it stops reading whenever its queue passes `buffer_bytes` or the budget is spent,
-    so a client that sends but doesn't read costs at most that plus one read.
+    While the budget has room, reads land in the event loop's own buffer and arrive as
+    `data_received` (the loop's cheapest read). Once the transport has to queue
+    (`pause_writing`: the client reads slower than it sends), that read is charged and the
+    connection reads on into buffers the budget lends (a `_Lent` stands in as the transport's
+    protocol), charged too, until the queue has drained (`resume_writing`). While the budget
+    is nearly spent, every connection reads into lent buffers, whose size the budget keeps
+    within it. A connection stops reading whenever its queue passes `buffer_bytes` or the
+    budget is spent, so a client that sends but doesn't read costs at most that plus one read.
     On the client's EOF the transport flushes what is queued, then closes (half-close safe).
     """
 
@@ -44,8 +46,10 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         "_sock",
         "_tls",
         "_queuing",
+        "_lent",
         "_own",
         "_charged",
+        "_held_read",
         "_listener_mss",
     )
 
@@ -69,10 +73,14 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         """TLS transports encrypt (so copy) what they are given; plain ones keep a reference."""
         self._queuing = False
         """The transport holds bytes not yet sent: between pause_writing and resume_writing."""
+        self._lent: _Lent | None = None
+        """The transport's protocol while this connection reads into lent buffers."""
         self._own: memoryview | None = None
-        """While queuing, the unused rest of the buffer this connection reads into."""
+        """While reading into lent buffers of its own, the unused rest of the current one."""
         self._charged = 0
         """Bytes this connection holds against the budget."""
+        self._held_read = 0
+        """Of those, a read into the loop's buffer that the transport holds."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
@@ -84,6 +92,8 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         transport.set_write_buffer_limits(high=high, low=0)  # type: ignore[attr-defined]
         if self._tls:
             self.tls_protocol = transport.get_extra_info("ssl_object").version()
+        if self._budget.lending:
+            self.lend(True)
         if log.isEnabledFor(logging.DEBUG):  # spares building the arguments per connection
             log.debug(
                 "connection %d from %s (via %s) on %s",
@@ -93,7 +103,34 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
                 self.listener.name,
             )
 
+    def data_received(self, data: bytes) -> None:
+        nbytes = len(data)
+        self.bytes_received += nbytes
+        self.bytes_sent += nbytes
+        self._transport.write(data)  # type: ignore[union-attr]
+        if self._queuing:
+            self._queued(nbytes)
+
+    def echo_bytes(self, data: bytes) -> None:
+        """Echo `data` that arrived before this protocol took the connection over."""
+        self.data_received(data)
+
+    def lend(self, lending: bool) -> None:
+        """Read into lent buffers from now on (`lending`), or into the loop's own again, if
+        this connection reads at all and nothing of its own is queued."""
+        transport = self._transport
+        if (
+            transport is None
+            or self._queuing
+            or transport.get_protocol() is not (self._lent or self)
+            or lending is (self._lent is not None)
+        ):
+            return
+        self._lent = _Lent(self) if lending else None
+        transport.set_protocol(self._lent or self)
+
     def get_buffer(self, sizehint: int) -> memoryview:
+        """Where a read goes while this connection reads into lent buffers."""
         own = self._own
         if own is None:
             return self._budget.view
@@ -103,6 +140,7 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         return own
 
     def buffer_updated(self, nbytes: int) -> None:
+        """`nbytes` were read into the buffer `get_buffer` gave."""
         self.bytes_received += nbytes
         self.bytes_sent += nbytes
         own = self._own
@@ -115,14 +153,6 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
             self._transport.write(own[:nbytes])  # type: ignore[union-attr]
             self._account()
 
-    def echo_bytes(self, data: bytes) -> None:
-        """Echo `data` that arrived before this protocol took the connection over."""
-        self.bytes_received += len(data)
-        self.bytes_sent += len(data)
-        self._transport.write(data)  # type: ignore[union-attr]
-        if self._queuing:
-            self._account()
-
     def pause_writing(self) -> None:
         self._queuing = True
 
@@ -130,7 +160,20 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         """Everything queued has been sent: give the buffers back and read again."""
         self._queuing = False
         self._release()
+        if not self._budget.lending:
+            self.lend(False)
         self._transport.resume_reading()  # type: ignore[union-attr]
+
+    def _queued(self, nbytes: int) -> None:
+        """The transport queued echo of a read of `nbytes` into the loop's buffer."""
+        if not self._tls:
+            # It keeps that read's bytes: charge them, and read on into buffers of our own.
+            self._budget.charge(nbytes, held_read=True)
+            self._held_read = nbytes
+            self._own = _NOTHING_LEFT
+            self._lent = _Lent(self)
+            self._transport.set_protocol(self._lent)  # type: ignore[union-attr]
+        self._account()
 
     def _adopt(self, nbytes: int) -> None:
         """The transport kept part of the shared buffer: make that buffer this connection's."""
@@ -154,6 +197,9 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
 
     def _release(self) -> None:
         self._own = None
+        if self._held_read:
+            self._budget.charge(-self._held_read, held_read=True)
+            self._held_read = 0
         if self._charged:
             self._budget.charge(-self._charged)
             self._charged = 0
@@ -162,7 +208,10 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         """Returning None lets the transport flush everything queued, then close."""
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._release()
+        """Count the connection closed, then let go of its transport: the transport (with a
+        TLS connection's buffers) and this record are freed now, not by a later collection."""
+        if self._charged or self._held_read:
+            self._release()
         # A reset or an EOF is the client's doing; anything else was a fault of ours.
         fault = exc is not None and not isinstance(exc, OSError)
         if isinstance(exc, ConnectionResetError):
@@ -170,6 +219,7 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         elif isinstance(exc, OSError):
             self.end_reason = "client_error"
         self._registry.close(self, "error" if fault else None)
+        self._transport = self._lent = None
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "connection %d from %s closed (%s): %d bytes in, %d out",
@@ -232,6 +282,38 @@ class EchoProtocol(Connection, asyncio.BufferedProtocol):
         self._registry.close(self, reason)
         if self._transport is not None:
             self._transport.abort()
+
+
+_NOTHING_LEFT = memoryview(b"")
+"""`_own` once a buffer of the connection's own is due at the next read."""
+
+
+class _Lent(asyncio.BufferedProtocol):
+    """Stands in for an `EchoProtocol` as its transport's protocol while it reads into buffers
+    the budget lends (the transport tells a buffered protocol by its class)."""
+
+    __slots__ = ("_echo",)
+
+    def __init__(self, echo: EchoProtocol) -> None:
+        self._echo = echo
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._echo.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._echo.buffer_updated(nbytes)
+
+    def pause_writing(self) -> None:
+        self._echo.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._echo.resume_writing()
+
+    def eof_received(self) -> None:
+        self._echo.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._echo.connection_lost(exc)
 
 
 class _Discard(asyncio.Protocol):

@@ -54,6 +54,7 @@ class EchoServer(TCPServer):
         """Settings of each listener by name; `reconfigure` replaces them for new clients."""
         self._listeners = Listeners()
         self.budget = BufferBudget(limits.max_buffered_bytes)
+        self.budget.on_lending = self._lending_changed
         registry.budget = self.budget
         self._setups: set[asyncio.Task[Any]] = set()
         self._housekeeping = PeriodicCallback(self._expire_connections, _HOUSEKEEPING_S * 1000)
@@ -206,6 +207,13 @@ class EchoServer(TCPServer):
         log.debug("connection from %s failed in setup: %r", protocol.peer, error)
         connection.close()
         self.registry.close(protocol, "setup_failed")
+
+    def _lending_changed(self, lending: bool) -> None:
+        """The budget is nearly spent (or has room again): every connection reads into the
+        buffers it lends (or into the loop's own again)."""
+        for conn in self.registry.active_connections():
+            if isinstance(conn, EchoProtocol):
+                conn.lend(lending)
 
     def _expire_connections(self) -> None:
         """Once a second: refresh idle times, then end connections past a time limit."""

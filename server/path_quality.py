@@ -125,13 +125,16 @@ class TcpSampler:
         self._open_retransmits = 0
         self._open_rtts: list[float] = []
         """Sorted: the last known RTT of every open connection that has one."""
-        self._new: deque[Connection] = deque()
-        """Connections not yet read, oldest first."""
-        self.opened: Callable[[Connection], None] = self._new.append
-        """`opened(conn)`: `conn` is open; read it in the next snapshot, before those read
+        # The queues hold connection ids, never connections: a connection that closes before
+        # its turn is freed at once, and its id is skipped when its turn comes.
+        self._new: deque[int] = deque()
+        """Ids of connections not yet read, oldest first."""
+        self.opened: Callable[[int], None] = self._new.append
+        """`opened(conn.id)`: `conn` is open; read it in the next snapshot, before those read
         already. The queue's own append, so opening a connection runs no Python frame here."""
-        self._due: deque[tuple[float, Connection]] = deque()
-        """Connections read before, by when they are due again (in order: one interval on)."""
+        self._due: deque[tuple[float, int]] = deque()
+        """Ids of connections read before, by when they are due again (in order: one interval
+        on)."""
         self._rtt_buckets = [0] * (len(RTT_BUCKETS_S) + 1)
         self._rtt_sum_s = 0.0
         self._syn_mss_buckets = [0] * (len(SYN_MSS_BUCKETS) + 1)
@@ -139,10 +142,15 @@ class TcpSampler:
         self._syn_options = [0] * len(OPTION_NAMES)
         self._new_syns: list[bytes] = []
         """Saved SYNs of connections opened since the last snapshot, not yet counted."""
+        self._syn_seen_through = 0
+        """The last id taken off `_new`: every connection up to it has had its SYN kept."""
 
     def closed(self, conn: Connection) -> None:
         """`conn` is closing: read it a last time (so its socket must still be open), observe
-        its RTT and count its retransmits for good."""
+        its RTT and count its retransmits for good (and its SYN, if it closes before its
+        turn)."""
+        if conn.id > self._syn_seen_through and conn.saved_syn:
+            self._new_syns.append(conn.saved_syn)
         self._forget(conn.tcp)
         conn.tcp = conn.read_tcp_info() or conn.tcp
         self._observe_rtt(conn.tcp)
@@ -161,7 +169,7 @@ class TcpSampler:
         # most its share of them (each is due once per interval), never all 10,000 at once.
         budget = max(_TCP_READS_MIN, math.ceil(len(active) / interval_s))
         while budget and (conn := self._next_due(active, now)) is not None:
-            self._due.append((now + interval_s, conn))
+            self._due.append((now + interval_s, conn.id))
             # Idle with nothing in flight: the kernel has nothing new to say about the path.
             if conn.bytes_received + conn.bytes_sent == conn.tcp_read_mark and not (
                 conn.tcp and conn.tcp.unacked
@@ -186,12 +194,13 @@ class TcpSampler:
         """The next open connection whose TCP_INFO is due by `now`, taken off its queue."""
         while self._new or (self._due and self._due[0][0] <= now):
             if self._new:
-                conn = self._new.popleft()
-                if conn.saved_syn:  # each connection passes here once
-                    self._new_syns.append(conn.saved_syn)
+                conn_id = self._syn_seen_through = self._new.popleft()
+                conn = active.get(conn_id)
+                if conn is not None and conn.saved_syn:  # else closed meanwhile: kept then
+                    self._new_syns.append(conn.saved_syn)  # each connection passes here once
             else:
-                conn = self._due.popleft()[1]
-            if active.get(conn.id) is conn:  # else it closed meanwhile
+                conn = active.get(self._due.popleft()[1])
+            if conn is not None:  # else it closed meanwhile
                 return conn
         return None
 

@@ -204,7 +204,9 @@ class Registry:
         self.closed = 0
         self.rejected: Counter[str] = Counter()
         self.closed_by_server: Counter[str] = Counter()
-        self._per_ip: Counter[str] = Counter()
+        self._per_ip: dict[str, int] = {}
+        """Open connections per client address (a plain dict: `Counter` runs Python code to
+        count a new address and to forget one)."""
         self._active: dict[int, Connection] = {}
         self._next_id = 1
         self._closed_bytes_received = 0
@@ -248,12 +250,13 @@ class Registry:
         conn.connected_at = self.wall_clock()
         conn.last_activity = self.clock()
         self._active[conn.id] = conn
-        self._per_ip[conn.ip] += 1
+        per_ip = self._per_ip
+        per_ip[conn.ip] = per_ip.get(conn.ip, 0) + 1
         self.accepted += 1
         conn.listener.accepted += 1
         conn.listener.active += 1
         if self.tcp_info_interval_s is not None:
-            self._path_quality.opened(conn)
+            self._path_quality.opened(conn.id)
 
     def close(self, conn: Connection, reason: ServerCloseReason | None = None) -> None:
         """Move `conn` from active to closed; calling it twice for one connection is harmless.
@@ -290,7 +293,7 @@ class Registry:
 
     def active_from(self, ip: str) -> int:
         """How many open connections come from `ip`."""
-        return self._per_ip[ip]
+        return self._per_ip.get(ip, 0)
 
     def count_access_log_error(self) -> None:
         """Count one access log line (or final flush) that could not be written."""

@@ -50,6 +50,12 @@ BUFFER_BYTES = _WHOLE.size
 
 _EACH = tuple((name, offset, struct.Struct("=" + code)) for name, offset, code in _FIELDS)
 
+_LISTEN_QUEUE = struct.Struct("=24xI")
+"""A listening socket's tcpi_unacked, which Linux fills with its accept queue's length."""
+
+LISTEN_QUEUE_BYTES = _LISTEN_QUEUE.size
+"""How much of a listening socket's TCP_INFO to ask for: up to its accept queue's length."""
+
 
 @dataclass(frozen=True, slots=True)
 class TcpInfo:
@@ -96,6 +102,12 @@ def decode(data: bytes) -> TcpInfo:
             for _, offset, unpacker in _EACH
         )
     )
+
+
+def accept_queue(data: bytes) -> int | None:
+    """How many connections wait to be accepted, from a listening socket's TCP_INFO `data`
+    (what ``ss -l`` shows as Recv-Q); None if the kernel returned too little."""
+    return _LISTEN_QUEUE.unpack_from(data)[0] if len(data) >= LISTEN_QUEUE_BYTES else None
 
 
 def _from_kernel(

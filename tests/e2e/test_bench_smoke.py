@@ -25,6 +25,15 @@ def loadgen(port: int, *extra: str, mode: str = "pingpong") -> subprocess.Comple
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
 
 
+def quick_churn_run(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """bench/run.py's quick plan, echostat alone, its churn x32 cell only, results in `out`."""
+    argv = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--only", "none"]
+    argv += ["--cells", "churn x32", "--duration", "0.5", "--no-pin", *extra]
+    return subprocess.run(
+        [*argv, "--out", str(out)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
 @pytest.fixture
 def echostat(start_echostat: StartEchostat) -> int:
     """A real `echostat` process with the repository's config on free ports; its echo port."""
@@ -78,11 +87,7 @@ def test_churn_fails_the_run_on_a_corrupted_echo() -> None:
 
 def test_runner_merges_the_results_of_several_load_generators(tmp_path: Path) -> None:
     """--loadgen-procs 2 splits a churn cell over two verifying processes and merges them."""
-    argv = [sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--only", "none"]
-    argv += ["--cells", "churn x32", "--duration", "0.5", "--no-pin", "--loadgen-procs", "2"]
-    done = subprocess.run(
-        [*argv, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120, check=False
-    )
+    done = quick_churn_run(tmp_path, "--loadgen-procs", "2")
     assert done.returncode == 0, done.stderr
     (results,) = tmp_path.glob("*-quick.json")
     (run,) = json.loads(results.read_text())["raw"]["echostat (uvloop)"]["churn-x32"]
@@ -91,3 +96,19 @@ def test_runner_merges_the_results_of_several_load_generators(tmp_path: Path) ->
     assert run["connections_per_s"] > 0
     assert run["failures"] == {}
     assert "latencies_us" not in run
+
+
+def test_runner_records_other_work_on_the_machine_in_every_cell(tmp_path: Path) -> None:
+    """Each cell run carries the load average and the cores that processes outside the
+    benchmark kept busy meanwhile, and the report shows them per cell."""
+    done = quick_churn_run(tmp_path, "--busy-retries", "0")
+    assert done.returncode == 0, done.stderr
+    (results,) = tmp_path.glob("*-quick.json")
+    document = json.loads(results.read_text())
+    (run,) = document["raw"]["echostat (uvloop)"]["churn-x32"]
+    assert run["load_average"] >= 0 and run["other_cores"] >= 0
+    summary = document["summary"]["echostat (uvloop)"]["churn-x32"]
+    assert summary["other_cores"] == run["other_cores"]
+    assert summary["busy_reps"] == (run["other_cores"] > 0.25)
+    (report,) = tmp_path.glob("*-quick.md")
+    assert "## Other work on the machine" in report.read_text()

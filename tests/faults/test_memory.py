@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from echostat.server.budget import READ_BYTES, SQUEEZED_READ_BYTES
 from echostat.server.config import LimitsConfig
 from tests.faults.conftest import StartEchostat, StartService
-from tests.faults.support import connect, echo
+from tests.faults.support import connect, echo, recv_exactly
 from tests.helpers import REPO, get_json, payload, stats_when, wait_until
 
 NON_READERS = 2000
@@ -128,3 +128,38 @@ async def _timed(action: Callable[[], Awaitable[object]]) -> float:
     started = time.monotonic()
     await action()
     return time.monotonic() - started
+
+
+async def test_a_reader_that_falls_behind_and_catches_up_gets_every_byte(
+    start_service: StartService,
+) -> None:
+    """A client that sends 8 MiB before it reads makes its echo queue (the server then reads
+    into lent buffers, charged); once it reads, every byte comes back in order and the
+    budget is given back."""
+    service = await start_service(limits={"max_connections_per_ip": 0})
+    budget = service.echo.budget
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, ("127.0.0.1", service.echo_port("main")))
+    data = payload(8 << 20, seed=3)
+    push = asyncio.ensure_future(loop.sock_sendall(sock, data))
+    try:
+        await wait_until(lambda: budget.charged > 0, "the echo to queue in the server")
+        assert await recv_exactly(sock, len(data)) == data
+        await push
+        await wait_until(lambda: budget.charged == 0, "the budget to be given back")
+    finally:
+        push.cancel()
+        sock.close()
+
+
+async def test_with_every_read_lent_echo_is_exact(start_service: StartService) -> None:
+    """A budget too small for held reads (1 MiB) lends every read: 4 MiB echo exactly."""
+    service = await start_service(limits={"max_buffered_bytes": 1 << 20})
+    assert service.echo.budget.lending
+    sock = await connect(service.echo_port("main"))
+    data = payload(4 << 20, seed=4)
+    assert await echo(sock, data) == data
+    sock.close()

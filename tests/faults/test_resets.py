@@ -53,17 +53,17 @@ async def test_reset_with_megabytes_pending_leaves_nothing_behind(
 
 @pytest.fixture
 def exploding_handler(monkeypatch: pytest.MonkeyPatch) -> bytes:
-    """Make `EchoProtocol.buffer_updated` raise on a read of one payload's size, as a bug
+    """Make `EchoProtocol.data_received` raise on a read of one payload's size, as a bug
     would; return that payload (the other payloads of the test differ in size)."""
     trigger = b"explode"
-    original = EchoProtocol.buffer_updated
+    original = EchoProtocol.data_received
 
-    def buffer_updated(self: EchoProtocol, nbytes: int) -> None:
-        if nbytes == len(trigger):
+    def data_received(self: EchoProtocol, data: bytes) -> None:
+        if len(data) == len(trigger):
             raise RuntimeError("injected fault")
-        original(self, nbytes)
+        original(self, data)
 
-    monkeypatch.setattr(EchoProtocol, "buffer_updated", buffer_updated)
+    monkeypatch.setattr(EchoProtocol, "data_received", data_received)
     return trigger
 
 

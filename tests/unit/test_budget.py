@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from echostat.server.budget import READ_BYTES, SQUEEZED_READ_BYTES, BufferBudget
+from echostat.server.budget import (
+    LOOP_READ_BYTES,
+    READ_BYTES,
+    SQUEEZED_READ_BYTES,
+    BufferBudget,
+)
 
 LIMIT = 4 * READ_BYTES
 
@@ -41,3 +46,33 @@ def test_a_resized_budget_is_spent_against_its_new_limit() -> None:
 
     budget.resize(LIMIT)
     assert not budget.spent and len(budget.view) == READ_BYTES
+
+
+def test_lending_starts_when_a_loop_read_may_not_fit_and_ends_once_half_is_free() -> None:
+    """Held reads past their share's room for one more, or the budget nearly spent: everyone
+    reads into lent buffers; only once both are half free again do they read in the loop's."""
+    limit = 32 * LOOP_READ_BYTES
+    held_share = limit // 8
+    budget = BufferBudget(limit)
+    changes: list[bool] = []
+    budget.on_lending = changes.append
+    assert not budget.lending
+
+    budget.charge(held_share - LOOP_READ_BYTES + 1, held_read=True)
+    assert budget.lending and changes == [True]
+    budget.charge(-(budget.held_reads - held_share // 2 - 1), held_read=True)
+    assert budget.lending
+    budget.charge(-1, held_read=True)
+    assert not budget.lending and changes == [True, False]
+    budget.charge(-budget.held_reads, held_read=True)
+
+    held = [budget.new_buffer() for _ in range((limit - LOOP_READ_BYTES) // READ_BYTES + 1)]
+    assert budget.lending and changes == [True, False, True]
+    budget.charge(-(budget.charged - limit // 2))
+    assert not budget.lending and changes == [True, False, True, False]
+    assert held
+
+
+def test_a_budget_too_small_for_held_reads_always_lends() -> None:
+    """With less than a loop read for held reads (a 1 MiB budget), reads are always lent."""
+    assert BufferBudget(1 << 20).lending

@@ -6,7 +6,14 @@ import inspect
 import struct
 from pathlib import Path
 
-from echostat.server.tcp_info import _FIELDS, TcpInfo, _from_kernel, decode
+from echostat.server.tcp_info import (
+    _FIELDS,
+    LISTEN_QUEUE_BYTES,
+    TcpInfo,
+    _from_kernel,
+    accept_queue,
+    decode,
+)
 
 CAPTURED = (Path(__file__).parent / "data" / "tcp_info_loopback.bin").read_bytes()
 """A loopback connection after a 4 MiB send (see data/README.md)."""
@@ -69,3 +76,11 @@ def test_min_rtt_without_a_sample_is_none() -> None:
 def test_offset_table_and_decoder_name_the_same_fields_in_order() -> None:
     """The table of offsets feeds the decoder positionally: both list the same fields."""
     assert [name for name, _, _ in _FIELDS] == list(inspect.signature(_from_kernel).parameters)
+
+
+def test_a_listening_sockets_accept_queue_is_its_unacked_field() -> None:
+    """A listener's TCP_INFO gives its accept queue in tcpi_unacked; too short gives None."""
+    listening = bytearray(LISTEN_QUEUE_BYTES)
+    struct.pack_into("=I", listening, 24, 9)
+    assert accept_queue(bytes(listening)) == 9
+    assert accept_queue(bytes(listening[:-1])) is None
