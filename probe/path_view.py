@@ -3,6 +3,7 @@ arrive, and the middleboxes that the differences name (``echostat probe --path``
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -78,24 +79,25 @@ def hops_from(ttl_sent: int, ttl_arrived: int) -> int:
 def compare(sent: Sent, seen: ServerView | None, return_dscp: int | None = None) -> PathView:
     """Both views of one connection (`seen` None: the listener sent no report)."""
     udp = sent.options is None
+    half = PathView(
+        nat=None,
+        port_rewritten=None,
+        peer_seen=None,
+        mss_sent=sent.mss,
+        mss_arrived=None,
+        dscp_sent=sent.dscp,
+        dscp_arrived=None,
+        ecn_sent=sent.ecn,
+        ecn_arrived=None,
+        ttl_arrived=None,
+        hops=None,
+        options_sent=None if udp else list(sent.options or ()),
+        options_arrived=None,
+        findings=[],
+        udp=udp,
+    )
     if seen is None:
-        return PathView(
-            nat=None,
-            port_rewritten=None,
-            peer_seen=None,
-            mss_sent=sent.mss,
-            mss_arrived=None,
-            dscp_sent=sent.dscp,
-            dscp_arrived=None,
-            ecn_sent=sent.ecn,
-            ecn_arrived=None,
-            ttl_arrived=None,
-            hops=None,
-            options_sent=None if udp else list(sent.options or ()),
-            options_arrived=None,
-            findings=[],
-            udp=udp,
-        )
+        return half
     nat = seen.peer_host != sent.local_host
     port_rewritten = seen.peer_port != sent.local_port
     arrived_options = None if seen.options is None else list(seen.options)
@@ -111,25 +113,20 @@ def compare(sent: Sent, seen: ServerView | None, return_dscp: int | None = None)
             arrived_options is not None and bool(set(sent.options or ()) - set(arrived_options)),
         ),
     )
-    found = [finding for finding, present in checks if present]
     peer = f"[{seen.peer_host}]" if ":" in seen.peer_host else seen.peer_host
-    return PathView(
+    return dataclasses.replace(
+        half,
         nat=nat,
         port_rewritten=port_rewritten,
         peer_seen=f"{peer}:{seen.peer_port}",
-        mss_sent=sent.mss,
         mss_arrived=seen.mss,
-        dscp_sent=sent.dscp,
         dscp_arrived=seen.dscp,
-        ecn_sent=sent.ecn,
         ecn_arrived=seen.ecn,
         ttl_arrived=seen.ttl,
         hops=None if seen.ttl is None else hops_from(sent.ttl, seen.ttl),
-        options_sent=None if udp else list(sent.options or ()),
         options_arrived=arrived_options,
-        findings=found,
+        findings=[finding for finding, present in checks if present],
         return_dscp_arrived=return_dscp,
-        udp=udp,
     )
 
 

@@ -3,6 +3,7 @@ line, the comparison and its findings, the hop count, the idle search's periods.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -96,15 +97,7 @@ def test_a_direct_path_has_no_finding() -> None:
 
 
 def test_stripped_options_a_rewritten_port_and_bleached_ecn_are_named() -> None:
-    sent = Sent(
-        "198.18.0.2",
-        40000,
-        dscp=0,
-        ecn=2,
-        ttl=64,
-        mss=1460,
-        options=("mss", "wscale", "sack", "timestamps"),
-    )
+    sent = dataclasses.replace(SENT, dscp=0, ecn=2)
     syn = {
         "ttl": 64,
         "dscp": 0,
