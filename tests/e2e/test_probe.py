@@ -359,6 +359,13 @@ def test_probe_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> No
         "--window",
         "--timeout",
         "--json",
+        "--path",
+        "--dscp",
+        "--ttl",
+        "--mss",
+        "--fail-on",
+        "--idle-timeout",
+        "--idle-resolution",
     ):
         assert f"  {option}" in out, option
     assert "exit status: 0 every byte came back exactly; 1 the path failed" in out
