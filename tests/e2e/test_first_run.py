@@ -59,8 +59,13 @@ def _make_dry_run(target: str, tmp_path: Path) -> str:
         pytest.skip("make is not installed")
     for name in ("Makefile", "pyproject.toml"):
         shutil.copy(REPO / name, tmp_path / name)
+    # Run by `make test`, this make is a sub-make that would print "Entering directory" lines.
     done = subprocess.run(
-        [make, "-n", target], cwd=tmp_path, capture_output=True, text=True, check=True
+        [make, "--no-print-directory", "-n", target],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return done.stdout
 
