@@ -39,3 +39,8 @@ def parse_ip_port(text: str) -> tuple[IPAddress, int]:
     if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r}: port must be 0..65535, got {port!r}")
     return address, int(port)
+
+
+def host_port(host: str, port: int) -> str:
+    """An address as typed back: ``HOST:PORT``, with brackets around an IPv6 address."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -60,7 +60,6 @@ class Run:
     """
 
     def __init__(self, stop_on_failure: bool = True, seed: int = DEFAULT_SEED) -> None:
-        self.seed = seed
         self.pattern = pattern_of(seed)
         self.running = True
         self.measuring = False

@@ -212,8 +212,15 @@ def _check_ranges(options: Options) -> None:
     _check_endless(options.count, options.interval_s)
 
 
-def _check_endless(count: int, interval_s: float) -> None:
+def _check_endless(count: int, interval_s: float, by_rate: bool = False) -> None:
+    """With --count 0 every round-trip time is kept until Ctrl-C: bound how fast they pile up,
+    naming the flag that set the pace."""
     if count == 0 and interval_s < MIN_ENDLESS_INTERVAL_S:
+        if by_rate:
+            raise ValueError(
+                f"--count 0 runs until Ctrl-C: --rate must then be at most "
+                f"{1 / MIN_ENDLESS_INTERVAL_S:g}/s (every round-trip time is kept); give a --count"
+            )
         raise ValueError(
             f"--count 0 runs until Ctrl-C: --interval must then be at least "
             f"{MIN_ENDLESS_INTERVAL_S:g} s (every round-trip time is kept)"
@@ -251,12 +258,7 @@ def _udp_options(args: argparse.Namespace) -> UDPOptions:
         raise ValueError(f"--count: expected 0 (until Ctrl-C)..{MAX_COUNT}, got {options.count}")
     if not interval_s >= 0:
         raise ValueError(f"--interval: expected 0 or more seconds, got {interval_s:g}")
-    if args.rate is not None and options.count == 0 and interval_s < MIN_ENDLESS_INTERVAL_S:
-        raise ValueError(
-            f"--count 0 runs until Ctrl-C: --rate must then be at most "
-            f"{1 / MIN_ENDLESS_INTERVAL_S:g}/s (every round-trip time is kept); give a --count"
-        )
-    _check_endless(options.count, interval_s)
+    _check_endless(options.count, interval_s, by_rate=args.rate is not None)
     if not options.timeout_s > 0:
         raise ValueError(
             f"--timeout: expected a positive number of seconds, got {options.timeout_s:g}"

@@ -21,9 +21,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from echostat.probe.console import Console
-from echostat.probe.pattern import PATTERN, start_offset
-from echostat.probe.server_report import PREFIX, read_report
-from echostat.probe.session import Endpoint, resolve
+from echostat.probe.pattern import pattern_of, start_offset
+from echostat.probe.server_report import PREFIX
+from echostat.probe.session import (
+    Endpoint,
+    new_socket,
+    read_required_report,
+    resolve,
+    send_preamble,
+)
 
 IdleFailure = Literal["reset", "silent", "closed"]
 
@@ -88,15 +94,20 @@ async def find_idle_timeout(
     bound_s: float,
     console: Console,
     interrupted: asyncio.Event,
+    seed: int,
 ) -> IdleFigures:
     """Search for the idle timeout of the path to `endpoint`, up to `max_s`. Raises OSError
     (or TimeoutError) if a connection can't be opened or its first echo doesn't come back;
+    the echoes are slices of the pattern of `seed`, as every check of the run sends;
     ValueError if an echo comes back wrong."""
     family, address = await resolve(endpoint)
+    pattern = pattern_of(seed)
     bounds = _Bounds()
     periods = doubling(max_s)
     while periods and not interrupted.is_set():
-        await _round(endpoint, family, address, periods, bound_s, bounds, console, interrupted)
+        await _round(
+            endpoint, family, address, periods, bound_s, pattern, bounds, console, interrupted
+        )
         if bounds.failed_s is None:
             break
         resolution_s = resolution_s or default_resolution_s(bounds.failed_s)
@@ -114,6 +125,7 @@ async def _round(
     address: tuple[object, ...],
     periods: Sequence[float],
     bound_s: float,
+    pattern: bytes,
     bounds: _Bounds,
     console: Console,
     interrupted: asyncio.Event,
@@ -121,7 +133,9 @@ async def _round(
     """Idle one connection per period, at once; a failure cancels the longer periods (they
     would fail too), Ctrl-C all of them."""
     tasks: dict[asyncio.Future[Any], float] = {
-        asyncio.create_task(_idle_once(endpoint, family, address, period, bound_s, index)): period
+        asyncio.create_task(
+            _idle_once(endpoint, family, address, period, bound_s, index, pattern)
+        ): period
         for index, period in enumerate(periods)
     }
     listed = ", ".join(f"{period:g}" for period in periods)
@@ -164,25 +178,19 @@ async def _idle_once(
     period_s: float,
     bound_s: float,
     index: int,
+    pattern: bytes,
 ) -> IdleFailure | None:
     """Open a connection, verify one echo, sit idle for `period_s`, then verify another within
     `bound_s`: None if it came back, else how the connection failed."""
     loop = asyncio.get_running_loop()
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = new_socket(endpoint, family, user_timeout_s=bound_s)
     try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, round(bound_s * 1000))
-        endpoint.marks.apply(sock)
-        if endpoint.source_host is not None:
-            sock.bind((endpoint.source_host, 0))
         await asyncio.wait_for(loop.sock_connect(sock, address), bound_s)
-        if endpoint.preamble:
-            await loop.sock_sendall(sock, endpoint.preamble)
-        if endpoint.report_first and await read_report(sock, bound_s) is None:
-            raise TimeoutError(f"no report from {endpoint.label} within {bound_s:g} s")
+        await send_preamble(endpoint, sock)
+        if endpoint.report_first:
+            await read_required_report(endpoint, sock, bound_s)
         offset = start_offset(index)
-        if (first := await _echo(loop, sock, offset, bound_s)) is not None:
+        if (first := await _echo(loop, sock, pattern, offset, bound_s)) is not None:
             raise OSError(f"{endpoint.label}: the first echo failed ({first}) before any idling")
         try:
             early = await asyncio.wait_for(loop.sock_recv(sock, 1), period_s)
@@ -194,16 +202,20 @@ async def _idle_once(
             if early:
                 raise ValueError(f"{endpoint.label} sent bytes nobody asked for while idle")
             return "closed"
-        return await _echo(loop, sock, offset + PAYLOAD_BYTES, bound_s)
+        return await _echo(loop, sock, pattern, offset + PAYLOAD_BYTES, bound_s)
     finally:
         sock.close()
 
 
 async def _echo(
-    loop: asyncio.AbstractEventLoop, sock: socket.socket, offset: int, bound_s: float
+    loop: asyncio.AbstractEventLoop,
+    sock: socket.socket,
+    pattern: bytes,
+    offset: int,
+    bound_s: float,
 ) -> IdleFailure | None:
-    """Send `PAYLOAD_BYTES` of the pattern and verify the echo within `bound_s`."""
-    payload = PATTERN[offset : offset + PAYLOAD_BYTES]
+    """Send `PAYLOAD_BYTES` of the run's pattern and verify the echo within `bound_s`."""
+    payload = pattern[offset : offset + PAYLOAD_BYTES]
     received = b""
     try:
         await loop.sock_sendall(sock, payload)

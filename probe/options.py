@@ -6,6 +6,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Literal
 
+from echostat.probe.address import host_port
+
 Check = Literal["round_trips", "load", "half_close", "connect_only", "idle_timeout"]
 """``round_trips`` is the ping-like default, ``load`` any load flag, the others their flag."""
 
@@ -82,8 +84,7 @@ class UDPOptions:
 
     @property
     def target(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"udp://{host}:{self.port}"
+        return f"udp://{host_port(self.host, self.port)}"
 
 
 # One set of defaults for both front ends' flags (argparse leaves them None, so that a flag

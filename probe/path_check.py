@@ -16,7 +16,7 @@ from echostat.probe.server_report import (
     readable,
     udp_request,
 )
-from echostat.probe.session import Endpoint, resolve
+from echostat.probe.session import Endpoint, new_socket, resolve, send_preamble
 
 UDP_TRIES = 3
 """Report requests sent before a UDP listener counts as not reporting (datagrams get lost)."""
@@ -37,17 +37,12 @@ async def tcp_path(endpoint: Endpoint, timeout_s: float) -> tuple[Sent, PathView
     ValueError if the server sends something that is not a report."""
     loop = asyncio.get_running_loop()
     family, address = await resolve(endpoint)
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = new_socket(endpoint, family)
     try:
-        sock.setblocking(False)
-        endpoint.marks.apply(sock)
-        if endpoint.source_host is not None:
-            sock.bind((endpoint.source_host, 0))
         started = loop.time()
         await asyncio.wait_for(loop.sock_connect(sock, address), timeout_s)
         sent = sent_by(sock)
-        if endpoint.preamble:
-            await loop.sock_sendall(sock, endpoint.preamble)
+        await send_preamble(endpoint, sock)
         seen = await read_report(sock, report_wait_s(loop.time() - started, timeout_s))
     finally:
         sock.close()

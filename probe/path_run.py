@@ -99,6 +99,7 @@ async def _idle_check(
         options.timeout_s,
         console,
         interrupted,
+        options.seed,
     )
     console.line(f"--- {endpoint.label} idle timeout ---")
     console.line(idle_summary(figures, max_s))

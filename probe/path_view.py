@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from echostat.probe.address import host_port
 from echostat.probe.marks import Sent, dscp_label
 from echostat.probe.server_report import ServerView
 
@@ -113,12 +114,11 @@ def compare(sent: Sent, seen: ServerView | None, return_dscp: int | None = None)
             arrived_options is not None and bool(set(sent.options or ()) - set(arrived_options)),
         ),
     )
-    peer = f"[{seen.peer_host}]" if ":" in seen.peer_host else seen.peer_host
     return dataclasses.replace(
         half,
         nat=nat,
         port_rewritten=port_rewritten,
-        peer_seen=f"{peer}:{seen.peer_port}",
+        peer_seen=host_port(seen.peer_host, seen.peer_port),
         mss_arrived=seen.mss,
         dscp_arrived=seen.dscp,
         ecn_arrived=seen.ecn,
@@ -132,12 +132,11 @@ def compare(sent: Sent, seen: ServerView | None, return_dscp: int | None = None)
 
 def table(sent: Sent, view: PathView) -> list[str]:
     """The side-by-side table printed before the usual output: field, sent, arrived, finding."""
-    local = f"[{sent.local_host}]" if ":" in sent.local_host else sent.local_host
     options_sent = " ".join(view.options_sent or ()) or "-"
     rows = [
         (
             "address",
-            f"{local}:{sent.local_port}",
+            host_port(sent.local_host, sent.local_port),
             view.peer_seen or "-",
             _of(view, "nat", "port_rewritten"),
         ),

@@ -9,7 +9,8 @@ SPAN = 1 << 20
 """Payload offsets wrap at this many bytes; one read or message is never longer."""
 
 DEFAULT_SEED = 20240613
-"""The seed of the benchmark's runs (and of `PATTERN`), which need not differ from each other."""
+"""The seed of the benchmark's runs and of the watcher's rounds, which need not differ from
+each other."""
 
 
 @functools.lru_cache(maxsize=2)
@@ -23,13 +24,6 @@ def pattern_of(seed: int) -> bytes:
     return random.Random(seed).randbytes(SPAN) * 2
 
 
-def __getattr__(name: str) -> bytes:
-    # `PATTERN` is built on first use: a probe run with its own seed never needs it.
-    if name == "PATTERN":
-        return pattern_of(DEFAULT_SEED)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 STRIDE = 40_009
 """How far a connection's payload offset moves per round trip (prime, so offsets cycle)."""
 
@@ -39,13 +33,12 @@ def start_offset(connection: int, spacing: int = 7919) -> int:
     return (connection * spacing) % SPAN
 
 
-def first_difference(data: bytes, offset: int, pattern: bytes | None = None) -> int:
-    """The index in `data` of its first byte that is not ``pattern[offset + index]`` (by
-    default the pattern of `DEFAULT_SEED`).
+def first_difference(data: bytes, offset: int, pattern: bytes) -> int:
+    """The index in `data` of its first byte that is not ``pattern[offset + index]``.
 
     Only called once a check has failed, so a plain loop is fine; -1 if nothing differs.
     """
-    expected = (pattern or pattern_of(DEFAULT_SEED))[offset : offset + len(data)]
+    expected = pattern[offset : offset + len(data)]
     for index, (got, want) in enumerate(zip(data, expected, strict=False)):
         if got != want:
             return index

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from echostat.probe.address import host_port
 from echostat.probe.engine import Client, Mismatch, Run
 from echostat.probe.marks import Marks
 from echostat.probe.server_report import read_report
@@ -46,8 +47,7 @@ class Endpoint:
     @property
     def label(self) -> str:
         """``HOST:PORT``, with brackets around an IPv6 address."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        return host_port(self.host, self.port)
 
 
 async def bounded(what: str, awaitable: Awaitable[Any], run: Run, timeout_s: float) -> None:
@@ -76,26 +76,24 @@ async def open_client(
     A connection the server resets as soon as it accepted it (before TLS, if any) is the
     client's to report: it gets it through `connection_lost`, with no transport."""
     loop = asyncio.get_running_loop()
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = new_socket(endpoint, family)
+    connected: int | None = None
     try:
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        endpoint.marks.apply(sock)
-        if endpoint.source_host is not None:
-            sock.bind((endpoint.source_host, 0))
         started = time.perf_counter_ns()
         try:
             await loop.sock_connect(sock, address)
             connected = time.perf_counter_ns()
             if endpoint.report_first:
-                factory = await _past_report(endpoint, sock, factory)
+                await send_preamble(endpoint, sock)
+                await read_required_report(endpoint, sock, SETTLE_S)
+                factory = _without_preamble(factory)
             # Linux reports a reset as ECONNREFUSED before the handshake, ECONNRESET after it.
             hostname = (endpoint.server_hostname or endpoint.host) if endpoint.tls else None
             _, client = await loop.create_connection(
                 factory, sock=sock, ssl=endpoint.tls, server_hostname=hostname
             )
         except ConnectionResetError as exc:
-            if endpoint.tls and "connected" in locals():
+            if endpoint.tls and connected is not None:
                 raise  # in the TLS handshake: a failed connect, reported as such
             sock.close()
             connected = time.perf_counter_ns()
@@ -109,15 +107,42 @@ async def open_client(
     return client
 
 
-async def _past_report(
-    endpoint: Endpoint, sock: socket.socket, factory: Callable[[], _ClientT]
-) -> Callable[[], _ClientT]:
-    """Send the PROXY header, if any, and read the server's report line off `sock`; the
-    factory returned makes clients that do not send the header again."""
+def new_socket(
+    endpoint: Endpoint, family: int, user_timeout_s: float | None = None
+) -> socket.socket:
+    """A non-blocking TCP socket, not yet connected, with Nagle off, the endpoint's marks
+    (``--dscp --ttl --mss``), its source address and, if given, `TCP_USER_TIMEOUT`; the
+    caller closes it."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if user_timeout_s is not None:
+            ms = round(user_timeout_s * 1000)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, ms)
+        endpoint.marks.apply(sock)
+        if endpoint.source_host is not None:
+            sock.bind((endpoint.source_host, 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def send_preamble(endpoint: Endpoint, sock: socket.socket) -> None:
+    """Write the endpoint's PROXY header, if any, on the connected `sock`."""
     if endpoint.preamble:
         await asyncio.get_running_loop().sock_sendall(sock, endpoint.preamble)
-    if await read_report(sock, SETTLE_S) is None:
-        raise TimeoutError(f"no report from {endpoint.label} within {SETTLE_S:g} s")
+
+
+async def read_required_report(endpoint: Endpoint, sock: socket.socket, timeout_s: float) -> None:
+    """Read the server's report line off `sock`; TimeoutError if none comes in time."""
+    if await read_report(sock, timeout_s) is None:
+        raise TimeoutError(f"no report from {endpoint.label} within {timeout_s:g} s")
+
+
+def _without_preamble(factory: Callable[[], _ClientT]) -> Callable[[], _ClientT]:
+    """`factory`, making clients that do not send the PROXY header (it went out already)."""
 
     def without_preamble() -> _ClientT:
         client = factory()

@@ -4,7 +4,7 @@ A scheduler around the probe's engine (`probe.watch_round`), not a client of its
 configured target is resolved afresh every round, and each address it resolves to is one
 watched target, up to `max_targets` in all (the N² guard of a fleet that watches itself).
 Rounds start at a random moment of each interval so that a fleet never probes in lockstep,
-and a round during which the event loop was late by more than `late_ms` is marked as such
+and a round during which the event loop was late by more than `LATE_MS` is marked as such
 and kept out of the latency figures (`probe.loop_lag`).
 """
 
@@ -82,12 +82,11 @@ class Watcher:
         targets: Sequence[WatchTarget],
         max_targets: int,
         resolve: Resolver = resolve_addresses,
-        late_ms: float = LATE_MS,
     ) -> None:
         self._targets = {target.name: target for target in targets}
         self.max_targets = max_targets
         self._resolve = resolve
-        self._late_s = late_ms / 1e3
+        self._late_s = LATE_MS / 1e3
         self._lag = LoopLag()
         self._states: dict[tuple[str, str | None], TargetState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -156,7 +155,7 @@ class Watcher:
     async def _round(self, target: WatchTarget) -> None:
         """Resolve, then probe every address (within the cap) at once."""
         try:
-            addresses: list[str | None] = list(
+            addresses: list[str] = list(
                 await self._resolve(target.host, target.port, target.protocol)
             )
         except OSError as exc:
@@ -182,8 +181,7 @@ class Watcher:
                 del self._states[key]  # a pod that went away, or the cap
         await asyncio.gather(*(self._probe(target, address) for address in addresses))
 
-    async def _probe(self, target: WatchTarget, address: str | None) -> None:
-        assert address is not None
+    async def _probe(self, target: WatchTarget, address: str) -> None:
         window = self._lag.open()
         at = time.time()
         try:

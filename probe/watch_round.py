@@ -13,10 +13,11 @@ import socket
 from dataclasses import dataclass
 from typing import Literal
 
-from echostat.probe.engine import PingPong, Run
+from echostat.probe.engine import PingPong
 from echostat.probe.options import UDPOptions
-from echostat.probe.session import Endpoint, Session, open_client
-from echostat.probe.steps import connect_failure, first_of
+from echostat.probe.pattern import DEFAULT_SEED
+from echostat.probe.session import Endpoint, open_client
+from echostat.probe.steps import connect_failure, first_of, session_for
 from echostat.probe.udp import exchange_quietly
 
 Protocol = Literal["tcp", "udp"]
@@ -55,10 +56,9 @@ async def exchange(
 
 
 async def _tcp_round(host: str, port: int, count: int, size: int, timeout_s: float) -> Exchange:
-    run = Run(stop_on_failure=False)
-    run.measuring = True
     endpoint = Endpoint(host, port)
-    session = Session(endpoint, run, timeout_s)
+    session = session_for(endpoint, timeout_s, DEFAULT_SEED)
+    run = session.run
     # `host` is an address already (the watcher resolved it): connect to it without asking
     # the resolver again, as `Session.connect` would.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

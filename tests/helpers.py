@@ -410,10 +410,11 @@ BAD_CONFIGS = [
 """Config files (None: absent) and CLI flags that are wrong, with the one-line error each gives."""
 
 
-def run_probe(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m echostat probe ARGS`` to completion and capture its output."""
+def run_probe(*args: str, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m echostat probe ARGS`` to completion and capture its output; `prefix`
+    runs it through a command that execs it, such as ``ip netns exec NAME``."""
     return subprocess.run(
-        [sys.executable, "-m", "echostat", "probe", *args],
+        [*prefix, sys.executable, "-m", "echostat", "probe", *args],
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.helpers import DEADLINE_S, REPO, EchostatProcess
+from tests.helpers import REPO, EchostatProcess, run_probe
 from tests.net.topology import DIRECT_SERVER_ADDRESS, SERVER_ADDRESS, RoutedPath, routed_path
 
 MIDDLEBOX = """
@@ -59,14 +57,7 @@ def path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoutedPath]:
 
 def probe(path: RoutedPath, target: str, *args: str) -> tuple[int, str, str]:
     """``echostat probe TARGET ARGS`` from the client namespace: exit status, stdout, stderr."""
-    done = subprocess.run(
-        path.client.argv(sys.executable, "-m", "echostat", "probe", target, *args),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_S,
-        check=False,
-    )
+    done = run_probe(target, *args, prefix=path.client.argv())
     assert "Traceback" not in done.stderr, done.stderr
     return done.returncode, done.stdout, done.stderr
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from echostat.probe.figures import Timing, percentile
-from echostat.probe.pattern import PATTERN, SPAN, first_difference
+from echostat.probe.pattern import DEFAULT_SEED, SPAN, first_difference, pattern_of
+
+PATTERN = pattern_of(DEFAULT_SEED)
 
 
 @pytest.mark.parametrize(
@@ -35,6 +37,6 @@ def test_timing_of_nothing_is_all_zero() -> None:
 def test_first_difference_finds_the_altered_byte() -> None:
     offset = SPAN - 10  # across the wrap: the pattern repeats after SPAN bytes
     data = bytearray(PATTERN[offset : offset + 100])
-    assert first_difference(bytes(data), offset) == -1
+    assert first_difference(bytes(data), offset, PATTERN) == -1
     data[42] ^= 0x80
-    assert first_difference(bytes(data), offset) == 42
+    assert first_difference(bytes(data), offset, PATTERN) == 42
