@@ -111,10 +111,6 @@ class EchoProtocol(Connection, asyncio.Protocol):
         if self._queuing:
             self._queued(nbytes)
 
-    def echo_bytes(self, data: bytes) -> None:
-        """Echo `data` that arrived before this protocol took the connection over."""
-        self.data_received(data)
-
     def lend(self, lending: bool) -> None:
         """Read into lent buffers from now on (`lending`), or into the loop's own again, if
         this connection reads at all and nothing of its own is queued."""

@@ -142,15 +142,13 @@ class TcpSampler:
         self._syn_options = [0] * len(OPTION_NAMES)
         self._new_syns: list[bytes] = []
         """Saved SYNs of connections opened since the last snapshot, not yet counted."""
-        self._syn_seen_through = 0
-        """The last id taken off `_new`: every connection up to it has had its SYN kept."""
+        self.syn_arrived: Callable[[bytes], None] = self._new_syns.append
+        """`syn_arrived(conn.saved_syn)` as a connection opens: count it at the next snapshot.
+        The list's own append, as `opened` is."""
 
     def closed(self, conn: Connection) -> None:
         """`conn` is closing: read it a last time (so its socket must still be open), observe
-        its RTT and count its retransmits for good (and its SYN, if it closes before its
-        turn)."""
-        if conn.id > self._syn_seen_through and conn.saved_syn:
-            self._new_syns.append(conn.saved_syn)
+        its RTT and count its retransmits for good."""
         self._forget(conn.tcp)
         conn.tcp = conn.read_tcp_info() or conn.tcp
         self._observe_rtt(conn.tcp)
@@ -194,10 +192,7 @@ class TcpSampler:
         """The next open connection whose TCP_INFO is due by `now`, taken off its queue."""
         while self._new or (self._due and self._due[0][0] <= now):
             if self._new:
-                conn_id = self._syn_seen_through = self._new.popleft()
-                conn = active.get(conn_id)
-                if conn is not None and conn.saved_syn:  # else closed meanwhile: kept then
-                    self._new_syns.append(conn.saved_syn)  # each connection passes here once
+                conn = active.get(self._new.popleft())
             else:
                 conn = active.get(self._due.popleft()[1])
             if conn is not None:  # else it closed meanwhile

@@ -68,7 +68,7 @@ class ProxyHeaderProtocol(asyncio.Protocol):
         transport.set_protocol(echo)
         echo.connection_made(transport)
         if remainder:
-            echo.echo_bytes(remainder)
+            echo.data_received(remainder)  # arrived before the echo took the connection over
 
     def _fail(self, reason: RejectReason) -> None:
         """Reject the connection for `reason`, unless its fate is already settled."""

@@ -257,6 +257,8 @@ class Registry:
         conn.listener.active += 1
         if self.tcp_info_interval_s is not None:
             self._path_quality.opened(conn.id)
+            if conn.saved_syn:
+                self._path_quality.syn_arrived(conn.saved_syn)
 
     def close(self, conn: Connection, reason: ServerCloseReason | None = None) -> None:
         """Move `conn` from active to closed; calling it twice for one connection is harmless.

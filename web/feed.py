@@ -70,8 +70,8 @@ class StatsFeed:
             peers = self._registry.peers(TABLE_ROWS)
             total = sum(udp.peers for udp in snap.udp_listeners)
             document["top_peers"] = peers_document(total, peers)
-        if self._watch is not None and self._watch.targets():
-            document["watch"] = watch_document(self._watch, history=False)
+        if self._watch is not None and (targets := self._watch.targets()):
+            document["watch"] = watch_document(targets, history=False)
         self._message = json.dumps(document).encode()
         self._tick += 1
         published, self._published = self._published, asyncio.Event()

@@ -205,7 +205,7 @@ class WatchHandler(BaseHandler):
 
     def get(self) -> None:
         watch = self.state.watch
-        self.write_json(watch_document(watch) if watch is not None else {"targets": []})
+        self.write_json(watch_document(watch.targets() if watch is not None else []))
 
 
 class EventsHandler(BaseHandler):

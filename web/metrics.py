@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
@@ -263,7 +263,7 @@ def _path_quality(tcp: TcpSnapshot) -> Iterator[Metric]:
         "echostat_tcp_rtt_seconds",
         "Smoothed RTT of echo connections (TCP_INFO), observed at close and at most once per"
         " tcp_info_interval_s while open.",
-        buckets=_cumulative(RTT_BUCKETS_S, tcp.rtt_buckets),
+        buckets=cumulative(RTT_BUCKETS_S, tcp.rtt_buckets),
         sum_value=tcp.rtt_sum_s,
     )
     yield CounterMetricFamily(
@@ -278,7 +278,7 @@ def _syn_families(tcp: TcpSnapshot) -> Iterator[Metric]:
     yield HistogramMetricFamily(
         "echostat_syn_mss_bytes",
         "MSS option of echo connections' SYNs as they arrived (a clamp on the path lowers it).",
-        buckets=_cumulative(SYN_MSS_BUCKETS, tcp.syn_mss_buckets),
+        buckets=cumulative(SYN_MSS_BUCKETS, tcp.syn_mss_buckets),
         sum_value=tcp.syn_mss_sum,
     )
     yield _labelled(
@@ -290,7 +290,7 @@ def _syn_families(tcp: TcpSnapshot) -> Iterator[Metric]:
     )
 
 
-def _cumulative(bounds: tuple[float, ...], counts: tuple[int, ...]) -> list[tuple[str, float]]:
+def cumulative(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
     """Histogram buckets as Prometheus wants them: cumulative counts, `+Inf` last."""
     total = 0
     buckets: list[tuple[str, float]] = []

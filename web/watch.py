@@ -121,10 +121,11 @@ _ROUND = ("at", "sent", "verified", "lost", "failed", "connect_ms", "late", "loo
 _POINT = ("at", "median_ms", "min_ms", "max_ms", "sent", "lost", "failed", "late_rounds")
 
 
-def watch_document(source: WatchSource, history: bool = True) -> dict[str, Any]:
-    """``{"targets": [...]}``, one item per watched address; with `history`, each carries the
-    last hour's chart points, else only the newest (what the push feed sends every tick)."""
-    return {"targets": [_target_document(target, history) for target in source.targets()]}
+def watch_document(targets: Sequence[WatchedTarget], history: bool = True) -> dict[str, Any]:
+    """``{"targets": [...]}``, one item per watched address (`WatchSource.targets`); with
+    `history`, each carries the last hour's chart points, else only the newest (what the push
+    feed sends every tick)."""
+    return {"targets": [_target_document(target, history) for target in targets]}
 
 
 def _target_document(target: WatchedTarget, history: bool) -> dict[str, Any]:

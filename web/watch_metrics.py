@@ -12,6 +12,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from echostat.web.metrics import cumulative
 from echostat.web.watch import HistogramView, WatchSource
 
 LABELS = ["name", "address"]
@@ -58,8 +59,8 @@ class WatchCollector(Collector):
             outcomes.add_metric([*labels, "lost"], target.lost_total)
             outcomes.add_metric([*labels, "failed"], target.failed_total)
             late.add_metric(labels, target.late_rounds_total)
-            if target.loss_ratio_5m is not None:
-                loss.add_metric(labels, target.loss_ratio_5m)
+            if (loss_ratio := target.loss_ratio_5m) is not None:  # a sum over five minutes
+                loss.add_metric(labels, loss_ratio)
             rtt.append((labels, target.rtt))
             if target.protocol == "tcp":
                 connect.append((labels, target.connect))
@@ -85,12 +86,5 @@ def _histogram(
 ) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, documentation, labels=LABELS)
     for labels, histogram in rows:
-        cumulative = 0
-        buckets = []
-        for bound, count in zip(
-            [*map(str, histogram.bounds_s), "+Inf"], histogram.counts, strict=True
-        ):
-            cumulative += count
-            buckets.append((bound, cumulative))
-        family.add_metric(labels, buckets, histogram.sum_s)
+        family.add_metric(labels, cumulative(histogram.bounds_s, histogram.counts), histogram.sum_s)
     return family

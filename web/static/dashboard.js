@@ -35,12 +35,12 @@ async function loadPanel(url) {
   }
 }
 
-const [path, udp, syn] = await Promise.all([
+const [path, udp, syn, watch] = await Promise.all([
   loadPanel("./path.js"),
   loadPanel("./udp.js"),
   loadPanel("./syn.js"),
+  loadPanel("./watch.js"),
 ]);
-const watch = await loadPanel("./watch.js");
 
 // ---- link state --------------------------------------------------------------------------
 

@@ -76,14 +76,14 @@ export class ChartSeries {
   // Draw from now on into the element `id`. A panel that starts hidden calls this when it is
   // first shown: uPlot takes its width from the element, which has none while hidden.
   // `steps` are the y axis's round steps (`countSteps` unless given); the chart's name for
-  // its text alternative is its card's heading (without the hint) unless `name` is given.
-  show(id, lines, axisWidth, format, { steps = countSteps, name } = {}) {
+  // its text alternative is its card's heading (without the hint).
+  show(id, lines, axisWidth, format, { steps = countSteps } = {}) {
     if (this.chart) return;
     const el = byId(id);
     this.element = el;
     this.lines = lines;
     this.format = format;
-    this.name = name ?? el.closest("article")?.querySelector("h2")?.firstChild.textContent.trim() ?? id;
+    this.name = el.closest("article")?.querySelector("h2")?.firstChild.textContent.trim() ?? id;
     const latest = (u, s) => u.data[s][u.data[s].length - 1];
     const value = (show) => (u, v, s, idx) => {
       const shown = idx === null ? latest(u, s) : v;
