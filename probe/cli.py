@@ -264,27 +264,34 @@ def run(args: argparse.Namespace) -> int:
     console = Console(quiet=args.json, brief=args.quiet)
     started_at = datetime.datetime.now(datetime.UTC)
     result = uvloop.run(_interruptible(probe, console))
+    problem = result.problem or _failed_on(path, result)
     if args.json:
         facts = RunFacts(
-            error=result.problem,
+            error=problem,
             seed=options.seed,
             started_at=started_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             version=_version(),
         )
+        report = document(options, result, facts)
+        report["ok"] = report["ok"] and problem is None  # a finding --fail-on names fails it
         try:
-            print(json.dumps(document(options, result, facts), indent=2), flush=True)
+            print(json.dumps(report, indent=2), flush=True)
         except BrokenPipeError:
             console.close()
     if console.closed:
         return Exit.PATH_FAILED  # as other tools whose reader went away, without a word
-    if result.problem is not None:
-        print(f"echostat probe: {result.problem}", file=sys.stderr)
-        return Exit.PATH_FAILED
-    if result.path is not None and (found := set(path.fail_on) & set(result.path.findings)):
-        named = ", ".join(finding for finding in result.path.findings if finding in found)
-        print(f"echostat probe: --fail-on: the path shows {named}", file=sys.stderr)
+    if problem is not None:
+        print(f"echostat probe: {problem}", file=sys.stderr)
         return Exit.PATH_FAILED
     return Exit.OK
+
+
+def _failed_on(path: PathOptions, result: Result | UDPResult) -> str | None:
+    """Why the findings of --path fail the run (--fail-on names one of them), or None."""
+    if result.path is None or not (found := set(path.fail_on) & set(result.path.findings)):
+        return None
+    named = ", ".join(finding for finding in result.path.findings if finding in found)
+    return f"--fail-on: the path shows {named}"
 
 
 def _version() -> str | None:

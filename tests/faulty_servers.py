@@ -109,6 +109,18 @@ def faulty_server(behaviour: Behaviour) -> Iterator[int]:
             thread.join(timeout=10)
 
 
+def reports_peer(peer: str) -> Behaviour:
+    """Speaks first as an echostat listener with ``report: true`` does, but names `peer` as
+    the client it saw (as across a NAT), then echoes."""
+
+    def serve(sock: socket.socket) -> None:
+        sock.sendall(b'ECHOSTAT-REPORT {"peer":"%s","local":null,"syn":null}\r\n' % peer.encode())
+        while data := sock.recv(65536):
+            sock.sendall(data)
+
+    return serve
+
+
 def resets_at_accept(sock: socket.socket) -> None:
     """Closes every connection with a TCP reset as soon as it is accepted, reading nothing:
     what a server at its connection limit, a firewall or a balancer with no backend does."""

@@ -1,0 +1,34 @@
+"""``echostat probe --path`` and ``--idle-timeout``: what a run says when a finding fails it,
+and flag combinations that mean nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.faulty_servers import faulty_server, reports_peer
+from tests.helpers import probe_here
+
+Capsys = pytest.CaptureFixture[str]
+
+
+def test_fail_on_finding_fails_the_json_document_too(capsys: Capsys) -> None:
+    """A finding named by --fail-on exits 1, and the --json document says the run failed and
+    why, with the line printed on stderr."""
+    with faulty_server(reports_peer("198.18.0.9:1")) as port:
+        done = probe_here(
+            capsys, f"127.0.0.1:{port}", "--path", "--fail-on", "nat", "-c", "1", "--json"
+        )
+    report = done.report()
+    assert done.status == 1
+    assert report["path"]["findings"] == ["nat", "port_rewritten"]
+    assert done.err == "echostat probe: --fail-on: the path shows nat\n"
+    assert (report["ok"], report["error"]) == (False, "--fail-on: the path shows nat")
+
+
+def test_fail_on_a_finding_not_present_passes(capsys: Capsys) -> None:
+    with faulty_server(reports_peer("198.18.0.9:1")) as port:
+        done = probe_here(
+            capsys, f"127.0.0.1:{port}", "--path", "--fail-on", "mss_clamped", "-c", "1", "--json"
+        )
+    report = done.report()
+    assert (done.status, report["ok"], report["error"]) == (0, True, None)
