@@ -112,9 +112,14 @@ def _check_idle(args: argparse.Namespace, udp: bool) -> None:
         raise ValueError(
             f"--idle-resolution: expected 0.1..{MAX_IDLE_S} seconds, got {args.idle_resolution:g}"
         )
+    # The search sends its own small echoes on its own schedule: the other checks' flags
+    # would be ignored, so they are refused.
     given = [
         flag
-        for flag in ("half_close", "connect_only", "tls", "connections", "duration", "mode")
+        for flag in (
+            *("half_close", "connect_only", "tls", "connections", "duration", "mode"),
+            *("count", "interval", "size", "window", "rate", "percentiles"),
+        )
         if getattr(args, flag) not in (None, False)
     ]
     if given:

@@ -32,3 +32,26 @@ def test_fail_on_a_finding_not_present_passes(capsys: Capsys) -> None:
         )
     report = done.report()
     assert (done.status, report["ok"], report["error"]) == (0, True, None)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--count", "3"),
+        ("--interval", "0.1"),
+        ("--size", "1000"),
+        ("--window", "10"),
+        ("--rate", "10/s"),
+        ("--percentiles", "50"),
+    ],
+)
+def test_idle_timeout_refuses_the_flags_it_would_ignore(
+    capsys: Capsys, flag: str, value: str
+) -> None:
+    """The idle search sends its own echoes on its own schedule: a flag of another check is a
+    usage error naming it, not silently dropped."""
+    done = probe_here(capsys, "127.0.0.1:7", "--idle-timeout", "5", flag, value)
+    assert done.status == 2
+    assert done.err == (
+        f"echostat probe: --idle-timeout is a check of its own; it does not go with {flag}\n"
+    )
