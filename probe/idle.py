@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from echostat.probe.console import Console
 from echostat.probe.pattern import pattern_of, start_offset
-from echostat.probe.server_report import PREFIX
+from echostat.probe.server_report import REPORT_FIRST, starts_like_report
 from echostat.probe.session import (
     Endpoint,
     new_socket,
@@ -233,8 +233,8 @@ async def _echo(
         if exc.errno == errno.ETIMEDOUT:  # TCP_USER_TIMEOUT: the data was never acknowledged
             return "silent"
         raise
-    if received.startswith(PREFIX[: len(received)]):
-        raise ValueError("the server sent an echostat report first: add --path to read it")
+    if starts_like_report(received):
+        raise ValueError(REPORT_FIRST)
     if received != payload:
         raise ValueError("an echo came back altered")
     return None

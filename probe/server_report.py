@@ -20,6 +20,8 @@ UDP_REQUEST = b"ECHOSTAT-REPORT?"
 UDP_REQUEST_BYTES = 512
 """A UDP report request is at least this long: the answer is never longer than the request."""
 MAX_LINE_BYTES = 4096
+REPORT_FIRST = "the server sent an echostat report first: add --path to read it"
+"""Why an echo check fails on its first byte against a listener with ``report: true``."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,11 @@ class ServerView:
     options: tuple[str, ...] | None
     """The TCP options its SYN arrived with; None for UDP or when the server had no SYN."""
     proxy_source: str | None
+
+
+def starts_like_report(data: bytes) -> bool:
+    """Whether `data`, the first bytes a connection received, are the start of a report line."""
+    return bool(data) and data.startswith(PREFIX[: len(data)])
 
 
 def udp_request() -> bytes:

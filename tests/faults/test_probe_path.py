@@ -55,3 +55,20 @@ def test_idle_timeout_refuses_the_flags_it_would_ignore(
     assert done.err == (
         f"echostat probe: --idle-timeout is a check of its own; it does not go with {flag}\n"
     )
+
+
+@pytest.mark.parametrize(
+    "check",
+    [("-c", "1"), ("--half-close",), ("--duration", "0.5")],
+    ids=["round-trips", "half-close", "load"],
+)
+def test_a_report_listener_without_path_is_named_with_the_fix(
+    capsys: Capsys, check: tuple[str, ...]
+) -> None:
+    """A listener with report: true speaks first; a check without --path fails on its first
+    byte and says why and what to add, as the idle search does."""
+    with faulty_server(reports_peer("127.0.0.1:1")) as port:
+        done = probe_here(capsys, f"127.0.0.1:{port}", *check)
+    assert done.status == 1
+    assert done.err.startswith("echostat probe: connection 0: byte 0 differs"), done.err
+    assert "; the server sent an echostat report first: add --path to read it" in done.err
