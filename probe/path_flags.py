@@ -13,6 +13,9 @@ from echostat.probe.path_view import Finding
 
 FINDINGS: tuple[Finding, ...] = get_args(Finding)
 
+MAX_MSS = 32767
+"""The largest TCP_MAXSEG Linux takes (MAX_TCP_WINDOW); above it setsockopt fails, EINVAL."""
+
 
 @dataclass(frozen=True)
 class PathOptions:
@@ -41,7 +44,7 @@ def add_path_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--ttl", type=int, metavar="N", help="TTL (IPv6: hop limit) to send, 1..255")
     group.add_argument(
-        "--mss", type=int, metavar="BYTES", help="TCP MSS to advertise in the SYN, 88..65495"
+        "--mss", type=int, metavar="BYTES", help=f"TCP MSS to advertise in the SYN, 88..{MAX_MSS}"
     )
     group.add_argument(
         "--fail-on",
@@ -72,8 +75,8 @@ def path_options_from(args: argparse.Namespace, udp: bool) -> PathOptions:
     if args.mss is not None:
         if udp:
             raise ValueError("--mss: not available for udp:// targets (it is a TCP option)")
-        if not 88 <= args.mss <= 65495:
-            raise ValueError(f"--mss: expected 88..65495, got {args.mss}")
+        if not 88 <= args.mss <= MAX_MSS:
+            raise ValueError(f"--mss: expected 88..{MAX_MSS}, got {args.mss}")
     fail_on = _findings(args.fail_on)
     if fail_on and not args.path:
         raise ValueError("--fail-on judges what --path finds: add --path")

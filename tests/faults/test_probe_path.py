@@ -3,6 +3,8 @@ and flag combinations that mean nothing."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.faulty_servers import faulty_server, reports_peer
@@ -72,3 +74,17 @@ def test_a_report_listener_without_path_is_named_with_the_fix(
     assert done.status == 1
     assert done.err.startswith("echostat probe: connection 0: byte 0 differs"), done.err
     assert "; the server sent an echostat report first: add --path to read it" in done.err
+
+
+def test_mss_above_what_linux_takes_is_a_usage_error(capsys: Capsys) -> None:
+    """Linux refuses a TCP_MAXSEG above 32767 (MAX_TCP_WINDOW): the flag's range says so,
+    instead of a connect that fails with "invalid argument"."""
+    done = probe_here(capsys, "127.0.0.1:7", "--path", "--mss", "32768")
+    assert (done.status, done.err) == (2, "echostat probe: --mss: expected 88..32767, got 32768\n")
+
+
+def test_the_largest_mss_is_advertised(capsys: Capsys) -> None:
+    with faulty_server(reports_peer("127.0.0.1:1")) as port:
+        done = probe_here(capsys, f"127.0.0.1:{port}", "--path", "--mss", "32767", "-c", "1")
+    assert done.status == 0, done.err
+    assert re.search(r"^  mss +32767 ", done.out, re.MULTILINE), done.out
