@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import get_args
+from typing import Any, get_args
 
 from echostat.probe.idle import MAX_IDLE_S
 from echostat.probe.marks import Marks, parse_dscp
@@ -26,6 +26,18 @@ class PathOptions:
     fail_on: tuple[Finding, ...]
     idle_timeout_s: float | None
     idle_resolution_s: float | None
+
+    def document(self) -> dict[str, Any]:
+        """The flags as the ``--json`` document's ``options`` shows them, after the others."""
+        return {
+            "path": self.path,
+            "dscp": self.marks.dscp,
+            "ttl": self.marks.ttl,
+            "mss": self.marks.mss,
+            "fail_on": list(self.fail_on),
+            "idle_timeout_s": self.idle_timeout_s,
+            "idle_resolution_s": self.idle_resolution_s,
+        }
 
 
 def add_path_flags(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from echostat.probe.options import Options, UDPOptions
+from echostat.probe.path_flags import PathOptions
 from echostat.probe.results import (
     ConnectFigures,
     Figures,
@@ -27,14 +28,14 @@ from echostat.probe.results import (
 
 
 def document(
-    options: Options | UDPOptions, result: Result | UDPResult, facts: RunFacts
+    options: Options | UDPOptions, path: PathOptions, result: Result | UDPResult, facts: RunFacts
 ) -> dict[str, Any]:
     """The JSON document of one run: for a TCP check the figures and then its failures
     (the first in full), for ``udp://`` the figures alone; then `facts`."""
     if isinstance(result, UDPResult):
         assert isinstance(options, UDPOptions)
         return {
-            **_head(options, "udp", result.problem is None, result.interrupted),
+            **_head(options, path, "udp", result.problem is None, result.interrupted),
             **_figures(result.figures, UDPFigures),
             "path": None if result.path is None else result.path.document(),
             "idle": None,
@@ -43,7 +44,7 @@ def document(
     assert isinstance(options, Options)
     first = result.failures[0] if result.failures else None
     return {
-        **_head(options, options.check, not result.failures, result.interrupted),
+        **_head(options, path, options.check, not result.failures, result.interrupted),
         **_figures(result.figures, _figures_of(options)),
         "failures": len(result.failures),
         "first_failure": asdict(first) if first else None,
@@ -74,11 +75,13 @@ def _figures(figures: Figures | UDPFigures | None, kind: type | None) -> dict[st
     return asdict(figures)
 
 
-def _head(options: Options | UDPOptions, check: str, ok: bool, interrupted: bool) -> dict[str, Any]:
+def _head(
+    options: Options | UDPOptions, path: PathOptions, check: str, ok: bool, interrupted: bool
+) -> dict[str, Any]:
     return {
         "target": options.target,
         "check": check,
         "ok": ok,
         "interrupted": interrupted,
-        "options": asdict(options),
+        "options": {**asdict(options), **path.document()},
     }

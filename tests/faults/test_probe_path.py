@@ -4,6 +4,7 @@ and flag combinations that mean nothing."""
 from __future__ import annotations
 
 import re
+import socket
 
 import pytest
 
@@ -88,3 +89,44 @@ def test_the_largest_mss_is_advertised(capsys: Capsys) -> None:
         done = probe_here(capsys, f"127.0.0.1:{port}", "--path", "--mss", "32767", "-c", "1")
     assert done.status == 0, done.err
     assert re.search(r"^  mss +32767 ", done.out, re.MULTILINE), done.out
+
+
+PATH_OPTION_KEYS = ("path", "dscp", "ttl", "mss", "fail_on", "idle_timeout_s", "idle_resolution_s")
+
+
+def test_json_options_hold_the_path_flags(capsys: Capsys) -> None:
+    """``options`` holds every option of the run: the marks sent and --fail-on too, so a run
+    can be repeated from its document; without them the same keys are there, empty."""
+    with faulty_server(reports_peer("127.0.0.1:1")) as port:
+        marked = probe_here(
+            capsys,
+            *(f"127.0.0.1:{port}", "--path", "--dscp", "EF", "--ttl", "9", "--mss", "1000"),
+            *("--fail-on", "mss_clamped,ecn_bleached", "-c", "1", "--json"),
+        ).report()["options"]
+        plain = probe_here(capsys, f"127.0.0.1:{port}", "-c", "1", "--json").report()["options"]
+    assert {key: marked[key] for key in PATH_OPTION_KEYS} == {
+        "path": True,
+        "dscp": 46,
+        "ttl": 9,
+        "mss": 1000,
+        "fail_on": ["mss_clamped", "ecn_bleached"],
+        "idle_timeout_s": None,
+        "idle_resolution_s": None,
+    }
+    assert list(plain) == list(marked)
+    assert (plain["path"], plain["dscp"], plain["fail_on"]) == (False, None, [])
+
+
+def test_udp_json_options_hold_the_path_flags(capsys: Capsys) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    report = probe_here(
+        capsys, f"udp://127.0.0.1:{port}", "--dscp", "AF11", "-c", "1", "--json"
+    ).report()
+    assert {key: report["options"][key] for key in ("path", "dscp", "ttl", "mss")} == {
+        "path": False,
+        "dscp": 10,
+        "ttl": None,
+        "mss": None,
+    }
