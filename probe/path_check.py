@@ -24,6 +24,10 @@ UDP_TRIES = 3
 _IP_RECVTOS = 13
 """Linux's IP_RECVTOS, which Python's socket module does not name."""
 
+ECT_0 = 2
+"""ECN-capable transport (0): the report request carries it, so a path that clears the ECN
+field shows (a TCP SYN never is ECN-capable, RFC 3168)."""
+
 
 def report_wait_s(connect_s: float, timeout_s: float) -> float:
     """How long to wait for a report the server would send at once: a few round trips, at
@@ -63,9 +67,15 @@ async def udp_path(
         sock.setblocking(False)
         marks.apply(sock)
         if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
+            level, tos, receive_tos = (
+                socket.IPPROTO_IPV6,
+                socket.IPV6_TCLASS,
+                socket.IPV6_RECVTCLASS,
+            )
         else:
-            sock.setsockopt(socket.IPPROTO_IP, _IP_RECVTOS, 1)
+            level, tos, receive_tos = socket.IPPROTO_IP, socket.IP_TOS, _IP_RECVTOS
+        sock.setsockopt(level, tos, sock.getsockopt(level, tos) | ECT_0)
+        sock.setsockopt(level, receive_tos, 1)
         if source is not None:
             sock.bind((source, 0))
         sock.connect(address)

@@ -108,7 +108,8 @@ def compare(sent: Sent, seen: ServerView | None, return_dscp: int | None = None)
         ("port_rewritten", port_rewritten),
         ("mss_clamped", clamped),
         ("dscp_remarked", seen.dscp is not None and seen.dscp != sent.dscp),
-        ("ecn_bleached", sent.ecn != 0 and seen.ecn is not None and seen.ecn != sent.ecn),
+        # Sent ECN-capable, arrived not: cleared. CE (3) is a congested router's mark, kept ECN.
+        ("ecn_bleached", sent.ecn != 0 and seen.ecn == 0),
         (
             "options_stripped",
             arrived_options is not None and bool(set(sent.options or ()) - set(arrived_options)),

@@ -1,6 +1,7 @@
 """``echostat probe --path`` against an echostat report listener, through a namespaced router
-that masquerades, clamps the MSS to 1000, remarks DSCP to AF11 and takes a hop off the TTL,
-and over a direct link beside it: the findings are named exactly, and only where they are."""
+that masquerades, clamps the MSS to 1000, remarks DSCP to AF11, clears ECN and takes a hop off
+the TTL, and over a direct link beside it: the findings are named exactly, and only where they
+are."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ table inet middlebox {
     type filter hook forward priority mangle
     tcp flags syn tcp option maxseg size set 1000
     ip dscp set af11
+    ip ecn set not-ect
   }
 }
 """
@@ -105,6 +107,18 @@ def test_the_udp_report_shows_the_remarked_dscp_both_ways(path: RoutedPath) -> N
     assert (routed["nat"], routed["dscp_arrived"], routed["return_dscp_arrived"]) == (True, 10, 10)
     status, direct = path_of(path, f"udp://{DIRECT_SERVER_ADDRESS}:7009", "--count", "2")
     assert (direct["findings"], direct["return_dscp_arrived"], direct["hops"]) == ([], 46, 0)
+
+
+def test_the_udp_report_request_is_ecn_capable_so_a_router_that_clears_ecn_is_named(
+    path: RoutedPath,
+) -> None:
+    """The request leaves ECT(0); the router clears it, the direct link keeps it."""
+    status, routed = path_of(path, f"udp://{SERVER_ADDRESS}:7009", "--count", "1")
+    assert status == 0, routed
+    assert (routed["ecn_sent"], routed["ecn_arrived"]) == (2, 0)
+    assert routed["findings"] == ["nat", "dscp_remarked", "ecn_bleached"]
+    status, direct = path_of(path, f"udp://{DIRECT_SERVER_ADDRESS}:7009", "--count", "1")
+    assert (direct["ecn_sent"], direct["ecn_arrived"], direct["findings"]) == (2, 2, [])
 
 
 def test_a_listener_without_reports_is_named_and_the_probes_half_still_shown(

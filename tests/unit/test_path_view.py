@@ -112,6 +112,14 @@ def test_stripped_options_a_rewritten_port_and_bleached_ecn_are_named() -> None:
     assert view.options_arrived == ["mss", "sack"]
 
 
+def test_congestion_experienced_is_not_bleached_ecn() -> None:
+    """ECT(0) that arrives marked CE by a congested router kept its ECN: no finding."""
+    sent = dataclasses.replace(SENT, dscp=10, ecn=2)
+    arrived = {"peer": "198.18.0.2:40000", "syn": None, "ttl": 64, "dscp": 10}
+    view = compare(sent, parse_report(report(**arrived, ecn=3)))
+    assert (view.ecn_arrived, view.findings) == (3, [])
+
+
 def test_without_a_report_only_the_probes_half_is_known() -> None:
     view = compare(SENT, None)
     assert (view.nat, view.mss_arrived, view.findings, view.mss_sent) == (None, None, [], 1460)
