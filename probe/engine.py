@@ -28,7 +28,7 @@ from echostat.probe.pattern import (
     pattern_of,
     start_offset,
 )
-from echostat.probe.server_report import REPORT_FIRST, starts_like_report
+from echostat.probe.server_report import REPORT_FIRST, REPORT_IN_TLS, starts_like_report
 
 Reason = Literal["mismatch", "eof", "reset", "timeout", "connect"]
 """Why a connection failed: a byte differed, it ended or was reset early, an echo was late,
@@ -197,7 +197,8 @@ class Client(asyncio.Protocol):
         if self.verified == 0 and self.preamble and data[:6] == self.preamble[:6]:
             what += "; the server echoed the PROXY header, so it does not speak the PROXY protocol"
         elif self.verified == 0 and starts_like_report(data):
-            what += f"; {REPORT_FIRST}"
+            tls = self.transport is not None and self.transport.get_extra_info("ssl_object")
+            what += f"; {REPORT_IN_TLS if tls else REPORT_FIRST}"
         self.fail("mismatch", what, offset=offset, expected=expected, received=received)
 
 

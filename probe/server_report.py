@@ -22,6 +22,11 @@ UDP_REQUEST_BYTES = 512
 MAX_LINE_BYTES = 4096
 REPORT_FIRST = "the server sent an echostat report first: add --path to read it"
 """Why an echo check fails on its first byte against a listener with ``report: true``."""
+REPORT_IN_TLS = (
+    "the server sent an echostat report first, inside TLS: --path reads reports only in the "
+    "clear, so this listener can't be probed"
+)
+"""The same on a TLS listener, where --path, which --tls refuses, would not help."""
 
 
 @dataclass(frozen=True)

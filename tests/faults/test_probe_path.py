@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 import socket
+from pathlib import Path
 
 import pytest
 
+from tests.faults.conftest import StartEchostat
+from tests.faults.test_tls import tls_listener
 from tests.faulty_servers import faulty_server, reports_peer
 from tests.helpers import probe_here
 
@@ -130,3 +133,20 @@ def test_udp_json_options_hold_the_path_flags(capsys: Capsys) -> None:
         "ttl": None,
         "mss": None,
     }
+
+
+def test_a_tls_report_listener_is_named_without_sending_to_path(
+    capsys: Capsys, start_echostat: StartEchostat, tls_files: dict[str, Path]
+) -> None:
+    """On a TLS listener the report comes inside TLS, where --path does not read: the failure
+    says so instead of asking for --path, which --tls refuses."""
+    listeners = [{**tls_listener(tls_files["cert"], tls_files["key"])[0], "report": True}]
+    echostat = start_echostat(listeners=listeners)
+    target = f"127.0.0.1:{echostat.ports['tls']}"
+    done = probe_here(capsys, target, "--tls", "--insecure", "-c", "1")
+    assert done.status == 1
+    assert done.err.endswith(
+        "; the server sent an echostat report first, inside TLS: --path reads reports only in "
+        "the clear, so this listener can't be probed\n"
+    ), done.err
+    assert "add --path" not in done.err
