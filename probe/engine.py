@@ -28,6 +28,7 @@ from echostat.probe.pattern import (
     pattern_of,
     start_offset,
 )
+from echostat.probe.proxy_header import ECHOED, echoed
 from echostat.probe.server_report import REPORT_FIRST, REPORT_IN_TLS, starts_like_report
 
 Reason = Literal["mismatch", "eof", "reset", "timeout", "connect"]
@@ -194,8 +195,8 @@ class Client(asyncio.Protocol):
             f"byte {offset} differs from what was sent: expected {expected:#04x}, "
             f"received {received:#04x} ({context})"
         )
-        if self.verified == 0 and self.preamble and data[:6] == self.preamble[:6]:
-            what += "; the server echoed the PROXY header, so it does not speak the PROXY protocol"
+        if self.verified == 0 and echoed(self.preamble, data):
+            what += f"; {ECHOED}"
         elif self.verified == 0 and starts_like_report(data):
             tls = self.transport is not None and self.transport.get_extra_info("ssl_object")
             what += f"; {REPORT_IN_TLS if tls else REPORT_FIRST}"

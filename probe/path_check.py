@@ -47,7 +47,8 @@ async def tcp_path(endpoint: Endpoint, timeout_s: float) -> tuple[Sent, PathView
         await asyncio.wait_for(loop.sock_connect(sock, address), timeout_s)
         sent = sent_by(sock)
         await send_preamble(endpoint, sock)
-        seen = await read_report(sock, report_wait_s(loop.time() - started, timeout_s))
+        wait_s = report_wait_s(loop.time() - started, timeout_s)
+        seen = await read_report(sock, wait_s, endpoint.preamble)
     finally:
         sock.close()
     return sent, compare(sent, seen)

@@ -7,6 +7,15 @@ import struct
 
 from echostat.probe.address import IPAddress
 
+ECHOED = "the server echoed the PROXY header, so it does not speak the PROXY protocol"
+"""Why the first bytes back are the header a client sent first."""
+
+
+def echoed(header: bytes, data: bytes) -> bool:
+    """Whether `data`, the first bytes a connection received, are the PROXY `header` it sent."""
+    return bool(header and data) and header.startswith(data[:6])
+
+
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 _V2_PROXY_COMMAND = 0x21
 """Version 2 in the high nibble, the PROXY command in the low one."""

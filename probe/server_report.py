@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from echostat.probe.marks import unmapped
+from echostat.probe.proxy_header import ECHOED, echoed
 
 PREFIX = b"ECHOSTAT-REPORT "
 UDP_REQUEST = b"ECHOSTAT-REPORT?"
@@ -56,10 +57,13 @@ def udp_request() -> bytes:
     return UDP_REQUEST + b" " * (UDP_REQUEST_BYTES - len(UDP_REQUEST))
 
 
-async def read_report(sock: socket.socket, timeout_s: float) -> ServerView | None:
+async def read_report(
+    sock: socket.socket, timeout_s: float, preamble: bytes = b""
+) -> ServerView | None:
     """The report line the server sends first on `sock`, or None if none comes within
     `timeout_s` (a listener without reports waits for the client to speak). Reads exactly up
-    to the line's end, leaving what follows for the echo."""
+    to the line's end, leaving what follows for the echo. `preamble` is the PROXY header the
+    client sent first, which a server that does not speak the protocol echoes."""
     loop = asyncio.get_running_loop()
     line = b""
     deadline = loop.time() + timeout_s
@@ -77,6 +81,8 @@ async def read_report(sock: socket.socket, timeout_s: float) -> ServerView | Non
         end = peeked.find(b"\n")
         line += sock.recv(len(peeked) if end < 0 else end + 1)
         if not PREFIX.startswith(line[: len(PREFIX)]):
+            if echoed(preamble, line):
+                raise ValueError(ECHOED)
             raise ValueError("the server sent something other than a report first")
         if len(line) > MAX_LINE_BYTES:
             raise ValueError(f"the report line is longer than {MAX_LINE_BYTES} bytes")

@@ -109,14 +109,19 @@ def faulty_server(behaviour: Behaviour) -> Iterator[int]:
             thread.join(timeout=10)
 
 
+def echoes(sock: socket.socket) -> None:
+    """Echoes faithfully: a plain RFC 862 server, which knows nothing of PROXY headers."""
+    while data := sock.recv(65536):
+        sock.sendall(data)
+
+
 def reports_peer(peer: str) -> Behaviour:
     """Speaks first as an echostat listener with ``report: true`` does, but names `peer` as
     the client it saw (as across a NAT), then echoes."""
 
     def serve(sock: socket.socket) -> None:
         sock.sendall(b'ECHOSTAT-REPORT {"peer":"%s","local":null,"syn":null}\r\n' % peer.encode())
-        while data := sock.recv(65536):
-            sock.sendall(data)
+        echoes(sock)
 
     return serve
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.faults.conftest import StartEchostat
 from tests.faults.test_tls import tls_listener
-from tests.faulty_servers import faulty_server, reports_peer
+from tests.faulty_servers import echoes, faulty_server, reports_peer
 from tests.helpers import probe_here
 
 Capsys = pytest.CaptureFixture[str]
@@ -150,3 +150,22 @@ def test_a_tls_report_listener_is_named_without_sending_to_path(
         "the clear, so this listener can't be probed\n"
     ), done.err
     assert "add --path" not in done.err
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_path_through_a_proxy_header_to_a_plain_echo_names_the_echoed_header(
+    capsys: Capsys, version: str
+) -> None:
+    """--path with --proxy-header against a server that does not speak the PROXY protocol:
+    the header comes back first, and the failure says so, as the check without --path does."""
+    with faulty_server(echoes) as port:
+        done = probe_here(
+            capsys,
+            *(f"127.0.0.1:{port}", "--path", "-c", "1"),
+            *("--proxy-header", version, "--proxy-source", "203.0.113.5:4444"),
+        )
+    assert done.status == 1
+    assert done.err == (
+        f"echostat probe: 127.0.0.1:{port}: the server echoed the PROXY header, "
+        "so it does not speak the PROXY protocol\n"
+    )
