@@ -90,6 +90,9 @@ def path_options_from(args: argparse.Namespace, udp: bool) -> PathOptions:
         if not 88 <= args.mss <= MAX_MSS:
             raise ValueError(f"--mss: expected 88..{MAX_MSS}, got {args.mss}")
     fail_on = _findings(args.fail_on)
+    for finding in fail_on:
+        if (why := _never_found(finding, udp)) is not None:
+            raise ValueError(f"--fail-on: {finding} can't be found here: {why}")
     if fail_on and not args.path:
         raise ValueError("--fail-on judges what --path finds: add --path")
     if args.idle_timeout is not None:
@@ -114,6 +117,15 @@ def _findings(text: str | None) -> tuple[Finding, ...]:
             raise ValueError(f"--fail-on: unknown finding {word!r}; expected {', '.join(FINDINGS)}")
         named.append(word)
     return tuple(named)
+
+
+def _never_found(finding: Finding, udp: bool) -> str | None:
+    """Why `finding` can never be found on a TCP (or, `udp`, a UDP) target; None if it can."""
+    if udp and finding in ("mss_clamped", "options_stripped"):
+        return "it is a TCP finding, which udp:// targets don't show"
+    if not udp and finding == "ecn_bleached":
+        return "a TCP SYN is never ECN-capable, so udp:// targets alone show it"
+    return None
 
 
 def _check_idle(args: argparse.Namespace, udp: bool) -> None:

@@ -104,7 +104,7 @@ def test_json_options_hold_the_path_flags(capsys: Capsys) -> None:
         marked = probe_here(
             capsys,
             *(f"127.0.0.1:{port}", "--path", "--dscp", "EF", "--ttl", "9", "--mss", "1000"),
-            *("--fail-on", "mss_clamped,ecn_bleached", "-c", "1", "--json"),
+            *("--fail-on", "mss_clamped,nat", "-c", "1", "--json"),
         ).report()["options"]
         plain = probe_here(capsys, f"127.0.0.1:{port}", "-c", "1", "--json").report()["options"]
     assert {key: marked[key] for key in PATH_OPTION_KEYS} == {
@@ -112,7 +112,7 @@ def test_json_options_hold_the_path_flags(capsys: Capsys) -> None:
         "dscp": 46,
         "ttl": 9,
         "mss": 1000,
-        "fail_on": ["mss_clamped", "ecn_bleached"],
+        "fail_on": ["mss_clamped", "nat"],
         "idle_timeout_s": None,
         "idle_resolution_s": None,
     }
@@ -169,3 +169,20 @@ def test_path_through_a_proxy_header_to_a_plain_echo_names_the_echoed_header(
         f"echostat probe: 127.0.0.1:{port}: the server echoed the PROXY header, "
         "so it does not speak the PROXY protocol\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("target", "finding", "why"),
+    [
+        ("127.0.0.1:7", "ecn_bleached", "a TCP SYN is never ECN-capable, so udp:// targets alone"),
+        ("udp://127.0.0.1:7", "mss_clamped", "it is a TCP finding, which udp:// targets"),
+        ("udp://127.0.0.1:7", "options_stripped", "it is a TCP finding, which udp:// targets"),
+    ],
+)
+def test_fail_on_a_finding_the_target_can_never_show_is_a_usage_error(
+    capsys: Capsys, target: str, finding: str, why: str
+) -> None:
+    """--fail-on that could never fire would pass every run: a usage error naming it."""
+    done = probe_here(capsys, target, "--path", "--fail-on", f"nat,{finding}")
+    assert done.status == 2
+    assert done.err.startswith(f"echostat probe: --fail-on: {finding} can't be found here: {why}")
