@@ -160,6 +160,7 @@ class Watcher:
             )
         except OSError as exc:
             self._warn(target.name, "watch %s: cannot resolve %s: %s", target.host, exc)
+            self._keep(target.name, [None])  # the addresses it had may be gone: none stays up
             self._record(
                 target, None, time.time(), _unresolved(f"cannot resolve {target.host}: {exc}"), 0
             )
@@ -175,11 +176,16 @@ class Watcher:
                 room,
             )
             addresses = addresses[:room]
-        self._held[target.name] = len(addresses)
-        for key in [key for key in self._states if key[0] == target.name]:
-            if key[1] not in addresses:
-                del self._states[key]  # a pod that went away, or the cap
+        self._keep(target.name, addresses)
         await asyncio.gather(*(self._probe(target, address) for address in addresses))
+
+    def _keep(self, name: str, addresses: Sequence[str | None]) -> None:
+        """`name` now stands for `addresses` (None: it did not resolve): the cap counts them,
+        and its other rows leave."""
+        self._held[name] = sum(address is not None for address in addresses)
+        for key in [key for key in self._states if key[0] == name]:
+            if key[1] not in addresses:
+                del self._states[key]  # a pod that went away, the cap, or the name
 
     async def _probe(self, target: WatchTarget, address: str) -> None:
         window = self._lag.open()

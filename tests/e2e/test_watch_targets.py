@@ -1,0 +1,46 @@
+"""Which addresses the watcher lists, and when: a name that stops resolving leaves no address
+behind it claiming to be up."""
+
+from __future__ import annotations
+
+from echostat.probe.watch import Watcher, WatchTarget
+from echostat.service import Service
+from tests.helpers import wait_until
+
+
+async def test_a_name_that_stops_resolving_leaves_no_address_up(service: Service) -> None:
+    """A name whose two addresses were up, then resolves to nothing: only the unresolved row
+    stays, down, and the cap no longer counts the addresses it had."""
+    answers: dict[str, list[str] | None] = {"fleet.test": ["127.0.0.1", "::1"]}
+
+    async def resolve(host: str, port: int, protocol: str) -> list[str]:
+        found = answers.get(host, [host])
+        if found is None:
+            raise OSError("no such name")
+        return found
+
+    port = service.echo_port("main")
+    fleet = WatchTarget.parse("fleet", f"fleet.test:{port}", 0.2, 1, 64, 1.0)
+    other = WatchTarget.parse("other", f"127.0.0.1:{port}", 0.2, 1, 64, 1.0)
+    watcher = Watcher([fleet], max_targets=2, resolve=resolve)
+    watcher.start()
+    try:
+        await wait_until(
+            lambda: [t.address for t in watcher.targets() if t.last_round] == ["127.0.0.1", "::1"],
+            "both addresses probed",
+        )
+        answers["fleet.test"] = None
+        await wait_until(
+            lambda: [t.address for t in watcher.targets()] == [None], "only the unresolved row"
+        )
+        (unresolved,) = watcher.targets()
+        assert unresolved.up is False
+        assert unresolved.last_round is not None
+        assert "no such name" in (unresolved.last_round.error or "")
+        watcher.reconfigure([fleet, other], max_targets=2)
+        await wait_until(
+            lambda: any(t.name == "other" and t.up for t in watcher.targets()),
+            "the other target probed within the cap the name no longer holds",
+        )
+    finally:
+        await watcher.stop()
