@@ -191,6 +191,9 @@ class TargetState:
             if self._open is not None:
                 self._bins.append(self._open.point())
             self._open = _OpenBin(start)
+            # Bins are kept per round, not per 10 s: at longer intervals, age is what bounds them.
+            while self._bins and self._bins[0].at <= start - HISTORY_BINS * HISTORY_BIN_S:
+                self._bins.popleft()
         open_bin = self._open
         open_bin.samples_ms += rtts_ms[: MAX_BIN_SAMPLES - len(open_bin.samples_ms)]
         open_bin.sent += found.sent
