@@ -64,10 +64,8 @@ Resolver = Callable[[str, int, Protocol], Awaitable[list[str]]]
 
 async def resolve_addresses(host: str, port: int, protocol: Protocol) -> list[str]:
     """Every address `host` resolves to now (the system resolver: DNS, /etc/hosts)."""
-    try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        pass  # a name: ask the resolver
+    if (address := _address_of(host)) is not None:
+        return [address]
     kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=kind)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -128,6 +126,12 @@ class Watcher:
         self._tasks.clear()
 
     def _start(self, target: WatchTarget) -> None:
+        # Listed at once, waiting for its first round, which may be up to an interval away.
+        address = _address_of(target.host)
+        self._states.setdefault(
+            (target.name, address),
+            TargetState(target.name, target.target, address, target.protocol),
+        )
         self._tasks[target.name] = asyncio.create_task(self._watch(target))
 
     def _forget(self, name: str) -> None:
@@ -223,6 +227,14 @@ class Watcher:
         if now - self._warned_at.get(name, -WARN_EVERY_S) >= WARN_EVERY_S:
             self._warned_at[name] = now
             log.warning(message, name, *args)
+
+
+def _address_of(host: str) -> str | None:
+    """`host` as an IP address when it is one; None for a name."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
 
 
 def _unresolved(error: str) -> Exchange:

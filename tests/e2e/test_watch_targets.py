@@ -1,11 +1,15 @@
-"""Which addresses the watcher lists, and when: a name that stops resolving leaves no address
-behind it claiming to be up."""
+"""Which addresses the watcher lists, and when: a target shows from the start, waiting for
+its first round; a name that stops resolving leaves no address behind it claiming to be up."""
 
 from __future__ import annotations
 
+from tornado.httpclient import AsyncHTTPClient
+
 from echostat.probe.watch import Watcher, WatchTarget
+from echostat.server.config import WatchConfig, WatchTargetConfig
 from echostat.service import Service
-from tests.helpers import wait_until
+from tests.conftest import loopback_config
+from tests.helpers import get_json, wait_until
 
 
 async def test_a_name_that_stops_resolving_leaves_no_address_up(service: Service) -> None:
@@ -44,3 +48,27 @@ async def test_a_name_that_stops_resolving_leaves_no_address_up(service: Service
         )
     finally:
         await watcher.stop()
+
+
+async def test_a_target_is_listed_before_its_first_round() -> None:
+    """Targets whose first round is a day away are in /api/watch at once, waiting (`up`
+    false, `last_round` null; a name's address not known yet), and have no /metrics series
+    that would call them down."""
+    watch = WatchConfig(
+        tuple(
+            WatchTargetConfig(name, target, interval_s=86400)
+            for name, target in (("ip", "127.0.0.1:9"), ("named", "localhost:9"))
+        )
+    )
+    service = Service(loopback_config(watch=watch))
+    await service.start()
+    try:
+        targets = (await get_json(service.status_port, "/api/watch"))["targets"]
+        assert [(t["name"], t["address"], t["up"], t["last_round"]) for t in targets] == [
+            ("ip", "127.0.0.1", False, None),
+            ("named", None, False, None),
+        ]
+        response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{service.status_port}/metrics")
+        assert "echostat_watch_up{" not in response.body.decode()
+    finally:
+        await service.stop()
