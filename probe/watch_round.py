@@ -107,6 +107,8 @@ async def _udp_round(host: str, port: int, count: int, size: int, timeout_s: flo
         error = f"{failed} of {counts.sent} replies differed from what was sent"
     elif lost:
         error = f"{lost} of {counts.sent} datagrams did not come back within {timeout_s:g} s"
+        if counts.icmp_error is not None:  # the kernel knows why: nothing listens, no route
+            error += f"; the kernel reported {counts.icmp_error}"
     return Exchange(
         sent=counts.sent,
         verified=counts.received,
