@@ -90,7 +90,8 @@ class Watcher:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._held: dict[str, int] = {}
         """Addresses each target probes in its current round: the cap counts them all."""
-        self._warned_at: dict[str, float] = {}
+        self._warned_at: dict[tuple[str, str], float] = {}
+        """When each target last logged each warning: every kind is rate-limited on its own."""
         self._running = False
 
     def targets(self) -> list[TargetState]:
@@ -224,8 +225,8 @@ class Watcher:
 
     def _warn(self, name: str, message: str, *args: object) -> None:
         now = time.monotonic()
-        if now - self._warned_at.get(name, -WARN_EVERY_S) >= WARN_EVERY_S:
-            self._warned_at[name] = now
+        if now - self._warned_at.get((name, message), -WARN_EVERY_S) >= WARN_EVERY_S:
+            self._warned_at[name, message] = now
             log.warning(message, name, *args)
 
 

@@ -3,6 +3,7 @@ its first round; a name that stops resolving leaves no address behind it claimin
 
 from __future__ import annotations
 
+import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from echostat.probe.watch import Watcher, WatchTarget
@@ -72,3 +73,27 @@ async def test_a_target_is_listed_before_its_first_round() -> None:
         assert "echostat_watch_up{" not in response.body.decode()
     finally:
         await service.stop()
+
+
+async def test_the_cap_warning_is_not_silenced_by_a_resolve_warning(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A name that failed to resolve, then resolves to more addresses than max_targets: both
+    warnings are logged, each rate-limited on its own."""
+    answers: list[list[str] | None] = [None]
+
+    async def resolve(host: str, port: int, protocol: str) -> list[str]:
+        if answers[-1] is None:
+            raise OSError("no such name")
+        return answers[-1]
+
+    port = service.echo_port("main")
+    fleet = WatchTarget.parse("fleet", f"fleet.test:{port}", 0.2, 1, 64, 1.0)
+    watcher = Watcher([fleet], max_targets=1, resolve=resolve)
+    watcher.start()
+    try:
+        await wait_until(lambda: "cannot resolve" in caplog.text, "the resolve warning")
+        answers.append(["127.0.0.1", "::1"])
+        await wait_until(lambda: "watch.max_targets" in caplog.text, "the cap warning")
+    finally:
+        await watcher.stop()
