@@ -180,7 +180,10 @@ class Watcher:
                 len(addresses),
                 room,
             )
-            addresses = addresses[:room]
+            # The addresses watched already first: DNS round-robin reorders the answers every
+            # round, and the cut must not trade one address's row and history for another's.
+            watched = {key[1] for key in self._states if key[0] == target.name}
+            addresses = sorted(addresses, key=lambda address: address not in watched)[:room]
         self._keep(target.name, addresses)
         await asyncio.gather(*(self._probe(target, address) for address in addresses))
 

@@ -3,14 +3,31 @@ its first round; a name that stops resolving leaves no address behind it claimin
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from echostat.probe.watch import Watcher, WatchTarget
+from echostat.probe.watch_round import Protocol
 from echostat.server.config import WatchConfig, WatchTargetConfig
 from echostat.service import Service
 from tests.conftest import loopback_config
 from tests.helpers import get_json, wait_until
+
+Resolve = Callable[[str, int, Protocol], Awaitable[list[str]]]
+
+
+def watch_fleet(
+    service: Service, resolve: Resolve, max_targets: int, interval_s: float = 0.2
+) -> tuple[Watcher, WatchTarget]:
+    """A started watcher of the name ``fleet.test`` on `service`'s echo port, one round trip a
+    round, its addresses given by `resolve`; and the target it watches."""
+    port = service.echo_port("main")
+    fleet = WatchTarget.parse("fleet", f"fleet.test:{port}", interval_s, 1, 64, 1.0)
+    watcher = Watcher([fleet], max_targets, resolve=resolve)
+    watcher.start()
+    return watcher, fleet
 
 
 async def test_a_name_that_stops_resolving_leaves_no_address_up(service: Service) -> None:
@@ -18,17 +35,14 @@ async def test_a_name_that_stops_resolving_leaves_no_address_up(service: Service
     stays, down, and the cap no longer counts the addresses it had."""
     answers: dict[str, list[str] | None] = {"fleet.test": ["127.0.0.1", "::1"]}
 
-    async def resolve(host: str, port: int, protocol: str) -> list[str]:
+    async def resolve(host: str, port: int, protocol: Protocol) -> list[str]:
         found = answers.get(host, [host])
         if found is None:
             raise OSError("no such name")
         return found
 
-    port = service.echo_port("main")
-    fleet = WatchTarget.parse("fleet", f"fleet.test:{port}", 0.2, 1, 64, 1.0)
-    other = WatchTarget.parse("other", f"127.0.0.1:{port}", 0.2, 1, 64, 1.0)
-    watcher = Watcher([fleet], max_targets=2, resolve=resolve)
-    watcher.start()
+    watcher, fleet = watch_fleet(service, resolve, max_targets=2)
+    other = WatchTarget.parse("other", f"127.0.0.1:{service.echo_port('main')}", 0.2, 1, 64, 1.0)
     try:
         await wait_until(
             lambda: [t.address for t in watcher.targets() if t.last_round] == ["127.0.0.1", "::1"],
@@ -82,18 +96,49 @@ async def test_the_cap_warning_is_not_silenced_by_a_resolve_warning(
     warnings are logged, each rate-limited on its own."""
     answers: list[list[str] | None] = [None]
 
-    async def resolve(host: str, port: int, protocol: str) -> list[str]:
+    async def resolve(host: str, port: int, protocol: Protocol) -> list[str]:
         if answers[-1] is None:
             raise OSError("no such name")
         return answers[-1]
 
-    port = service.echo_port("main")
-    fleet = WatchTarget.parse("fleet", f"fleet.test:{port}", 0.2, 1, 64, 1.0)
-    watcher = Watcher([fleet], max_targets=1, resolve=resolve)
-    watcher.start()
+    watcher, _ = watch_fleet(service, resolve, max_targets=1)
     try:
         await wait_until(lambda: "cannot resolve" in caplog.text, "the resolve warning")
         answers.append(["127.0.0.1", "::1"])
         await wait_until(lambda: "watch.max_targets" in caplog.text, "the cap warning")
+    finally:
+        await watcher.stop()
+
+
+async def test_over_the_cap_the_same_addresses_stay_watched_whatever_order_dns_gives(
+    service: Service,
+) -> None:
+    """A name resolving to four addresses in a new order each round (as DNS round-robin
+    does), with room for two: the two watched keep their rows and history from round to
+    round instead of trading places."""
+    pool = [f"127.0.0.{n}" for n in range(1, 5)]
+    rounds = 0
+
+    async def resolve(host: str, port: int, protocol: Protocol) -> list[str]:
+        nonlocal rounds
+        rounds += 1
+        return pool[rounds % 4 :] + pool[: rounds % 4]
+
+    watcher, _ = watch_fleet(service, resolve, max_targets=2, interval_s=0.1)
+    try:
+        await wait_until(
+            lambda: len([t for t in watcher.targets() if t.last_round]) == 2, "two watched"
+        )
+        first = watcher.targets()
+        first_at = [t.last_round.at for t in first if t.last_round]
+        seen = rounds
+        await wait_until(lambda: rounds >= seen + 5, "five more rounds")
+        await wait_until(
+            lambda: all(
+                t.last_round and t.last_round.at > at for t, at in zip(first, first_at, strict=True)
+            ),
+            "the first two probed again",
+        )
+        assert [id(t) for t in watcher.targets()] == [id(t) for t in first]
     finally:
         await watcher.stop()
