@@ -62,3 +62,22 @@ async def test_watched_paths_show_each_target_its_state_and_a_readable_chart(
         finally:
             await watching.stop()
     assert errors == []
+
+
+async def test_a_name_not_probed_yet_is_waiting_not_unresolved(
+    browser: Browser,  # noqa: F811
+) -> None:
+    """A named target whose first round is a day away shows as waiting, its address not
+    known yet rather than "unresolved", which is what a name that failed to resolve shows."""
+    later = WatchTargetConfig("later", "localhost:9", interval_s=86400)
+    watching = Service(loopback_config(watch=WatchConfig((later,))))
+    await watching.start()
+    errors: list[str] = []
+    try:
+        page = await open_dashboard(browser, watching, errors)
+        cells = page.locator("#watch-targets tr").nth(0).locator("td")
+        await expect(cells.nth(2)).to_have_text("waiting", timeout=SEEN_WITHIN_MS)
+        await expect(cells.nth(1)).to_have_text("\u2013")  # an en dash, as for the rtt
+    finally:
+        await watching.stop()
+    assert errors == []

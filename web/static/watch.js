@@ -138,7 +138,8 @@ function renderRows(targets, now) {
       lossCell.title = "round trips that never came back, last 5 minutes";
       const plot = document.createElement("td");
       plot.append(chart(t, histories.get(key(t)) ?? [], now));
-      const where = cell("td", t.address ?? "unresolved", "mono");
+      // A name is resolved at its first round: before that it is not known, not unresolved.
+      const where = cell("td", t.address ?? (r ? "unresolved" : "–"), "mono");
       where.title = `${t.target} (${t.protocol})`;
       const tr = row([cell("td", t.name), where, status, rtt, lossCell, plot]);
       tr.dataset.target = key(t);
