@@ -44,6 +44,10 @@ class Exchange:
     """The TCP handshake; None for UDP and when the connection could not be opened."""
     rtts_ns: tuple[int, ...]
     error: str | None
+    duplicated: int = 0
+    """Replies that came a second time (UDP; a TCP stream cannot repeat one)."""
+    reordered: int = 0
+    """Replies that came after the reply to a later datagram (UDP)."""
 
 
 async def exchange(
@@ -117,4 +121,6 @@ async def _udp_round(host: str, port: int, count: int, size: int, timeout_s: flo
         connect_ns=None,
         rtts_ns=tuple(counts.rtts_ns),
         error=error,
+        duplicated=counts.duplicated,
+        reordered=counts.reordered,
     )

@@ -57,6 +57,10 @@ class WatchRound:
     times include the process's own stall, so they are kept out of every latency figure."""
     loop_lag_ms: float
     error: str | None
+    duplicated: int
+    """Replies that came twice (UDP): the path repeats datagrams; not counted in `sent`."""
+    reordered: int
+    """Replies that overtook an earlier one (UDP)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,8 @@ class TargetState:
             late=late,
             loop_lag_ms=milliseconds(loop_lag_s * 1e9),
             error=found.error,
+            duplicated=found.duplicated,
+            reordered=found.reordered,
         )
         self.up = found.verified > 0
         self.verified_total += found.verified

@@ -5,6 +5,9 @@ from __future__ import annotations
 import socket
 
 from echostat.probe.watch_round import exchange
+from echostat.probe.watch_state import TargetState
+from echostat.web.watch import watch_document
+from tests.faulty_servers import SwapsAndRepeatsPairs
 
 
 async def test_a_udp_port_where_nothing_listens_is_named_port_unreachable() -> None:
@@ -16,3 +19,20 @@ async def test_a_udp_port_where_nothing_listens_is_named_port_unreachable() -> N
     found = await exchange("udp", "127.0.0.1", port, 3, 64, 1.0)
     assert (found.sent, found.verified, found.lost) == (3, 0, 3)
     assert found.error is not None and "port unreachable" in found.error
+
+
+async def test_a_udp_round_counts_replies_out_of_order_and_repeated() -> None:
+    """A server that answers each pair of datagrams with the second twice, then the first:
+    the round verifies all four and says that two came twice and two out of order, in
+    /api/watch's last_round as `echostat probe` does."""
+    server = SwapsAndRepeatsPairs()
+    try:
+        found = await exchange("udp", "127.0.0.1", server.port, 4, 64, 1.0)
+    finally:
+        server.close()
+    assert (found.sent, found.verified, found.lost, found.failed) == (4, 4, 0, 0)
+    assert (found.reordered, found.duplicated) == (2, 2)
+    state = TargetState("pairs", f"udp://127.0.0.1:{server.port}", "127.0.0.1", "udp")
+    state.record(0.0, found, 0.0, False)
+    (target,) = watch_document([state])["targets"]
+    assert (target["last_round"]["reordered"], target["last_round"]["duplicated"]) == (2, 2)
