@@ -127,12 +127,14 @@ class Watcher:
         self._tasks.clear()
 
     def _start(self, target: WatchTarget) -> None:
-        # Listed at once, waiting for its first round, which may be up to an interval away.
+        # Listed at once, waiting for its first round, which may be up to an interval away;
+        # within the cap, which would drop the row at that round.
         address = _address_of(target.host)
-        self._states.setdefault(
-            (target.name, address),
-            TargetState(target.name, target.target, address, target.protocol),
-        )
+        if len(self._states) < self.max_targets:
+            self._states.setdefault(
+                (target.name, address),
+                TargetState(target.name, target.target, address, target.protocol),
+            )
         self._tasks[target.name] = asyncio.create_task(self._watch(target))
 
     def _forget(self, name: str) -> None:

@@ -142,3 +142,15 @@ async def test_over_the_cap_the_same_addresses_stay_watched_whatever_order_dns_g
         assert [id(t) for t in watcher.targets()] == [id(t) for t in first]
     finally:
         await watcher.stop()
+
+
+async def test_targets_waiting_beyond_the_cap_are_not_listed() -> None:
+    """Three targets a day apart and room for two: two are listed waiting, not a third row
+    that its first round would take away again."""
+    targets = [WatchTarget.parse(f"t{n}", f"127.0.0.{n}:7", 86400, 1, 64, 1.0) for n in (1, 2, 3)]
+    watcher = Watcher(targets, max_targets=2)
+    watcher.start()
+    try:
+        assert [(t.name, t.last_round) for t in watcher.targets()] == [("t1", None), ("t2", None)]
+    finally:
+        await watcher.stop()
