@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from echostat.probe.engine import PingPong
-from echostat.probe.options import UDPOptions
-from echostat.probe.pattern import DEFAULT_SEED
+from echostat.probe.options import UDPOptions, draw_seed
 from echostat.probe.session import Endpoint, open_client
 from echostat.probe.steps import connect_failure, first_of, session_for
 from echostat.probe.udp import exchange_quietly
@@ -61,7 +60,9 @@ async def exchange(
 
 async def _tcp_round(host: str, port: int, count: int, size: int, timeout_s: float) -> Exchange:
     endpoint = Endpoint(host, port)
-    session = session_for(endpoint, timeout_s, DEFAULT_SEED)
+    # A pattern of its own, as each probe run draws: rounds of two watchers whose replies a
+    # balancer crossed would otherwise match byte for byte.
+    session = session_for(endpoint, timeout_s, draw_seed())
     run = session.run
     # `host` is an address already (the watcher resolved it): connect to it without asking
     # the resolver again, as `Session.connect` would.

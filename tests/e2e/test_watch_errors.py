@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 from echostat.probe.watch_round import exchange
 from echostat.probe.watch_state import TargetState
 from echostat.web.watch import watch_document
-from tests.faulty_servers import SwapsAndRepeatsPairs
+from tests.faulty_servers import SwapsAndRepeatsPairs, faulty_server, swaps_first_messages
 
 
 async def test_a_udp_port_where_nothing_listens_is_named_port_unreachable() -> None:
@@ -36,3 +37,15 @@ async def test_a_udp_round_counts_replies_out_of_order_and_repeated() -> None:
     state.record(0.0, found, 0.0, False)
     (target,) = watch_document([state])["targets"]
     assert (target["last_round"]["reordered"], target["last_round"]["duplicated"]) == (2, 2)
+
+
+async def test_two_rounds_whose_replies_a_balancer_crossed_both_fail() -> None:
+    """Two watchers' TCP rounds through a middlebox that swaps their first replies: each
+    round sends its own bytes, as each `echostat probe` run does, so both fail instead of
+    taking the other's identical bytes for their own."""
+    with faulty_server(swaps_first_messages(64)) as port:
+        rounds = await asyncio.gather(
+            *(exchange("tcp", "127.0.0.1", port, 1, 64, 5.0) for _ in range(2))
+        )
+    assert [(found.verified, found.failed) for found in rounds] == [(0, 1), (0, 1)]
+    assert all("differs" in (found.error or "") for found in rounds)
