@@ -68,7 +68,8 @@ async def test_a_name_not_probed_yet_is_waiting_not_unresolved(
     browser: Browser,  # noqa: F811
 ) -> None:
     """A named target whose first round is a day away shows as waiting, its address not
-    known yet rather than "unresolved", which is what a name that failed to resolve shows."""
+    known yet rather than "unresolved", which is what a name that failed to resolve shows;
+    the summary counts it as waiting, not only as not up."""
     later = WatchTargetConfig("later", "localhost:9", interval_s=86400)
     watching = Service(loopback_config(watch=WatchConfig((later,))))
     await watching.start()
@@ -78,6 +79,7 @@ async def test_a_name_not_probed_yet_is_waiting_not_unresolved(
         cells = page.locator("#watch-targets tr").nth(0).locator("td")
         await expect(cells.nth(2)).to_have_text("waiting", timeout=SEEN_WITHIN_MS)
         await expect(cells.nth(1)).to_have_text("\u2013")  # an en dash, as for the rtt
+        await expect(page.locator("#watch-summary")).to_have_text("0 of 1 up, 1 waiting")
     finally:
         await watching.stop()
     assert errors == []

@@ -165,6 +165,7 @@ export function renderWatch(stats) {
   fetched ??= fetchHistory();
   for (const t of targets) merge(t, t.history);
   const up = targets.filter((t) => t.up).length;
-  setText("watch-summary", `${up} of ${targets.length} up`);
+  const waiting = targets.filter((t) => !t.last_round).length;
+  setText("watch-summary", `${up} of ${targets.length} up${waiting ? `, ${waiting} waiting` : ""}`);
   renderRows(targets, stats.taken_at);
 }
