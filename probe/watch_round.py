@@ -85,10 +85,10 @@ async def _tcp_round(host: str, port: int, count: int, size: int, timeout_s: flo
         client.stop()  # a round cancelled between round trips: no next one
         session.close()
     verified = len(run.latencies_ns)
-    unverified = client.round_trip - verified
+    unverified = client.round_trips_sent - verified
     timed_out = any(failure.reason == "timeout" for failure in run.failures)
     return Exchange(
-        sent=client.round_trip,
+        sent=client.round_trips_sent,
         verified=verified,
         lost=unverified if timed_out else 0,
         failed=0 if timed_out else unverified,

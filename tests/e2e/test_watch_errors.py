@@ -7,7 +7,10 @@ import socket
 
 from echostat.probe.watch_round import exchange
 from echostat.probe.watch_state import TargetState
+from echostat.server.config import ListenerConfig
+from echostat.service import Service
 from echostat.web.watch import watch_document
+from tests.conftest import loopback_config
 from tests.faulty_servers import SwapsAndRepeatsPairs, faulty_server, swaps_first_messages
 
 
@@ -49,3 +52,18 @@ async def test_two_rounds_whose_replies_a_balancer_crossed_both_fail() -> None:
         )
     assert [(found.verified, found.failed) for found in rounds] == [(0, 1), (0, 1)]
     assert all("differs" in (found.error or "") for found in rounds)
+
+
+async def test_a_server_that_speaks_first_fails_the_first_round_trip() -> None:
+    """A report listener on this loop speaks before the round has sent anything: the round
+    counts one round trip sent and failed, as `echostat probe` does, not a round in which
+    nothing could be sent."""
+    report = ListenerConfig(name="report", host="127.0.0.1", port=0, report=True)
+    service = Service(loopback_config(listeners=(report,)))
+    await service.start()
+    try:
+        found = await exchange("tcp", "127.0.0.1", service.echo_port("report"), 5, 64, 1.0)
+    finally:
+        await service.stop()
+    assert (found.sent, found.verified, found.lost, found.failed) == (1, 0, 0, 1)
+    assert "differs" in (found.error or "")
