@@ -167,10 +167,15 @@ class Watcher:
             )
         except OSError as exc:
             self._warn(target.name, "watch %s: cannot resolve %s: %s", target.host, exc)
-            self._keep(target.name, [None])  # the addresses it had may be gone: none stays up
-            self._record(
-                target, None, time.time(), _unresolved(f"cannot resolve {target.host}: {exc}"), 0
-            )
+            # The addresses it had are down with it, their rows and history kept through a
+            # resolver's hiccup; a name that never resolved has one row, its address None.
+            had: list[str | None] = [
+                key[1] for key in self._states if key[0] == target.name and key[1]
+            ]
+            found = _unresolved(f"cannot resolve {target.host}: {exc}")
+            at = time.time()
+            for address in had or [None]:
+                self._record(target, address, at, found, 0)
             return
         held = sum(count for name, count in self._held.items() if name != target.name)
         room = max(0, self.max_targets - held)
@@ -189,13 +194,12 @@ class Watcher:
         self._keep(target.name, addresses)
         await asyncio.gather(*(self._probe(target, address) for address in addresses))
 
-    def _keep(self, name: str, addresses: Sequence[str | None]) -> None:
-        """`name` now stands for `addresses` (None: it did not resolve): the cap counts them,
-        and its other rows leave."""
-        self._held[name] = sum(address is not None for address in addresses)
+    def _keep(self, name: str, addresses: list[str]) -> None:
+        """`name` now stands for `addresses`: the cap counts them, and its other rows leave."""
+        self._held[name] = len(addresses)
         for key in [key for key in self._states if key[0] == name]:
             if key[1] not in addresses:
-                del self._states[key]  # a pod that went away, the cap, or the name
+                del self._states[key]  # a pod that went away, the cap, or no longer unresolved
 
     async def _probe(self, target: WatchTarget, address: str) -> None:
         window = self._lag.open()

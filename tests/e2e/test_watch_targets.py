@@ -31,35 +31,35 @@ def watch_fleet(
 
 
 async def test_a_name_that_stops_resolving_leaves_no_address_up(service: Service) -> None:
-    """A name whose two addresses were up, then resolves to nothing: only the unresolved row
-    stays, down, and the cap no longer counts the addresses it had."""
+    """A name whose two addresses were up, then resolves to nothing: both rows go down with
+    the resolver's error and keep their history; when it resolves to one again, only that
+    one stays."""
     answers: dict[str, list[str] | None] = {"fleet.test": ["127.0.0.1", "::1"]}
 
     async def resolve(host: str, port: int, protocol: Protocol) -> list[str]:
-        found = answers.get(host, [host])
+        found = answers[host]
         if found is None:
             raise OSError("no such name")
         return found
 
-    watcher, fleet = watch_fleet(service, resolve, max_targets=2)
-    other = WatchTarget.parse("other", f"127.0.0.1:{service.echo_port('main')}", 0.2, 1, 64, 1.0)
+    watcher, _ = watch_fleet(service, resolve, max_targets=2)
     try:
         await wait_until(
             lambda: [t.address for t in watcher.targets() if t.last_round] == ["127.0.0.1", "::1"],
             "both addresses probed",
         )
         answers["fleet.test"] = None
+        await wait_until(lambda: not any(t.up for t in watcher.targets()), "both addresses down")
+        rows = {target.address: target for target in watcher.targets()}
+        assert list(rows) == ["127.0.0.1", "::1"]
+        for target in rows.values():
+            assert target.last_round is not None
+            assert target.last_round.error == "cannot resolve fleet.test: no such name"
+        assert rows["127.0.0.1"].verified_total >= 1  # the same row, its counts kept
+        answers["fleet.test"] = ["127.0.0.1"]
         await wait_until(
-            lambda: [t.address for t in watcher.targets()] == [None], "only the unresolved row"
-        )
-        (unresolved,) = watcher.targets()
-        assert unresolved.up is False
-        assert unresolved.last_round is not None
-        assert "no such name" in (unresolved.last_round.error or "")
-        watcher.reconfigure([fleet, other], max_targets=2)
-        await wait_until(
-            lambda: any(t.name == "other" and t.up for t in watcher.targets()),
-            "the other target probed within the cap the name no longer holds",
+            lambda: [(t.address, t.up) for t in watcher.targets()] == [("127.0.0.1", True)],
+            "the address that resolves again, up",
         )
     finally:
         await watcher.stop()
