@@ -17,11 +17,12 @@ const HEIGHT = 48;
 const STRIP = 5; // px of loss colour under the band
 const SVG = "http://www.w3.org/2000/svg";
 
-const histories = new Map(); // "name address" -> points, oldest first
+const histories = new Map(); // "name target address" -> points, oldest first
 let fetched = null; // the /api/watch request, made once
 
+// With `target`: a reload that points a name elsewhere starts its chart afresh, as the server does.
 function key(t) {
-  return `${t.name} ${t.address ?? ""}`;
+  return `${t.name} ${t.target} ${t.address ?? ""}`;
 }
 
 // Points by their bin's start: a newer copy of a bin replaces the older, and the hour fetched
@@ -163,6 +164,10 @@ export function renderWatch(stats) {
   byId("watch").hidden = targets.length === 0;
   if (targets.length === 0) return;
   fetched ??= fetchHistory();
+  // Charts of addresses no longer watched go (pods come and go: an open page must not keep
+  // an hour of each one that left).
+  const watched = new Set(targets.map(key));
+  for (const k of histories.keys()) if (!watched.has(k)) histories.delete(k);
   for (const t of targets) merge(t, t.history);
   const up = targets.filter((t) => t.up).length;
   const waiting = targets.filter((t) => !t.last_round).length;
