@@ -259,6 +259,11 @@ class PingPong(Client):
     def waiting_since_ns(self) -> int | None:
         return self.sent_at if self.in_flight else None
 
+    @property
+    def round_trips_sent(self) -> int:
+        """Round trips begun; one that failed before its first (reset, spoke first) failed it."""
+        return max(self.round_trip, int(self.failed))
+
     def overdue(self) -> str:
         if not self.in_flight and self.round_trip:
             return "between round trips"

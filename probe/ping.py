@@ -121,8 +121,7 @@ async def round_trips(
     elapsed = time.perf_counter() - started
     session.close()
     verified = len(run.latencies_ns)
-    # A connection reset before its first round trip went out failed that round trip.
-    sent = max(client.round_trip, int(client.failed))
+    sent = client.round_trips_sent
     figures = RoundTripFigures(
         connect_ms=milliseconds(client.connect_ns),
         tls=tls,

@@ -43,6 +43,8 @@ class Counts:
     corrupted: int = 0
     icmp_errors: int = 0
     """ICMP errors reported by the kernel (e.g. port unreachable)."""
+    icmp_error: str | None = None
+    """What the first of them said, as the probe prints it (``port unreachable``)."""
     rtts_ns: list[int] = field(default_factory=list)
     jitter_ns: float = 0.0
 
@@ -147,9 +149,11 @@ class _Receiver(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         self._counts.icmp_errors += 1
         if isinstance(exc, ConnectionRefusedError):
-            self._on_error("port unreachable")
+            what = "port unreachable"
         else:
-            self._on_error(str(getattr(exc, "strerror", None) or exc).lower())
+            what = str(getattr(exc, "strerror", None) or exc).lower()
+        self._counts.icmp_error = self._counts.icmp_error or what
+        self._on_error(what)
         self._check_all_back()
 
 

@@ -64,10 +64,8 @@ Resolver = Callable[[str, int, Protocol], Awaitable[list[str]]]
 
 async def resolve_addresses(host: str, port: int, protocol: Protocol) -> list[str]:
     """Every address `host` resolves to now (the system resolver: DNS, /etc/hosts)."""
-    try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        pass  # a name: ask the resolver
+    if (address := _address_of(host)) is not None:
+        return [address]
     kind = socket.SOCK_DGRAM if protocol == "udp" else socket.SOCK_STREAM
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=kind)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
@@ -92,7 +90,8 @@ class Watcher:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._held: dict[str, int] = {}
         """Addresses each target probes in its current round: the cap counts them all."""
-        self._warned_at: dict[str, float] = {}
+        self._warned_at: dict[tuple[str, str], float] = {}
+        """When each target last logged each warning: every kind is rate-limited on its own."""
         self._running = False
 
     def targets(self) -> list[TargetState]:
@@ -128,6 +127,14 @@ class Watcher:
         self._tasks.clear()
 
     def _start(self, target: WatchTarget) -> None:
+        # Listed at once, waiting for its first round, which may be up to an interval away;
+        # within the cap, which would drop the row at that round.
+        address = _address_of(target.host)
+        if len(self._states) < self.max_targets:
+            self._states.setdefault(
+                (target.name, address),
+                TargetState(target.name, target.target, address, target.protocol),
+            )
         self._tasks[target.name] = asyncio.create_task(self._watch(target))
 
     def _forget(self, name: str) -> None:
@@ -160,9 +167,15 @@ class Watcher:
             )
         except OSError as exc:
             self._warn(target.name, "watch %s: cannot resolve %s: %s", target.host, exc)
-            self._record(
-                target, None, time.time(), _unresolved(f"cannot resolve {target.host}: {exc}"), 0
-            )
+            # The addresses it had are down with it, their rows and history kept through a
+            # resolver's hiccup; a name that never resolved has one row, its address None.
+            had: list[str | None] = [
+                key[1] for key in self._states if key[0] == target.name and key[1]
+            ]
+            found = _unresolved(f"cannot resolve {target.host}: {exc}")
+            at = time.time()
+            for address in had or [None]:
+                self._record(target, address, at, found, 0)
             return
         held = sum(count for name, count in self._held.items() if name != target.name)
         room = max(0, self.max_targets - held)
@@ -174,12 +187,19 @@ class Watcher:
                 len(addresses),
                 room,
             )
-            addresses = addresses[:room]
-        self._held[target.name] = len(addresses)
-        for key in [key for key in self._states if key[0] == target.name]:
-            if key[1] not in addresses:
-                del self._states[key]  # a pod that went away, or the cap
+            # The addresses watched already first: DNS round-robin reorders the answers every
+            # round, and the cut must not trade one address's row and history for another's.
+            watched = {key[1] for key in self._states if key[0] == target.name}
+            addresses = sorted(addresses, key=lambda address: address not in watched)[:room]
+        self._keep(target.name, addresses)
         await asyncio.gather(*(self._probe(target, address) for address in addresses))
+
+    def _keep(self, name: str, addresses: list[str]) -> None:
+        """`name` now stands for `addresses`: the cap counts them, and its other rows leave."""
+        self._held[name] = len(addresses)
+        for key in [key for key in self._states if key[0] == name]:
+            if key[1] not in addresses:
+                del self._states[key]  # a pod that went away, the cap, or no longer unresolved
 
     async def _probe(self, target: WatchTarget, address: str) -> None:
         window = self._lag.open()
@@ -214,9 +234,17 @@ class Watcher:
 
     def _warn(self, name: str, message: str, *args: object) -> None:
         now = time.monotonic()
-        if now - self._warned_at.get(name, -WARN_EVERY_S) >= WARN_EVERY_S:
-            self._warned_at[name] = now
+        if now - self._warned_at.get((name, message), -WARN_EVERY_S) >= WARN_EVERY_S:
+            self._warned_at[name, message] = now
             log.warning(message, name, *args)
+
+
+def _address_of(host: str) -> str | None:
+    """`host` as an IP address when it is one; None for a name."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
 
 
 def _unresolved(error: str) -> Exchange:

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from echostat.probe.engine import PingPong
-from echostat.probe.options import UDPOptions
-from echostat.probe.pattern import DEFAULT_SEED
+from echostat.probe.options import UDPOptions, draw_seed
 from echostat.probe.session import Endpoint, open_client
 from echostat.probe.steps import connect_failure, first_of, session_for
 from echostat.probe.udp import exchange_quietly
@@ -44,6 +43,10 @@ class Exchange:
     """The TCP handshake; None for UDP and when the connection could not be opened."""
     rtts_ns: tuple[int, ...]
     error: str | None
+    duplicated: int = 0
+    """Replies that came a second time (UDP; a TCP stream cannot repeat one)."""
+    reordered: int = 0
+    """Replies that came after the reply to a later datagram (UDP)."""
 
 
 async def exchange(
@@ -57,7 +60,9 @@ async def exchange(
 
 async def _tcp_round(host: str, port: int, count: int, size: int, timeout_s: float) -> Exchange:
     endpoint = Endpoint(host, port)
-    session = session_for(endpoint, timeout_s, DEFAULT_SEED)
+    # A pattern of its own, as each probe run draws: rounds of two watchers whose replies a
+    # balancer crossed would otherwise match byte for byte.
+    session = session_for(endpoint, timeout_s, draw_seed())
     run = session.run
     # `host` is an address already (the watcher resolved it): connect to it without asking
     # the resolver again, as `Session.connect` would.
@@ -80,10 +85,10 @@ async def _tcp_round(host: str, port: int, count: int, size: int, timeout_s: flo
         client.stop()  # a round cancelled between round trips: no next one
         session.close()
     verified = len(run.latencies_ns)
-    unverified = client.round_trip - verified
+    unverified = client.round_trips_sent - verified
     timed_out = any(failure.reason == "timeout" for failure in run.failures)
     return Exchange(
-        sent=client.round_trip,
+        sent=client.round_trips_sent,
         verified=verified,
         lost=unverified if timed_out else 0,
         failed=0 if timed_out else unverified,
@@ -107,6 +112,8 @@ async def _udp_round(host: str, port: int, count: int, size: int, timeout_s: flo
         error = f"{failed} of {counts.sent} replies differed from what was sent"
     elif lost:
         error = f"{lost} of {counts.sent} datagrams did not come back within {timeout_s:g} s"
+        if counts.icmp_error is not None:  # the kernel knows why: nothing listens, no route
+            error += f"; the kernel reported {counts.icmp_error}"
     return Exchange(
         sent=counts.sent,
         verified=counts.received,
@@ -115,4 +122,6 @@ async def _udp_round(host: str, port: int, count: int, size: int, timeout_s: flo
         connect_ns=None,
         rtts_ns=tuple(counts.rtts_ns),
         error=error,
+        duplicated=counts.duplicated,
+        reordered=counts.reordered,
     )

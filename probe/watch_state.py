@@ -57,6 +57,10 @@ class WatchRound:
     times include the process's own stall, so they are kept out of every latency figure."""
     loop_lag_ms: float
     error: str | None
+    duplicated: int
+    """Replies that came twice (UDP): the path repeats datagrams; not counted in `sent`."""
+    reordered: int
+    """Replies that overtook an earlier one (UDP)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,8 @@ class TargetState:
             late=late,
             loop_lag_ms=milliseconds(loop_lag_s * 1e9),
             error=found.error,
+            duplicated=found.duplicated,
+            reordered=found.reordered,
         )
         self.up = found.verified > 0
         self.verified_total += found.verified
@@ -166,7 +172,9 @@ class TargetState:
             if found.connect_ns is not None:
                 self.connect.observe(found.connect_ns / 1e9)
         self._recent.append((at, found.sent, found.lost))
-        while self._recent and self._recent[0][0] < at - LOSS_WINDOW_S:
+        # A round from before the wall clock stepped back is in the future now: it goes too,
+        # or the window would hold every round until the clock caught up with it.
+        while self._recent and not at - LOSS_WINDOW_S <= self._recent[0][0] <= at:
             self._recent.popleft()
         self._add_to_history(at, found, rtts_ms if timed else [], late)
 
@@ -191,6 +199,10 @@ class TargetState:
             if self._open is not None:
                 self._bins.append(self._open.point())
             self._open = _OpenBin(start)
+            while self._bins and self._bins[-1].at >= start:
+                self._bins.pop()  # from before the wall clock stepped back: oldest first
+            while self._bins and self._bins[0].at <= start - HISTORY_BINS * HISTORY_BIN_S:
+                self._bins.popleft()  # kept per round, not per 10 s: at long intervals, by age
         open_bin = self._open
         open_bin.samples_ms += rtts_ms[: MAX_BIN_SAMPLES - len(open_bin.samples_ms)]
         open_bin.sent += found.sent

@@ -149,6 +149,10 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_BRACKETED_ADDRESS = re.compile(r"\[[0-9A-Fa-f:.]+\]:\d+")
+"""``[IPv6]:PORT`` (a watch target), which is not valid YAML unquoted."""
+
+
 def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[str, Any]:
     """Return a copy of `raw` with the key at `dotted` (``listeners.0.port``) set to `text`.
 
@@ -158,7 +162,9 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
     try:
         value = _parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin}: invalid value {text!r}: {_yaml_problem(exc)}") from None
+        if _BRACKETED_ADDRESS.fullmatch(text) is None:
+            raise ConfigError(f"{origin}: invalid value {text!r}: {_yaml_problem(exc)}") from None
+        value = text  # YAML reads a list then a colon; it can only mean the address
     parts = dotted.split(".")
     root: dict[str, Any] = dict(raw)
     node: Any = root

@@ -169,12 +169,11 @@ def swaps_first_messages(size: int) -> Behaviour:
     return serve
 
 
-class DropsEveryNth:
-    """A UDP echo server in a thread that drops the `nth`, 2 `nth`, ... probe datagram it
-    receives; `port` is its port on 127.0.0.1, `close` stops it."""
+class UDPFaultyServer:
+    """A UDP echo server in a thread that answers each probe datagram with `answer`; `port`
+    is its port on 127.0.0.1, `close` stops it."""
 
-    def __init__(self, nth: int) -> None:
-        self.nth = nth
+    def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.1)
@@ -183,6 +182,10 @@ class DropsEveryNth:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
+
+    def answer(self, data: bytes, address: tuple[str, int]) -> None:
+        """Send back what `data` (the `received`th probe datagram) should get."""
+        raise NotImplementedError
 
     def _serve(self) -> None:
         while not self._stop.is_set():
@@ -193,10 +196,38 @@ class DropsEveryNth:
             if not data.startswith(MAGIC):
                 continue  # a stray datagram to a recently freed port, not the probe's
             self.received += 1
-            if self.received % self.nth:
-                self.sock.sendto(data, address)
+            self.answer(data, address)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=DEADLINE_S)
         self.sock.close()
+
+
+class DropsEveryNth(UDPFaultyServer):
+    """Drops the `nth`, 2 `nth`, ... probe datagram it receives and echoes the others."""
+
+    def __init__(self, nth: int) -> None:
+        self.nth = nth
+        super().__init__()
+
+    def answer(self, data: bytes, address: tuple[str, int]) -> None:
+        if self.received % self.nth:
+            self.sock.sendto(data, address)
+
+
+class SwapsAndRepeatsPairs(UDPFaultyServer):
+    """Answers each pair of probe datagrams with the second twice, then the first: every one
+    comes back, one of each pair twice and the other out of order."""
+
+    def __init__(self) -> None:
+        self._held: bytes | None = None
+        super().__init__()
+
+    def answer(self, data: bytes, address: tuple[str, int]) -> None:
+        if self._held is None:
+            self._held = data
+            return
+        for reply in (data, data, self._held):
+            self.sock.sendto(reply, address)
+        self._held = None

@@ -45,6 +45,10 @@ class RoundView(Protocol):
     def loop_lag_ms(self) -> float: ...
     @property
     def error(self) -> str | None: ...
+    @property
+    def duplicated(self) -> int: ...
+    @property
+    def reordered(self) -> int: ...
 
 
 class PointView(Protocol):
@@ -117,7 +121,10 @@ class WatchSource(Protocol):
         ...
 
 
-_ROUND = ("at", "sent", "verified", "lost", "failed", "connect_ms", "late", "loop_lag_ms", "error")
+_ROUND = (
+    *("at", "sent", "verified", "lost", "failed", "connect_ms", "late", "loop_lag_ms", "error"),
+    *("duplicated", "reordered"),
+)
 _POINT = ("at", "median_ms", "min_ms", "max_ms", "sent", "lost", "failed", "late_rounds")
 
 

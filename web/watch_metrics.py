@@ -53,6 +53,8 @@ class WatchCollector(Collector):
         rtt = []
         connect = []
         for target in targets:
+            if target.last_round is None:
+                continue  # waiting for its first round: neither up nor down yet
             labels = [target.name, target.address or ""]
             up.add_metric(labels, 1 if target.up else 0)
             outcomes.add_metric([*labels, "verified"], target.verified_total)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from playwright.async_api import Browser, expect
+from playwright.async_api import Browser, Page, expect
 
+from echostat.probe.watch_state import HISTORY_BIN_S
 from echostat.server.config import WatchConfig, WatchTargetConfig
 from echostat.service import Service
 from tests.conftest import loopback_config
@@ -17,6 +22,7 @@ from tests.e2e.test_dashboard import (  # noqa: F401  (fixtures: one Chromium fo
     io_loop,
     open_dashboard,
 )
+from tests.helpers import get_json, wait_until
 
 
 async def test_watched_paths_show_each_target_its_state_and_a_readable_chart(
@@ -62,3 +68,61 @@ async def test_watched_paths_show_each_target_its_state_and_a_readable_chart(
         finally:
             await watching.stop()
     assert errors == []
+
+
+@asynccontextmanager
+async def page_watching(
+    browser: Browser,  # noqa: F811
+    *targets: WatchTargetConfig,
+) -> AsyncIterator[tuple[Service, Page]]:
+    """A service watching `targets` and a dashboard on it; stopped after, and the page must
+    have logged no error."""
+    watching = Service(loopback_config(watch=WatchConfig(targets)))
+    await watching.start()
+    errors: list[str] = []
+    try:
+        yield watching, await open_dashboard(browser, watching, errors)
+    finally:
+        await watching.stop()
+    assert errors == []
+
+
+async def test_a_name_not_probed_yet_is_waiting_not_unresolved(
+    browser: Browser,  # noqa: F811
+) -> None:
+    """A named target whose first round is a day away shows as waiting, its address not
+    known yet rather than "unresolved", which is what a name that failed to resolve shows;
+    the summary counts it as waiting, not only as not up."""
+    later = WatchTargetConfig("later", "localhost:9", interval_s=86400)
+    async with page_watching(browser, later) as (_, page):
+        cells = page.locator("#watch-targets tr").nth(0).locator("td")
+        await expect(cells.nth(2)).to_have_text("waiting", timeout=SEEN_WITHIN_MS)
+        await expect(cells.nth(1)).to_have_text("\u2013")  # an en dash, as for the rtt
+        await expect(page.locator("#watch-summary")).to_have_text("0 of 1 up, 1 waiting")
+
+
+async def test_a_target_moved_by_a_reload_loses_its_old_points_on_the_page(
+    service: Service,
+    browser: Browser,  # noqa: F811
+) -> None:
+    """A target named `peer` watching a dead port is moved by a reload, once its bin is over,
+    to a live echo on the same address: the open page's chart then has only the points
+    /api/watch has, none of the dead port's."""
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        peer = WatchTargetConfig("peer", f"127.0.0.1:{dead.getsockname()[1]}", interval_s=0.3)
+        async with page_watching(browser, peer) as (watching, page):
+            chart = page.locator("#watch-targets tr").nth(0).locator("svg.smoke")
+            await expect(chart.locator("g")).to_have_count(1, timeout=SEEN_WITHIN_MS)
+            (old,) = (await get_json(watching.status_port, "/api/watch"))["targets"][0]["history"]
+            await wait_until(lambda: time.time() > old["at"] + HISTORY_BIN_S, "its bin over", 15)
+            live = dataclasses.replace(peer, target=f"127.0.0.1:{service.echo_port('main')}")
+            watching.reconfigure(dataclasses.replace(watching.config, watch=WatchConfig((live,))))
+
+            async def probed_again() -> bool:
+                (target,) = (await get_json(watching.status_port, "/api/watch"))["targets"]
+                return bool(target["up"])
+
+            await wait_until(probed_again, "a round against the live echo")
+            down = chart.locator("g title", has_text="nothing could be sent")
+            await expect(down).to_have_count(0, timeout=SEEN_WITHIN_MS)

@@ -52,3 +52,15 @@ def test_every_watch_key_changes_in_place_on_reload() -> None:
     changed = changed_keys(old, new)
     assert changed == ["watch.targets", "watch.max_targets"]
     assert not [key for key in changed if RESTART_KEYS.match(key)]
+
+
+def test_a_bracketed_ipv6_target_is_taken_as_written_from_set_and_the_environment() -> None:
+    """``[::1]:7007``, the documented IPv6 form, is not valid YAML on its own (a list, then a
+    colon): `--set` and ``ECHOSTAT_*`` take it as the string it can only mean."""
+    env = {"ECHOSTAT_WATCH__TARGETS__0__NAME": "a", "ECHOSTAT_WATCH__TARGETS__0__TARGET": "[::1]:7"}
+    assert validate_config("", "c.yaml", env).config.watch.targets[0].target == "[::1]:7"
+    sets = ("watch.targets.0.name=a", "watch.targets.0.target=[2001:db8::1]:7007")
+    config = validate_config("", "c.yaml", overrides=sets).config
+    assert config.watch.targets[0].target == "[2001:db8::1]:7007"
+    with pytest.raises(ConfigError, match=r"^--set status\.port: invalid value '\[1'"):
+        validate_config("", "c.yaml", overrides=["status.port=[1"])

@@ -17,11 +17,12 @@ const HEIGHT = 48;
 const STRIP = 5; // px of loss colour under the band
 const SVG = "http://www.w3.org/2000/svg";
 
-const histories = new Map(); // "name address" -> points, oldest first
+const histories = new Map(); // "name target address" -> points, oldest first
 let fetched = null; // the /api/watch request, made once
 
+// With `target`: a reload that points a name elsewhere starts its chart afresh, as the server does.
 function key(t) {
-  return `${t.name} ${t.address ?? ""}`;
+  return `${t.name} ${t.target} ${t.address ?? ""}`;
 }
 
 // Points by their bin's start: a newer copy of a bin replaces the older, and the hour fetched
@@ -138,7 +139,8 @@ function renderRows(targets, now) {
       lossCell.title = "round trips that never came back, last 5 minutes";
       const plot = document.createElement("td");
       plot.append(chart(t, histories.get(key(t)) ?? [], now));
-      const where = cell("td", t.address ?? "unresolved", "mono");
+      // A name is resolved at its first round: before that it is not known, not unresolved.
+      const where = cell("td", t.address ?? (r ? "unresolved" : "–"), "mono");
       where.title = `${t.target} (${t.protocol})`;
       const tr = row([cell("td", t.name), where, status, rtt, lossCell, plot]);
       tr.dataset.target = key(t);
@@ -162,8 +164,13 @@ export function renderWatch(stats) {
   byId("watch").hidden = targets.length === 0;
   if (targets.length === 0) return;
   fetched ??= fetchHistory();
+  // Charts of addresses no longer watched go (pods come and go: an open page must not keep
+  // an hour of each one that left).
+  const watched = new Set(targets.map(key));
+  for (const k of histories.keys()) if (!watched.has(k)) histories.delete(k);
   for (const t of targets) merge(t, t.history);
   const up = targets.filter((t) => t.up).length;
-  setText("watch-summary", `${up} of ${targets.length} up`);
+  const waiting = targets.filter((t) => !t.last_round).length;
+  setText("watch-summary", `${up} of ${targets.length} up${waiting ? `, ${waiting} waiting` : ""}`);
   renderRows(targets, stats.taken_at);
 }
