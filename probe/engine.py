@@ -28,12 +28,10 @@ from echostat.probe.pattern import (
     pattern_of,
     start_offset,
 )
-from echostat.probe.proxy_header import ECHOED, echoed
-from echostat.probe.server_report import REPORT_FIRST, REPORT_IN_TLS, starts_like_report
+from echostat.probe.server_report import first_reply_hint
 
 Reason = Literal["mismatch", "eof", "reset", "timeout", "connect"]
-"""Why a connection failed: a byte differed, it ended or was reset early, an echo was late,
-or it could not be opened."""
+"""Why a connection failed: a byte differed, it ended, was reset, timed out or never opened."""
 
 
 class Mismatch(Exception):
@@ -195,11 +193,8 @@ class Client(asyncio.Protocol):
             f"byte {offset} differs from what was sent: expected {expected:#04x}, "
             f"received {received:#04x} ({context})"
         )
-        if self.verified == 0 and echoed(self.preamble, data):
-            what += f"; {ECHOED}"
-        elif self.verified == 0 and starts_like_report(data):
-            tls = self.transport is not None and self.transport.get_extra_info("ssl_object")
-            what += f"; {REPORT_IN_TLS if tls else REPORT_FIRST}"
+        if self.verified == 0 and (hint := first_reply_hint(self.preamble, data, self.transport)):
+            what += f"; {hint}"
         self.fail("mismatch", what, offset=offset, expected=expected, received=received)
 
 

@@ -52,6 +52,19 @@ def starts_like_report(data: bytes) -> bool:
     return bool(data) and data.startswith(PREFIX[: len(data)])
 
 
+def first_reply_hint(
+    preamble: bytes, data: bytes, transport: asyncio.BaseTransport | None
+) -> str | None:
+    """What kind of server sent `data`, the first bytes back, when they are not the echo: one
+    that echoed the PROXY header `preamble`, or a report listener; None for any other."""
+    if echoed(preamble, data):
+        return ECHOED
+    if starts_like_report(data):
+        tls = transport is not None and transport.get_extra_info("ssl_object") is not None
+        return REPORT_IN_TLS if tls else REPORT_FIRST
+    return None
+
+
 def udp_request() -> bytes:
     """The datagram that asks a UDP report listener for its view."""
     return UDP_REQUEST + b" " * (UDP_REQUEST_BYTES - len(UDP_REQUEST))
