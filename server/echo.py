@@ -92,6 +92,7 @@ class EchoProtocol(Connection, asyncio.Protocol):
         transport.set_write_buffer_limits(high=high, low=0)  # type: ignore[attr-defined]
         if self._tls:
             self.tls_protocol = transport.get_extra_info("ssl_object").version()
+            self._registry.read_now(self)
         if self._budget.lending:
             self.lend(True)
         if log.isEnabledFor(logging.DEBUG):  # spares building the arguments per connection
@@ -202,6 +203,8 @@ class EchoProtocol(Connection, asyncio.Protocol):
 
     def eof_received(self) -> None:
         """Returning None lets the transport flush everything queued, then close."""
+        if self._tls:
+            self._registry.read_now(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Count the connection closed, then let go of its transport: the transport (with a

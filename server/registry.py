@@ -394,6 +394,13 @@ class Registry:
         """A page of rows, built a slice at a time: see `server.pages.build_page`."""
         return await build_page(self, limit, after, encode)
 
+    def read_now(self, conn: Connection) -> None:
+        """With path quality on, read the open `conn`'s TCP_INFO now. A TLS connection does
+        as its handshake ends and on the client's EOF: its socket is closed by the time its
+        `connection_lost` runs, too late for the last read `close` makes."""
+        if self.tcp_info_interval_s is not None and conn.id in self._active:
+            self._path_quality.read(conn)
+
     def rows(self, connections: list[Connection]) -> list[ConnectionSnapshot]:
         """Those of `connections` still open, as rows, their TCP_INFO read now."""
         still_open = [conn for conn in connections if conn.id in self._active]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import socket
 import ssl
@@ -20,7 +21,7 @@ from echostat.server.echo import EchoProtocol
 from echostat.service import Service
 from tests.faults.conftest import StartEchostat, StartService
 from tests.faults.support import connect, read_until_closed
-from tests.helpers import DEADLINE_S, payload, stats_when, wait_until
+from tests.helpers import DEADLINE_S, payload, reset_on_close, stats_when, wait_until
 
 HANDSHAKE_TIMEOUT_S = 1.0
 SHORT_CONNECTIONS = 50
@@ -134,6 +135,38 @@ async def test_short_tls_connections_are_freed_when_they_close(
     finally:
         gc.enable()
     assert live == 0
+
+
+@pytest.mark.parametrize("ending", ["eof", "reset"])
+async def test_a_short_tls_connection_logs_its_final_path_figures(
+    start_service: StartService, tls_files: dict[str, Path], tmp_path: Path, ending: str
+) -> None:
+    """A TLS connection that echoes and closes (orderly or with a reset) long before the next
+    TCP_INFO read is due still gets its RTT and retransmits in the access log, as a plain
+    connection does, although its socket is closed before its close is counted."""
+    log = tmp_path / "access.log"
+    service = await start_service(
+        listeners=tls_listener(tls_files["cert"], tls_files["key"]),
+        access_log={"enabled": True, "format": "json", "path": str(log)},
+    )
+    sock = await connect(service.echo_port("tls"))
+    context = ssl.create_default_context(cafile=str(tls_files["cert"]))
+    reader, writer = await asyncio.open_connection(
+        sock=sock, ssl=context, server_hostname="127.0.0.1"
+    )
+    message = payload(64)
+    writer.write(message)
+    assert await asyncio.wait_for(reader.readexactly(len(message)), DEADLINE_S) == message
+    if ending == "reset":
+        reset_on_close(sock)
+        writer.transport.abort()
+    else:
+        writer.close()
+        await writer.wait_closed()
+    await wait_until(lambda: log.exists() and log.read_text().endswith("\n"), "the close line")
+    (record,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert record["tls"] is not None
+    assert record["rtt_ms"] > 0 and record["retransmits"] == 0, record
 
 
 def test_missing_certificate_exits_2_naming_the_key(
