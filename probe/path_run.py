@@ -53,6 +53,9 @@ async def udp_with_path(
             sent, view = await udp_path(
                 options.host, options.port, path.marks, options.source, options.timeout_s
             )
+        except ConnectionRefusedError:
+            what = "port unreachable (the answer to the report request): nothing listens there"
+            return UDPResult(None, f"{options.target}: {what}", False)
         except OSError as exc:
             return UDPResult(None, f"{options.target}: {exc.strerror or exc}", False)
         show(console, options.target, sent, view)

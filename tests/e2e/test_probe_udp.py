@@ -188,3 +188,16 @@ def test_a_closed_port_is_said_unreachable_without_waiting_out_the_timeout(
     )
     report = probe_here(capsys, target, "--count", "1", "--timeout", "20", "--json").report()
     assert (report["sent"], report["lost"], report["icmp_errors"]) == (1, 1, 1)
+
+
+def test_path_to_a_closed_port_says_port_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
+    """With --path the kernel's port unreachable answers the report request: the probe says
+    so, as it does per datagram without --path, instead of the bare errno text."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        target = f"udp://127.0.0.1:{sock.getsockname()[1]}"
+    done = probe_here(capsys, target, "--path", "--timeout", "20")
+    why = f"{target}: port unreachable (the answer to the report request): nothing listens there"
+    assert (done.status, done.err) == (1, f"echostat probe: {why}\n")
+    report = probe_here(capsys, target, "--path", "--timeout", "20", "--json").report()
+    assert (report["ok"], report["error"]) == (False, why)
