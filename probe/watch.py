@@ -163,9 +163,13 @@ class Watcher:
         """Resolve, then probe every address (within the cap) at once."""
         try:
             addresses: list[str] = list(
-                await self._resolve(target.host, target.port, target.protocol)
+                await asyncio.wait_for(
+                    self._resolve(target.host, target.port, target.protocol), target.timeout_s
+                )
             )
-        except OSError as exc:
+        except (OSError, TimeoutError) as exc:
+            if isinstance(exc, TimeoutError):  # a resolver that hangs holds no round longer
+                exc = OSError(f"no answer within {target.timeout_s:g} s")
             self._warn(target.name, "watch %s: cannot resolve %s: %s", target.host, exc)
             # The addresses it had are down with it, their rows and history kept through a
             # resolver's hiccup; a name that never resolved has one row, its address None.

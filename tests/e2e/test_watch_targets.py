@@ -3,6 +3,7 @@ its first round; a name that stops resolving leaves no address behind it claimin
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -152,5 +153,25 @@ async def test_targets_waiting_beyond_the_cap_are_not_listed() -> None:
     watcher.start()
     try:
         assert [(t.name, t.last_round) for t in watcher.targets()] == [("t1", None), ("t2", None)]
+    finally:
+        await watcher.stop()
+
+
+async def test_a_resolver_that_hangs_holds_a_round_no_longer_than_its_timeout(
+    service: Service,
+) -> None:
+    """A name whose resolver never answers: the round gives up after the target's timeout_s
+    and its row says so, instead of waiting for ever with nothing shown."""
+
+    async def resolve(host: str, port: int, protocol: Protocol) -> list[str]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    watcher, _ = watch_fleet(service, resolve, max_targets=2)
+    try:
+        await wait_until(lambda: watcher.targets()[0].last_round is not None, "a round ended")
+        (target,) = watcher.targets()
+        assert target.last_round is not None and not target.up
+        assert target.last_round.error == "cannot resolve fleet.test: no answer within 1 s"
     finally:
         await watcher.stop()
