@@ -161,6 +161,10 @@ class Service:
         self.registry.tcp_info_interval_s = tcp_info_interval(config)
         self.echo.save_syns(self.registry.tcp_info_interval_s is not None)
         self.echo.reconfigure(config.limits, config.listeners)
+        # A reload may give a listener TLS or take it away; what it reports follows.
+        tls = {listener.name: listener.tls is not None for listener in config.listeners}
+        for stats in self.registry.listeners:
+            stats.tls = tls[stats.name]
         if self.status:
             self.status.reconfigure(config)
 
