@@ -117,6 +117,29 @@ def test_check_config_refuses_what_a_start_refuses(
 
 
 @pytest.mark.parametrize(
+    ("flags", "env", "origin"),
+    [
+        (("--set", "listeners.0.host=999.1.1.1"), {}, "--set listeners.0.host"),
+        (
+            ("--set", "access_log.enabled=true"),
+            {"ECHOSTAT_ACCESS_LOG__PATH": "/no-such-dir/a.log"},
+            "environment variable ECHOSTAT_ACCESS_LOG__PATH",
+        ),
+    ],
+    ids=["unresolvable-host", "unopenable-access-log"],
+)
+def test_a_start_names_where_an_unusable_value_came_from(
+    flags: Sequence[str], env: dict[str, str], origin: str
+) -> None:
+    """A host that doesn't resolve or an access log that can't be opened stops a start with
+    the line --check-config prints: the flag or variable the value came from, then the key."""
+    args = ("--config", "config.yaml", *LOCAL_PORTS, *flags)
+    started, checked = run_cli(*args, env=env), run_cli("--check-config", *args, env=env)
+    _assert_one_line_error(started, checked.stderr.strip())
+    assert started.stderr.startswith(f"echostat: {origin}: "), started.stderr
+
+
+@pytest.mark.parametrize(
     ("config", "flags", "message"),
     [
         (
