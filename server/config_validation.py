@@ -102,7 +102,8 @@ def _parse_config(path: Path, text: str) -> dict[str, Any]:
     try:
         data = _parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}") from None
+        hint = _any_address_hint(exc, text)
+        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}{hint}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -122,6 +123,19 @@ def _parse_yaml(text: str) -> Any:
         raise yaml.YAMLError("nested too deeply") from None
     except ValueError as exc:
         raise yaml.YAMLError(str(exc)) from None
+
+
+_LONE_DOUBLE_COLON = re.compile(r"(?:^|[\s{\[,])::(?:$|[\s,}\]#])")
+"""``::`` standing alone as a value: YAML reads it as a mapping, never as the address."""
+
+
+def _any_address_hint(exc: yaml.YAMLError, text: str) -> str:
+    """How to fix the error `exc` in `text` when its line has ``::`` unquoted, else ``""``."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return ""
+    lines = text.splitlines()
+    line = lines[exc.problem_mark.line] if exc.problem_mark.line < len(lines) else ""
+    return '; write the address :: in quotes: host: "::"' if _LONE_DOUBLE_COLON.search(line) else ""
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -159,6 +173,9 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
         value = _parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{origin}: invalid value {text!r}: {_yaml_problem(exc)}") from None
+    if isinstance(value, dict) and not text.lstrip().startswith("{"):
+        # A mapping is written in braces here; YAML alone reads ``::`` (every interface) as one.
+        value = text
     parts = dotted.split(".")
     root: dict[str, Any] = dict(raw)
     node: Any = root

@@ -213,3 +213,27 @@ def test_a_bad_override_names_the_variable_or_flag_not_the_file(
     with pytest.raises(ConfigError) as error:
         load_config(write_config, env, overrides)
     assert str(error.value) == message
+
+
+def test_unquoted_any_address_from_a_variable_or_flag_is_the_address(write_config: Path) -> None:
+    """``::``, every interface as README says, set by a variable or --set is that address,
+    though YAML alone would read it as a mapping; a value in braces is still a mapping."""
+    config = _load(
+        write_config,
+        "",
+        {"ECHOSTAT_LISTENERS__0__HOST": "::", "ECHOSTAT_STATUS__TOKEN": "t" * 16},
+        "status.host=::",
+        "limits={idle_timeout_s: 5}",
+    )
+    assert config.listeners[0].host == "::" and config.status.host == "::"
+    assert config.limits.idle_timeout_s == 5
+
+
+def test_unquoted_any_address_in_the_file_is_refused_with_the_fix(write_config: Path) -> None:
+    """``host: ::`` is not valid YAML: the message says to quote it."""
+    with pytest.raises(ConfigError) as error:
+        _load(write_config, "listeners:\n  - host: ::\n    port: 0\n")
+    assert str(error.value) == (
+        "config.yaml: invalid YAML: mapping values are not allowed here at line 2, column 12;"
+        ' write the address :: in quotes: host: "::"'
+    )
