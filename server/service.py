@@ -98,8 +98,8 @@ class Service:
         if self.status:
             self.status.start(status_sockets)
         echo = ", ".join(
-            [f"{s.name} on {s.host}:{s.port}" for s in self.registry.listeners]
-            + [f"{u.name} on {u.host}:{u.port}/udp" for u in self.registry.udp_listeners]
+            [f"{s.name} on {url_host(s.host)}:{s.port}" for s in self.registry.listeners]
+            + [f"{u.name} on {url_host(u.host)}:{u.port}/udp" for u in self.registry.udp_listeners]
         )
         page = f"; status page on http://{url_host(status.host)}:{self.status_port}/"
         log.info(
