@@ -379,3 +379,17 @@ def test_echostat_reload_refuses_a_process_that_is_not_echostat() -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_echostat_reload_of_a_worker_names_its_supervisor(reloadable: Reloadable) -> None:
+    """A worker's pid (what ps shows beside the supervisor's) is refused with exit 2 naming
+    the supervisor's pid to pass instead, and the worker is not signalled."""
+    echostat, _ = reloadable(workers=2)
+    worker = int(Path(f"/proc/{echostat.pid}/task/{echostat.pid}/children").read_text().split()[0])
+    refused = run_cli("reload", "--pid", str(worker))
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"echostat reload: process {worker} is a worker of echostat {echostat.pid};"
+        f" pass --pid {echostat.pid}\n"
+    )
+    assert not any("SIGHUP" in line for line in echostat.log)
