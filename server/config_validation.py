@@ -163,16 +163,25 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+SECRET_KEY = "status.token"
+"""Taken as written when YAML would read it otherwise: a message naming its value would leak it."""
+
+
 def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[str, Any]:
     """Return a copy of `raw` with the key at `dotted` (``listeners.0.port``) set to `text`.
 
     The value is parsed as a YAML scalar, so ``8080`` is a number and ``null`` is None; list
     items are addressed by index, and the index one past the end appends a new item.
     """
+    secret = _key_path(dotted) == SECRET_KEY
     try:
         value = _parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin}: invalid value {text!r}: {_yaml_problem(exc)}") from None
+        if not secret:
+            raise ConfigError(f"{origin}: invalid value {text!r}: {_yaml_problem(exc)}") from None
+        value = text
+    if secret and not isinstance(value, str | None):
+        value = text  # a token is text, and an error about it would print it
     if isinstance(value, dict) and not text.lstrip().startswith("{"):
         # A mapping is written in braces here; YAML alone reads ``::`` (every interface) as one.
         value = text
