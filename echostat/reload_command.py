@@ -23,6 +23,9 @@ EXIT_USAGE = 2
 DEFAULT_PID = 1
 """In a container echostat is process 1."""
 
+WORKER_MODULE = "echostat.server.worker"
+"""What a worker runs (``python -m echostat.server.worker``): its supervisor takes reloads."""
+
 SUBCOMMANDS = frozenset({"probe", "reload"})
 """The ``echostat`` subcommands, which are clients, not the server."""
 
@@ -57,7 +60,14 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"no process {pid}", EXIT_NOT_SENT)
     except OSError as exc:
         return _fail(f"cannot read /proc/{pid}/cmdline: {exc.strerror}", EXIT_NOT_SENT)
-    if not is_echostat([part.decode(errors="replace") for part in command if part]):
+    argv = [part.decode(errors="replace") for part in command if part]
+    if WORKER_MODULE in argv:
+        supervisor = _parent_pid(pid)
+        return _fail(
+            f"process {pid} is a worker of echostat {supervisor}; pass --pid {supervisor}",
+            EXIT_USAGE,
+        )
+    if not is_echostat(argv):
         name = command[0].decode(errors="replace") if command and command[0] else "unknown"
         return _fail(f"process {pid} is not echostat (it runs {name}); pass --pid", EXIT_USAGE)
     try:
@@ -81,6 +91,15 @@ def is_echostat(argv: list[str]) -> bool:
     if any(Path(part).name == "echostat" for part in argv[:2]):
         return True
     return any(pair == ("-m", "echostat") for pair in itertools.pairwise(argv))
+
+
+def _parent_pid(pid: int) -> str:
+    """The parent of process `pid` (``PPid`` in /proc/PID/status), or ``?`` if it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return "?"
+    return next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "?")
 
 
 def _fail(message: str, status: int) -> int:

@@ -33,8 +33,9 @@ def serve_from(args: argparse.Namespace) -> int:
     path = choose_config_path(args.config)
     try:
         text = read_config_text(path)
-        load = check_config if args.check_config else load_config
-        config = load(path, os.environ, args.overrides, text=text)
+        # A start checks what --check-config checks, so a host that doesn't resolve or an
+        # access log that can't be opened is the same line, naming the value's origin.
+        config = check_config(path, os.environ, args.overrides, text=text)
     except ConfigError as exc:
         print(f"echostat: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG

@@ -102,7 +102,8 @@ def _parse_config(path: Path, text: str) -> dict[str, Any]:
     try:
         data = _parse_yaml(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}") from None
+        hint = _any_address_hint(exc, text)
+        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}{hint}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -122,6 +123,19 @@ def _parse_yaml(text: str) -> Any:
         raise yaml.YAMLError("nested too deeply") from None
     except ValueError as exc:
         raise yaml.YAMLError(str(exc)) from None
+
+
+_LONE_DOUBLE_COLON = re.compile(r"(?:^|[\s{\[,])::(?:$|[\s,}\]#])")
+"""``::`` standing alone as a value: YAML reads it as a mapping, never as the address."""
+
+
+def _any_address_hint(exc: yaml.YAMLError, text: str) -> str:
+    """How to fix the error `exc` in `text` when its line has ``::`` unquoted, else ``""``."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return ""
+    lines = text.splitlines()
+    line = lines[exc.problem_mark.line] if exc.problem_mark.line < len(lines) else ""
+    return '; write the address :: in quotes: host: "::"' if _LONE_DOUBLE_COLON.search(line) else ""
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -151,6 +165,8 @@ class _StrictLoader(yaml.SafeLoader):
 
 _BRACKETED_ADDRESS = re.compile(r"\[[0-9A-Fa-f:.]+\]:\d+")
 """``[IPv6]:PORT`` (a watch target), which is not valid YAML unquoted."""
+SECRET_KEY = "status.token"
+"""Taken as written when YAML would read it otherwise: a message naming its value would leak it."""
 
 
 def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[str, Any]:
@@ -159,12 +175,18 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
     The value is parsed as a YAML scalar, so ``8080`` is a number and ``null`` is None; list
     items are addressed by index, and the index one past the end appends a new item.
     """
+    secret = _key_path(dotted) == SECRET_KEY
     try:
         value = _parse_yaml(text)
     except yaml.YAMLError as exc:
-        if _BRACKETED_ADDRESS.fullmatch(text) is None:
+        if not secret and _BRACKETED_ADDRESS.fullmatch(text) is None:
             raise ConfigError(f"{origin}: invalid value {text!r}: {_yaml_problem(exc)}") from None
-        value = text  # YAML reads a list then a colon; it can only mean the address
+        value = text  # a token, or ``[IPv6]:PORT``: YAML reads a list then a colon
+    if secret and not isinstance(value, str | None):
+        value = text  # a token is text, and an error about it would print it
+    if isinstance(value, dict) and not text.lstrip().startswith("{"):
+        # A mapping is written in braces here; YAML alone reads ``::`` (every interface) as one.
+        value = text
     parts = dotted.split(".")
     root: dict[str, Any] = dict(raw)
     node: Any = root

@@ -98,8 +98,8 @@ class Service:
         if self.status:
             self.status.start(status_sockets)
         echo = ", ".join(
-            [f"{s.name} on {s.host}:{s.port}" for s in self.registry.listeners]
-            + [f"{u.name} on {u.host}:{u.port}/udp" for u in self.registry.udp_listeners]
+            [f"{s.name} on {url_host(s.host)}:{s.port}" for s in self.registry.listeners]
+            + [f"{u.name} on {url_host(u.host)}:{u.port}/udp" for u in self.registry.udp_listeners]
         )
         page = f"; status page on http://{url_host(status.host)}:{self.status_port}/"
         log.info(
@@ -161,6 +161,10 @@ class Service:
         self.registry.tcp_info_interval_s = tcp_info_interval(config)
         self.echo.save_syns(self.registry.tcp_info_interval_s is not None)
         self.echo.reconfigure(config.limits, config.listeners)
+        # A reload may give a listener TLS or take it away; what it reports follows.
+        tls = {listener.name: listener.tls is not None for listener in config.listeners}
+        for stats in self.registry.listeners:
+            stats.tls = tls[stats.name]
         if self.status:
             self.status.reconfigure(config)
 

@@ -80,7 +80,9 @@ def _raise_bind_error(key: str, host: str, port: int, exc: OSError) -> typing.No
         errno.EACCES: " (ports below 1024 need privileges; pick a higher port)",
         errno.EADDRNOTAVAIL: " (this host has no such address)",
     }.get(exc.errno or 0, "")
-    raise ConfigError(f"{key}.port: cannot listen on {host}:{port}: {exc.strerror}{hint}") from None
+    raise ConfigError(
+        f"{key}.port: cannot listen on {url_host(host)}:{port}: {exc.strerror}{hint}"
+    ) from None
 
 
 def inherited_sockets(fds: Iterable[int]) -> list[socket.socket]:

@@ -152,6 +152,11 @@ class Supervisor:
                 per_slot = [shared] * count
                 self._held += shared
             else:
+                if listener.port:
+                    # SO_REUSEPORT would let this fleet share a port another one (of the same
+                    # user) serves: a plain bind first refuses a port in use, as one process does.
+                    for sock in bind_one(listener.port, False):
+                        sock.close()
                 first = bind_one(listener.port, True)
                 port = first[0].getsockname()[1]
                 per_slot = [first]

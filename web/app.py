@@ -27,6 +27,7 @@ from echostat.web.handlers import (
     WatchHandler,
 )
 from echostat.web.metrics import metrics_registry
+from echostat.web.request_log import RequestLog
 from echostat.web.state import AppState, Settings
 from echostat.web.watch import WatchSource
 from echostat.web.watch_metrics import WatchCollector
@@ -83,4 +84,5 @@ def make_app(state: AppState) -> Application:
         compress_response=False,
         default_handler_class=NotFoundHandler,
         default_handler_args=handler_args,
+        log_function=RequestLog(),
     )

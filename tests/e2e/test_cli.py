@@ -116,6 +116,50 @@ def test_check_config_refuses_what_a_start_refuses(
     _assert_one_line_error(result, message)
 
 
+def test_ipv6_addresses_in_the_startup_line_and_errors_are_in_brackets(
+    start_echostat: StartEchostat,
+) -> None:
+    """``::1`` and a port read as one address without brackets (``::1:7007``): the startup
+    line and a port-in-use error write ``[::1]:PORT``, as the probe takes it."""
+    six = ("--set", "listeners.0.host=::1", "--set", "listeners.1.host=::1")
+    udp = ("--set", "listeners.1.protocol=udp")
+    echostat = start_echostat("--config", "config.yaml", *LOCAL_PORTS, *six, *udp)
+    main, report = echostat.ports["main"], echostat.ports["report"]
+    startup = next(line for line in echostat.log if "echoing:" in line)
+    assert f"main on [::1]:{main}, report on [::1]:{report}/udp;" in startup, startup
+    taken = run_cli(
+        "--config", "config.yaml", *LOCAL_PORTS, *six, "--set", f"listeners.0.port={main}"
+    )
+    _assert_one_line_error(
+        taken,
+        f"listeners[0].port: cannot listen on [::1]:{main}: Address already in use"
+        " (another process uses it; pick another port, or 0 for any)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "origin"),
+    [
+        (("--set", "listeners.0.host=999.1.1.1"), {}, "--set listeners.0.host"),
+        (
+            ("--set", "access_log.enabled=true"),
+            {"ECHOSTAT_ACCESS_LOG__PATH": "/no-such-dir/a.log"},
+            "environment variable ECHOSTAT_ACCESS_LOG__PATH",
+        ),
+    ],
+    ids=["unresolvable-host", "unopenable-access-log"],
+)
+def test_a_start_names_where_an_unusable_value_came_from(
+    flags: Sequence[str], env: dict[str, str], origin: str
+) -> None:
+    """A host that doesn't resolve or an access log that can't be opened stops a start with
+    the line --check-config prints: the flag or variable the value came from, then the key."""
+    args = ("--config", "config.yaml", *LOCAL_PORTS, *flags)
+    started, checked = run_cli(*args, env=env), run_cli("--check-config", *args, env=env)
+    _assert_one_line_error(started, checked.stderr.strip())
+    assert started.stderr.startswith(f"echostat: {origin}: "), started.stderr
+
+
 @pytest.mark.parametrize(
     ("config", "flags", "message"),
     [

@@ -202,6 +202,34 @@ async def test_rotated_certificate_is_served_to_the_next_client_while_an_old_one
     await close_all([writer])
 
 
+async def test_tls_turned_on_and_off_by_reload_is_what_the_listener_reports(
+    reloadable: Reloadable, tmp_path: Path
+) -> None:
+    """A reload that gives a plain listener TLS, then takes it away, changes what its next
+    clients speak, and /api/stats says so in ``listeners[].tls`` each time."""
+    cert, key = make_certificate(tmp_path, "added")
+    plain = {"name": "main", "host": "127.0.0.1", "port": 0}
+    echostat, path = reloadable(listeners=[plain])
+    port = echostat.echo_port
+
+    rewrite(path, listeners=[{**plain, "tls": {"cert": str(cert), "key": str(key)}}])
+    assert "listeners[0].tls" in reload(echostat)
+    context = ssl.create_default_context(cafile=str(cert))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    writer.write(b"over tls")
+    assert await reader.readexactly(8) == b"over tls"
+    (listener,) = (await get_json(echostat.status_port))["listeners"]
+    assert listener["tls"] is True
+    await close_all([writer])
+
+    rewrite(path, listeners=[plain])
+    assert "listeners[0].tls" in reload(echostat)
+    _, writer = await echo_once(port, b"plain again")
+    (listener,) = (await get_json(echostat.status_port))["listeners"]
+    assert listener["tls"] is False
+    await close_all([writer])
+
+
 async def test_broken_config_on_reload_keeps_the_old_one_and_logs_one_line(
     reloadable: Reloadable,
 ) -> None:
@@ -351,3 +379,17 @@ def test_echostat_reload_refuses_a_process_that_is_not_echostat() -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_echostat_reload_of_a_worker_names_its_supervisor(reloadable: Reloadable) -> None:
+    """A worker's pid (what ps shows beside the supervisor's) is refused with exit 2 naming
+    the supervisor's pid to pass instead, and the worker is not signalled."""
+    echostat, _ = reloadable(workers=2)
+    worker = int(Path(f"/proc/{echostat.pid}/task/{echostat.pid}/children").read_text().split()[0])
+    refused = run_cli("reload", "--pid", str(worker))
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"echostat reload: process {worker} is a worker of echostat {echostat.pid};"
+        f" pass --pid {echostat.pid}\n"
+    )
+    assert not any("SIGHUP" in line for line in echostat.log)

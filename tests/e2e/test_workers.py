@@ -17,6 +17,7 @@ from tests.helpers import (
     echo_once,
     get_json,
     payload,
+    run_cli,
     stats_when,
     within_deadline,
 )
@@ -141,3 +142,19 @@ async def count_held(port: int, clients: int) -> int:
     held = [writer for writer in writers if writer is not None]
     await close_all(held)
     return len(held)
+
+
+def test_a_port_another_fleet_serves_is_in_use(start_echostat: StartEchostat) -> None:
+    """A second echostat with workers on the TCP or UDP port of a running one exits 2 naming
+    the key, as a single process does, instead of sharing the port through SO_REUSEPORT."""
+    udp = ("--set", "listeners.1.protocol=udp")
+    running = start_echostat(*TWO_WORKERS, *udp)
+    for index, name in enumerate(["main", "report"]):
+        port = running.ports[name]
+        second = run_cli(*TWO_WORKERS, *udp, "--set", f"listeners.{index}.port={port}")
+        assert second.returncode == 2, second.stderr
+        (line,) = second.stderr.splitlines()
+        assert line.endswith(
+            f"listeners[{index}].port: cannot listen on 127.0.0.1:{port}: Address already in use"
+            " (another process uses it; pick another port, or 0 for any)"
+        ), line

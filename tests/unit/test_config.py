@@ -213,3 +213,45 @@ def test_a_bad_override_names_the_variable_or_flag_not_the_file(
     with pytest.raises(ConfigError) as error:
         load_config(write_config, env, overrides)
     assert str(error.value) == message
+
+
+def test_unquoted_any_address_from_a_variable_or_flag_is_the_address(write_config: Path) -> None:
+    """``::``, every interface as README says, set by a variable or --set is that address,
+    though YAML alone would read it as a mapping; a value in braces is still a mapping."""
+    config = _load(
+        write_config,
+        "",
+        {"ECHOSTAT_LISTENERS__0__HOST": "::", "ECHOSTAT_STATUS__TOKEN": "t" * 16},
+        "status.host=::",
+        "limits={idle_timeout_s: 5}",
+    )
+    assert config.listeners[0].host == "::" and config.status.host == "::"
+    assert config.limits.idle_timeout_s == 5
+
+
+def test_unquoted_any_address_in_the_file_is_refused_with_the_fix(write_config: Path) -> None:
+    """``host: ::`` is not valid YAML: the message says to quote it."""
+    with pytest.raises(ConfigError) as error:
+        _load(write_config, "listeners:\n  - host: ::\n    port: 0\n")
+    assert str(error.value) == (
+        "config.yaml: invalid YAML: mapping values are not allowed here at line 2, column 12;"
+        ' write the address :: in quotes: host: "::"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "token"),
+    [
+        ({"ECHOSTAT_STATUS__TOKEN": "!s3cret-pass-phrase"}, (), "!s3cret-pass-phrase"),
+        ({}, ("status.token=*s3cret-pass-phrase",), "*s3cret-pass-phrase"),
+        ({"ECHOSTAT_STATUS__TOKEN": "12345678901234567890123"}, (), "12345678901234567890123"),
+        ({}, ('status.token="quoted-pass-phrase"',), "quoted-pass-phrase"),
+    ],
+    ids=["variable-yaml-tag", "set-yaml-alias", "variable-a-number", "set-quoted"],
+)
+def test_a_token_from_a_variable_or_flag_is_taken_as_written(
+    write_config: Path, env: dict[str, str], overrides: Sequence[str], token: str
+) -> None:
+    """A token that YAML would read as a tag, an alias or a number is that text: it is a
+    secret, so no error message would be allowed to print it back."""
+    assert _load(write_config, "", env, *overrides).status.token == token
