@@ -18,7 +18,7 @@ from echostat.server.config_loading import (
 )
 from echostat.server.resources import ResourceError, describe_max_connections
 from echostat.server.runtime import configure_logging, run
-from echostat.server.sockets import systemd_sockets
+from echostat.server.sockets import check_systemd_sockets, systemd_sockets
 from echostat.server.supervisor import Supervisor
 from echostat.service import serve
 from echostat.watching import WatchingStatusSide
@@ -45,13 +45,15 @@ def serve_from(args: argparse.Namespace) -> int:
         return 0
     configure_logging(config)
     inherited = systemd_sockets(os.environ)
-    if config.worker_count > 1:
-        main = Supervisor(config, text, path, args.overrides, WatchingStatusSide, inherited).run()
-    else:
-        # Without a file a reload validates the defaults, the environment and --set again.
-        reread = functools.partial(load_config, path, os.environ, args.overrides)
-        main = serve(config, inherited=inherited, load=reread, built_in_defaults=path is None)
     try:
+        check_systemd_sockets(inherited, config)
+        if config.worker_count > 1:
+            fleet = Supervisor(config, text, path, args.overrides, WatchingStatusSide, inherited)
+            main = fleet.run()
+        else:
+            # Without a file a reload validates the defaults, the environment and --set again.
+            reread = functools.partial(load_config, path, os.environ, args.overrides)
+            main = serve(config, inherited=inherited, load=reread, built_in_defaults=path is None)
         run(config, main)
     except (ConfigError, ResourceError) as exc:
         log.error("%s", exc)

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from tornado.netutil import bind_sockets
 
-from echostat.server.config import ConfigError, StatusConfig, is_loopback
+from echostat.server.config import Config, ConfigError, StatusConfig, is_loopback
 
 SD_LISTEN_FDS_START = 3
 """systemd passes sockets as descriptors 3, 4, ... (sd_listen_fds(3))."""
@@ -114,6 +114,29 @@ def systemd_sockets(env: Mapping[str, str]) -> dict[str, list[socket.socket]]:
         name = names[index] if index < len(names) and names[index] else "main"
         found.setdefault(name, []).append(sock)
     return found
+
+
+def check_systemd_sockets(sockets: Mapping[str, list[socket.socket]], config: Config) -> None:
+    """Refuse inherited sockets that nothing would serve right: a name that is no listener's
+    (its clients would wait in a backlog no one accepts from) or the wrong kind of socket."""
+    kinds = {f"listeners[{n}]": (lst.name, lst.protocol) for n, lst in enumerate(config.listeners)}
+    kinds["status"] = ("status", "tcp")
+    for key, (name, protocol) in kinds.items():
+        for sock in sockets.get(name, []):
+            if (sock.type == socket.SOCK_DGRAM) != (protocol == "udp"):
+                has, wants = ("Stream", "Datagram") if protocol == "udp" else ("Datagram", "Stream")
+                raise ConfigError(
+                    f'{key}: the inherited socket "{name}" is a {has.lower()} socket, but the'
+                    f" {'status page' if key == 'status' else 'listener'} is {protocol.upper()};"
+                    f" give its socket unit Listen{wants}= instead of Listen{has}="
+                )
+    names = [name for name, _ in kinds.values()]
+    for name in sockets:
+        if name not in names:
+            raise ConfigError(
+                f'the inherited socket "{name}" (FileDescriptorName=) names no listener;'
+                f" name it after one of: {', '.join(names)}"
+            )
 
 
 def check_inherited_status(sockets: list[socket.socket], status: StatusConfig) -> None:

@@ -100,3 +100,44 @@ def test_an_inherited_datagram_socket_serves_a_udp_listener(
         datagrams.close()
         echostat.signal(signal.SIGTERM)
         assert echostat.wait() == 0
+
+
+def refused_start(activation: dict[str, socket.socket], *flags: str) -> str:
+    """The one log line of an echostat that exits 2 at start with these inherited sockets."""
+    ports = ("--set", "listeners.0.port=0", "--set", "listeners.1.port=0")
+    args = ["--config", str(REPO / "config.yaml"), *ports, *flags]
+    echostat = EchostatProcess(args, activation=activation)
+    try:
+        assert echostat.wait() == 2, echostat.log
+    finally:
+        echostat.stop()
+    assert echostat.tracebacks() == [], echostat.log
+    (line,) = echostat.log
+    return line
+
+
+def test_a_stream_socket_for_a_udp_listener_is_refused_naming_the_fix(
+    activation_sockets: dict[str, socket.socket],
+) -> None:
+    """A socket unit with ListenStream= where the listener is UDP exits 2 naming the
+    listener and ListenDatagram=, instead of a traceback."""
+    flags = ("--set", "listeners.1.protocol=udp", "--set", "listeners.1.name=udp")
+    sockets = {"udp": activation_sockets["main"], "status": activation_sockets["status"]}
+    line = refused_start(sockets, *flags)
+    assert line.endswith(
+        'listeners[1]: the inherited socket "udp" is a stream socket, but the listener is UDP;'
+        " give its socket unit ListenDatagram= instead of ListenStream="
+    ), line
+
+
+def test_an_inherited_socket_that_names_no_listener_is_refused(
+    activation_sockets: dict[str, socket.socket],
+) -> None:
+    """A socket whose FileDescriptorName= matches no listener (nor status) would hold its
+    clients in a backlog no one accepts from: exit 2 naming it and the names there are."""
+    sockets = {"reprot": activation_sockets["main"], "status": activation_sockets["status"]}
+    line = refused_start(sockets)
+    assert line.endswith(
+        'the inherited socket "reprot" (FileDescriptorName=) names no listener;'
+        " name it after one of: main, report, status"
+    ), line
