@@ -23,7 +23,14 @@ from echostat.server.registry import Registry
 from echostat.server.reload import Reloader
 from echostat.server.resources import ResourceError, describe_max_connections, reserve_descriptors
 from echostat.server.runtime import apply_log_level
-from echostat.server.sockets import STATUS_BACKLOG, bind, bind_udp, check_inherited_status, url_host
+from echostat.server.sockets import (
+    STATUS_BACKLOG,
+    bind,
+    bind_udp,
+    check_inherited_status,
+    served_host,
+    url_host,
+)
 from echostat.server.status_side import StatusSideFactory
 from echostat.server.tcp_info import TCP_INFO
 from echostat.server.udp import UDPEchoServer
@@ -83,13 +90,13 @@ class Service:
                 sock.close()
             raise
         for listener, sockets in echo_sockets:
-            port = sockets[0].getsockname()[1]
+            host, port = served_host(listener.host, sockets), sockets[0].getsockname()[1]
             if listener.protocol == "udp":
-                udp = self.registry.add_udp_listener(listener.name, listener.host, port)
+                udp = self.registry.add_udp_listener(listener.name, host, port)
                 await self.udp.add_sockets(sockets, udp, listener.report)
                 continue
             stats = self.registry.add_listener(
-                listener.name, listener.host, port, tls=listener.tls is not None
+                listener.name, host, port, tls=listener.tls is not None
             )
             self.echo.add_sockets(sockets, stats, listener)
         asyncio.get_running_loop().set_exception_handler(_log_loop_error)
@@ -101,7 +108,8 @@ class Service:
             [f"{s.name} on {url_host(s.host)}:{s.port}" for s in self.registry.listeners]
             + [f"{u.name} on {url_host(u.host)}:{u.port}/udp" for u in self.registry.udp_listeners]
         )
-        page = f"; status page on http://{url_host(status.host)}:{self.status_port}/"
+        page_host = url_host(served_host(status.host, status_sockets))
+        page = f"; status page on http://{page_host}:{self.status_port}/"
         log.info(
             "echostat %s (pid %d) echoing: %s%s; %s%s",
             __version__,

@@ -4,6 +4,7 @@ supervisor handing its sockets to worker processes)."""
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
 import typing
@@ -152,6 +153,19 @@ def check_inherited_status(sockets: list[socket.socket], status: StatusConfig) -
                 f"status: the inherited status socket listens on {host}, not on loopback,"
                 " but status.token is not set; set a token or bind the socket unit to 127.0.0.1"
             )
+
+
+def served_host(host: str, sockets: list[socket.socket]) -> str:
+    """The address to show for `host`'s listening `sockets`: `host` as configured (a name, or
+    the address bound), unless it is an address the sockets, inherited, don't listen on."""
+    try:
+        configured = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    actual: list[str] = [sock.getsockname()[0] for sock in sockets]
+    if not actual or configured in map(ipaddress.ip_address, actual):
+        return host
+    return actual[0]
 
 
 def url_host(host: str) -> str:

@@ -38,7 +38,13 @@ from echostat.server.reload import Reloader
 from echostat.server.resources import describe_max_connections, reserve_descriptors
 from echostat.server.runtime import apply_log_level
 from echostat.server.signals import catch_reload_signal, catch_stop_signals, restore_stop_signals
-from echostat.server.sockets import bind, bind_udp, check_inherited_status, url_host
+from echostat.server.sockets import (
+    bind,
+    bind_udp,
+    check_inherited_status,
+    served_host,
+    url_host,
+)
 from echostat.server.status_side import StatusSideFactory
 from echostat.server.wording import count_of
 
@@ -103,7 +109,8 @@ class Supervisor:
         slots = self._bind_all()
         status_sockets = self._inherited.pop("status", [])
         check_inherited_status(status_sockets, self.config.status)
-        self.status.start(status_sockets or self._bind_status())
+        status_sockets = status_sockets or self._bind_status()
+        self.status.start(status_sockets)
         keepers = [asyncio.ensure_future(self._keep_running(n, fds)) for n, fds in slots.items()]
         self.fleet.accepting = self.fleet.ready = True
         log.info(
@@ -112,7 +119,7 @@ class Supervisor:
             __version__,
             os.getpid(),
             len(slots),
-            url_host(self.config.status.host),
+            url_host(served_host(self.config.status.host, status_sockets)),
             self.status.port,
             describe_max_connections(self.config),
             describe_source(self._config_path is None),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from tests.helpers import (
     EchostatProcess,
     payload,
     recv_exactly,
+    recv_to_eof,
 )
 
 
@@ -141,3 +143,33 @@ def test_an_inherited_socket_that_names_no_listener_is_refused(
         'the inherited socket "reprot" (FileDescriptorName=) names no listener;'
         " name it after one of: main, report, status"
     ), line
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_startup_line_and_the_api_name_the_inherited_sockets_addresses(workers: int) -> None:
+    """Socket units on ::1 where config.yaml says 127.0.0.1: the startup lines, the page's URL
+    and /api/stats give the addresses echostat really serves, not config.yaml's."""
+    sockets = {}
+    for name in ("main", "status"):
+        sockets[name] = socket.socket(socket.AF_INET6)
+        sockets[name].bind(("::1", 0))
+        sockets[name].listen(8)
+    args = ["--config", str(REPO / "config.yaml"), "--set", "listeners.1.port=0"]
+    echostat = EchostatProcess([*args, "--set", f"workers={workers}"], activation=sockets)
+    try:
+        echostat.start()
+        main, status = (sockets[name].getsockname()[1] for name in ("main", "status"))
+        for line in echostat.log:
+            assert f"on 127.0.0.1:{main}" not in line
+        assert any(f"main on [::1]:{main}," in line for line in echostat.log), echostat.log
+        assert any(f"status page on http://[::1]:{status}/" in line for line in echostat.log)
+        with socket.create_connection(("::1", status), DEADLINE_S) as http:
+            http.sendall(b"GET /api/stats HTTP/1.0\r\nHost: [::1]\r\n\r\n")
+            document = json.loads(recv_to_eof(http).split(b"\r\n\r\n", 1)[1])
+        hosts = {listener["name"]: listener["host"] for listener in document["listeners"]}
+        assert hosts == {"main": "::1", "report": "127.0.0.1"}
+    finally:
+        for sock in sockets.values():
+            sock.close()
+        echostat.signal(signal.SIGTERM)
+        assert echostat.wait() == 0
