@@ -115,6 +115,9 @@ def test_systemd_sockets_match_config_yaml_listeners_and_status() -> None:
     sockets = {path.name for path in SYSTEMD.glob("*.socket")}
     assert set(service["Service"]["Sockets"].split()) == sockets
     assert set(service["Unit"]["Requires"].split()) == sockets
+    assert set(service["Unit"]["After"].split()) == {"network.target", *sockets}
+    # `systemctl enable echostat` enables the sockets Also= names, and only those.
+    assert set(service["Install"]["Also"].split()) == sockets
 
 
 def test_systemd_service_checks_config_then_runs_it() -> None:
