@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import dataclasses
+import re
 import secrets
 import shutil
 import subprocess
@@ -348,7 +349,8 @@ def test_prometheus_scrapes_metrics_on_the_status_port_of_the_fleet() -> None:
 
 
 def test_prometheus_kubernetes_keeps_the_pods_status_port() -> None:
-    """Pod discovery keeps the Deployment's pods and their container port named status."""
+    """Pod discovery keeps the pods of the Deployment and of the mesh's DaemonSet, and only
+    their container port named status."""
     (job,) = _yaml(PROMETHEUS / "prometheus-kubernetes.yml")["scrape_configs"]
     assert job["metrics_path"] == "/metrics"
     keep = {
@@ -356,12 +358,17 @@ def test_prometheus_kubernetes_keeps_the_pods_status_port() -> None:
         for rule in job["relabel_configs"]
         if rule.get("action") == "keep"
     }
-    pod_labels = _manifest("Deployment")["spec"]["template"]["metadata"]["labels"]
-    assert keep == {
-        "__meta_kubernetes_pod_label_app_kubernetes_io_name": pod_labels["app.kubernetes.io/name"],
-        "__meta_kubernetes_pod_container_port_name": "status",
-    }
-    assert "status" in _container_ports()
+    name_label = "__meta_kubernetes_pod_label_app_kubernetes_io_name"
+    assert set(keep) == {name_label, "__meta_kubernetes_pod_container_port_name"}
+    mesh = _yaml(KUBERNETES / "mesh" / "daemonset.yaml")
+    for workload in (_manifest("Deployment"), mesh):
+        name = workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+        # Prometheus anchors a relabel regex at both ends.
+        assert re.fullmatch(keep[name_label], name), name
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        assert "status" in {port["name"] for port in container["ports"]}
+    assert not re.fullmatch(keep[name_label], "echostat-other")
+    assert keep["__meta_kubernetes_pod_container_port_name"] == "status"
 
 
 def test_systemd_service_has_a_logs_directory_for_the_access_log() -> None:
