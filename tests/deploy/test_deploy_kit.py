@@ -379,3 +379,11 @@ def test_systemd_service_has_a_logs_directory_for_the_access_log() -> None:
     assert directory == "echostat"
     assert f"path: {path}" in (ROOT / "config.yaml").read_text()
     assert path in (DEPLOY / "README.md").read_text()
+
+
+def test_deploy_readme_table_has_a_row_per_folder() -> None:
+    """The table at the top of deploy/README.md names every folder of deploy/."""
+    text = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| ((?:`[a-z]+/`(?:, )?)+) \|", text, re.MULTILINE)
+    named = {folder for row in rows for folder in re.findall(r"`([a-z]+)/`", row)}
+    assert named == {path.name for path in DEPLOY.iterdir() if path.is_dir()}
