@@ -30,9 +30,11 @@ class AccessPolicy:
     @classmethod
     def from_config(cls, status: StatusConfig) -> AccessPolicy:
         """Loopback binds only answer to loopback names (plus `allowed_hosts`); other binds
-        answer to `allowed_hosts` when it is set, else to any name (the token guards them)."""
+        answer to `allowed_hosts` and the loopback names when it is set, else to any name (the
+        token guards them). A loopback name is never a rebinding attacker's, and HAProxy's
+        HTTP/1.0 checks, which send no Host, arrive as 127.0.0.1."""
         hosts = {host.lower() for host in status.allowed_hosts}
-        if status.on_loopback:
+        if status.on_loopback or hosts:
             hosts |= _LOOPBACK_NAMES
         return cls(status.token, frozenset(hosts) or None, frozenset(status.open_paths))
 
