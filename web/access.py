@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from dataclasses import dataclass
 
 from echostat.server.config import StatusConfig
@@ -32,10 +33,11 @@ class AccessPolicy:
         """Loopback binds only answer to loopback names (plus `allowed_hosts`); other binds
         answer to `allowed_hosts` and the loopback names when it is set, else to any name (the
         token guards them). A loopback name is never a rebinding attacker's, and HAProxy's
-        HTTP/1.0 checks, which send no Host, arrive as 127.0.0.1."""
+        HTTP/1.0 checks, which send no Host, arrive as 127.0.0.1. Nor is the one address
+        bound, so the URL the startup line prints is answered."""
         hosts = {host.lower() for host in status.allowed_hosts}
         if status.on_loopback or hosts:
-            hosts |= _LOOPBACK_NAMES
+            hosts |= _LOOPBACK_NAMES | _bound_address(status.host)
         return cls(status.token, frozenset(hosts) or None, frozenset(status.open_paths))
 
     def host_allowed(self, host_header: str) -> bool:
@@ -62,6 +64,15 @@ class AccessPolicy:
 
     def session_ok(self, cookie: str) -> bool:
         return hmac.compare_digest(cookie.encode(), self.session_value().encode())
+
+
+def _bound_address(host: str) -> frozenset[str]:
+    """`host` when it is one address, not a wildcard or a name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return frozenset()
+    return frozenset() if address.is_unspecified else frozenset({address.compressed})
 
 
 def _host_name(host_header: str) -> str:

@@ -29,3 +29,15 @@ def test_allowed_hosts_pass_off_loopback(host: str) -> None:
 def test_other_names_get_refused_once_allowed_hosts_is_set() -> None:
     """A rebinding attacker's name is refused off loopback too, once allowed_hosts is set."""
     assert not AccessPolicy.from_config(PUBLIC).host_allowed("attacker.example:7070")
+
+
+@pytest.mark.parametrize(
+    ("bound", "host"),
+    [("127.0.0.2", "127.0.0.2:7070"), ("192.0.2.11", "192.0.2.11:7070"), ("::1", "[::1]")],
+)
+def test_the_address_the_status_side_binds_passes_as_a_host(bound: str, host: str) -> None:
+    """The URL the startup line prints (http://STATUS_HOST:PORT/) is answered: a loopback
+    bind other than 127.0.0.1, or an address with allowed_hosts set (a scrape by address)."""
+    status = StatusConfig(host=bound, token=TOKEN, allowed_hosts=("status.example.com",))
+    assert AccessPolicy.from_config(status).host_allowed(host)
+    assert AccessPolicy.from_config(StatusConfig(host="127.0.0.2")).host_allowed("127.0.0.2")
