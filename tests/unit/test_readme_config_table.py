@@ -1,4 +1,5 @@
-"""README's configuration table lists every config key the schema accepts, with its default."""
+"""README's configuration table lists every config key with its default, and its reload
+section what a SIGHUP does to each."""
 
 from __future__ import annotations
 
@@ -75,3 +76,14 @@ def test_readme_config_table_lists_every_key_with_its_default() -> None:
         if not isinstance(expected, str):
             shown = yaml.safe_load(shown)
         assert (path, shown) == (path, expected)
+
+
+def test_readme_reload_section_says_what_a_reload_does_to_every_section() -> None:
+    """Each top-level key of the schema is named under "Reload without a restart": applied
+    in place, or refused as needing a restart."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("\n### Reload without a restart") :]
+    section = section[: section.index("\n## ")]
+    named = {re.split(r"[.\[]", token)[0] for token in re.findall(r"`([a-z_]+[^`]*)`", section)}
+    keys = {field.name for field in dataclasses.fields(Config) if field.init}
+    assert sorted(keys - named) == []
