@@ -178,6 +178,8 @@ async def test_prometheus_sees_fleet_totals_and_answers_every_dashboard_query(
         )
         values = [float(v) for series in data["result"] for _, v in series["values"]]
         assert any(math.isfinite(v) for v in values), f"no data for the dashboard query {query}"
+        if '"target"' in expr:  # a mesh table's column: name and address, as its panel groups
+            assert all(series["metric"]["target"] for series in data["result"]), query
     for variable in ("job", "instance"):
         values = await prometheus.api(f"label/{variable}/values", **{"match[]": "echostat_info"})
         assert values, variable
