@@ -17,6 +17,7 @@ from typing import Any
 
 from echostat.server.borrowed import AcceptedSocket, accept_call
 from echostat.server.tcp_info import LISTEN_QUEUE_BYTES, TCP_INFO, accept_queue
+from echostat.server.wording import count_of
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,8 @@ class RateLimitedLog:
             self._suppressed += 1
             return
         if self._suppressed:
-            message += " (%d similar messages suppressed)"
-            args += (self._suppressed,)
+            message += " (%s suppressed)"
+            args += (count_of(self._suppressed, "similar message"),)
         self._logger.warning(message, *args)
         self._next_at = now + self._interval_s
         self._suppressed = 0
