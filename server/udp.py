@@ -36,6 +36,7 @@ from echostat.server.config import UDPConfig
 from echostat.server.socket_memory import BUFFER_BYTES, SO_MEMINFO, decode_drops
 from echostat.server.udp_report import ReportingTransport
 from echostat.server.udp_stats import DropReason, Peer, Source, UDPListenerStats
+from echostat.server.wording import count_of
 
 log = logging.getLogger(__name__)
 
@@ -368,9 +369,9 @@ class UDPEchoServer:
         named = f"; busiest source {busiest[0][0]} ({busiest[0][1]} dropped)" if busiest else ""
         by_ip.clear()
         log.warning(
-            "udp listener %s: dropped %d datagrams since the last report (since start: %s)%s",
+            "udp listener %s: dropped %s since the last report (since start: %s)%s",
             stats.name,
-            new,
+            count_of(new, "datagram"),
             reasons,
             named,
         )

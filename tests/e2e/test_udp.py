@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -206,14 +207,19 @@ async def test_bytes_bound_drops_what_would_exceed_it(client: socket.socket) -> 
     service = Service(udp_config(max_bytes_per_s=1000))
     await service.start()
     try:
-        address = ("127.0.0.1", service.echo_port("udp"))
-        data = payload(40_000)
-        assert await round_trip(client, address, data) == data
-        client.sendto(data, address)
+        await send_one_over_the_bytes_bound(service, client)
         await wait_until(lambda: udp_stats(service)["datagrams_received"] == 2)
         assert udp_stats(service)["dropped"] == {"bytes_rate": 1}
     finally:
         await service.stop()
+
+
+async def send_one_over_the_bytes_bound(service: Service, client: socket.socket) -> None:
+    """With udp.max_bytes_per_s 1000: a 40,000-byte datagram echoed, then one more sent."""
+    address = ("127.0.0.1", service.echo_port("udp"))
+    data = payload(40_000)
+    assert await round_trip(client, address, data) == data
+    client.sendto(data, address)
 
 
 async def test_counts_in_api_stats_peers_and_metrics_are_exact(
@@ -360,3 +366,19 @@ async def test_burst_from_1000_sources_keeps_the_peers_table_bounded_and_memory_
         rss.append(echostat.rss_bytes())
     assert rss[1] - rss[0] < 4 * 1024 * 1024, rss
     assert echostat.tracebacks() == []
+
+
+async def test_a_single_drop_is_warned_about_as_one_datagram(
+    client: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One datagram over udp.max_bytes_per_s: the warning names it as one datagram dropped."""
+    caplog.set_level(logging.WARNING, logger="echostat.server.udp")
+    service = Service(udp_config(max_bytes_per_s=1000))
+    await service.start()
+    try:
+        await send_one_over_the_bytes_bound(service, client)
+        await wait_until(lambda: any("dropped" in r.getMessage() for r in caplog.records))
+    finally:
+        await service.stop()
+    warning = next(r.getMessage() for r in caplog.records if "dropped" in r.getMessage())
+    assert "dropped 1 datagram since the last report (since start: bytes_rate 1)" in warning
