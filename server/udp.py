@@ -40,8 +40,9 @@ from echostat.server.wording import count_of
 
 log = logging.getLogger(__name__)
 
-MAX_DATAGRAM_BYTES = 65507
-"""The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers)."""
+MAX_DATAGRAM_BYTES = 65527
+"""The largest UDP payload: over IPv6, 65,535 minus the UDP header (over IPv4 the IP header
+takes 20 bytes more), so the bytes budget always holds one datagram of any size that arrives."""
 
 TICK_S = 0.1
 """The clock of the UDP path: token buckets refill and peers' last-seen times move this often."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,25 +58,42 @@ async def test_datagram_of_any_size_comes_back_exactly(
     assert await round_trip(client, address, data) == data
 
 
-async def test_ipv6_listener_echoes() -> None:
-    """A listener on ::1 echoes a datagram from an IPv6 source."""
+@contextlib.asynccontextmanager
+async def ipv6_service(**changes: object) -> AsyncIterator[Service]:
+    """A started service with a UDP listener ``udp6`` on ::1 too; `changes` replace fields of
+    its `udp` section. Skips where the host has no IPv6 loopback."""
     try:
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
             probe.bind(("::1", 0))
     except OSError:
         pytest.skip("this host has no IPv6 loopback")
-    config = udp_config()
+    config = udp_config(**changes)
     udp6 = ListenerConfig(name="udp6", host="::1", port=0, protocol="udp")
     service = Service(dataclasses.replace(config, listeners=(*config.listeners, udp6)))
     await service.start()
     try:
+        yield service
+    finally:
+        await service.stop()
+
+
+async def test_ipv6_listener_echoes() -> None:
+    """A listener on ::1 echoes a datagram from an IPv6 source."""
+    async with ipv6_service() as service:
         with udp_socket(socket.AF_INET6) as sock:
             address = ("::1", service.echo_port("udp6"))
             assert await round_trip(sock, address, b"over six") == b"over six"
         peers = service.registry.peers()
         assert [(p.listener, p.peer.startswith("[::1]:")) for p in peers] == [("udp6", True)]
-    finally:
-        await service.stop()
+
+
+async def test_largest_ipv6_datagram_fits_the_smallest_bytes_bound() -> None:
+    """With udp.max_bytes_per_s 1000, a 65,527-byte datagram (the largest over IPv6) still
+    comes back: the bytes budget holds one largest datagram over either IP version."""
+    async with ipv6_service(max_bytes_per_s=1000) as service:
+        with udp_socket(socket.AF_INET6) as sock:
+            data = payload(65_527)
+            assert await round_trip(sock, ("::1", service.echo_port("udp6")), data) == data
 
 
 async def test_200_sources_each_get_their_own_datagrams(service: Service) -> None:
