@@ -80,9 +80,13 @@ class Admission:
         """A connection's PROXY header was read, or the connection refused."""
         self._awaiting_header -= 1
 
-    def reject(self, reason: RejectReason, peer: str, listener: str) -> None:
-        """Count, log and access-log a refused connection; the caller closes it."""
+    def reject(
+        self, reason: RejectReason, peer: str, listener: str, detail: str | None = None
+    ) -> None:
+        """Count, log and access-log a refused connection, the warning saying what was wrong
+        if `detail` does; the caller closes it."""
         self.registry.reject(reason)
-        self._rejections.warning("rejected %s on %s: %s", peer, listener, reason)
+        said = f" ({detail})" if detail else ""
+        self._rejections.warning("rejected %s on %s: %s%s", peer, listener, reason, said)
         if self.access_log is not None:
             self.access_log.rejected(reason, peer, listener)

@@ -43,7 +43,7 @@ class ProxyHeaderProtocol(asyncio.Protocol):
             result = self._parser.feed(data)
         except ProxyProtocolError as exc:
             log.debug("connection from %s: bad PROXY header: %s", self._echo.peer, exc.reason)
-            self._fail("proxy_header_invalid")
+            self._fail("proxy_header_invalid", exc.reason)
             return
         if result is not None:
             self._hand_over(result.source, result.remainder)
@@ -70,10 +70,11 @@ class ProxyHeaderProtocol(asyncio.Protocol):
         if remainder:
             echo.data_received(remainder)  # arrived before the echo took the connection over
 
-    def _fail(self, reason: RejectReason) -> None:
-        """Reject the connection for `reason`, unless its fate is already settled."""
+    def _fail(self, reason: RejectReason, detail: str | None = None) -> None:
+        """Reject the connection for `reason` (what was wrong: `detail`), unless its fate is
+        already settled."""
         if self._settle(reason):
-            self._admission.reject(reason, self._echo.peer, self._echo.listener.name)
+            self._admission.reject(reason, self._echo.peer, self._echo.listener.name, detail)
             if self._transport is not None:
                 self._transport.abort()
 

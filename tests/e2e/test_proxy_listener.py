@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import struct
 
@@ -121,3 +122,18 @@ async def test_per_ip_limit_applies_to_the_client_from_the_header(service: Servi
     assert same == b""
     assert service.registry.rejected["max_connections_per_ip"] == 1
     first[1].close()
+
+
+async def test_an_invalid_header_is_warned_about_with_what_is_wrong(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A v2 header whose TLVs take it past the parser's cap: the warning says why it was
+    refused, not only that it was invalid."""
+    caplog.set_level(logging.WARNING, logger="echostat.server.admission")
+    header = v2_header(("203.0.113.9", 51000), ("192.0.2.1", 7008))
+    tlv = b"\x04" + struct.pack("!H", 600) + bytes(600)
+    oversized = header[:14] + struct.pack("!H", 12 + len(tlv)) + header[16:] + tlv
+    assert await exchange(service.echo_port("lb"), [oversized], expect=0) == b""
+    await wait_until(lambda: service.registry.rejected["proxy_header_invalid"] == 1)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.endswith("on lb: proxy_header_invalid (v2 header longer than 552 bytes)")
