@@ -22,7 +22,7 @@ from tests.e2e.test_dashboard import (  # noqa: F401  (fixtures: one Chromium fo
     io_loop,
     open_dashboard,
 )
-from tests.helpers import get_json, wait_until
+from tests.helpers import close_all, echo_once, get_json, wait_until
 
 
 async def test_watched_paths_show_each_target_its_state_and_a_readable_chart(
@@ -126,3 +126,47 @@ async def test_a_target_moved_by_a_reload_loses_its_old_points_on_the_page(
             await wait_until(probed_again, "a round against the live echo")
             down = chart.locator("g title", has_text="nothing could be sent")
             await expect(down).to_have_count(0, timeout=SEEN_WITHIN_MS)
+
+
+async def updates(page: Page, count: int) -> None:
+    """Wait until the page has shown `count` newer stats messages (its "updated" time moves)."""
+    for _ in range(count):
+        shown = await page.locator("#updated").text_content()
+        await expect(page.locator("#updated")).not_to_have_text(shown or "", timeout=SEEN_WITHIN_MS)
+
+
+UNREACHABLE_TIPS = """[...document.querySelectorAll('[title]')]
+    .filter((el) => el.tabIndex < 0 && !el.closest('svg'))
+    .map((el) => el.title)"""
+"""Explanations a keyboard or a finger cannot reach: titled elements that take no focus."""
+
+
+async def test_keyboard_focus_and_explanations_outlive_the_pages_updates(
+    browser: Browser,  # noqa: F811
+) -> None:
+    """A focused watched-path chart and a focused connection row (its SYN detail shown) keep
+    focus across the page's updates, and every explanation the page adds later (why a target
+    is down, the config line's reloads) takes focus like the rest."""
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        nobody = WatchTargetConfig("nobody", f"127.0.0.1:{dead.getsockname()[1]}", interval_s=0.3)
+        async with page_watching(browser, nobody) as (watching, page):
+            _, client = await echo_once(watching.echo_port("main"), b"hello")
+            try:
+                chart = page.locator("#watch-targets tr").nth(0).locator("svg.smoke")
+                await expect(chart.locator("g")).to_have_count(1, timeout=SEEN_WITHIN_MS)
+                await chart.focus()
+                await page.keyboard.press("End")
+                await updates(page, 2)
+                await expect(chart).to_be_focused()
+                connection = page.locator("#connections tr").nth(0)
+                await expect(connection).to_have_attribute(
+                    "title", re.compile("^SYN as it arrived")
+                )
+                await connection.focus()
+                await updates(page, 2)
+                await expect(connection).to_be_focused()
+                await expect(page.locator("#tip")).to_have_text(re.compile("^SYN as it arrived"))
+                assert await page.evaluate(UNREACHABLE_TIPS) == []
+            finally:
+                await close_all([client])

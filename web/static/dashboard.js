@@ -14,6 +14,7 @@ import {
   numbers,
   pairs,
   reasonPairs,
+  replaceRows,
   row,
   setText,
   showRowsNote,
@@ -188,8 +189,9 @@ function renderListeners(listeners) {
 }
 
 function renderConnections(table) {
-  byId("connections").replaceChildren(
-    ...table.connections.map((c) => {
+  replaceRows(
+    byId("connections"),
+    table.connections.map((c) => {
       const tr = row([
         cell("td", c.peer, "mono"),
         // The balancer the connection came through, when its PROXY header named the client.
@@ -202,6 +204,7 @@ function renderConnections(table) {
         ...(path?.pathCells(c) ?? []),
         ...(syn?.synCells(c) ?? []),
       ]);
+      tr.dataset.key = `${c.worker} ${c.id}`;
       tr.classList.toggle("retransmitting", Boolean(c.tcp.retransmits));
       syn?.markSyn(tr, c);
       return tr;

@@ -80,6 +80,28 @@ export function row(cells) {
   return tr;
 }
 
+// Replace a table body's rows (each with a `data-key`), keeping keyboard focus: the row, or
+// the element in it, that had focus has it again in its new copy. The page renders every
+// second; without this, a keyboard user on a row or a chart would be thrown out each time.
+export function replaceRows(tbody, rows) {
+  const focused = document.activeElement;
+  const old = tbody.contains(focused) ? focused.closest("tr") : null;
+  const inner = old && old !== focused ? [...old.querySelectorAll("[tabindex]")].indexOf(focused) : -1;
+  tbody.replaceChildren(...rows);
+  const copy = old && rows.find((tr) => tr.dataset.key === old.dataset.key);
+  if (!copy) return;
+  const target = inner < 0 ? copy : copy.querySelectorAll("[tabindex]")[inner];
+  target?.focus({ preventScroll: true });
+}
+
+// An element with an explanation in its title, which a keyboard or a finger reaches as well
+// (see enableTips).
+export function explained(el, title) {
+  el.title = title;
+  el.tabIndex = 0;
+  return el;
+}
+
 export function pairs(entries) {
   return entries.flatMap(([term, detail]) => [cell("dt", term), cell("dd", detail)]);
 }

@@ -6,7 +6,7 @@
 // once from /api/watch, then each message adds its newest point. Every value is set as text; the chart's words are in <title>s and in a caption that
 // the arrow keys move through, so it reads without a mouse.
 
-import { byId, cell, clock, decimals, row, setText } from "./page.js";
+import { byId, cell, clock, decimals, explained, replaceRows, row, setText } from "./page.js";
 import { cssVar } from "./series.js";
 
 const WINDOW_S = 3600;
@@ -19,6 +19,7 @@ const SVG = "http://www.w3.org/2000/svg";
 
 const histories = new Map(); // "name target address" -> points, oldest first
 let fetched = null; // the /api/watch request, made once
+let chosen = null; // {key, at}: the point picked by the arrow keys; null follows the latest
 
 // With `target`: a reload that points a name elsewhere starts its chart afresh, as the server does.
 function key(t) {
@@ -100,7 +101,9 @@ function chart(t, points, now) {
   if (path) svg.append(svgEl("path", { d: path, class: "median", stroke: cssVar("--accent") }));
   const last = points[points.length - 1];
   svg.setAttribute("aria-label", `${t.name}, last hour: ${last ? describePoint(last) : "no rounds yet"} Left and right arrows step through the hour.`);
-  let selected = points.length - 1;
+  // Each message redraws the chart: the point picked by the keyboard stays picked.
+  const picked = chosen?.key === key(t) ? points.findIndex((p) => p.at === chosen.at) : -1;
+  let selected = picked < 0 ? points.length - 1 : picked;
   const caption = () => setText("watch-detail", `${t.name} ${t.address ?? ""} — ${describePoint(points[selected])}`);
   svg.addEventListener("focus", () => points.length && caption());
   svg.addEventListener("keydown", (event) => {
@@ -110,6 +113,7 @@ function chart(t, points, now) {
     if (event.key === "ArrowRight") selected = Math.min(points.length - 1, selected + 1);
     if (event.key === "Home") selected = 0;
     if (event.key === "End") selected = points.length - 1;
+    chosen = selected === points.length - 1 ? null : { key: key(t), at: points[selected].at };
     caption();
   });
   return svg;
@@ -126,24 +130,27 @@ function state(t) {
 }
 
 function renderRows(targets, now) {
-  byId("watch-targets").replaceChildren(
-    ...targets.map((t) => {
+  replaceRows(
+    byId("watch-targets"),
+    targets.map((t) => {
       const [word, tone, why] = state(t);
-      const status = cell("td", word, tone);
-      status.title = why;
+      const status = explained(cell("td", word, tone), why);
       const r = t.last_round;
-      const rtt = cell("td", r?.rtt_ms ? ms(r.rtt_ms.p50) : "–", "num");
-      rtt.title = r?.rtt_ms ? `median of the last round; fastest ${ms(r.rtt_ms.min)}, slowest ${ms(r.rtt_ms.max)}` : "no times in the last round";
+      const rtt = explained(
+        cell("td", r?.rtt_ms ? ms(r.rtt_ms.p50) : "–", "num"),
+        r?.rtt_ms ? `median of the last round; fastest ${ms(r.rtt_ms.min)}, slowest ${ms(r.rtt_ms.max)}` : "no times in the last round",
+      );
       const loss = t.loss_ratio_5m;
-      const lossCell = cell("td", loss === null ? "–" : `${decimals.format(100 * loss)} %`, loss ? "num bad" : "num");
-      lossCell.title = "round trips that never came back, last 5 minutes";
+      const lossCell = explained(
+        cell("td", loss === null ? "–" : `${decimals.format(100 * loss)} %`, loss ? "num bad" : "num"),
+        "round trips that never came back, last 5 minutes",
+      );
       const plot = document.createElement("td");
       plot.append(chart(t, histories.get(key(t)) ?? [], now));
       // A name is resolved at its first round: before that it is not known, not unresolved.
-      const where = cell("td", t.address ?? (r ? "unresolved" : "–"), "mono");
-      where.title = `${t.target} (${t.protocol})`;
+      const where = explained(cell("td", t.address ?? (r ? "unresolved" : "–"), "mono"), `${t.target} (${t.protocol})`);
       const tr = row([cell("td", t.name), where, status, rtt, lossCell, plot]);
-      tr.dataset.target = key(t);
+      tr.dataset.key = key(t);
       return tr;
     }),
   );
