@@ -11,6 +11,10 @@ export const clock = new Intl.DateTimeFormat(undefined, {
   hourCycle: "h23",
 });
 
+// Sizes in the reader's locale too: "95,4 MiB" in German, where "95.4" would read as 954.
+const oneDecimal = new Intl.NumberFormat(undefined, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+const wholeSize = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0, useGrouping: false });
+
 export function formatBytes(n) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
   let value = n;
@@ -19,8 +23,8 @@ export function formatBytes(n) {
     value /= 1024;
     unit += 1;
   }
-  const digits = unit === 0 || value >= 100 ? 0 : 1;
-  return `${value.toFixed(digits)} ${units[unit]}`;
+  const shown = unit === 0 || value >= 100 ? wholeSize : oneDecimal;
+  return `${shown.format(value)} ${units[unit]}`;
 }
 
 export function formatDuration(seconds) {

@@ -36,8 +36,11 @@ function merge(t, points) {
   histories.set(key(t), merged);
 }
 
+// Below a millisecond to the microsecond, in the reader's locale as every other number.
+const thousandths = new Intl.NumberFormat(undefined, { minimumFractionDigits: 3, maximumFractionDigits: 3 });
+
 function ms(value) {
-  return value < 1 ? `${value.toFixed(3)} ms` : `${decimals.format(value)} ms`;
+  return `${(value < 1 ? thousandths : decimals).format(value)} ms`;
 }
 
 function lossOf(p) {
