@@ -70,13 +70,17 @@ function markLive() {
 }
 
 // A server at one of its caps (status.max_connections, status.max_connections_per_ip,
-// status.max_streams) answers 503 with the reason; anything else that breaks the push channel
-// (no answer, a reset) means the server is gone. An EventSource hides the answer it got, so
-// ask again: the API first, then the stream itself, dropped as soon as its headers are in.
+// status.max_streams) answers 503 with the reason, and one whose token changed (a reload
+// ends the old sessions) 401; anything else that breaks the push channel (no answer, a
+// reset) means the server is gone. An EventSource hides the answer it got, so ask again:
+// the API first, then the stream itself, dropped as soon as its headers are in.
+const REFUSALS = { 503: "", 401: "; sign in again: reload this page", 421: "" };
+
 async function refusalOf(url) {
   const abort = new AbortController();
   const response = await fetch(url, { cache: "no-store", signal: abort.signal });
-  const error = response.status === 503 ? (await response.json()).error : null;
+  const next = REFUSALS[response.status];
+  const error = next === undefined ? null : `${(await response.json()).error}${next}`;
   abort.abort();
   return error;
 }
