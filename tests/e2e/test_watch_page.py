@@ -170,3 +170,42 @@ async def test_keyboard_focus_and_explanations_outlive_the_pages_updates(
                 assert await page.evaluate(UNREACHABLE_TIPS) == []
             finally:
                 await close_all([client])
+
+
+DRAWN_POINTS = """() => {
+  const seen = new WeakSet(document.querySelectorAll("svg.smoke g"));
+  window.drawnPoints = 0;
+  new MutationObserver(() => {
+    for (const g of document.querySelectorAll("svg.smoke g")) {
+      if (!seen.has(g)) window.drawnPoints += 1;
+      seen.add(g);
+    }
+  }).observe(document.getElementById("watch-targets"), { childList: true, subtree: true });
+}"""
+"""Counts the chart points (one ``g`` each) the page draws anew from now on."""
+
+
+async def test_an_hour_of_history_is_not_drawn_again_every_second(
+    browser: Browser,  # noqa: F811
+) -> None:
+    """With an hour of points (360 bins) and no new round, the chart is drawn at most once
+    per bin, not once per message: 64 targets would otherwise rebuild ~23,000 points a
+    second and keep a core busy."""
+    later = WatchTargetConfig("later", "127.0.0.1:9", interval_s=86400)
+    async with page_watching(browser, later) as (watching, page):
+        document = await get_json(watching.status_port, "/api/watch")
+        now = time.time() // HISTORY_BIN_S * HISTORY_BIN_S
+        for target in document["targets"]:
+            target["history"] = [
+                {"at": now - HISTORY_BIN_S * k, "median_ms": 0.05, "min_ms": 0.02}
+                | {"max_ms": 0.3, "sent": 3, "lost": 0, "failed": 0, "late_rounds": 0}
+                for k in range(359, -1, -1)
+            ]
+        await page.route("**/api/watch", lambda route: route.fulfill(json=document))
+        await page.reload()
+        chart = page.locator("#watch-targets tr").nth(0).locator("svg.smoke")
+        await expect(chart.locator("g")).to_have_count(360, timeout=SEEN_WITHIN_MS)
+        await page.evaluate(DRAWN_POINTS)
+        await updates(page, 4)
+        # One bin boundary may fall within these four seconds: one drawing, not four.
+        assert await page.evaluate("window.drawnPoints") <= 360

@@ -193,8 +193,7 @@ function renderListeners(listeners) {
 }
 
 function renderConnections(table) {
-  replaceRows(
-    byId("connections"),
+  replaceRows(byId("connections"), () =>
     table.connections.map((c) => {
       const tr = row([
         cell("td", c.peer, "mono"),

@@ -84,13 +84,15 @@ export function row(cells) {
   return tr;
 }
 
-// Replace a table body's rows (each with a `data-key`), keeping keyboard focus: the row, or
-// the element in it, that had focus has it again in its new copy. The page renders every
-// second; without this, a keyboard user on a row or a chart would be thrown out each time.
-export function replaceRows(tbody, rows) {
+// Replace a table body's rows with those `makeRows` returns (each with a `data-key`), keeping
+// keyboard focus: the row, or the element in it, that had focus has it again in its new copy
+// (asked before the rows are made, which may move an unchanged chart into them). The page
+// renders every second; without this, a keyboard user on a row or a chart would be thrown out.
+export function replaceRows(tbody, makeRows) {
   const focused = document.activeElement;
   const old = tbody.contains(focused) ? focused.closest("tr") : null;
   const inner = old && old !== focused ? [...old.querySelectorAll("[tabindex]")].indexOf(focused) : -1;
+  const rows = makeRows();
   tbody.replaceChildren(...rows);
   const copy = old && rows.find((tr) => tr.dataset.key === old.dataset.key);
   if (!copy) return;

@@ -18,6 +18,7 @@ const STRIP = 5; // px of loss colour under the band
 const SVG = "http://www.w3.org/2000/svg";
 
 const histories = new Map(); // "name target address" -> points, oldest first
+const rows = new Map(); // "name target address" -> {tr, drawing}: its row and what its chart shows
 let fetched = null; // the /api/watch request, made once
 let chosen = null; // {key, at}: the point picked by the arrow keys; null follows the latest
 
@@ -29,9 +30,18 @@ function key(t) {
 // Points by their bin's start: a newer copy of a bin replaces the older, and the hour fetched
 // after the first pushed point still lands before it.
 function merge(t, points) {
-  const byStart = new Map((histories.get(key(t)) ?? []).map((p) => [p.at, p]));
-  for (const p of points) byStart.set(p.at, p);
   const since = Date.now() / 1000 - WINDOW_S;
+  const kept = histories.get(key(t)) ?? [];
+  const last = kept[kept.length - 1];
+  // What each message brings: the newest bin again, or the next one; no need to sort the hour.
+  if (points.length === 1 && last && points[0].at >= last.at) {
+    if (points[0].at === last.at) kept[kept.length - 1] = points[0];
+    else kept.push(points[0]);
+    while (kept[0].at < since) kept.shift();
+    return;
+  }
+  const byStart = new Map(kept.map((p) => [p.at, p]));
+  for (const p of points) byStart.set(p.at, p);
   const merged = [...byStart.values()].filter((p) => p.at >= since).sort((a, b) => a.at - b.at);
   histories.set(key(t), merged);
 }
@@ -132,31 +142,61 @@ function state(t) {
   return ["down", "bad", r.error ?? "nothing came back"];
 }
 
+// The words of a target's row: [text, class, explanation] for each cell before its chart.
+function words(t) {
+  const [word, tone, why] = state(t);
+  const r = t.last_round;
+  const loss = t.loss_ratio_5m;
+  return [
+    [t.name, "", null],
+    // A name is resolved at its first round: before that it is not known, not unresolved.
+    [t.address ?? (r ? "unresolved" : "–"), "mono", `${t.target} (${t.protocol})`],
+    [word, tone, why],
+    [
+      r?.rtt_ms ? ms(r.rtt_ms.p50) : "–",
+      "num",
+      r?.rtt_ms ? `median of the last round; fastest ${ms(r.rtt_ms.min)}, slowest ${ms(r.rtt_ms.max)}` : "no times in the last round",
+    ],
+    [loss === null ? "–" : `${decimals.format(100 * loss)} %`, loss ? "num bad" : "num", "round trips that never came back, last 5 minutes"],
+  ];
+}
+
+// A row is kept from one message to the next, its cells updated in place, and its chart drawn
+// again only when its points change or a bin ends (within a bin the hour moves by less than a
+// pixel): an hour of 64 targets is some 23,000 points, too many to draw every second.
+function rowOf(t, now) {
+  const points = histories.get(key(t)) ?? [];
+  const binEnd = Math.ceil(now / BIN_S) * BIN_S;
+  let kept = rows.get(key(t));
+  if (!kept) {
+    kept = { tr: row([...words(t).map(() => cell("td", "")), cell("td", "")]), drawing: null };
+    kept.tr.dataset.key = key(t);
+    rows.set(key(t), kept);
+  }
+  words(t).forEach(([text, className, why], i) => {
+    const td = kept.tr.cells[i];
+    if (td.textContent !== text) td.textContent = text;
+    td.className = className;
+    if (why !== null && td.title !== why) explained(td, why);
+  });
+  const drawing = `${binEnd} ${points.length} ${points[0]?.at} ${JSON.stringify(points[points.length - 1])}`;
+  if (kept.drawing !== drawing) {
+    const plot = kept.tr.cells[kept.tr.cells.length - 1];
+    const hadFocus = plot.contains(document.activeElement);
+    const svg = chart(t, points, binEnd);
+    plot.replaceChildren(svg);
+    if (hadFocus) svg.focus({ preventScroll: true });
+    kept.drawing = drawing;
+  }
+  return kept.tr;
+}
+
 function renderRows(targets, now) {
-  replaceRows(
-    byId("watch-targets"),
-    targets.map((t) => {
-      const [word, tone, why] = state(t);
-      const status = explained(cell("td", word, tone), why);
-      const r = t.last_round;
-      const rtt = explained(
-        cell("td", r?.rtt_ms ? ms(r.rtt_ms.p50) : "–", "num"),
-        r?.rtt_ms ? `median of the last round; fastest ${ms(r.rtt_ms.min)}, slowest ${ms(r.rtt_ms.max)}` : "no times in the last round",
-      );
-      const loss = t.loss_ratio_5m;
-      const lossCell = explained(
-        cell("td", loss === null ? "–" : `${decimals.format(100 * loss)} %`, loss ? "num bad" : "num"),
-        "round trips that never came back, last 5 minutes",
-      );
-      const plot = document.createElement("td");
-      plot.append(chart(t, histories.get(key(t)) ?? [], now));
-      // A name is resolved at its first round: before that it is not known, not unresolved.
-      const where = explained(cell("td", t.address ?? (r ? "unresolved" : "–"), "mono"), `${t.target} (${t.protocol})`);
-      const tr = row([cell("td", t.name), where, status, rtt, lossCell, plot]);
-      tr.dataset.key = key(t);
-      return tr;
-    }),
-  );
+  const tbody = byId("watch-targets");
+  const wanted = targets.map((t) => rowOf(t, now));
+  if (wanted.length !== tbody.rows.length || wanted.some((tr, i) => tbody.rows[i] !== tr)) {
+    replaceRows(tbody, () => wanted);
+  }
 }
 
 async function fetchHistory() {
@@ -177,7 +217,11 @@ export function renderWatch(stats) {
   // Charts of addresses no longer watched go (pods come and go: an open page must not keep
   // an hour of each one that left).
   const watched = new Set(targets.map(key));
-  for (const k of histories.keys()) if (!watched.has(k)) histories.delete(k);
+  for (const k of histories.keys()) {
+    if (watched.has(k)) continue;
+    histories.delete(k);
+    rows.delete(k);
+  }
   for (const t of targets) merge(t, t.history);
   const up = targets.filter((t) => t.up).length;
   const waiting = targets.filter((t) => !t.last_round).length;
