@@ -209,3 +209,23 @@ async def test_an_hour_of_history_is_not_drawn_again_every_second(
         await updates(page, 4)
         # One bin boundary may fall within these four seconds: one drawing, not four.
         assert await page.evaluate("window.drawnPoints") <= 360
+
+
+async def test_the_charts_hour_is_the_servers_whatever_the_browsers_clock(
+    browser: Browser,  # noqa: F811
+) -> None:
+    """A browser whose clock runs two hours ahead of the server still draws the points of
+    the server's last hour, as every other figure on the page reads the server's time."""
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        nobody = WatchTargetConfig("nobody", f"127.0.0.1:{dead.getsockname()[1]}", interval_s=0.3)
+        watching = Service(loopback_config(watch=WatchConfig((nobody,))))
+        await watching.start()
+        try:
+            page = await browser.new_page()
+            await page.clock.set_system_time(time.time() + 2 * 3600)
+            await page.goto(f"http://127.0.0.1:{watching.status_port}/")
+            chart = page.locator("#watch-targets tr").nth(0).locator("svg.smoke")
+            await expect(chart.locator("g")).to_have_count(1, timeout=SEEN_WITHIN_MS)
+        finally:
+            await watching.stop()

@@ -20,6 +20,9 @@ const SVG = "http://www.w3.org/2000/svg";
 const histories = new Map(); // "name target address" -> points, oldest first
 const rows = new Map(); // "name target address" -> {tr, drawing}: its row and what its chart shows
 let fetched = null; // the /api/watch request, made once
+// The server's time at its latest message: the hour kept is the server's, as every figure on
+// the page is, not the browser's (a clock hours off would keep nothing, or everything).
+let serverNow = 0;
 let chosen = null; // {key, at}: the point picked by the arrow keys; null follows the latest
 
 // With `target`: a reload that points a name elsewhere starts its chart afresh, as the server does.
@@ -30,7 +33,7 @@ function key(t) {
 // Points by their bin's start: a newer copy of a bin replaces the older, and the hour fetched
 // after the first pushed point still lands before it.
 function merge(t, points) {
-  const since = Date.now() / 1000 - WINDOW_S;
+  const since = serverNow - WINDOW_S;
   const kept = histories.get(key(t)) ?? [];
   const last = kept[kept.length - 1];
   // What each message brings: the newest bin again, or the next one; no need to sort the hour.
@@ -213,6 +216,7 @@ export function renderWatch(stats) {
   const targets = stats.watch?.targets ?? [];
   byId("watch").hidden = targets.length === 0;
   if (targets.length === 0) return;
+  serverNow = stats.taken_at;
   fetched ??= fetchHistory();
   // Charts of addresses no longer watched go (pods come and go: an open page must not keep
   // an hour of each one that left).
