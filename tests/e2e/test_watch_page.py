@@ -114,7 +114,7 @@ async def test_a_target_moved_by_a_reload_loses_its_old_points_on_the_page(
         async with page_watching(browser, peer) as (watching, page):
             chart = page.locator("#watch-targets tr").nth(0).locator("svg.smoke")
             await expect(chart.locator("g")).to_have_count(1, timeout=SEEN_WITHIN_MS)
-            (old,) = (await get_json(watching.status_port, "/api/watch"))["targets"][0]["history"]
+            *_, old = (await get_json(watching.status_port, "/api/watch"))["targets"][0]["history"]
             await wait_until(lambda: time.time() > old["at"] + HISTORY_BIN_S, "its bin over", 15)
             live = dataclasses.replace(peer, target=f"127.0.0.1:{service.echo_port('main')}")
             watching.reconfigure(dataclasses.replace(watching.config, watch=WatchConfig((live,))))
