@@ -40,7 +40,7 @@ class BaseHandler(RequestHandler):
         """Refuse unknown Host names (421) and requests without the token (401 or login)."""
         if not self.in_force.policy.host_allowed(self.request.host):
             self._refuse(421, "unknown Host name; add it to status.allowed_hosts")
-        elif self.in_force.policy.needs_token(self.request.path) and not self._authenticated():
+        elif not self._token_ok():
             if self.request.method == "GET" and self.request.path == "/":
                 self.redirect(LOGIN_PATH)
                 return
@@ -65,6 +65,10 @@ class BaseHandler(RequestHandler):
 
     def _in_api(self) -> bool:
         return self.request.path.startswith("/api/")
+
+    def _token_ok(self) -> bool:
+        """Whether the token in force lets this request in: not needed, or presented."""
+        return not self.in_force.policy.needs_token(self.request.path) or self._authenticated()
 
     def _authenticated(self) -> bool:
         authorization = self.request.headers.get("Authorization")
@@ -214,7 +218,8 @@ class EventsHandler(BaseHandler):
     On connect a ``config`` event (the limits) and a ``history`` event; then one unnamed
     event per tick, the stats document plus ``top_connections``, shared by all subscribers.
     Beyond `status.max_streams` open streams, 503 naming the setting, and counted.
-    After a reload, the next tick brings a ``config`` event with the new limits first.
+    After a reload, the next tick brings a ``config`` event with the new limits first, or
+    ends the stream when the new token or Host names no longer let this request in.
     """
 
     async def get(self) -> None:
@@ -242,7 +247,10 @@ class EventsHandler(BaseHandler):
         while (message := await self.state.feed.next(tick)) is not None:
             tick, data = message
             if self.state.settings is not shown:
-                shown = self.state.settings
+                shown = self.in_force = self.state.settings
+                # A new token ends the old sessions, this open stream among them.
+                if not (shown.policy.host_allowed(self.request.host) and self._token_ok()):
+                    return
                 self.write(_config_event(shown))
             self.write(_event(None, data))
             try:

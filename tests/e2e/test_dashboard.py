@@ -228,6 +228,32 @@ async def test_page_says_so_when_its_stream_is_refused(browser: Browser, config:
         await full.stop()
 
 
+async def test_a_new_token_ends_an_open_page_and_it_says_to_sign_in_again(
+    browser: Browser, config: Config
+) -> None:
+    """A page signed in with the token stops getting figures once a reload sets a new one
+    (the old session ends, open push stream included), and says the server refused it for
+    its token and to sign in again, rather than only that the server is gone."""
+    status = StatusConfig(host="127.0.0.1", port=0, token="the-first-token-of-this-test")
+    guarded = Service(dataclasses.replace(config, status=status))
+    await guarded.start()
+    try:
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{guarded.status_port}/")
+        await page.fill("input[name=token]", "the-first-token-of-this-test")
+        await page.keyboard.press("Enter")
+        state = page.locator("#link-state")
+        await expect(state).to_have_attribute("data-state", "live", timeout=RECOVERY_MS)
+        changed = dataclasses.replace(status, token="the-second-token-of-this-test")
+        guarded.reconfigure(dataclasses.replace(guarded.config, status=changed))
+        await expect(state).to_have_attribute("data-state", "disconnected", timeout=RECOVERY_MS)
+        reason = page.locator("#banner-reason")
+        await expect(reason).to_contain_text("wrong token", timeout=RECOVERY_MS)
+        await expect(reason).to_contain_text("sign in again")
+    finally:
+        await guarded.stop()
+
+
 async def test_udp_listeners_show_datagrams_and_peers_below_the_tcp_view(
     service: Service, browser: Browser
 ) -> None:

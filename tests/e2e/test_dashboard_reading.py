@@ -249,6 +249,29 @@ async def test_charts_show_values_under_the_pointer_and_times_in_24_hours(
     assert not {1024, 2048, 3072} & set(steps)
 
 
+async def test_sizes_and_times_read_in_the_readers_locale(
+    browser: Browser, echostat: EchostatProcess
+) -> None:
+    """In a German browser, where 1.000 is a thousand, sizes and a watched path's times use
+    the decimal comma the page's other numbers use: "95,4 MiB/s (100.000.000 bytes/s)",
+    "0,020 ms", never a point that reads as a thousands separator."""
+    context = await browser.new_context(locale="de-DE")
+    try:
+        page = await context.new_page()
+        await page.goto(f"http://127.0.0.1:{echostat.status_port}/")
+        await expect(limit(page, "udp.max_bytes_per_s")).to_have_text(
+            "95,4 MiB/s (100.000.000 bytes/s)"
+        )
+        point: dict[str, float] = {"at": 0, "sent": 10, "lost": 0, "failed": 0, "late_rounds": 0}
+        point |= {"median_ms": 0.02, "min_ms": 0.015, "max_ms": 1.5}
+        said = await page.evaluate(
+            "p => import('/static/watch.js').then(m => m.describePoint(p))", point
+        )
+        assert "typically 0,020 ms, between 0,015 ms and 1,5 ms" in said, said
+    finally:
+        await context.close()
+
+
 def test_health_answers_are_plain_text(echostat: EchostatProcess) -> None:
     """/healthz and /readyz answer ``ok`` as text/plain, not as an HTML page."""
     for path in ("/healthz", "/readyz"):

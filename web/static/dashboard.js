@@ -14,6 +14,7 @@ import {
   numbers,
   pairs,
   reasonPairs,
+  replaceRows,
   row,
   setText,
   showRowsNote,
@@ -69,13 +70,17 @@ function markLive() {
 }
 
 // A server at one of its caps (status.max_connections, status.max_connections_per_ip,
-// status.max_streams) answers 503 with the reason; anything else that breaks the push channel
-// (no answer, a reset) means the server is gone. An EventSource hides the answer it got, so
-// ask again: the API first, then the stream itself, dropped as soon as its headers are in.
+// status.max_streams) answers 503 with the reason, and one whose token changed (a reload
+// ends the old sessions) 401; anything else that breaks the push channel (no answer, a
+// reset) means the server is gone. An EventSource hides the answer it got, so ask again:
+// the API first, then the stream itself, dropped as soon as its headers are in.
+const REFUSALS = { 503: "", 401: "; sign in again: reload this page", 421: "" };
+
 async function refusalOf(url) {
   const abort = new AbortController();
   const response = await fetch(url, { cache: "no-store", signal: abort.signal });
-  const error = response.status === 503 ? (await response.json()).error : null;
+  const next = REFUSALS[response.status];
+  const error = next === undefined ? null : `${(await response.json()).error}${next}`;
   abort.abort();
   return error;
 }
@@ -188,8 +193,8 @@ function renderListeners(listeners) {
 }
 
 function renderConnections(table) {
-  byId("connections").replaceChildren(
-    ...table.connections.map((c) => {
+  replaceRows(byId("connections"), () =>
+    table.connections.map((c) => {
       const tr = row([
         cell("td", c.peer, "mono"),
         // The balancer the connection came through, when its PROXY header named the client.
@@ -202,6 +207,7 @@ function renderConnections(table) {
         ...(path?.pathCells(c) ?? []),
         ...(syn?.synCells(c) ?? []),
       ]);
+      tr.dataset.key = `${c.worker} ${c.id}`;
       tr.classList.toggle("retransmitting", Boolean(c.tcp.retransmits));
       syn?.markSyn(tr, c);
       return tr;

@@ -11,6 +11,10 @@ export const clock = new Intl.DateTimeFormat(undefined, {
   hourCycle: "h23",
 });
 
+// Sizes in the reader's locale too: "95,4 MiB" in German, where "95.4" would read as 954.
+const oneDecimal = new Intl.NumberFormat(undefined, { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+const wholeSize = new Intl.NumberFormat(undefined, { maximumFractionDigits: 0, useGrouping: false });
+
 export function formatBytes(n) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
   let value = n;
@@ -19,8 +23,8 @@ export function formatBytes(n) {
     value /= 1024;
     unit += 1;
   }
-  const digits = unit === 0 || value >= 100 ? 0 : 1;
-  return `${value.toFixed(digits)} ${units[unit]}`;
+  const shown = unit === 0 || value >= 100 ? wholeSize : oneDecimal;
+  return `${shown.format(value)} ${units[unit]}`;
 }
 
 export function formatDuration(seconds) {
@@ -78,6 +82,30 @@ export function row(cells) {
   const tr = document.createElement("tr");
   tr.append(...cells);
   return tr;
+}
+
+// Replace a table body's rows with those `makeRows` returns (each with a `data-key`), keeping
+// keyboard focus: the row, or the element in it, that had focus has it again in its new copy
+// (asked before the rows are made, which may move an unchanged chart into them). The page
+// renders every second; without this, a keyboard user on a row or a chart would be thrown out.
+export function replaceRows(tbody, makeRows) {
+  const focused = document.activeElement;
+  const old = tbody.contains(focused) ? focused.closest("tr") : null;
+  const inner = old && old !== focused ? [...old.querySelectorAll("[tabindex]")].indexOf(focused) : -1;
+  const rows = makeRows();
+  tbody.replaceChildren(...rows);
+  const copy = old && rows.find((tr) => tr.dataset.key === old.dataset.key);
+  if (!copy) return;
+  const target = inner < 0 ? copy : copy.querySelectorAll("[tabindex]")[inner];
+  target?.focus({ preventScroll: true });
+}
+
+// An element with an explanation in its title, which a keyboard or a finger reaches as well
+// (see enableTips).
+export function explained(el, title) {
+  el.title = title;
+  el.tabIndex = 0;
+  return el;
 }
 
 export function pairs(entries) {

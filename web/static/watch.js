@@ -6,7 +6,7 @@
 // once from /api/watch, then each message adds its newest point. Every value is set as text; the chart's words are in <title>s and in a caption that
 // the arrow keys move through, so it reads without a mouse.
 
-import { byId, cell, clock, decimals, row, setText } from "./page.js";
+import { byId, cell, clock, decimals, explained, replaceRows, row, setText } from "./page.js";
 import { cssVar } from "./series.js";
 
 const WINDOW_S = 3600;
@@ -18,7 +18,12 @@ const STRIP = 5; // px of loss colour under the band
 const SVG = "http://www.w3.org/2000/svg";
 
 const histories = new Map(); // "name target address" -> points, oldest first
+const rows = new Map(); // "name target address" -> {tr, drawing}: its row and what its chart shows
 let fetched = null; // the /api/watch request, made once
+// The server's time at its latest message: the hour kept is the server's, as every figure on
+// the page is, not the browser's (a clock hours off would keep nothing, or everything).
+let serverNow = 0;
+let chosen = null; // {key, at}: the point picked by the arrow keys; null follows the latest
 
 // With `target`: a reload that points a name elsewhere starts its chart afresh, as the server does.
 function key(t) {
@@ -28,15 +33,27 @@ function key(t) {
 // Points by their bin's start: a newer copy of a bin replaces the older, and the hour fetched
 // after the first pushed point still lands before it.
 function merge(t, points) {
-  const byStart = new Map((histories.get(key(t)) ?? []).map((p) => [p.at, p]));
+  const since = serverNow - WINDOW_S;
+  const kept = histories.get(key(t)) ?? [];
+  const last = kept[kept.length - 1];
+  // What each message brings: the newest bin again, or the next one; no need to sort the hour.
+  if (points.length === 1 && last && points[0].at >= last.at) {
+    if (points[0].at === last.at) kept[kept.length - 1] = points[0];
+    else kept.push(points[0]);
+    while (kept[0].at < since) kept.shift();
+    return;
+  }
+  const byStart = new Map(kept.map((p) => [p.at, p]));
   for (const p of points) byStart.set(p.at, p);
-  const since = Date.now() / 1000 - WINDOW_S;
   const merged = [...byStart.values()].filter((p) => p.at >= since).sort((a, b) => a.at - b.at);
   histories.set(key(t), merged);
 }
 
+// Below a millisecond to the microsecond, in the reader's locale as every other number.
+const thousandths = new Intl.NumberFormat(undefined, { minimumFractionDigits: 3, maximumFractionDigits: 3 });
+
 function ms(value) {
-  return value < 1 ? `${value.toFixed(3)} ms` : `${decimals.format(value)} ms`;
+  return `${(value < 1 ? thousandths : decimals).format(value)} ms`;
 }
 
 function lossOf(p) {
@@ -100,7 +117,9 @@ function chart(t, points, now) {
   if (path) svg.append(svgEl("path", { d: path, class: "median", stroke: cssVar("--accent") }));
   const last = points[points.length - 1];
   svg.setAttribute("aria-label", `${t.name}, last hour: ${last ? describePoint(last) : "no rounds yet"} Left and right arrows step through the hour.`);
-  let selected = points.length - 1;
+  // Each message redraws the chart: the point picked by the keyboard stays picked.
+  const picked = chosen?.key === key(t) ? points.findIndex((p) => p.at === chosen.at) : -1;
+  let selected = picked < 0 ? points.length - 1 : picked;
   const caption = () => setText("watch-detail", `${t.name} ${t.address ?? ""} — ${describePoint(points[selected])}`);
   svg.addEventListener("focus", () => points.length && caption());
   svg.addEventListener("keydown", (event) => {
@@ -110,6 +129,7 @@ function chart(t, points, now) {
     if (event.key === "ArrowRight") selected = Math.min(points.length - 1, selected + 1);
     if (event.key === "Home") selected = 0;
     if (event.key === "End") selected = points.length - 1;
+    chosen = selected === points.length - 1 ? null : { key: key(t), at: points[selected].at };
     caption();
   });
   return svg;
@@ -125,28 +145,61 @@ function state(t) {
   return ["down", "bad", r.error ?? "nothing came back"];
 }
 
+// The words of a target's row: [text, class, explanation] for each cell before its chart.
+function words(t) {
+  const [word, tone, why] = state(t);
+  const r = t.last_round;
+  const loss = t.loss_ratio_5m;
+  return [
+    [t.name, "", null],
+    // A name is resolved at its first round: before that it is not known, not unresolved.
+    [t.address ?? (r ? "unresolved" : "–"), "mono", `${t.target} (${t.protocol})`],
+    [word, tone, why],
+    [
+      r?.rtt_ms ? ms(r.rtt_ms.p50) : "–",
+      "num",
+      r?.rtt_ms ? `median of the last round; fastest ${ms(r.rtt_ms.min)}, slowest ${ms(r.rtt_ms.max)}` : "no times in the last round",
+    ],
+    [loss === null ? "–" : `${decimals.format(100 * loss)} %`, loss ? "num bad" : "num", "round trips that never came back, last 5 minutes"],
+  ];
+}
+
+// A row is kept from one message to the next, its cells updated in place, and its chart drawn
+// again only when its points change or a bin ends (within a bin the hour moves by less than a
+// pixel): an hour of 64 targets is some 23,000 points, too many to draw every second.
+function rowOf(t, now) {
+  const points = histories.get(key(t)) ?? [];
+  const binEnd = Math.ceil(now / BIN_S) * BIN_S;
+  let kept = rows.get(key(t));
+  if (!kept) {
+    kept = { tr: row([...words(t).map(() => cell("td", "")), cell("td", "")]), drawing: null };
+    kept.tr.dataset.key = key(t);
+    rows.set(key(t), kept);
+  }
+  words(t).forEach(([text, className, why], i) => {
+    const td = kept.tr.cells[i];
+    if (td.textContent !== text) td.textContent = text;
+    td.className = className;
+    if (why !== null && td.title !== why) explained(td, why);
+  });
+  const drawing = `${binEnd} ${points.length} ${points[0]?.at} ${JSON.stringify(points[points.length - 1])}`;
+  if (kept.drawing !== drawing) {
+    const plot = kept.tr.cells[kept.tr.cells.length - 1];
+    const hadFocus = plot.contains(document.activeElement);
+    const svg = chart(t, points, binEnd);
+    plot.replaceChildren(svg);
+    if (hadFocus) svg.focus({ preventScroll: true });
+    kept.drawing = drawing;
+  }
+  return kept.tr;
+}
+
 function renderRows(targets, now) {
-  byId("watch-targets").replaceChildren(
-    ...targets.map((t) => {
-      const [word, tone, why] = state(t);
-      const status = cell("td", word, tone);
-      status.title = why;
-      const r = t.last_round;
-      const rtt = cell("td", r?.rtt_ms ? ms(r.rtt_ms.p50) : "–", "num");
-      rtt.title = r?.rtt_ms ? `median of the last round; fastest ${ms(r.rtt_ms.min)}, slowest ${ms(r.rtt_ms.max)}` : "no times in the last round";
-      const loss = t.loss_ratio_5m;
-      const lossCell = cell("td", loss === null ? "–" : `${decimals.format(100 * loss)} %`, loss ? "num bad" : "num");
-      lossCell.title = "round trips that never came back, last 5 minutes";
-      const plot = document.createElement("td");
-      plot.append(chart(t, histories.get(key(t)) ?? [], now));
-      // A name is resolved at its first round: before that it is not known, not unresolved.
-      const where = cell("td", t.address ?? (r ? "unresolved" : "–"), "mono");
-      where.title = `${t.target} (${t.protocol})`;
-      const tr = row([cell("td", t.name), where, status, rtt, lossCell, plot]);
-      tr.dataset.target = key(t);
-      return tr;
-    }),
-  );
+  const tbody = byId("watch-targets");
+  const wanted = targets.map((t) => rowOf(t, now));
+  if (wanted.length !== tbody.rows.length || wanted.some((tr, i) => tbody.rows[i] !== tr)) {
+    replaceRows(tbody, () => wanted);
+  }
 }
 
 async function fetchHistory() {
@@ -163,11 +216,16 @@ export function renderWatch(stats) {
   const targets = stats.watch?.targets ?? [];
   byId("watch").hidden = targets.length === 0;
   if (targets.length === 0) return;
+  serverNow = stats.taken_at;
   fetched ??= fetchHistory();
   // Charts of addresses no longer watched go (pods come and go: an open page must not keep
   // an hour of each one that left).
   const watched = new Set(targets.map(key));
-  for (const k of histories.keys()) if (!watched.has(k)) histories.delete(k);
+  for (const k of histories.keys()) {
+    if (watched.has(k)) continue;
+    histories.delete(k);
+    rows.delete(k);
+  }
   for (const t of targets) merge(t, t.history);
   const up = targets.filter((t) => t.up).length;
   const waiting = targets.filter((t) => !t.last_round).length;
