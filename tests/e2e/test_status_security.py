@@ -88,6 +88,17 @@ async def test_login_form_sets_a_session_cookie_that_opens_the_page(service: Ser
     assert 'id="active-connections"' in page.body.decode()
 
 
+async def test_the_sign_in_page_names_an_icon_it_may_load(service: Service) -> None:
+    """The sign-in page names its icon, which a browser without a session may load, so the
+    browser does not ask for /favicon.ico, a 404 that each visit would log as a warning."""
+    form = await status_fetch(service, "/login")
+    icon = re.search(r'<link rel="icon" href="([^"]+)"', form.body.decode())
+    assert icon is not None
+    response = await status_fetch(service, icon.group(1))
+    assert response.code == 200
+    assert response.headers["Content-Type"] == "image/svg+xml"
+
+
 async def test_login_with_wrong_token_is_refused(service: Service) -> None:
     form = await status_fetch(service, "/login")
     xsrf = re.search(r'name="_xsrf" value="([^"]+)"', form.body.decode())
