@@ -16,15 +16,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from echostat.server.messages import WORKER_MODULE
+
 EXIT_SENT = 0
 EXIT_NOT_SENT = 1
 EXIT_USAGE = 2
 
 DEFAULT_PID = 1
 """In a container echostat is process 1."""
-
-WORKER_MODULE = "echostat.server.worker"
-"""What a worker runs (``python -m echostat.server.worker``): its supervisor takes reloads."""
 
 SUBCOMMANDS = frozenset({"probe", "reload"})
 """The ``echostat`` subcommands, which are clients, not the server."""

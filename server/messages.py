@@ -20,6 +20,10 @@ from echostat.server.snapshots import (
 )
 from echostat.server.udp_stats import PeerSnapshot
 
+WORKER_MODULE = "echostat.server.worker"
+"""What each worker runs, ``python -m WORKER_MODULE SPEC``: ``echostat reload`` knows a worker
+by it."""
+
 CONFIG_MESSAGE_MAX_BYTES = 1 << 22
 """The longest config message a worker reads: a config file is far smaller."""
 

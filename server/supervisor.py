@@ -29,6 +29,7 @@ from echostat.server.config_loading import describe_source, load_config, read_co
 from echostat.server.fleet import FleetStats
 from echostat.server.messages import (
     REPORT_MAX_BYTES,
+    WORKER_MODULE,
     Question,
     WorkerSpec,
     encode_config_message,
@@ -212,7 +213,7 @@ class Supervisor:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "echostat.server.worker",
+                WORKER_MODULE,
                 spec.to_json(),
                 pass_fds=fds,
                 stdin=asyncio.subprocess.PIPE,
