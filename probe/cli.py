@@ -272,10 +272,8 @@ def run(args: argparse.Namespace) -> int:
             started_at=started_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             version=_version(),
         )
-        report = document(options, path, result, facts)
-        report["ok"] = report["ok"] and problem is None  # a finding --fail-on names fails it
         try:
-            print(json.dumps(report, indent=2), flush=True)
+            print(json.dumps(document(options, path, result, facts), indent=2), flush=True)
         except BrokenPipeError:
             console.close()
     if console.closed:

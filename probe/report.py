@@ -31,11 +31,13 @@ def document(
     options: Options | UDPOptions, path: PathOptions, result: Result | UDPResult, facts: RunFacts
 ) -> dict[str, Any]:
     """The JSON document of one run: for a TCP check the figures and then its failures
-    (the first in full), for ``udp://`` the figures alone; then `facts`."""
+    (the first in full), for ``udp://`` the figures alone; then `facts`. It is ``ok`` when
+    nothing failed and `facts` names no error (a finding --fail-on names is one)."""
+    ok = facts.error is None
     if isinstance(result, UDPResult):
         assert isinstance(options, UDPOptions)
         return {
-            **_head(options, path, "udp", result.problem is None, result.interrupted),
+            **_head(options, path, "udp", ok, result.interrupted),
             **_figures(result.figures, UDPFigures),
             "path": None if result.path is None else result.path.document(),
             "idle": None,
@@ -44,7 +46,7 @@ def document(
     assert isinstance(options, Options)
     first = result.failures[0] if result.failures else None
     return {
-        **_head(options, path, options.check, not result.failures, result.interrupted),
+        **_head(options, path, options.check, ok and not result.failures, result.interrupted),
         **_figures(result.figures, _figures_of(options)),
         "failures": len(result.failures),
         "first_failure": asdict(first) if first else None,
