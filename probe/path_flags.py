@@ -144,8 +144,18 @@ def _check_idle(args: argparse.Namespace, udp: bool) -> None:
     given = [
         flag
         for flag in (
-            *("half_close", "connect_only", "tls", "connections", "duration", "mode"),
-            *("count", "interval", "size", "window", "rate", "percentiles"),
+            "half_close",
+            "connect_only",
+            "tls",
+            "connections",
+            "duration",
+            "mode",
+            "count",
+            "interval",
+            "size",
+            "window",
+            "rate",
+            "percentiles",
         )
         if getattr(args, flag) not in (None, False)
     ]

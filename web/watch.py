@@ -122,8 +122,17 @@ class WatchSource(Protocol):
 
 
 _ROUND = (
-    *("at", "sent", "verified", "lost", "failed", "connect_ms", "late", "loop_lag_ms", "error"),
-    *("duplicated", "reordered"),
+    "at",
+    "sent",
+    "verified",
+    "lost",
+    "failed",
+    "connect_ms",
+    "late",
+    "loop_lag_ms",
+    "error",
+    "duplicated",
+    "reordered",
 )
 _POINT = ("at", "median_ms", "min_ms", "max_ms", "sent", "lost", "failed", "late_rounds")
 

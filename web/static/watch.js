@@ -40,7 +40,7 @@ function merge(t, points) {
   if (points.length === 1 && last && points[0].at >= last.at) {
     if (points[0].at === last.at) kept[kept.length - 1] = points[0];
     else kept.push(points[0]);
-    while (kept[0].at < since) kept.shift();
+    while (kept.length && kept[0].at < since) kept.shift();
     return;
   }
   const byStart = new Map(kept.map((p) => [p.at, p]));
@@ -170,13 +170,14 @@ function words(t) {
 function rowOf(t, now) {
   const points = histories.get(key(t)) ?? [];
   const binEnd = Math.ceil(now / BIN_S) * BIN_S;
+  const cells = words(t);
   let kept = rows.get(key(t));
   if (!kept) {
-    kept = { tr: row([...words(t).map(() => cell("td", "")), cell("td", "")]), drawing: null };
+    kept = { tr: row([...cells.map(() => cell("td", "")), cell("td", "")]), drawing: null };
     kept.tr.dataset.key = key(t);
     rows.set(key(t), kept);
   }
-  words(t).forEach(([text, className, why], i) => {
+  cells.forEach(([text, className, why], i) => {
     const td = kept.tr.cells[i];
     if (td.textContent !== text) td.textContent = text;
     td.className = className;
