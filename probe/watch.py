@@ -167,19 +167,11 @@ class Watcher:
                     self._resolve(target.host, target.port, target.protocol), target.timeout_s
                 )
             )
-        except (OSError, TimeoutError) as exc:
-            if isinstance(exc, TimeoutError):  # a resolver that hangs holds no round longer
-                exc = OSError(f"no answer within {target.timeout_s:g} s")
-            self._warn(target.name, "watch %s: cannot resolve %s: %s", target.host, exc)
-            # The addresses it had are down with it, their rows and history kept through a
-            # resolver's hiccup; a name that never resolved has one row, its address None.
-            had: list[str | None] = [
-                key[1] for key in self._states if key[0] == target.name and key[1]
-            ]
-            found = _unresolved(f"cannot resolve {target.host}: {exc}")
-            at = time.time()
-            for address in had or [None]:
-                self._record(target, address, at, found, 0)
+        except TimeoutError:  # a resolver that hangs holds no round longer
+            self._not_resolved(target, f"no answer within {target.timeout_s:g} s")
+            return
+        except OSError as exc:
+            self._not_resolved(target, str(exc))
             return
         held = sum(count for name, count in self._held.items() if name != target.name)
         room = max(0, self.max_targets - held)
@@ -197,6 +189,17 @@ class Watcher:
             addresses = sorted(addresses, key=lambda address: address not in watched)[:room]
         self._keep(target.name, addresses)
         await asyncio.gather(*(self._probe(target, address) for address in addresses))
+
+    def _not_resolved(self, target: WatchTarget, why: str) -> None:
+        """`target`'s name did not resolve, for `why`: the addresses it had are down with it,
+        their rows and history kept through a resolver's hiccup; a name that never resolved
+        has one row, its address None."""
+        self._warn(target.name, "watch %s: cannot resolve %s: %s", target.host, why)
+        had: list[str | None] = [key[1] for key in self._states if key[0] == target.name and key[1]]
+        found = _unresolved(f"cannot resolve {target.host}: {why}")
+        at = time.time()
+        for address in had or [None]:
+            self._record(target, address, at, found, 0)
 
     def _keep(self, name: str, addresses: list[str]) -> None:
         """`name` now stands for `addresses`: the cap counts them, and its other rows leave."""
