@@ -142,6 +142,8 @@ class Client(asyncio.Protocol):
         if not self.failed and self.expecting():
             if isinstance(exc, ConnectionResetError):
                 self.fail("reset", f"reset by the server: {self.overdue()}")
+            elif isinstance(exc, BrokenPipeError):  # closed, then reset what was written after
+                self.fail("eof", f"server closed the connection: {self.overdue()}")
             else:
                 self.fail("eof", f"lost while the run was active ({exc}): {self.overdue()}")
         _settle(self.closed)
@@ -178,8 +180,7 @@ class Client(asyncio.Protocol):
         """Report the first byte of `data` that is not ``self.pattern[pattern_offset:]``; bytes
         beyond the first `expected_bytes` were never sent."""
         index = first_difference(data[:expected_bytes], pattern_offset, self.pattern)
-        if index < 0:
-            index = expected_bytes
+        index = expected_bytes if index < 0 else index
         offset = self.verified + index
         received = data[index]
         if index >= expected_bytes:
@@ -262,8 +263,7 @@ class PingPong(Client):
     def overdue(self) -> str:
         if not self.in_flight and self.round_trip:
             return "between round trips"
-        # Before the first send (a reset right after the accept) the first round trip is the
-        # one that got nothing back.
+        # Before the first send (a reset at the accept), the first round trip got nothing back.
         return (
             f"round trip {max(1, self.round_trip)}: {self.received} of {self.size} bytes came back"
         )

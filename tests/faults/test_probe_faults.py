@@ -14,6 +14,7 @@ import uvloop
 
 from echostat.cli import build_parser
 from echostat.probe.console import Console
+from echostat.probe.engine import Run, Stream
 from echostat.probe.flags import endpoint_for, options_from
 from echostat.probe.options import Options
 from echostat.probe.ping import round_trips
@@ -255,6 +256,38 @@ def test_echostat_at_its_limit_is_reported(start_echostat: StartEchostat) -> Non
             closed = "(reset by the server|server closed the connection)"
             assert re.match(f"echostat probe: connection \\d: {closed}", done.stderr), done.stderr
             assert report["error"] == done.stderr.removeprefix("echostat probe: ").rstrip("\n")
+
+
+TCP_CLOSE = 7
+"""`tcpi_state` (the first byte of TCP_INFO) of a connection that is over."""
+
+
+async def test_a_write_failing_after_the_servers_close_is_named_as_its_close() -> None:
+    """The server closed, and reset the bytes that came after its close, before the probe had
+    read the close (the race of echostat at its limit under load): the probe's write fails
+    with EPIPE, and the connection is named as closed by the server, not as "lost while the
+    run was active ([Errno 32] Broken pipe)"."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+        accepted.close()
+        client.send(b"x")  # the closed end answers with a reset
+        wait_for(
+            lambda: client.getsockopt(socket.SOL_TCP, socket.TCP_INFO, 1)[0] == TCP_CLOSE,
+            "the reset",
+        )
+        run = Run(stop_on_failure=False)
+        _, stream = await asyncio.get_running_loop().create_connection(
+            lambda: Stream(run, 0, window=1024, chunk=1024), sock=client
+        )
+        stream.begin()
+        await asyncio.wait_for(stream.closed, DEADLINE_S)
+    assert [(failure.reason, failure.message) for failure in run.failures] == [
+        (
+            "eof",
+            "connection 0: server closed the connection: 1024 bytes in flight did not come back",
+        )
+    ]
 
 
 def test_a_lost_round_trip_is_counted_and_the_next_one_made(
