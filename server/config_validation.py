@@ -169,6 +169,11 @@ SECRET_KEY = "status.token"
 """Taken as written when YAML would read it otherwise: a message naming its value would leak it."""
 
 
+_LEFT_OUT = {"listeners": [{} for _ in Config().listeners]}
+"""Lists that hold items by default, as a file would write them (each item its defaults), so
+that ``listeners.1.*`` adds a listener beside the default one when the file names none."""
+
+
 def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[str, Any]:
     """Return a copy of `raw` with the key at `dotted` (``listeners.0.port``) set to `text`.
 
@@ -198,8 +203,9 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
             else:
                 child = node.get(part)
                 if child is None:
-                    # A section the file leaves out: a list when the next part is an index.
-                    child = [] if parts[depth + 1].isdecimal() else {}
+                    # A section the file leaves out: what the defaults hold there (the one
+                    # listener), else a list when the next part is an index.
+                    child = _LEFT_OUT.get(part, []) if parts[depth + 1].isdecimal() else {}
                 elif not isinstance(child, list | dict):
                     path = ".".join(parts[: depth + 1])
                     shown = _show(child)

@@ -114,8 +114,8 @@ def test_bad_config_is_one_line_naming_the_problem(
         ),
         (
             "",
-            ("listeners.1.port=0",),
-            "--set listeners.1.port: cannot set 'listeners.1.port': 'listeners' has no item '1'",
+            ("listeners.2.port=0",),
+            "--set listeners.2.port: cannot set 'listeners.2.port': 'listeners' has no item '2'",
         ),
         (
             "status: 7070\n",
@@ -187,6 +187,15 @@ def test_set_listener_port_works_without_a_listeners_section(write_config: Path)
     """--set listeners.0.port=0 on a file that leaves listeners out changes the default one."""
     config = _load(write_config, "log_level: debug\n", {"ECHOSTAT_LISTENERS__0__PORT": "0"})
     assert config.listeners == (ListenerConfig(port=0),)
+
+
+def test_set_adds_a_listener_beside_the_default_one(write_config: Path) -> None:
+    """With no listeners section (or no file at all), listeners.1.* adds a second listener to
+    the default one, as it would to a file's one listener, instead of "no item '1'"."""
+    extra = ("listeners.1.name=udp", "listeners.1.protocol=udp", "listeners.1.port=7008")
+    expected = (ListenerConfig(), ListenerConfig(name="udp", protocol="udp", port=7008))
+    assert _load(write_config, "log_level: debug\n", None, *extra).listeners == expected
+    assert load_config(None, None, extra).listeners == expected
 
 
 @pytest.mark.parametrize(
