@@ -92,6 +92,33 @@ async def test_page_counts_clients_as_they_come_and_go(service: Service, browser
     assert errors == []
 
 
+async def test_a_connections_row_stays_one_element_while_its_figures_change(
+    service: Service, browser: Browser
+) -> None:
+    """A connection's row is updated in place from one render to the next, not replaced (a
+    pointer's tooltip on it closed each second with the element under it), and still follows
+    the connection: its bytes grow, a second connection adds a row, a closed one goes."""
+    errors: list[str] = []
+    page = await open_dashboard(browser, service, errors)
+    reader, writer = await echo_once(service.echo_port("main"), b"hello")
+    rows = page.locator("#connections tr")
+    received = rows.first.locator("td").nth(4)
+    await expect(received).to_have_text("5 B", timeout=SEEN_WITHIN_MS)
+    await rows.first.evaluate("tr => { window.markedRow = tr; }")
+    writer.write(bytes(100_000))
+    await reader.readexactly(100_000)
+    await expect(received).to_have_text(re.compile(r"^97\.7 KiB$"), timeout=SEEN_WITHIN_MS)
+    assert await rows.first.evaluate("tr => tr === window.markedRow")
+    _, second = await echo_once(service.echo_port("main"), b"hi")
+    await expect(rows).to_have_count(2, timeout=SEEN_WITHIN_MS)
+    assert await rows.first.evaluate("tr => tr === window.markedRow")
+    await close_all([writer])
+    await expect(rows).to_have_count(1, timeout=SEEN_WITHIN_MS)
+    await expect(rows.first.locator("td").nth(4)).to_have_text("2 B")
+    await close_all([second])
+    assert errors == []
+
+
 async def test_page_shows_the_config_age_and_counts_a_reload(
     service: Service, browser: Browser
 ) -> None:

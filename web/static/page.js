@@ -84,20 +84,54 @@ export function row(cells) {
   return tr;
 }
 
-// Replace a table body's rows with those `makeRows` returns (each with a `data-key`), keeping
-// keyboard focus: the row, or the element in it, that had focus has it again in its new copy
-// (asked before the rows are made, which may move an unchanged chart into them). The page
-// renders every second; without this, a keyboard user on a row or a chart would be thrown out.
+// Replace a table body's rows with those `makeRows` returns (each with a `data-key`). A row
+// whose key is already shown stays the same element, updated cell by cell where it differs,
+// so a pointer's tooltip on it stays open (the browser closes it when the element under the
+// pointer is replaced) and focus stays where it was: the page renders every second. Where a
+// row must move, the row, or the element in it, that had focus (asked before the rows are
+// made) has it again.
 export function replaceRows(tbody, makeRows) {
   const focused = document.activeElement;
   const old = tbody.contains(focused) ? focused.closest("tr") : null;
   const inner = old && old !== focused ? [...old.querySelectorAll("[tabindex]")].indexOf(focused) : -1;
-  const rows = makeRows();
-  tbody.replaceChildren(...rows);
+  const shown = new Map([...tbody.rows].map((tr) => [tr.dataset.key, tr]));
+  const rows = makeRows().map((tr) => {
+    const was = shown.get(tr.dataset.key);
+    shown.delete(tr.dataset.key);
+    return was && becomes(was, tr) ? was : tr;
+  });
+  rows.forEach((tr, i) => {
+    if (tbody.rows[i] !== tr) tbody.insertBefore(tr, tbody.rows[i] ?? null);
+  });
+  while (tbody.rows.length > rows.length) tbody.lastElementChild.remove();
   const copy = old && rows.find((tr) => tr.dataset.key === old.dataset.key);
-  if (!copy) return;
+  if (!copy || copy.contains(document.activeElement)) return;
   const target = inner < 0 ? copy : copy.querySelectorAll("[tabindex]")[inner];
   target?.focus({ preventScroll: true });
+}
+
+// Make row `was` read as `tr`, a new row of the same key: true if done, false if their cells
+// differ in number or kind (then `tr` takes its place).
+function becomes(was, tr) {
+  if (was === tr) return true;
+  const cells = [...tr.cells];
+  if (was.cells.length !== cells.length || cells.some((td, i) => was.cells[i].tagName !== td.tagName)) return false;
+  takeAttributes(was, tr);
+  cells.forEach((td, i) => {
+    const target = was.cells[i];
+    if (target.outerHTML === td.outerHTML) return;
+    takeAttributes(target, td);
+    target.replaceChildren(...td.childNodes);
+  });
+  return true;
+}
+
+function takeAttributes(el, from) {
+  for (const name of el.getAttributeNames()) if (!from.hasAttribute(name)) el.removeAttribute(name);
+  for (const name of from.getAttributeNames()) {
+    const value = from.getAttribute(name);
+    if (el.getAttribute(name) !== value) el.setAttribute(name, value);
+  }
 }
 
 // An element with an explanation in its title, which a keyboard or a finger reaches as well
