@@ -122,7 +122,7 @@ async def test_udp_target_losing_every_fifth_datagram_shows_a_fifth_lost() -> No
     the lost round trips counted in the metrics."""
     server = DropsEveryNth(5)
     service = await start_watching(
-        watching(("lossy", f"udp://127.0.0.1:{server.port}"), timeout_s=0.3)
+        watching(("lossy", f"udp://127.0.0.1:{server.port}"), timeout_s=1.0)
     )
     try:
 
