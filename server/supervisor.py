@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from tornado.iostream import PipeIOStream, StreamClosedError
 
 from echostat.server import __version__
+from echostat.server.access_log import AccessLog
 from echostat.server.config import Config, ListenerConfig
 from echostat.server.config_loading import describe_source, load_config, read_config_text
 from echostat.server.fleet import FleetStats
@@ -137,7 +138,11 @@ class Supervisor:
         return config
 
     def _apply(self, config: Config) -> None:
-        """Put the config `_load` validated in force here and pass its text to each worker."""
+        """Put the config `_load` validated in force here and pass its text to each worker;
+        raises `ResourceError`, changing nothing, when a new access log can't be opened."""
+        if config.access_log.enabled and config.access_log != self.config.access_log:
+            # Each worker opens its own: one that can't refuses here, not in every worker.
+            AccessLog(config.access_log).close()
         self.config = config
         self._config_text = self._loaded_text
         self.status.reconfigure(config)
