@@ -59,13 +59,13 @@ def validate_config(
         if name.startswith(ENV_PREFIX):
             key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
             origins[_key_path(key)] = f"environment variable {name}"
-            raw = _override(raw, key, value, origins[_key_path(key)])
+            raw = _override(raw, key, value, origins)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. status.port=8080")
         origins[_key_path(key.strip())] = f"--set {key.strip()}"
-        raw = _override(raw, key.strip(), value, origins[_key_path(key.strip())])
+        raw = _override(raw, key.strip(), value, origins)
     limits = raw.get("limits")
     explicit = isinstance(limits, dict) and limits.get("max_connections") is not None
     if isinstance(limits, dict) and not explicit:
@@ -174,12 +174,15 @@ _LEFT_OUT = {"listeners": [{} for _ in Config().listeners]}
 that ``listeners.1.*`` adds a listener beside the default one when the file names none."""
 
 
-def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[str, Any]:
+def _override(
+    raw: dict[str, Any], dotted: str, text: str, origins: dict[str, str]
+) -> dict[str, Any]:
     """Return a copy of `raw` with the key at `dotted` (``listeners.0.port``) set to `text`.
 
     The value is parsed as a YAML scalar, so ``8080`` is a number and ``null`` is None; list
-    items are addressed by index, and the index one past the end appends a new item.
-    """
+    items are addressed by index, and the index one past the end appends a new item. Sections
+    it makes take the origin of `dotted` in `origins`, so errors inside them name it."""
+    origin = origins[_key_path(dotted)]
     secret = _key_path(dotted) == SECRET_KEY
     try:
         value = _parse_yaml(text)
@@ -206,9 +209,9 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
                     # A section the file leaves out: what the defaults hold there (the one
                     # listener), else a list when the next part is an index.
                     child = _LEFT_OUT.get(part, []) if parts[depth + 1].isdecimal() else {}
+                    origins[_key_path(".".join(parts[: depth + 1]))] = origin
                 elif not isinstance(child, list | dict):
-                    path = ".".join(parts[: depth + 1])
-                    shown = _show(child)
+                    path, shown = ".".join(parts[: depth + 1]), _show(child)
                     raise ConfigError(f"{origin}: cannot set {dotted!r}: {path!r} is {shown}")
                 child = list(child) if isinstance(child, list) else dict(child)
                 node[part] = child
@@ -217,6 +220,7 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
             index = int(part)
             if index == len(node):
                 node.append({})
+                origins[_key_path(".".join(parts[: depth + 1]))] = origin
             if last:
                 node[index] = value
             else:

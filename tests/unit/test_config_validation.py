@@ -121,3 +121,60 @@ def test_errors_inside_sections_name_the_key_and_the_flag(
     with pytest.raises(ConfigError) as error:
         validate_config("listeners: [{name: main}]\n", "config.yaml", {}, overrides)
     assert str(error.value).startswith(message), str(error.value)
+
+
+FILE_LEAVING_OUT = "listeners: [{name: main, tls: null}]\nwatch: {targets: []}\n"
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "message"),
+    [
+        (
+            {},
+            ["limit.idle_timeout_s=5"],
+            "--set limit.idle_timeout_s: limit: unknown key (allowed here: listeners,",
+        ),
+        (
+            {"ECHOSTAT_LIMIT__IDLE_TIMEOUT_S": "5"},
+            [],
+            "environment variable ECHOSTAT_LIMIT__IDLE_TIMEOUT_S: limit: unknown key",
+        ),
+        (
+            {},
+            ["status.port.tcp=8080"],
+            "--set status.port.tcp: status.port: expected an integer 0..65535, got a mapping",
+        ),
+        (
+            {},
+            ["listeners.0.tls.cert=c.pem"],
+            "--set listeners.0.tls.cert: listeners[0].tls.key: missing (this key is required)",
+        ),
+        (
+            {"ECHOSTAT_WATCH__TARGETS__0__TARGET": "127.0.0.1:7"},
+            [],
+            "environment variable ECHOSTAT_WATCH__TARGETS__0__TARGET: watch.targets[0].name:"
+            " missing (this key is required)",
+        ),
+        (
+            {},
+            ["watch.targets.0.target=127.0.0.1:7"],
+            "--set watch.targets.0.target: watch.targets[0].name: missing (this key is required)",
+        ),
+    ],
+    ids=[
+        "misspelt-section",
+        "misspelt-section-by-env",
+        "under-a-number",
+        "new-tls",
+        "new-target",
+        "new-item-of-a-list",
+    ],
+)
+def test_a_section_a_variable_or_flag_made_is_blamed_on_it_not_the_file(
+    env: dict[str, str], overrides: list[str], message: str
+) -> None:
+    """What a file leaves out and an override put there (a misspelt section, a mapping under a
+    number, a section missing a required key) is named as the variable's or the flag's."""
+    with pytest.raises(ConfigError) as error:
+        validate_config(FILE_LEAVING_OUT, "config.yaml", env, overrides)
+    assert str(error.value).startswith(message), str(error.value)
