@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from echostat.server.config import Config, ConfigError, ListenerConfig, WatchConfig
+from echostat.server.wording import count_of
 
 ENV_PREFIX = "ECHOSTAT_"
 """Environment variables ``ECHOSTAT_<KEY>`` override single keys; ``__`` separates levels."""
@@ -325,8 +326,8 @@ def _check_consistency(config: Config, source: str) -> None:
     status = config.status
     if status.token is not None and len(status.token) < MIN_TOKEN_CHARS:
         raise ConfigError(
-            f"{source}: status.token: too short ({len(status.token)} characters, need at least"
-            f" {MIN_TOKEN_CHARS}); generate one with: python3 -c 'import secrets;"
+            f"{source}: status.token: too short ({count_of(len(status.token), 'character')},"
+            f" need at least {MIN_TOKEN_CHARS}); generate one with: python3 -c 'import secrets;"
             " print(secrets.token_urlsafe(32))'"
         )
     if status.token is None and not status.on_loopback:

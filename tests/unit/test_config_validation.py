@@ -178,3 +178,9 @@ def test_a_section_a_variable_or_flag_made_is_blamed_on_it_not_the_file(
     with pytest.raises(ConfigError) as error:
         validate_config(FILE_LEAVING_OUT, "config.yaml", env, overrides)
     assert str(error.value).startswith(message), str(error.value)
+
+
+def test_a_one_character_token_is_refused_in_the_singular() -> None:
+    """The message counts the token's length in words, as every other line counts."""
+    with pytest.raises(ConfigError, match=r"status\.token: too short \(1 character, need"):
+        validate_config("status: {token: x}\n", "config.yaml")
