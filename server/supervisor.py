@@ -26,7 +26,7 @@ from tornado.iostream import PipeIOStream, StreamClosedError
 from echostat.server import __version__
 from echostat.server.access_log import AccessLog
 from echostat.server.config import Config, ListenerConfig
-from echostat.server.config_loading import describe_source, load_config, read_config_text
+from echostat.server.config_loading import describe_source, load_config, reread_config_text
 from echostat.server.fleet import FleetStats
 from echostat.server.messages import (
     REPORT_MAX_BYTES,
@@ -132,7 +132,7 @@ class Supervisor:
 
     def _load(self) -> Config:
         """Read and validate the config file once, for the supervisor and all its workers."""
-        text = read_config_text(self._config_path)
+        text = reread_config_text(self._config_path)
         config = load_config(self._config_path, os.environ, self._overrides, text=text)
         self._loaded_text = text
         return config

@@ -416,3 +416,20 @@ async def test_with_workers_an_access_log_that_cannot_be_opened_refuses_the_relo
     stats = await get_json(echostat.status_port)
     assert stats["config"]["reloads_failed"] == 1 and stats["config"]["reloads"] == 1
     assert stats["limits"]["max_connections_per_ip"] == 2
+
+
+async def test_a_config_file_emptied_when_sighup_comes_is_refused(tmp_path: Path) -> None:
+    """A file truncated to be written again (the state ``>`` and many editors pass through)
+    is refused in one line naming it, not read as every key at its default: the limit from
+    the file stays in force."""
+    path = write_config(tmp_path / "config.yaml", {"limits": {"idle_timeout_s": 30}})
+    ports = ("--set", "listeners.0.port=0", "--set", "status.port=0")
+    echostat = EchostatProcess(["--config", str(path), *ports]).start()
+    try:
+        path.write_text("")
+        line = reload(echostat, "echostat.server.reload: ")
+        assert f"reload refused: {path}: empty" in line, line
+        stats = await get_json(echostat.status_port)
+        assert stats["limits"]["idle_timeout_s"] == 30 and stats["config"]["reloads_failed"] == 1
+    finally:
+        echostat.stop()
