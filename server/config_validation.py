@@ -14,7 +14,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from echostat.server.config import Config, ConfigError, ListenerConfig, WatchConfig
+from echostat.server.config_yaml import parse_yaml, yaml_problem
 from echostat.server.wording import count_of
 
 ENV_PREFIX = "ECHOSTAT_"
@@ -101,29 +102,15 @@ def _blame_origin(exc: ConfigError, source: str, origins: Mapping[str, str]) -> 
 
 def _parse_config(path: Path, text: str) -> dict[str, Any]:
     try:
-        data = _parse_yaml(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         hint = _any_address_hint(exc, text)
-        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}{hint}") from None
+        raise ConfigError(f"{path}: invalid YAML: {yaml_problem(exc)}{hint}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return data
-
-
-def _parse_yaml(text: str) -> Any:
-    """`text` as YAML, safely; everything wrong with it is raised as a `yaml.YAMLError`.
-
-    PyYAML itself raises RecursionError for deep nesting and ValueError for integers of more
-    than 4300 digits (Python's limit on int-from-string conversion).
-    """
-    try:
-        return yaml.load(text, Loader=_StrictLoader)
-    except RecursionError:
-        raise yaml.YAMLError("nested too deeply") from None
-    except ValueError as exc:
-        raise yaml.YAMLError(str(exc)) from None
 
 
 _LONE_DOUBLE_COLON = re.compile(r"(?:^|[\s{\[,])::(?:$|[\s,}\]#])")
@@ -137,31 +124,6 @@ def _any_address_hint(exc: yaml.YAMLError, text: str) -> str:
     lines = text.splitlines()
     line = lines[exc.problem_mark.line] if exc.problem_mark.line < len(lines) else ""
     return '; write the address :: in quotes: host: "::"' if _LONE_DOUBLE_COLON.search(line) else ""
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """One line from a PyYAML error: the problem and where it is."""
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        return f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return " ".join(str(exc).split())
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                continue  # SafeLoader refuses it below, with its position
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
 
 
 _BRACKETED_ADDRESS = re.compile(r"\[[0-9A-Fa-f:.]+\]:\d+")
@@ -186,10 +148,10 @@ def _override(
     origin = origins[_key_path(dotted)]
     secret = _key_path(dotted) == SECRET_KEY
     try:
-        value = _parse_yaml(text)
+        value = parse_yaml(text)
     except yaml.YAMLError as exc:
         if not secret and _BRACKETED_ADDRESS.fullmatch(text) is None:
-            raise ConfigError(f"{origin}: invalid value {text!r}: {_yaml_problem(exc)}") from None
+            raise ConfigError(f"{origin}: invalid value {text!r}: {yaml_problem(exc)}") from None
         value = text  # a token, or ``[IPv6]:PORT``: YAML reads a list then a colon
     if secret and not isinstance(value, str | None):
         value = text  # a token is text, and an error about it would print it
