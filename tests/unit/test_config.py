@@ -264,3 +264,21 @@ def test_a_token_from_a_variable_or_flag_is_taken_as_written(
     """A token that YAML would read as a tag, an alias or a number is that text: it is a
     secret, so no error message would be allowed to print it back."""
     assert _load(write_config, "", env, *overrides).status.token == token
+
+
+def test_a_yaml_merge_key_shares_settings_that_the_mapping_own_keys_override(
+    write_config: Path,
+) -> None:
+    """``<<: *anchor`` (YAML's merge key) gives a listener another's settings, its own keys
+    winning; it is no duplicate key, while a key written twice in one mapping still is."""
+    text = (
+        "listeners:\n"
+        "  - &echo {name: main, host: '::1', port: 0, backlog: 64}\n"
+        "  - <<: *echo\n"
+        "    name: report\n"
+        "    report: true\n"
+    )
+    main, report = _load(write_config, text).listeners
+    assert report == dataclasses.replace(main, name="report", report=True)
+    with pytest.raises(ConfigError, match="duplicate key 'name' at line 6"):
+        _load(write_config, text + "    name: again\n")
