@@ -272,12 +272,23 @@ def _convert_number(
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
     wrong_kind = hint is int and not isinstance(value, int)
     if not numeric or wrong_kind or (isinstance(value, float) and math.isnan(value)):
-        raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {_show(value)}")
+        hint = _number_hint(value)
+        raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {_show(value)}{hint}")
     # Compared exactly: an integer of hundreds of digits has no float to convert to.
     if not low <= value <= high:
         shown = _show(value) if isinstance(value, int) else _fmt(value)
         raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {shown}")
     return hint(value)  # type: ignore[no-any-return]
+
+
+def _number_hint(value: Any) -> str:
+    """How to write `value`, text that YAML 1.1 doesn't read as a number though it is one
+    (``1e3``: an exponent without a dot), else ``""``."""
+    try:
+        number = float(value) if isinstance(value, str) else math.nan
+    except ValueError:
+        return ""
+    return f" (YAML reads it as text; write {_fmt(number)})" if math.isfinite(number) else ""
 
 
 MIN_TOKEN_CHARS = 16

@@ -282,3 +282,28 @@ def test_a_yaml_merge_key_shares_settings_that_the_mapping_own_keys_override(
     assert report == dataclasses.replace(main, name="report", report=True)
     with pytest.raises(ConfigError, match="duplicate key 'name' at line 6"):
         _load(write_config, text + "    name: again\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "limits:\n  idle_timeout_s: 1e3\n",
+            "config.yaml: limits.idle_timeout_s: expected a number 0..604800, got '1e3'"
+            " (YAML reads it as text; write 1000)",
+        ),
+        (
+            "status:\n  header_timeout_s: 25E-2\n",
+            "config.yaml: status.header_timeout_s: expected a number 0.1..3600, got '25E-2'"
+            " (YAML reads it as text; write 0.25)",
+        ),
+    ],
+)
+def test_a_number_yaml_reads_as_text_is_refused_saying_how_to_write_it(
+    write_config: Path, text: str, message: str
+) -> None:
+    """An exponent without a dot (``1e3``) is text to YAML 1.1: the message says how to write
+    the number instead of only that a number was expected."""
+    with pytest.raises(ConfigError) as error:
+        _load(write_config, text)
+    assert str(error.value) == message
