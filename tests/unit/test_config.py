@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from echostat.server.config import Config, ConfigError, LimitsConfig, ListenerConfig
-from echostat.server.config_loading import load_config
+from echostat.server.config_loading import load_config, reread_config_text
 from tests.helpers import BAD_CONFIGS, REPO
 
 
@@ -307,3 +307,13 @@ def test_a_number_yaml_reads_as_text_is_refused_saying_how_to_write_it(
     with pytest.raises(ConfigError) as error:
         _load(write_config, text)
     assert str(error.value) == message
+
+
+def test_a_config_file_gone_at_reload_is_named_without_the_start_flag(tmp_path: Path) -> None:
+    """At a reload the file the process started from is gone: the message says so, and does
+    not ask for --config, which a running process can't be given."""
+    with pytest.raises(ConfigError) as error:
+        reread_config_text(tmp_path / "config.yaml")
+    assert str(error.value) == (
+        f"{tmp_path / 'config.yaml'}: file not found (moved or deleted since echostat started)"
+    )
