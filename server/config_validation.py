@@ -23,6 +23,7 @@ import yaml
 
 from echostat.server.config import Config, ConfigError, ListenerConfig, WatchConfig
 from echostat.server.config_yaml import parse_yaml, yaml_problem
+from echostat.server.sockets import url_host
 from echostat.server.wording import count_of
 
 ENV_PREFIX = "ECHOSTAT_"
@@ -324,7 +325,25 @@ def _check_consistency(config: Config, source: str) -> None:
             raise ConfigError(
                 f"{source}: listeners[{index}].name: duplicate listener name {name!r}"
             )
+    _check_addresses(config, source)
     _check_watch(config.watch, f"{source}: watch")
+
+
+def _check_addresses(config: Config, source: str) -> None:
+    """No two sockets of the config ask for one address (a port 0 is any free one): the second
+    bind would fail as if another process held it."""
+    status = ("status", "tcp", config.status.host, config.status.port)
+    held: dict[tuple[str, str, int], str] = {}
+    for key, protocol, host, port in [
+        *((f"listeners[{i}]", s.protocol, s.host, s.port) for i, s in enumerate(config.listeners)),
+        status,
+    ]:
+        other = held.setdefault((protocol, host, port), key)
+        if port and other != key:
+            raise ConfigError(
+                f"{source}: {key}.port: {url_host(host)}:{port}/{protocol} is {other}'s address"
+                " too; give each its own port (or 0 for any free one)"
+            )
 
 
 _WATCH_TARGET = re.compile(

@@ -317,3 +317,33 @@ def test_a_config_file_gone_at_reload_is_named_without_the_start_flag(tmp_path: 
     assert str(error.value) == (
         f"{tmp_path / 'config.yaml'}: file not found (moved or deleted since echostat started)"
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ("listeners.1.name=b", "listeners.1.port=7007"),
+            "--set listeners.1.port: listeners[1].port: 127.0.0.1:7007/tcp is listeners[0]'s"
+            " address too; give each its own port (or 0 for any free one)",
+        ),
+        (
+            ("listeners.0.host=::1", "status.host=::1", "status.port=7007"),
+            "--set status.port: status.port: [::1]:7007/tcp is listeners[0]'s address too;"
+            " give each its own port (or 0 for any free one)",
+        ),
+    ],
+    ids=["two-listeners", "listener-and-status"],
+)
+def test_two_sockets_of_one_config_on_one_address_are_refused_naming_both(
+    write_config: Path, overrides: Sequence[str], message: str
+) -> None:
+    """The second bind would fail as if another process held the port; --check-config names
+    both keys instead. TCP and UDP on one port, or one port on two hosts, are two addresses."""
+    with pytest.raises(ConfigError) as error:
+        _load(write_config, "", {}, *overrides)
+    assert str(error.value) == message
+    both = ("listeners.1.name=b", "listeners.1.port=7007", "listeners.1.protocol=udp")
+    assert _load(write_config, "", {}, *both).listeners[1].port == 7007
+    hosts = ("listeners.1.name=b", "listeners.1.port=7007", "listeners.1.host=::1")
+    assert _load(write_config, "", {}, *hosts).listeners[1].port == 7007
