@@ -238,7 +238,8 @@ def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, source: str, pa
         raise ConfigError(f"{source}: {path}: expected {' or '.join(wanted)}, got {_show(value)}")
     if origin is tuple and dataclasses.is_dataclass(args[0]):
         if not isinstance(value, list) or not (value or fld.metadata.get("may_be_empty")):
-            raise ConfigError(f"{source}: {path}: expected a non-empty list, got {_show(value)}")
+            kind = "a list" if fld.metadata.get("may_be_empty") else "a non-empty list"
+            raise ConfigError(f"{source}: {path}: expected {kind}, got {_show(value)}")
         return tuple(_build(args[0], item, source, f"{path}[{i}]") for i, item in enumerate(value))
     if origin is tuple:
         if not isinstance(value, list):

@@ -184,3 +184,10 @@ def test_a_one_character_token_is_refused_in_the_singular() -> None:
     """The message counts the token's length in words, as every other line counts."""
     with pytest.raises(ConfigError, match=r"status\.token: too short \(1 character, need"):
         validate_config("status: {token: x}\n", "config.yaml")
+
+
+def test_watch_targets_that_are_no_list_are_refused_as_a_list_which_may_be_empty() -> None:
+    """``watch.targets: []`` is valid, so the message asks for a list, not a non-empty one."""
+    with pytest.raises(ConfigError) as error:
+        validate_config("watch: {targets: 127.0.0.1:7}\n", "config.yaml")
+    assert str(error.value) == "config.yaml: watch.targets: expected a list, got '127.0.0.1:7'"
