@@ -311,6 +311,12 @@ def _check_consistency(config: Config, source: str) -> None:
             " loopback address; set a token (python3 -c 'import secrets;"
             " print(secrets.token_urlsafe(32))') or bind status.host to 127.0.0.1"
         )
+    for index, name in enumerate(status.allowed_hosts):  # as web.access compares a Host name
+        if {"*", "/", "[", "]"} & set(name) or name.count(":") == 1:
+            raise ConfigError(
+                f"{source}: status.allowed_hosts[{index}]: expected a name or address alone,"
+                f" which every port matches (example.com, ::1), got {name!r}"
+            )
     for index, open_path in enumerate(status.open_paths):
         if not open_path.startswith("/"):
             raise ConfigError(
@@ -331,13 +337,14 @@ def _check_consistency(config: Config, source: str) -> None:
 
 
 def _check_addresses(config: Config, source: str) -> None:
-    """No two sockets of the config ask for one address (a port 0 is any free one): the second
-    bind would fail as if another process held it."""
-    status = ("status", "tcp", config.status.host, config.status.port)
+    """No two sockets on one address (port 0: any free one); a bind would fail as if taken."""
+    sockets = [
+        (f"listeners[{i}]", s.protocol, s.host, s.port) for i, s in enumerate(config.listeners)
+    ]
     held: dict[tuple[str, str, int], str] = {}
     for key, protocol, host, port in [
-        *((f"listeners[{i}]", s.protocol, s.host, s.port) for i, s in enumerate(config.listeners)),
-        status,
+        *sockets,
+        ("status", "tcp", config.status.host, config.status.port),
     ]:
         other = held.setdefault((protocol, host, port), key)
         if port and other != key:

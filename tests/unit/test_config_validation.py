@@ -191,3 +191,19 @@ def test_watch_targets_that_are_no_list_are_refused_as_a_list_which_may_be_empty
     with pytest.raises(ConfigError) as error:
         validate_config("watch: {targets: 127.0.0.1:7}\n", "config.yaml")
     assert str(error.value) == "config.yaml: watch.targets: expected a list, got '127.0.0.1:7'"
+
+
+@pytest.mark.parametrize(
+    "name", ["example.com:8080", "[::1]", "https://example.com", "*.example.com"]
+)
+def test_an_allowed_host_that_no_host_header_can_match_is_refused(name: str) -> None:
+    """A Host header's name is compared without its port or brackets, and no pattern: an entry
+    with one would never match, and is refused naming it instead of silently doing nothing."""
+    with pytest.raises(ConfigError) as error:
+        validate_config("", "config.yaml", {}, [f"status.allowed_hosts=[{name!r}]"])
+    assert str(error.value) == (
+        "--set status.allowed_hosts: status.allowed_hosts[0]: expected a name or address"
+        f" alone, which every port matches (example.com, ::1), got {name!r}"
+    )
+    allowed = ["example.com", "::1", "10.0.0.5"]
+    assert validate_config("", "c.yaml", {}, [f"status.allowed_hosts={allowed}"]).config
