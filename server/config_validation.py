@@ -133,7 +133,7 @@ SECRET_KEY = "status.token"
 """Taken as written when YAML would read it otherwise: a message naming its value would leak it."""
 
 
-_LEFT_OUT = {"listeners": [{} for _ in Config().listeners]}
+_LEFT_OUT: dict[str, list[dict[str, Any]]] = {"listeners": [{} for _ in Config().listeners]}
 """Lists that hold items by default, as a file would write them (each item its defaults), so
 that ``listeners.1.*`` adds a listener beside the default one when the file names none."""
 
