@@ -127,8 +127,8 @@ def _any_address_hint(exc: yaml.YAMLError, text: str) -> str:
     return '; write the address :: in quotes: host: "::"' if _LONE_DOUBLE_COLON.search(line) else ""
 
 
-_BRACKETED_ADDRESS = re.compile(r"\[[0-9A-Fa-f:.]+\]:\d+")
-"""``[IPv6]:PORT`` (a watch target), which is not valid YAML unquoted."""
+_BRACKETED_ADDRESS = re.compile(r"\[[0-9A-Fa-f:.]+\](?::\d+)?")
+"""``[IPv6]:PORT`` (a watch target) or ``[IPv6]`` (a host, refused later with a hint)."""
 SECRET_KEY = "status.token"
 """Taken as written when YAML would read it otherwise: a message naming its value would leak it."""
 

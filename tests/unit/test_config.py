@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from echostat.server.config import Config, ConfigError, LimitsConfig, ListenerConfig
-from echostat.server.config_loading import load_config, reread_config_text
+from echostat.server.config_loading import check_config, load_config, reread_config_text
 from tests.helpers import BAD_CONFIGS, REPO
 
 
@@ -347,3 +347,15 @@ def test_two_sockets_of_one_config_on_one_address_are_refused_naming_both(
     assert _load(write_config, "", {}, *both).listeners[1].port == 7007
     hosts = ("listeners.1.name=b", "listeners.1.port=7007", "listeners.1.host=::1")
     assert _load(write_config, "", {}, *hosts).listeners[1].port == 7007
+
+
+def test_a_host_in_brackets_is_refused_saying_to_write_it_without() -> None:
+    """``[::1]`` is how an address goes in a URL or a watch target, not in ``host``: the check
+    says to drop the brackets instead of that the name can't be resolved."""
+    for value in ('"[::1]"', "[::1]"):
+        with pytest.raises(ConfigError) as error:
+            check_config(None, {}, [f"listeners.0.host={value}"])
+        assert str(error.value) == (
+            "--set listeners.0.host: listeners[0].host: '[::1]': write the address without"
+            " brackets, ::1"
+        )
