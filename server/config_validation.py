@@ -256,7 +256,9 @@ def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, source: str, pa
         return value
     if hint is str:
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{source}: {path}: expected a non-empty string, got {_show(value)}")
+            secret = path == SECRET_KEY and value != ""  # a number YAML read: show none of it
+            shown = "no text (a secret, not shown); quote it" if secret else _show(value)
+            raise ConfigError(f"{source}: {path}: expected a non-empty string, got {shown}")
         return value
     if hint is bool:
         if not isinstance(value, bool):
@@ -284,8 +286,7 @@ def _convert_number(
 
 
 def _number_hint(value: Any) -> str:
-    """How to write `value`, text that YAML 1.1 doesn't read as a number though it is one
-    (``1e3``: an exponent without a dot), else ``""``."""
+    """How to write `value`, text YAML 1.1 reads though it is a number (``1e3``), else ``""``."""
     try:
         number = float(value) if isinstance(value, str) else math.nan
     except ValueError:
@@ -338,14 +339,10 @@ def _check_consistency(config: Config, source: str) -> None:
 
 def _check_addresses(config: Config, source: str) -> None:
     """No two sockets on one address (port 0: any free one); a bind would fail as if taken."""
-    sockets = [
-        (f"listeners[{i}]", s.protocol, s.host, s.port) for i, s in enumerate(config.listeners)
-    ]
+    status, listeners = config.status, enumerate(config.listeners)
+    sockets = [(f"listeners[{i}]", s.protocol, s.host, s.port) for i, s in listeners]
     held: dict[tuple[str, str, int], str] = {}
-    for key, protocol, host, port in [
-        *sockets,
-        ("status", "tcp", config.status.host, config.status.port),
-    ]:
+    for key, protocol, host, port in [*sockets, ("status", "tcp", status.host, status.port)]:
         other = held.setdefault((protocol, host, port), key)
         if port and other != key:
             raise ConfigError(

@@ -207,3 +207,19 @@ def test_an_allowed_host_that_no_host_header_can_match_is_refused(name: str) -> 
     )
     allowed = ["example.com", "::1", "10.0.0.5"]
     assert validate_config("", "c.yaml", {}, [f"status.allowed_hosts={allowed}"]).config
+
+
+@pytest.mark.parametrize(
+    "written", ["1234567890123456789012", "0x1234567890abcdef12", "12345.67890123456"]
+)
+def test_a_token_yaml_reads_as_a_number_is_refused_without_printing_it(written: str) -> None:
+    """In the file a token of digits is a number to YAML: the message says to quote it and
+    shows none of it, as a log line or a reload refusal would keep it."""
+    with pytest.raises(ConfigError) as error:
+        validate_config(f"status:\n  token: {written}\n", "config.yaml")
+    assert str(error.value) == (
+        "config.yaml: status.token: expected a non-empty string, got no text (a secret, not"
+        " shown); quote it"
+    )
+    digits = "".join(char for char in written if char.isdigit())
+    assert digits[:6] not in str(error.value)
