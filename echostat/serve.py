@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import sys
 
-from echostat.server.config import ConfigError
+from echostat.server.config import Config, ConfigError
 from echostat.server.config_loading import (
     BUILT_IN_DEFAULTS,
     check_config,
     choose_config_path,
     load_config,
     read_config_text,
+    reread_config_text,
 )
 from echostat.server.resources import ResourceError, describe_max_connections
 from echostat.server.runtime import configure_logging, run
@@ -52,7 +52,10 @@ def serve_from(args: argparse.Namespace) -> int:
             main = fleet.run()
         else:
             # Without a file a reload validates the defaults, the environment and --set again.
-            reread = functools.partial(load_config, path, os.environ, args.overrides)
+            def reread() -> Config:
+                text = reread_config_text(path)
+                return load_config(path, os.environ, args.overrides, text=text)
+
             main = serve(config, inherited=inherited, load=reread, built_in_defaults=path is None)
         run(config, main)
     except (ConfigError, ResourceError) as exc:

@@ -128,6 +128,18 @@ def read_config_text(path: str | Path | None) -> str:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
 
 
+def reread_config_text(path: str | Path | None) -> str:
+    """`read_config_text` for a reload, which refuses an empty file: the state a file being
+    written again passes through (truncated, not yet written), or a pipe read once at start
+    (``--config <(...)``), not a wish for every key at its default."""
+    if path is not None and not Path(path).exists():  # no --config to pass to a running process
+        raise ConfigError(f"{path}: file not found (moved or deleted since echostat started)")
+    text = read_config_text(path)
+    if path is not None and not text.strip():
+        raise ConfigError(f"{path}: empty (being written?); for the built-in defaults, write {{}}")
+    return text
+
+
 TLS12_CIPHERS = ":".join(
     (
         "ECDHE-ECDSA-AES128-GCM-SHA256",

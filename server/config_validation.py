@@ -14,7 +14,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +22,9 @@ from typing import Any, Literal
 import yaml
 
 from echostat.server.config import Config, ConfigError, ListenerConfig, WatchConfig
+from echostat.server.config_yaml import parse_yaml, yaml_problem
+from echostat.server.sockets import url_host
+from echostat.server.wording import count_of
 
 ENV_PREFIX = "ECHOSTAT_"
 """Environment variables ``ECHOSTAT_<KEY>`` override single keys; ``__`` separates levels."""
@@ -59,13 +62,13 @@ def validate_config(
         if name.startswith(ENV_PREFIX):
             key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
             origins[_key_path(key)] = f"environment variable {name}"
-            raw = _override(raw, key, value, origins[_key_path(key)])
+            raw = _override(raw, key, value, origins)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. status.port=8080")
         origins[_key_path(key.strip())] = f"--set {key.strip()}"
-        raw = _override(raw, key.strip(), value, origins[_key_path(key.strip())])
+        raw = _override(raw, key.strip(), value, origins)
     limits = raw.get("limits")
     explicit = isinstance(limits, dict) and limits.get("max_connections") is not None
     if isinstance(limits, dict) and not explicit:
@@ -100,29 +103,15 @@ def _blame_origin(exc: ConfigError, source: str, origins: Mapping[str, str]) -> 
 
 def _parse_config(path: Path, text: str) -> dict[str, Any]:
     try:
-        data = _parse_yaml(text)
+        data = parse_yaml(text)
     except yaml.YAMLError as exc:
         hint = _any_address_hint(exc, text)
-        raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(exc)}{hint}") from None
+        raise ConfigError(f"{path}: invalid YAML: {yaml_problem(exc)}{hint}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at the top level")
     return data
-
-
-def _parse_yaml(text: str) -> Any:
-    """`text` as YAML, safely; everything wrong with it is raised as a `yaml.YAMLError`.
-
-    PyYAML itself raises RecursionError for deep nesting and ValueError for integers of more
-    than 4300 digits (Python's limit on int-from-string conversion).
-    """
-    try:
-        return yaml.load(text, Loader=_StrictLoader)
-    except RecursionError:
-        raise yaml.YAMLError("nested too deeply") from None
-    except ValueError as exc:
-        raise yaml.YAMLError(str(exc)) from None
 
 
 _LONE_DOUBLE_COLON = re.compile(r"(?:^|[\s{\[,])::(?:$|[\s,}\]#])")
@@ -138,33 +127,8 @@ def _any_address_hint(exc: yaml.YAMLError, text: str) -> str:
     return '; write the address :: in quotes: host: "::"' if _LONE_DOUBLE_COLON.search(line) else ""
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """One line from a PyYAML error: the problem and where it is."""
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        mark = exc.problem_mark
-        return f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return " ".join(str(exc).split())
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                continue  # SafeLoader refuses it below, with its position
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_BRACKETED_ADDRESS = re.compile(r"\[[0-9A-Fa-f:.]+\]:\d+")
-"""``[IPv6]:PORT`` (a watch target), which is not valid YAML unquoted."""
+_BRACKETED_ADDRESS = re.compile(r"\[[0-9A-Fa-f:.]+\](?::\d+)?")
+"""``[IPv6]:PORT`` (a watch target) or ``[IPv6]`` (a host, refused later with a hint)."""
 SECRET_KEY = "status.token"
 """Taken as written when YAML would read it otherwise: a message naming its value would leak it."""
 
@@ -174,18 +138,21 @@ _LEFT_OUT: dict[str, list[dict[str, Any]]] = {"listeners": [{} for _ in Config()
 that ``listeners.1.*`` adds a listener beside the default one when the file names none."""
 
 
-def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[str, Any]:
+def _override(
+    raw: dict[str, Any], dotted: str, text: str, origins: dict[str, str]
+) -> dict[str, Any]:
     """Return a copy of `raw` with the key at `dotted` (``listeners.0.port``) set to `text`.
 
     The value is parsed as a YAML scalar, so ``8080`` is a number and ``null`` is None; list
-    items are addressed by index, and the index one past the end appends a new item.
-    """
+    items are addressed by index, and the index one past the end appends a new item. Sections
+    it makes take the origin of `dotted` in `origins`, so errors inside them name it."""
+    origin = origins[_key_path(dotted)]
     secret = _key_path(dotted) == SECRET_KEY
     try:
-        value = _parse_yaml(text)
+        value = parse_yaml(text)
     except yaml.YAMLError as exc:
         if not secret and _BRACKETED_ADDRESS.fullmatch(text) is None:
-            raise ConfigError(f"{origin}: invalid value {text!r}: {_yaml_problem(exc)}") from None
+            raise ConfigError(f"{origin}: invalid value {text!r}: {yaml_problem(exc)}") from None
         value = text  # a token, or ``[IPv6]:PORT``: YAML reads a list then a colon
     if secret and not isinstance(value, str | None):
         value = text  # a token is text, and an error about it would print it
@@ -206,9 +173,9 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
                     # A section the file leaves out: what the defaults hold there (the one
                     # listener), else a list when the next part is an index.
                     child = _LEFT_OUT.get(part, []) if parts[depth + 1].isdecimal() else {}
+                    origins[_key_path(".".join(parts[: depth + 1]))] = origin
                 elif not isinstance(child, list | dict):
-                    path = ".".join(parts[: depth + 1])
-                    shown = _show(child)
+                    path, shown = ".".join(parts[: depth + 1]), _show(child)
                     raise ConfigError(f"{origin}: cannot set {dotted!r}: {path!r} is {shown}")
                 child = list(child) if isinstance(child, list) else dict(child)
                 node[part] = child
@@ -217,6 +184,7 @@ def _override(raw: dict[str, Any], dotted: str, text: str, origin: str) -> dict[
             index = int(part)
             if index == len(node):
                 node.append({})
+                origins[_key_path(".".join(parts[: depth + 1]))] = origin
             if last:
                 node[index] = value
             else:
@@ -270,7 +238,8 @@ def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, source: str, pa
         raise ConfigError(f"{source}: {path}: expected {' or '.join(wanted)}, got {_show(value)}")
     if origin is tuple and dataclasses.is_dataclass(args[0]):
         if not isinstance(value, list) or not (value or fld.metadata.get("may_be_empty")):
-            raise ConfigError(f"{source}: {path}: expected a non-empty list, got {_show(value)}")
+            kind = "a list" if fld.metadata.get("may_be_empty") else "a non-empty list"
+            raise ConfigError(f"{source}: {path}: expected {kind}, got {_show(value)}")
         return tuple(_build(args[0], item, source, f"{path}[{i}]") for i, item in enumerate(value))
     if origin is tuple:
         if not isinstance(value, list):
@@ -287,7 +256,9 @@ def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, source: str, pa
         return value
     if hint is str:
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{source}: {path}: expected a non-empty string, got {_show(value)}")
+            secret = path == SECRET_KEY and value != ""  # a number YAML read: show none of it
+            shown = "no text (a secret, not shown); quote it" if secret else _show(value)
+            raise ConfigError(f"{source}: {path}: expected a non-empty string, got {shown}")
         return value
     if hint is bool:
         if not isinstance(value, bool):
@@ -305,12 +276,22 @@ def _convert_number(
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
     wrong_kind = hint is int and not isinstance(value, int)
     if not numeric or wrong_kind or (isinstance(value, float) and math.isnan(value)):
-        raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {_show(value)}")
+        hint = _number_hint(value)
+        raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {_show(value)}{hint}")
     # Compared exactly: an integer of hundreds of digits has no float to convert to.
     if not low <= value <= high:
         shown = _show(value) if isinstance(value, int) else _fmt(value)
         raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {shown}")
     return hint(value)  # type: ignore[no-any-return]
+
+
+def _number_hint(value: Any) -> str:
+    """How to write `value`, text YAML 1.1 reads though it is a number (``1e3``), else ``""``."""
+    try:
+        number = float(value) if isinstance(value, str) else math.nan
+    except ValueError:
+        return ""
+    return f" (YAML reads it as text; write {_fmt(number)})" if math.isfinite(number) else ""
 
 
 MIN_TOKEN_CHARS = 16
@@ -321,8 +302,8 @@ def _check_consistency(config: Config, source: str) -> None:
     status = config.status
     if status.token is not None and len(status.token) < MIN_TOKEN_CHARS:
         raise ConfigError(
-            f"{source}: status.token: too short ({len(status.token)} characters, need at least"
-            f" {MIN_TOKEN_CHARS}); generate one with: python3 -c 'import secrets;"
+            f"{source}: status.token: too short ({count_of(len(status.token), 'character')},"
+            f" need at least {MIN_TOKEN_CHARS}); generate one with: python3 -c 'import secrets;"
             " print(secrets.token_urlsafe(32))'"
         )
     if status.token is None and not status.on_loopback:
@@ -331,6 +312,12 @@ def _check_consistency(config: Config, source: str) -> None:
             " loopback address; set a token (python3 -c 'import secrets;"
             " print(secrets.token_urlsafe(32))') or bind status.host to 127.0.0.1"
         )
+    for index, name in enumerate(status.allowed_hosts):  # as web.access compares a Host name
+        if {"*", "/", "[", "]"} & set(name) or name.count(":") == 1:
+            raise ConfigError(
+                f"{source}: status.allowed_hosts[{index}]: expected a name or address alone,"
+                f" which every port matches (example.com, ::1), got {name!r}"
+            )
     for index, open_path in enumerate(status.open_paths):
         if not open_path.startswith("/"):
             raise ConfigError(
@@ -346,7 +333,22 @@ def _check_consistency(config: Config, source: str) -> None:
             raise ConfigError(
                 f"{source}: listeners[{index}].name: duplicate listener name {name!r}"
             )
+    _check_addresses(config, source)
     _check_watch(config.watch, f"{source}: watch")
+
+
+def _check_addresses(config: Config, source: str) -> None:
+    """No two sockets on one address (port 0: any free one); a bind would fail as if taken."""
+    status, listeners = config.status, enumerate(config.listeners)
+    sockets = [(f"listeners[{i}]", s.protocol, s.host, s.port) for i, s in listeners]
+    held: dict[tuple[str, str, int], str] = {}
+    for key, protocol, host, port in [*sockets, ("status", "tcp", status.host, status.port)]:
+        other = held.setdefault((protocol, host, port), key)
+        if port and other != key:
+            raise ConfigError(
+                f"{source}: {key}.port: {url_host(host)}:{port}/{protocol} is {other}'s address"
+                " too; give each its own port (or 0 for any free one)"
+            )
 
 
 _WATCH_TARGET = re.compile(

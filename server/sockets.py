@@ -67,6 +67,8 @@ def bind_udp(key: str, host: str, port: int, reuse_port: bool = False) -> list[s
 def resolve(key: str, host: str, port: int, kind: socket.SocketKind) -> None:
     """Look `host` up as binding it would, without binding (``--check-config``); a
     `ConfigError` naming `key`'s host if it can't be resolved."""
+    if host.startswith("[") and host.endswith("]"):  # as in a URL; no resolver reads it so
+        raise ConfigError(f"{key}.host: {host!r}: write the address without brackets, {host[1:-1]}")
     try:
         socket.getaddrinfo(None if host == "::" else host, port, type=kind, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:

@@ -24,8 +24,9 @@ from collections.abc import Callable, Mapping
 from tornado.iostream import PipeIOStream, StreamClosedError
 
 from echostat.server import __version__
+from echostat.server.access_log import AccessLog
 from echostat.server.config import Config, ListenerConfig
-from echostat.server.config_loading import describe_source, load_config, read_config_text
+from echostat.server.config_loading import describe_source, load_config, reread_config_text
 from echostat.server.fleet import FleetStats
 from echostat.server.messages import (
     REPORT_MAX_BYTES,
@@ -131,13 +132,17 @@ class Supervisor:
 
     def _load(self) -> Config:
         """Read and validate the config file once, for the supervisor and all its workers."""
-        text = read_config_text(self._config_path)
+        text = reread_config_text(self._config_path)
         config = load_config(self._config_path, os.environ, self._overrides, text=text)
         self._loaded_text = text
         return config
 
     def _apply(self, config: Config) -> None:
-        """Put the config `_load` validated in force here and pass its text to each worker."""
+        """Put the config `_load` validated in force here and pass its text to each worker;
+        raises `ResourceError`, changing nothing, when a new access log can't be opened."""
+        if config.access_log.enabled and config.access_log != self.config.access_log:
+            # Each worker opens its own: one that can't refuses here, not in every worker.
+            AccessLog(config.access_log).close()
         self.config = config
         self._config_text = self._loaded_text
         self.status.reconfigure(config)

@@ -393,3 +393,43 @@ def test_echostat_reload_of_a_worker_names_its_supervisor(reloadable: Reloadable
         f" pass --pid {echostat.pid}\n"
     )
     assert not any("SIGHUP" in line for line in echostat.log)
+
+
+async def test_with_workers_an_access_log_that_cannot_be_opened_refuses_the_reload(
+    reloadable: Reloadable, tmp_path: Path
+) -> None:
+    """With workers, each of which opens its own access log, a new path none can open is
+    refused by the supervisor in one line, before any worker or the page takes the config."""
+    echostat, path = reloadable(workers=2, limits={"max_connections_per_ip": 5})
+    unwritable = tmp_path / "missing" / "access.log"
+    rewrite(
+        path,
+        limits={"max_connections_per_ip": 1},
+        access_log={"enabled": True, "path": str(unwritable)},
+    )
+    before = len(echostat.log)
+    line = reload(echostat, REFUSED)
+    assert f"reload: reload refused: access_log.path: cannot open {unwritable}" in line
+    rewrite(path, limits={"max_connections_per_ip": 2}, access_log={"enabled": False})
+    lines = [reload(echostat), *(echostat.wait_for_line(RELOADED) for _ in range(2))]
+    assert [entry for entry in echostat.log[before:] if REFUSED in entry] == [line], lines
+    stats = await get_json(echostat.status_port)
+    assert stats["config"]["reloads_failed"] == 1 and stats["config"]["reloads"] == 1
+    assert stats["limits"]["max_connections_per_ip"] == 2
+
+
+async def test_a_config_file_emptied_when_sighup_comes_is_refused(tmp_path: Path) -> None:
+    """A file truncated to be written again (the state ``>`` and many editors pass through)
+    is refused in one line naming it, not read as every key at its default: the limit from
+    the file stays in force."""
+    path = write_config(tmp_path / "config.yaml", {"limits": {"idle_timeout_s": 30}})
+    ports = ("--set", "listeners.0.port=0", "--set", "status.port=0")
+    echostat = EchostatProcess(["--config", str(path), *ports]).start()
+    try:
+        path.write_text("")
+        line = reload(echostat, "echostat.server.reload: ")
+        assert f"reload refused: {path}: empty" in line, line
+        stats = await get_json(echostat.status_port)
+        assert stats["limits"]["idle_timeout_s"] == 30 and stats["config"]["reloads_failed"] == 1
+    finally:
+        echostat.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from echostat.server.config import Config, ConfigError, LimitsConfig, ListenerConfig
-from echostat.server.config_loading import load_config
+from echostat.server.config_loading import check_config, load_config, reread_config_text
 from tests.helpers import BAD_CONFIGS, REPO
 
 
@@ -264,3 +264,98 @@ def test_a_token_from_a_variable_or_flag_is_taken_as_written(
     """A token that YAML would read as a tag, an alias or a number is that text: it is a
     secret, so no error message would be allowed to print it back."""
     assert _load(write_config, "", env, *overrides).status.token == token
+
+
+def test_a_yaml_merge_key_shares_settings_that_the_mapping_own_keys_override(
+    write_config: Path,
+) -> None:
+    """``<<: *anchor`` (YAML's merge key) gives a listener another's settings, its own keys
+    winning; it is no duplicate key, while a key written twice in one mapping still is."""
+    text = (
+        "listeners:\n"
+        "  - &echo {name: main, host: '::1', port: 0, backlog: 64}\n"
+        "  - <<: *echo\n"
+        "    name: report\n"
+        "    report: true\n"
+    )
+    main, report = _load(write_config, text).listeners
+    assert report == dataclasses.replace(main, name="report", report=True)
+    with pytest.raises(ConfigError, match="duplicate key 'name' at line 6"):
+        _load(write_config, text + "    name: again\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "limits:\n  idle_timeout_s: 1e3\n",
+            "config.yaml: limits.idle_timeout_s: expected a number 0..604800, got '1e3'"
+            " (YAML reads it as text; write 1000)",
+        ),
+        (
+            "status:\n  header_timeout_s: 25E-2\n",
+            "config.yaml: status.header_timeout_s: expected a number 0.1..3600, got '25E-2'"
+            " (YAML reads it as text; write 0.25)",
+        ),
+    ],
+)
+def test_a_number_yaml_reads_as_text_is_refused_saying_how_to_write_it(
+    write_config: Path, text: str, message: str
+) -> None:
+    """An exponent without a dot (``1e3``) is text to YAML 1.1: the message says how to write
+    the number instead of only that a number was expected."""
+    with pytest.raises(ConfigError) as error:
+        _load(write_config, text)
+    assert str(error.value) == message
+
+
+def test_a_config_file_gone_at_reload_is_named_without_the_start_flag(tmp_path: Path) -> None:
+    """At a reload the file the process started from is gone: the message says so, and does
+    not ask for --config, which a running process can't be given."""
+    with pytest.raises(ConfigError) as error:
+        reread_config_text(tmp_path / "config.yaml")
+    assert str(error.value) == (
+        f"{tmp_path / 'config.yaml'}: file not found (moved or deleted since echostat started)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ("listeners.1.name=b", "listeners.1.port=7007"),
+            "--set listeners.1.port: listeners[1].port: 127.0.0.1:7007/tcp is listeners[0]'s"
+            " address too; give each its own port (or 0 for any free one)",
+        ),
+        (
+            ("listeners.0.host=::1", "status.host=::1", "status.port=7007"),
+            "--set status.port: status.port: [::1]:7007/tcp is listeners[0]'s address too;"
+            " give each its own port (or 0 for any free one)",
+        ),
+    ],
+    ids=["two-listeners", "listener-and-status"],
+)
+def test_two_sockets_of_one_config_on_one_address_are_refused_naming_both(
+    write_config: Path, overrides: Sequence[str], message: str
+) -> None:
+    """The second bind would fail as if another process held the port; --check-config names
+    both keys instead. TCP and UDP on one port, or one port on two hosts, are two addresses."""
+    with pytest.raises(ConfigError) as error:
+        _load(write_config, "", {}, *overrides)
+    assert str(error.value) == message
+    both = ("listeners.1.name=b", "listeners.1.port=7007", "listeners.1.protocol=udp")
+    assert _load(write_config, "", {}, *both).listeners[1].port == 7007
+    hosts = ("listeners.1.name=b", "listeners.1.port=7007", "listeners.1.host=::1")
+    assert _load(write_config, "", {}, *hosts).listeners[1].port == 7007
+
+
+def test_a_host_in_brackets_is_refused_saying_to_write_it_without() -> None:
+    """``[::1]`` is how an address goes in a URL or a watch target, not in ``host``: the check
+    says to drop the brackets instead of that the name can't be resolved."""
+    for value in ('"[::1]"', "[::1]"):
+        with pytest.raises(ConfigError) as error:
+            check_config(None, {}, [f"listeners.0.host={value}"])
+        assert str(error.value) == (
+            "--set listeners.0.host: listeners[0].host: '[::1]': write the address without"
+            " brackets, ::1"
+        )

@@ -121,3 +121,105 @@ def test_errors_inside_sections_name_the_key_and_the_flag(
     with pytest.raises(ConfigError) as error:
         validate_config("listeners: [{name: main}]\n", "config.yaml", {}, overrides)
     assert str(error.value).startswith(message), str(error.value)
+
+
+FILE_LEAVING_OUT = "listeners: [{name: main, tls: null}]\nwatch: {targets: []}\n"
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "message"),
+    [
+        (
+            {},
+            ["limit.idle_timeout_s=5"],
+            "--set limit.idle_timeout_s: limit: unknown key (allowed here: listeners,",
+        ),
+        (
+            {"ECHOSTAT_LIMIT__IDLE_TIMEOUT_S": "5"},
+            [],
+            "environment variable ECHOSTAT_LIMIT__IDLE_TIMEOUT_S: limit: unknown key",
+        ),
+        (
+            {},
+            ["status.port.tcp=8080"],
+            "--set status.port.tcp: status.port: expected an integer 0..65535, got a mapping",
+        ),
+        (
+            {},
+            ["listeners.0.tls.cert=c.pem"],
+            "--set listeners.0.tls.cert: listeners[0].tls.key: missing (this key is required)",
+        ),
+        (
+            {"ECHOSTAT_WATCH__TARGETS__0__TARGET": "127.0.0.1:7"},
+            [],
+            "environment variable ECHOSTAT_WATCH__TARGETS__0__TARGET: watch.targets[0].name:"
+            " missing (this key is required)",
+        ),
+        (
+            {},
+            ["watch.targets.0.target=127.0.0.1:7"],
+            "--set watch.targets.0.target: watch.targets[0].name: missing (this key is required)",
+        ),
+    ],
+    ids=[
+        "misspelt-section",
+        "misspelt-section-by-env",
+        "under-a-number",
+        "new-tls",
+        "new-target",
+        "new-item-of-a-list",
+    ],
+)
+def test_a_section_a_variable_or_flag_made_is_blamed_on_it_not_the_file(
+    env: dict[str, str], overrides: list[str], message: str
+) -> None:
+    """What a file leaves out and an override put there (a misspelt section, a mapping under a
+    number, a section missing a required key) is named as the variable's or the flag's."""
+    with pytest.raises(ConfigError) as error:
+        validate_config(FILE_LEAVING_OUT, "config.yaml", env, overrides)
+    assert str(error.value).startswith(message), str(error.value)
+
+
+def test_a_one_character_token_is_refused_in_the_singular() -> None:
+    """The message counts the token's length in words, as every other line counts."""
+    with pytest.raises(ConfigError, match=r"status\.token: too short \(1 character, need"):
+        validate_config("status: {token: x}\n", "config.yaml")
+
+
+def test_watch_targets_that_are_no_list_are_refused_as_a_list_which_may_be_empty() -> None:
+    """``watch.targets: []`` is valid, so the message asks for a list, not a non-empty one."""
+    with pytest.raises(ConfigError) as error:
+        validate_config("watch: {targets: 127.0.0.1:7}\n", "config.yaml")
+    assert str(error.value) == "config.yaml: watch.targets: expected a list, got '127.0.0.1:7'"
+
+
+@pytest.mark.parametrize(
+    "name", ["example.com:8080", "[::1]", "https://example.com", "*.example.com"]
+)
+def test_an_allowed_host_that_no_host_header_can_match_is_refused(name: str) -> None:
+    """A Host header's name is compared without its port or brackets, and no pattern: an entry
+    with one would never match, and is refused naming it instead of silently doing nothing."""
+    with pytest.raises(ConfigError) as error:
+        validate_config("", "config.yaml", {}, [f"status.allowed_hosts=[{name!r}]"])
+    assert str(error.value) == (
+        "--set status.allowed_hosts: status.allowed_hosts[0]: expected a name or address"
+        f" alone, which every port matches (example.com, ::1), got {name!r}"
+    )
+    allowed = ["example.com", "::1", "10.0.0.5"]
+    assert validate_config("", "c.yaml", {}, [f"status.allowed_hosts={allowed}"]).config
+
+
+@pytest.mark.parametrize(
+    "written", ["1234567890123456789012", "0x1234567890abcdef12", "12345.67890123456"]
+)
+def test_a_token_yaml_reads_as_a_number_is_refused_without_printing_it(written: str) -> None:
+    """In the file a token of digits is a number to YAML: the message says to quote it and
+    shows none of it, as a log line or a reload refusal would keep it."""
+    with pytest.raises(ConfigError) as error:
+        validate_config(f"status:\n  token: {written}\n", "config.yaml")
+    assert str(error.value) == (
+        "config.yaml: status.token: expected a non-empty string, got no text (a secret, not"
+        " shown); quote it"
+    )
+    digits = "".join(char for char in written if char.isdigit())
+    assert digits[:6] not in str(error.value)

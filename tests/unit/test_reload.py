@@ -16,7 +16,8 @@ from echostat.server.config import (
     StatusConfig,
     UDPConfig,
 )
-from echostat.server.reload import ReloadCounters, Reloader, changed_keys
+from echostat.server.reload import RESTART_KEYS, ReloadCounters, Reloader, changed_keys
+from tests.helpers import REPO
 
 BASE = Config()
 
@@ -128,3 +129,17 @@ def test_a_step_of_apply_that_fails_first_refuses_the_reload(
     assert not reload.reload()
     assert reload.current is BASE and (counters.reloads, counters.failed) == (0, 1)
     assert "access_log.path: cannot open /nowhere" in caplog.text
+
+
+def test_config_yaml_names_every_key_a_reload_refuses() -> None:
+    """The shipped config.yaml's opening comment, what an operator reads before a SIGHUP,
+    names each key that needs a restart, as the reload's refusal does."""
+    opening = " ".join(
+        line.lstrip("# ") for line in (REPO / "config.yaml").read_text().splitlines()[:10]
+    )
+    named = ("workers", "event_loop", "udp", "status address")
+    listener_keys = ("name", "protocol", "host", "port", "backlog", "report")
+    assert all(word in opening for word in (*named, *listener_keys)), opening
+    refused = ["workers", "event_loop", "udp.max_peers", "status.port", "status.host"]
+    refused += [f"listeners[0].{key}" for key in listener_keys]
+    assert all(RESTART_KEYS.match(key) for key in refused)
