@@ -74,7 +74,8 @@ class ProxyHeaderProtocol(asyncio.Protocol):
         """Reject the connection for `reason` (what was wrong: `detail`), unless its fate is
         already settled."""
         if self._settle(reason):
-            self._admission.reject(reason, self._echo.peer, self._echo.listener.name, detail)
+            echo = self._echo
+            self._admission.reject(reason, echo.peer, echo.listener.name, detail, echo.via)
             if self._transport is not None:
                 self._transport.abort()
 
