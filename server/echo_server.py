@@ -223,13 +223,12 @@ class EchoServer(TCPServer):
         if not (limits.idle_timeout_s or limits.max_lifetime_s):
             return
         now = self.registry.clock()
-        wall_now = self.registry.wall_clock()
         for conn in list(self.registry.active_connections()):
             if not isinstance(conn, EchoProtocol):
                 continue
             if limits.idle_timeout_s and now - conn.last_activity >= limits.idle_timeout_s:
                 self._expire(conn, "idle_timeout")
-            elif limits.max_lifetime_s and wall_now - conn.connected_at >= limits.max_lifetime_s:
+            elif limits.max_lifetime_s and now - conn.opened_monotonic >= limits.max_lifetime_s:
                 self._expire(conn, "max_lifetime")
 
     def _expire(self, conn: EchoProtocol, reason: ServerCloseReason) -> None:

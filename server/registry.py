@@ -74,6 +74,7 @@ class Connection:
         "via",
         "listener",
         "connected_at",
+        "opened_monotonic",
         "bytes_received",
         "bytes_sent",
         "last_activity",
@@ -92,6 +93,7 @@ class Connection:
         self.via: str | None = None
         self.listener = listener
         self.connected_at = 0.0
+        self.opened_monotonic = 0.0  # max_lifetime_s counts from it: no wall clock step moves it
         self.bytes_received = 0
         self.bytes_sent = 0
         self.last_activity = 0.0
@@ -248,7 +250,7 @@ class Registry:
         conn.id = self._next_id
         self._next_id += 1
         conn.connected_at = self.wall_clock()
-        conn.last_activity = self.clock()
+        conn.last_activity = conn.opened_monotonic = self.clock()
         self._active[conn.id] = conn
         per_ip = self._per_ip
         per_ip[conn.ip] = per_ip.get(conn.ip, 0) + 1
