@@ -99,13 +99,14 @@ class AccessLog:
             **_syn_fields(conn.syn),
         )
 
-    def rejected(self, reason: str, peer: str, listener: str) -> None:
-        """Log a connection closed at accept time for `reason`."""
+    def rejected(self, reason: str, peer: str, listener: str, via: str | None = None) -> None:
+        """Log a connection closed at accept time for `reason`; `via`: the balancer, when
+        `peer` is the client its PROXY header named."""
         self._write(
             self._clock(),
             event="reject",
             peer=peer,
-            via=None,
+            via=via,
             listener=listener,
             duration_s=0.0,
             bytes_received=0,

@@ -81,12 +81,18 @@ class Admission:
         self._awaiting_header -= 1
 
     def reject(
-        self, reason: RejectReason, peer: str, listener: str, detail: str | None = None
+        self,
+        reason: RejectReason,
+        peer: str,
+        listener: str,
+        detail: str | None = None,
+        via: str | None = None,
     ) -> None:
         """Count, log and access-log a refused connection, the warning saying what was wrong
-        if `detail` does; the caller closes it."""
+        if `detail` does; `via`: the balancer, when `peer` is the client its PROXY header
+        named. The caller closes the connection."""
         self.registry.reject(reason)
         said = f" ({detail})" if detail else ""
         self._rejections.warning("rejected %s on %s: %s%s", peer, listener, reason, said)
         if self.access_log is not None:
-            self.access_log.rejected(reason, peer, listener)
+            self.access_log.rejected(reason, peer, listener, via)

@@ -25,7 +25,7 @@ from echostat.server.config import LimitsConfig, ListenerConfig
 from echostat.server.echo import EchoProtocol
 from echostat.server.listeners import Listeners
 from echostat.server.proxy_handshake import ProxyHeaderProtocol
-from echostat.server.registry import ListenerStats, Registry, peer_name
+from echostat.server.registry import ListenerStats, Registry, ServerCloseReason, peer_name
 from echostat.server.report import ReportingEchoProtocol
 from echostat.server.syn import SAVED_SYN_BYTES, TCP_SAVE_SYN, TCP_SAVED_SYN
 
@@ -56,7 +56,8 @@ class EchoServer(TCPServer):
         self.budget = BufferBudget(limits.max_buffered_bytes)
         self.budget.on_lending = self._lending_changed
         registry.budget = self.budget
-        self._setups: set[asyncio.Task[Any]] = set()
+        self._handshakes: dict[EchoProtocol, asyncio.Task[Any]] = {}
+        """TLS handshakes under way, by connection: ending one early cancels its handshake."""
         self._housekeeping = PeriodicCallback(self._expire_connections, _HOUSEKEEPING_S * 1000)
         self._save_syn = False
         """Listening sockets keep each SYN, read once per accepted connection (path quality)."""
@@ -120,7 +121,7 @@ class EchoServer(TCPServer):
         await self._wait_for_no_connections(_EOF_LINGER_S)
         for conn in list(self.registry.active_connections()):
             if isinstance(conn, EchoProtocol):
-                conn.expire("shutdown")
+                self._expire(conn, "shutdown")
         self._housekeeping.stop()
         return len(remaining)
 
@@ -188,13 +189,13 @@ class EchoServer(TCPServer):
                 ssl_handshake_timeout=tls.handshake_timeout_s,
             )
         )
-        self._setups.add(handshake)
+        self._handshakes[echo] = handshake
         handshake.add_done_callback(lambda task: self._handshake_done(task, echo, connection))
 
     def _handshake_done(
         self, task: asyncio.Task[Any], protocol: EchoProtocol, connection: socket.socket
     ) -> None:
-        self._setups.discard(task)
+        self._handshakes.pop(protocol, None)
         if task.cancelled():
             self._setup_failed(protocol, connection, asyncio.CancelledError())
         elif (error := task.exception()) is not None:
@@ -222,14 +223,21 @@ class EchoServer(TCPServer):
         if not (limits.idle_timeout_s or limits.max_lifetime_s):
             return
         now = self.registry.clock()
-        wall_now = self.registry.wall_clock()
         for conn in list(self.registry.active_connections()):
             if not isinstance(conn, EchoProtocol):
                 continue
             if limits.idle_timeout_s and now - conn.last_activity >= limits.idle_timeout_s:
-                conn.expire("idle_timeout")
-            elif limits.max_lifetime_s and wall_now - conn.connected_at >= limits.max_lifetime_s:
-                conn.expire("max_lifetime")
+                self._expire(conn, "idle_timeout")
+            elif limits.max_lifetime_s and now - conn.opened_monotonic >= limits.max_lifetime_s:
+                self._expire(conn, "max_lifetime")
+
+    def _expire(self, conn: EchoProtocol, reason: ServerCloseReason) -> None:
+        """End `conn` for `reason`; one still in its TLS handshake has no transport to abort,
+        so the handshake is cancelled, which closes its socket."""
+        conn.expire(reason)
+        handshake = self._handshakes.pop(conn, None)
+        if handshake is not None:
+            handshake.cancel()
 
 
 def _keep_syns(sock: socket.socket, on: bool) -> None:

@@ -49,10 +49,10 @@ class ProxyHeaderProtocol(asyncio.Protocol):
             self._hand_over(result.source, result.remainder)
 
     def eof_received(self) -> None:
-        self._fail("proxy_header_invalid")
+        self._fail("proxy_header_invalid", "closed before the header was complete")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail("proxy_header_invalid")
+        self._fail("proxy_header_invalid", "connection lost before the header was complete")
 
     def _hand_over(self, source: Endpoint | None, remainder: bytes) -> None:
         echo, transport = self._echo, self._transport
@@ -74,7 +74,8 @@ class ProxyHeaderProtocol(asyncio.Protocol):
         """Reject the connection for `reason` (what was wrong: `detail`), unless its fate is
         already settled."""
         if self._settle(reason):
-            self._admission.reject(reason, self._echo.peer, self._echo.listener.name, detail)
+            echo = self._echo
+            self._admission.reject(reason, echo.peer, echo.listener.name, detail, echo.via)
             if self._transport is not None:
                 self._transport.abort()
 

@@ -74,6 +74,7 @@ class Connection:
         "via",
         "listener",
         "connected_at",
+        "opened_monotonic",
         "bytes_received",
         "bytes_sent",
         "last_activity",
@@ -92,6 +93,7 @@ class Connection:
         self.via: str | None = None
         self.listener = listener
         self.connected_at = 0.0
+        self.opened_monotonic = 0.0  # max_lifetime_s counts from it: no wall clock step moves it
         self.bytes_received = 0
         self.bytes_sent = 0
         self.last_activity = 0.0
@@ -248,7 +250,7 @@ class Registry:
         conn.id = self._next_id
         self._next_id += 1
         conn.connected_at = self.wall_clock()
-        conn.last_activity = self.clock()
+        conn.last_activity = conn.opened_monotonic = self.clock()
         self._active[conn.id] = conn
         per_ip = self._per_ip
         per_ip[conn.ip] = per_ip.get(conn.ip, 0) + 1
@@ -378,7 +380,6 @@ class Registry:
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:
         """Open connections, most bytes moved first, at most `limit` of them."""
         now = self.clock()
-        wall_now = self.wall_clock()
         active = self._active.values()
         # A page asks for the top 100 of maybe 10,000 every second: no full sort for that.
         ranked = (
@@ -386,7 +387,7 @@ class Registry:
             if limit is None
             else heapq.nlargest(limit, active, key=moved)
         )
-        return self._rows(ranked, now, wall_now)
+        return self._rows(ranked, now)
 
     async def connections_page(
         self, limit: int, after: RowKey | None, encode: RowsEncoder | None = None
@@ -404,11 +405,9 @@ class Registry:
     def rows(self, connections: list[Connection]) -> list[ConnectionSnapshot]:
         """Those of `connections` still open, as rows, their TCP_INFO read now."""
         still_open = [conn for conn in connections if conn.id in self._active]
-        return self._rows(still_open, self.clock(), self.wall_clock())
+        return self._rows(still_open, self.clock())
 
-    def _rows(
-        self, connections: list[Connection], now: float, wall_now: float
-    ) -> list[ConnectionSnapshot]:
+    def _rows(self, connections: list[Connection], now: float) -> list[ConnectionSnapshot]:
         """`connections` as rows, their TCP_INFO read now when path quality is on."""
         if self.tcp_info_interval_s is not None:
             for conn in connections:
@@ -421,7 +420,7 @@ class Registry:
                 worker=self.pid,
                 listener=c.listener.name,
                 connected_at=c.connected_at,
-                age_s=max(0.0, wall_now - c.connected_at),
+                age_s=max(0.0, now - c.opened_monotonic),
                 idle_s=max(0.0, now - c.last_activity),
                 bytes_received=c.bytes_received,
                 bytes_sent=c.bytes_sent - c.unsent_bytes(),

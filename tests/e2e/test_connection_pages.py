@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -68,6 +69,18 @@ async def test_busiest_view_has_no_next_cursor(service: Service) -> None:
     assert page["total"] == 3 and page["next_cursor"] is None
     assert [row["bytes_received"] for row in page["connections"]] == [3, 2]
     await close_all([writer for _, writer in clients])
+
+
+async def test_age_is_how_long_a_connection_has_been_open_whatever_the_wall_clock_does(
+    service: Service,
+) -> None:
+    """The wall clock stepped an hour forward (NTP, a restored VM) while a client is
+    connected: its age_s is still how long it has been open, not an hour more."""
+    _, writer = await echo_once(service.echo_port("main"), b"x")
+    service.registry.wall_clock = lambda: time.time() + 3600
+    (row,) = (await get_json(service.status_port, "/api/connections"))["connections"]
+    assert row["age_s"] < 60
+    await close_all([writer])
 
 
 async def test_a_walk_lists_each_connection_once_while_others_come_and_go(

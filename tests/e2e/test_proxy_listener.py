@@ -137,3 +137,19 @@ async def test_an_invalid_header_is_warned_about_with_what_is_wrong(
     await wait_until(lambda: service.registry.rejected["proxy_header_invalid"] == 1)
     (warning,) = [r.getMessage() for r in caplog.records]
     assert warning.endswith("on lb: proxy_header_invalid (v2 header longer than 552 bytes)")
+
+
+async def test_a_header_cut_short_by_the_client_is_warned_about_as_cut_short(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Half a header, then the client's EOF: the warning says the header was cut short,
+    as it says what was wrong with a malformed one."""
+    caplog.set_level(logging.WARNING, logger="echostat.server.admission")
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.echo_port("lb"))
+    writer.write(b"PROXY TCP4 198.51")
+    writer.write_eof()
+    assert await asyncio.wait_for(reader.read(), DEADLINE_S) == b""
+    writer.close()
+    await wait_until(lambda: service.registry.rejected["proxy_header_invalid"] == 1)
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.endswith("proxy_header_invalid (closed before the header was complete)")

@@ -116,6 +116,34 @@ async def test_rejected_connection_gets_a_line_with_its_reason(
     assert (closed["event"], str(closed["bytes_received"])) == ("close", "1")
 
 
+async def test_a_client_its_balancer_named_is_rejected_with_the_balancer_as_via(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """Over the per-IP limit behind a balancer: the reject line names the client from the
+    PROXY header as peer and the balancer as via, as a close line does."""
+    log = tmp_path / "access.log"
+    balancer = {"proxy_protocol": True, "proxy_trusted": ["127.0.0.0/8"]}
+    service = await start_service(
+        listeners=[{"name": "lb", "host": "127.0.0.1", "port": 0, **balancer}],
+        access_log=log_section(log, "json"),
+        limits={"max_connections_per_ip": 1},
+    )
+    port = service.echo_port("lb")
+    header = b"PROXY TCP4 198.51.100.7 192.0.2.1 40000 7007\r\n"
+    send = asyncio.get_running_loop().sock_sendall
+    with await connect(port) as first:
+        await send(first, header)
+        assert await echo(first, b"a") == b"a"
+        with await connect(port) as second:
+            balancer_port = second.getsockname()[1]
+            await send(second, header)
+            assert await asyncio.wait_for(read_until_closed(second), 30) == 0
+        (rejected,) = await lines_when(log, "json", 1)
+    assert (rejected["event"], rejected["reason"]) == ("reject", "max_connections_per_ip")
+    assert rejected["peer"] == "198.51.100.7:40000"
+    assert rejected["via"] == f"127.0.0.1:{balancer_port}"
+
+
 async def test_sigusr1_reopens_the_log_after_it_was_moved(
     start_echostat: StartEchostat, tmp_path: Path
 ) -> None:

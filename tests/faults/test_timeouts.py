@@ -49,6 +49,23 @@ async def test_busy_client_is_closed_after_max_lifetime(start_service: StartServ
     assert (counts["active"], counts["closed_by_server"]) == (0, {"max_lifetime": 1})
 
 
+async def test_max_lifetime_is_not_cut_short_by_a_wall_clock_step(
+    start_service: StartService,
+) -> None:
+    """The wall clock stepped forward an hour (NTP, a restored VM) right after a client
+    connected: the client still gets its full max_lifetime_s, timed from its connect."""
+    service = await start_service(limits={"idle_timeout_s": 0, "max_lifetime_s": 2})
+    registry = service.registry
+    with await connect(service.echo_port("main")) as sock:
+        connected = time.monotonic()
+        assert await echo(sock, b"hello") == b"hello"
+        registry.wall_clock = lambda: time.time() + 3600
+        await asyncio.wait_for(read_until_closed(sock), DEADLINE_S)
+        assert time.monotonic() - connected >= 2.0
+    counts = await connections(service.status_port)
+    assert counts["closed_by_server"] == {"max_lifetime": 1}
+
+
 async def test_non_reading_clients_cost_bounded_memory_and_time_out(
     start_echostat: StartEchostat,
 ) -> None:

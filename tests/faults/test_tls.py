@@ -27,9 +27,11 @@ HANDSHAKE_TIMEOUT_S = 1.0
 SHORT_CONNECTIONS = 50
 
 
-def tls_listener(cert: Path, key: Path) -> list[dict[str, Any]]:
+def tls_listener(
+    cert: Path, key: Path, handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S
+) -> list[dict[str, Any]]:
     """The `listeners` section of one TLS listener named ``tls`` on a free loopback port."""
-    tls = {"cert": str(cert), "key": str(key), "handshake_timeout_s": HANDSHAKE_TIMEOUT_S}
+    tls = {"cert": str(cert), "key": str(key), "handshake_timeout_s": handshake_timeout_s}
     return [{"name": "tls", "host": "127.0.0.1", "port": 0, "tls": tls}]
 
 
@@ -92,6 +94,35 @@ async def test_bad_tls_client_is_closed_and_counted_quietly(
     assert document["connections"]["closed_by_server"] == {"setup_failed": 1}
     noisy = [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
     assert noisy == []
+
+
+async def test_a_handshake_stalled_past_idle_timeout_is_closed_not_echoed_later(
+    start_service: StartService, tls_files: dict[str, Path]
+) -> None:
+    """A client that says nothing for longer than idle_timeout_s, well within the handshake
+    timeout, is closed then as an idle connection: finishing its handshake afterwards gets
+    no echo, so no connection the registry has counted closed (and no longer limits) echoes."""
+    service = await start_service(
+        listeners=tls_listener(tls_files["cert"], tls_files["key"], handshake_timeout_s=60),
+        limits={"idle_timeout_s": 1},
+    )
+    with await connect(service.echo_port("tls")) as sock:
+        document = await stats_when(
+            service.status_port, lambda s: s["connections"]["closed_by_server"] != {}
+        )
+        assert document["connections"]["closed_by_server"] == {"idle_timeout": 1}
+        context = ssl.create_default_context(cafile=str(tls_files["cert"]))
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(sock=sock, ssl=context, server_hostname="127.0.0.1"),
+                DEADLINE_S,
+            )
+        except (ssl.SSLError, ConnectionError):
+            pass
+        else:
+            writer.transport.abort()
+            raise AssertionError("a connection counted closed finished its handshake")
+    assert service.registry.active == 0
 
 
 async def test_tls_client_gets_exact_echo(tls_service: Service, tls_files: dict[str, Path]) -> None:
