@@ -187,6 +187,8 @@ class Supervisor:
         while True:
             started = time.monotonic()
             process, reports, asks = await self._spawn(slot, listeners)
+            if self._stopping:  # the drain began while it started: it missed the SIGTERM
+                process.send_signal(signal.SIGTERM)
             await self._read_reports(process.pid, reports)
             code = await process.wait()
             self.fleet.retire(process.pid)
@@ -204,6 +206,8 @@ class Supervisor:
             )
             if time.monotonic() - started < RESTART_PAUSE_S:
                 await asyncio.sleep(RESTART_PAUSE_S)
+            if self._stopping:  # the drain began during the pause: nothing left to restart
+                return
 
     async def _spawn(
         self, slot: int, listeners: dict[str, list[int]]

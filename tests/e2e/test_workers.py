@@ -19,6 +19,7 @@ from tests.helpers import (
     payload,
     run_cli,
     stats_when,
+    wait_for,
     within_deadline,
 )
 
@@ -109,6 +110,35 @@ async def test_sigterm_drains_every_worker_and_exits_0(start_echostat: StartEcho
     assert await asyncio.to_thread(echostat.wait) == 0
     assert sum("exited with status 0" in line for line in echostat.log) == 2
     await close_all([writer for _, writer in clients])
+
+
+def test_sigterm_during_a_restart_pause_stops_without_starting_the_worker(
+    start_echostat: StartEchostat,
+) -> None:
+    """A worker that dies within a second of starting waits a second before it is started
+    again; a SIGTERM meanwhile ends that wait, instead of a worker started after the drain
+    began that nobody stops until the drain's deadline kills it."""
+    echostat = start_echostat(*TWO_WORKERS)
+    first = children(echostat.pid)
+    os.kill(first[0], signal.SIGKILL)
+    echostat.wait_for_line(f"(pid {first[0]}) died")
+    restarted = wait_for(
+        lambda: [pid for pid in children(echostat.pid) if pid not in first], "a new worker"
+    )
+    os.kill(restarted[0], signal.SIGKILL)
+    echostat.wait_for_line(f"(pid {restarted[0]}) died")
+    echostat.signal(signal.SIGTERM)
+    assert echostat.wait() == 0
+    drain = echostat.log[
+        next(n for n, line in enumerate(echostat.log) if "shutting down" in line) :
+    ]
+    assert not [line for line in drain if "echoing:" in line or "did not exit" in line], drain
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started that are running now, from /proc."""
+    with open(f"/proc/{pid}/task/{pid}/children") as listing:
+        return [int(child) for child in listing.read().split()]
 
 
 async def test_two_workers_hold_twice_the_connections_of_one(
