@@ -27,7 +27,7 @@ from echostat.server.snapshots import (
     RowsEncoder,
     StatsSnapshot,
 )
-from echostat.server.udp_stats import PeerSnapshot, UDPListenerSnapshot
+from echostat.server.udp_stats import RECEIVE_BUFFER, PeerSnapshot, UDPListenerSnapshot
 
 REPORT_INTERVAL_S = 0.5
 """How often workers report; the page and API lag the echo path by at most this."""
@@ -68,6 +68,10 @@ class FleetStats:
         self._pages: dict[int, _PageAnswers] = {}
         self._page_question = 0
         """Page questions count down from -1, apart from the rounds' numbers."""
+        self.kernel_drops: Callable[[], dict[str, int]] | None = None
+        """The kernel's drop counts of each UDP listener's sockets, read by whoever holds every
+        socket once, to stand for the workers' sum: workers sharing one socket, or a worker
+        restarted on its predecessor's, each read the socket's whole count."""
 
     def add_worker(self, pid: int, ask: Ask) -> None:
         """Worker `pid` runs; `ask` puts a question to it (see `refresh`)."""
@@ -142,7 +146,7 @@ class FleetStats:
                 for report in self._reports.values()
                 for worker in report.snapshot.workers
             ),
-            udp_listeners=_merge_udp_listeners(everyone),
+            udp_listeners=self._udp_listeners(everyone),
             worker_restarts=self.worker_restarts,
             config_loaded_at=self.config_state.loaded_at,
             reloads=self.config_state.reloads,
@@ -150,6 +154,15 @@ class FleetStats:
             tcp=TcpSnapshot.merge([s.tcp for s in everyone]),
             buffered_bytes=sum(s.buffered_bytes for s in live),
             access_log_errors=sum(s.access_log_errors for s in everyone),
+        )
+
+    def _udp_listeners(self, everyone: list[StatsSnapshot]) -> tuple[UDPListenerSnapshot, ...]:
+        merged = _merge_udp_listeners(everyone)
+        if self.kernel_drops is None:
+            return merged
+        drops = self.kernel_drops()
+        return tuple(
+            u if u.name not in drops else _with_receive_buffer(u, drops[u.name]) for u in merged
         )
 
     def connections(self, limit: int | None = None) -> list[ConnectionSnapshot]:
@@ -328,3 +341,11 @@ def _add_udp(a: UDPListenerSnapshot, b: UDPListenerSnapshot) -> UDPListenerSnaps
         peers=a.peers + b.peers,
         peers_evicted=a.peers_evicted + b.peers_evicted,
     )
+
+
+def _with_receive_buffer(listener: UDPListenerSnapshot, drops: int) -> UDPListenerSnapshot:
+    """`listener` with `drops` as its kernel drops (listed, as always, once there are some)."""
+    dropped = {reason: n for reason, n in listener.dropped.items() if reason != RECEIVE_BUFFER}
+    if drops:
+        dropped[RECEIVE_BUFFER] = drops
+    return dataclasses.replace(listener, dropped=dropped)

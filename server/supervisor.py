@@ -48,6 +48,7 @@ from echostat.server.sockets import (
     url_host,
 )
 from echostat.server.status_side import StatusSideFactory
+from echostat.server.udp import read_kernel_drops
 from echostat.server.wording import count_of
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,9 @@ class Supervisor:
         self._processes: dict[int, asyncio.subprocess.Process] = {}
         self._held: list[socket.socket] = []
         """Listening sockets of every worker; held open, never accepted on, by the supervisor."""
+        self._udp_sockets: dict[str, list[socket.socket]] = {}
+        """Each UDP listener's sockets, once each, whose kernel drop counters the fleet reports."""
+        self.fleet.kernel_drops = self._kernel_drops
         self._stopping = False
 
     async def run(self) -> None:
@@ -177,7 +181,14 @@ class Supervisor:
                 self._held += [sock for sockets in per_slot for sock in sockets]
             for n, sockets in enumerate(per_slot):
                 slots[n][listener.name] = [sock.fileno() for sock in sockets]
+            if listener.protocol == "udp":
+                every = [sock for sockets in per_slot for sock in sockets]
+                self._udp_sockets[listener.name] = shared if shared is not None else every
         return slots
+
+    def _kernel_drops(self) -> dict[str, int]:
+        drops = {name: read_kernel_drops(sockets) for name, sockets in self._udp_sockets.items()}
+        return {name: count for name, count in drops.items() if count is not None}
 
     def _bind_status(self) -> list[socket.socket]:
         return bind("status", self.config.status.host, self.config.status.port)

@@ -340,16 +340,9 @@ class UDPEchoServer:
 
     def _read_kernel_drops(self, stats: UDPListenerStats) -> None:
         """Sum the kernel's drop counters of `stats`' sockets into `receive_buffer_drops`."""
-        if SO_MEMINFO is None:
-            return
-        total = 0
-        for sock in self._sockets.get(stats.name, ()):
-            try:
-                drops = decode_drops(sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, BUFFER_BYTES))
-            except OSError:  # a kernel before 4.12: nothing to count
-                return
-            total += drops or 0
-        stats.receive_buffer_drops = total
+        drops = read_kernel_drops(self._sockets.get(stats.name, ()))
+        if drops is not None:
+            stats.receive_buffer_drops = drops
 
     def _report_drops(self, stats: UDPListenerStats, now: float) -> None:
         by_reason = stats.dropped_by_reason()
@@ -376,6 +369,21 @@ class UDPEchoServer:
             reasons,
             named,
         )
+
+
+def read_kernel_drops(sockets: Iterable[socket.socket]) -> int | None:
+    """The sum of the kernel's drop counters of `sockets` (each counts since it was bound), or
+    None where the kernel keeps none."""
+    if SO_MEMINFO is None:
+        return None
+    total = 0
+    for sock in sockets:
+        try:
+            drops = decode_drops(sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, BUFFER_BYTES))
+        except OSError:  # a kernel before 4.12: nothing to count
+            return None
+        total += drops or 0
+    return total
 
 
 def _enlarge_receive_buffer(sock: socket.socket) -> None:

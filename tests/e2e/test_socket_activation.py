@@ -9,10 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from echostat.server.udp import read_kernel_drops
 from tests.helpers import (
     DEADLINE_S,
     REPO,
     EchostatProcess,
+    fetch_json,
     payload,
     recv_exactly,
     recv_to_eof,
@@ -98,6 +100,36 @@ def test_an_inherited_datagram_socket_serves_a_udp_listener(
             client.connect(datagrams.getsockname())
             client.send(b"activated over udp")
             assert client.recv(100) == b"activated over udp"
+    finally:
+        datagrams.close()
+        echostat.signal(signal.SIGTERM)
+        assert echostat.wait() == 0
+
+
+def test_workers_sharing_an_inherited_datagram_socket_count_its_kernel_drops_once() -> None:
+    """Two workers read one inherited UDP socket: receive_buffer is the kernel's count of
+    datagrams it dropped there, not once per worker, so every datagram sent is received or
+    counted dropped."""
+    datagrams = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    datagrams.bind(("127.0.0.1", 0))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        for _ in range(2000):  # far more than the receive buffer holds until echostat reads
+            client.sendto(b"d" * 1000, datagrams.getsockname())
+    dropped = read_kernel_drops([datagrams])
+    assert dropped, "the kernel counted no drop"
+    udp_flags = [
+        *("--set", "listeners.0.protocol=udp", "--set", "workers=2"),
+        *("--set", "listeners.1.port=0", "--set", "status.port=0"),
+    ]
+    args = ["--config", str(REPO / "config.yaml"), *udp_flags, "--set", "shutdown_grace_s=1"]
+    echostat = EchostatProcess(args, activation={"main": datagrams})
+    try:
+        echostat.start()
+        for _ in range(2):  # each worker has read the socket's count once it warns of the drops
+            echostat.wait_for_line("udp listener main: dropped")
+        (udp,) = fetch_json(echostat.status_port)["udp_listeners"]
+        assert udp["dropped_by_reason"] == {"receive_buffer": dropped}
+        assert udp["datagrams_received"] + dropped == 2000
     finally:
         datagrams.close()
         echostat.signal(signal.SIGTERM)
