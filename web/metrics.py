@@ -18,7 +18,7 @@ from echostat.server import __version__
 from echostat.server.path_quality import RTT_BUCKETS_S, SYN_MSS_BUCKETS, TcpSnapshot
 from echostat.server.registry import REJECT_REASONS, SERVER_CLOSE_REASONS, StatsSource
 from echostat.server.syn import OPTION_NAMES
-from echostat.server.udp_stats import DROP_REASONS, UDPListenerSnapshot
+from echostat.server.udp_stats import DROP_REASONS, RECEIVE_BUFFER, UDPListenerSnapshot
 from echostat.web.counters import STATUS_CLOSE_REASONS, STATUS_REJECT_REASONS, StatusCounters
 
 
@@ -200,6 +200,10 @@ _PER_UDP_LISTENER: tuple[_Column, ...] = (
 )
 
 
+_UDP_DROP_REASONS = (*DROP_REASONS, RECEIVE_BUFFER)
+"""echostat's reasons and the kernel's, each with a series from the start."""
+
+
 def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric]:
     """Per UDP listener: datagram and byte counters, drops by reason, peers seen lately."""
     if not listeners:
@@ -211,7 +215,7 @@ def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric
         labels=["listener", "reason"],
     )
     for udp in listeners:
-        for reason, count in sorted(_every(DROP_REASONS, udp.dropped).items()):
+        for reason, count in sorted(_every(_UDP_DROP_REASONS, udp.dropped).items()):
             dropped.add_metric([udp.name, reason], count)
     yield dropped
 

@@ -10,7 +10,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from echostat.server import __version__
 from echostat.server.registry import REJECT_REASONS, SERVER_CLOSE_REASONS
-from echostat.server.udp_stats import DROP_REASONS
+from echostat.server.udp_stats import DROP_REASONS, RECEIVE_BUFFER
 from echostat.service import Service
 from echostat.web.counters import STATUS_CLOSE_REASONS, STATUS_REJECT_REASONS
 from tests.conftest import loopback_config, udp_config
@@ -129,13 +129,14 @@ async def test_every_known_reason_has_a_series_from_the_start(service: Service) 
 
 
 async def test_every_udp_drop_reason_has_a_series_from_the_start() -> None:
-    """A UDP listener's drop counter has a series at 0 for every reason before any drop."""
+    """A UDP listener's drop counter has a series at 0 for every reason before any drop, the
+    kernel's receive_buffer too."""
     service = Service(udp_config())
     await service.start()
     try:
         samples = await scrape(service)
     finally:
         await service.stop()
-    for reason in DROP_REASONS:
+    for reason in (*DROP_REASONS, RECEIVE_BUFFER):
         label = (("listener", "udp"), ("reason", reason))
         assert samples[("echostat_udp_datagrams_dropped_total", label)] == 0, reason
