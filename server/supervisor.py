@@ -263,6 +263,8 @@ class Supervisor:
     async def _drain(self, keepers: list[asyncio.Task[None]]) -> None:
         config = self.config
         self.fleet.ready = False
+        asked_at = time.monotonic()
+        await self.fleet.refresh()  # the latest reports may lack the newest connections
         open_now = self.fleet.active
         waiting = (
             f"then wait up to {config.shutdown_grace_s:g} s for"
@@ -276,7 +278,7 @@ class Supervisor:
             config.shutdown_delay_s,
             waiting,
         )
-        await asyncio.sleep(config.shutdown_delay_s)
+        await asyncio.sleep(max(0.0, config.shutdown_delay_s - (time.monotonic() - asked_at)))
         self._stopping = True
         self.fleet.accepting = False
         for process in self._processes.values():

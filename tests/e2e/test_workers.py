@@ -141,6 +141,22 @@ def children(pid: int) -> list[int]:
         return [int(child) for child in listing.read().split()]
 
 
+async def test_the_drain_line_counts_connections_opened_just_before_sigterm(
+    start_echostat: StartEchostat,
+) -> None:
+    """The supervisor's shutting-down line asks the workers how many connections are open, as
+    the API does, instead of reading reports up to half a second old that lacked the newest."""
+    echostat = start_echostat(*TWO_WORKERS)
+    clients = await within_deadline(
+        asyncio.gather(*(echo_once(echostat.echo_port, b"late") for _ in range(10)))
+    )
+    echostat.signal(signal.SIGTERM)
+    line = echostat.wait_for_line("shutting down: /readyz is 503")
+    assert "then wait up to 2 s for 10 open connections to close" in line, line
+    await close_all([writer for _, writer in clients])
+    assert await asyncio.to_thread(echostat.wait) == 0
+
+
 async def test_two_workers_hold_twice_the_connections_of_one(
     start_echostat: StartEchostat,
 ) -> None:
