@@ -18,7 +18,7 @@ import sys
 from tornado.ioloop import PeriodicCallback
 from tornado.iostream import PipeIOStream, StreamClosedError
 
-from echostat.server.config import Config
+from echostat.server.config import Config, ConfigError
 from echostat.server.config_loading import load_config
 from echostat.server.fleet import (
     CONNECTIONS_PER_REPORT,
@@ -34,6 +34,7 @@ from echostat.server.messages import (
     encode_report,
 )
 from echostat.server.registry import Registry
+from echostat.server.resources import ResourceError
 from echostat.server.runtime import configure_logging, run
 from echostat.server.service import Service
 from echostat.server.signals import catch_reload_signal, catch_stop_signals
@@ -41,6 +42,9 @@ from echostat.server.snapshots import ConnectionsPage
 from echostat.server.sockets import inherited_sockets
 
 log = logging.getLogger(__name__)
+
+EXIT_BAD_CONFIG = 2
+"""A worker's exit status when its config can't be used, as for the command."""
 
 
 def read_first_config_message(fd: int) -> str:
@@ -169,11 +173,19 @@ async def run_worker(config: Config, spec: WorkerSpec) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve as the supervisor's worker; 2 when its config can't be used (a certificate the
+    supervisor read at start has since gone away), which it says in one line."""
     spec = WorkerSpec.from_json((argv or sys.argv)[1])
+    prefix = f"worker {spec.slot}: "
     text = read_first_config_message(sys.stdin.fileno())
-    config = load_config(spec.config_path, os.environ, spec.overrides, text=text)
-    configure_logging(config, prefix=f"worker {spec.slot}: ")
-    run(config, run_worker(config, spec))
+    try:
+        config = load_config(spec.config_path, os.environ, spec.overrides, text=text)
+        configure_logging(config, prefix)
+        run(config, run_worker(config, spec))
+    except (ConfigError, ResourceError) as exc:
+        configure_logging(Config(), prefix)  # not set up yet if the config is what failed
+        log.error("%s", exc)
+        return EXIT_BAD_CONFIG
     return 0
 
 

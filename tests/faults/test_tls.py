@@ -6,6 +6,8 @@ import asyncio
 import gc
 import json
 import logging
+import os
+import signal
 import socket
 import ssl
 import time
@@ -21,7 +23,14 @@ from echostat.server.echo import EchoProtocol
 from echostat.service import Service
 from tests.faults.conftest import StartEchostat, StartService
 from tests.faults.support import connect, read_until_closed
-from tests.helpers import DEADLINE_S, payload, reset_on_close, stats_when, wait_until
+from tests.helpers import (
+    DEADLINE_S,
+    fetch_json,
+    payload,
+    reset_on_close,
+    stats_when,
+    wait_until,
+)
 
 HANDSHAKE_TIMEOUT_S = 1.0
 SHORT_CONNECTIONS = 50
@@ -221,3 +230,20 @@ def test_mismatched_key_exits_2_naming_the_key(
     assert server.wait() == 2
     message = "\n".join(server.log)
     assert "listeners[0].tls" in message and f"with key {other_key}" in message, message
+
+
+def test_a_worker_that_cannot_read_the_certificate_says_so_in_one_line(
+    start_echostat: StartEchostat, tls_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """A worker restarted after its certificate was moved away exits 2 with one line naming
+    the key, as a start does, instead of a traceback at every restart."""
+    cert = tmp_path / "cert.pem"
+    cert.write_bytes(tls_files["cert"].read_bytes())
+    server = start_echostat(listeners=tls_listener(cert, tls_files["key"]), workers=2)
+    cert.unlink()
+    worker = fetch_json(server.status_port)["workers"][0]["pid"]
+    os.kill(worker, signal.SIGKILL)
+    server.wait_for_line(f"(pid {worker}) died")
+    server.wait_for_line("died (exit status 2)")
+    assert server.tracebacks() == [], server.log
+    assert [line for line in server.log if f"tls.cert: file not found: {cert}" in line], server.log
