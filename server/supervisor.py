@@ -12,6 +12,7 @@ so clients that arrive meanwhile wait in the backlog instead of being refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -54,7 +55,13 @@ from echostat.server.wording import count_of
 log = logging.getLogger(__name__)
 
 RESTART_PAUSE_S = 1.0
-"""A worker that dies sooner than this after starting is restarted after this pause."""
+"""A worker that dies sooner than this after starting, or before it served, is restarted after
+a pause: this long the first time, twice the last pause each time again, up to
+`RESTART_PAUSE_MAX_S`."""
+
+RESTART_PAUSE_MAX_S = 30.0
+"""The longest pause before restarting a worker that keeps dying as it starts (a certificate
+gone), so that it costs two log lines every half a minute, not every second."""
 
 EXIT_MARGIN_S = 5.0
 """Time beyond the workers' own drain before the supervisor kills stragglers."""
@@ -95,7 +102,7 @@ class Supervisor:
         self._udp_sockets: dict[str, list[socket.socket]] = {}
         """Each UDP listener's sockets, once each, whose kernel drop counters the fleet reports."""
         self.fleet.kernel_drops = self._kernel_drops
-        self._stopping = False
+        self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         stop_requested = catch_stop_signals(on_second=self._kill_all)
@@ -195,29 +202,36 @@ class Supervisor:
 
     async def _keep_running(self, slot: int, listeners: dict[str, list[int]]) -> None:
         """Run the worker of `slot`, restarting it whenever it dies, until shutdown."""
+        pause = 0.0
         while True:
             started = time.monotonic()
             process, reports, asks = await self._spawn(slot, listeners)
-            if self._stopping:  # the drain began while it started: it missed the SIGTERM
+            if self._stopping.is_set():  # the drain began while it started: it missed SIGTERM
                 process.send_signal(signal.SIGTERM)
-            await self._read_reports(process.pid, reports)
+            served = await self._read_reports(process.pid, reports)
             code = await process.wait()
             self.fleet.retire(process.pid)
             asks.close()
             del self._processes[slot]
-            if self._stopping:
+            if self._stopping.is_set():
                 log.info("worker %d (pid %d) exited with status %d", slot, process.pid, code)
                 return
             self.fleet.worker_restarts += 1
+            if served and time.monotonic() - started >= RESTART_PAUSE_S:
+                pause = 0.0
+            else:
+                pause = min(2 * pause, RESTART_PAUSE_MAX_S) if pause else RESTART_PAUSE_S
             log.warning(
-                "worker %d (pid %d) died (%s); restarting it",
+                "worker %d (pid %d) died (%s); restarting it%s",
                 slot,
                 process.pid,
                 _describe_exit(code),
+                f" in {pause:g} s" if pause else "",
             )
-            if time.monotonic() - started < RESTART_PAUSE_S:
-                await asyncio.sleep(RESTART_PAUSE_S)
-            if self._stopping:  # the drain began during the pause: nothing left to restart
+            if pause:
+                with contextlib.suppress(TimeoutError):  # a stop ends the pause
+                    await asyncio.wait_for(self._stopping.wait(), pause)
+            if self._stopping.is_set():  # the drain began during the pause: nothing to restart
                 return
 
     async def _spawn(
@@ -252,13 +266,17 @@ class Supervisor:
         self.fleet.add_worker(process.pid, functools.partial(_ask, asks))
         return process, PipeIOStream(read_fd), asks
 
-    async def _read_reports(self, pid: int, reports: PipeIOStream) -> None:
-        """Feed `pid`'s report lines to the fleet until its pipe closes (it exited)."""
+    async def _read_reports(self, pid: int, reports: PipeIOStream) -> bool:
+        """Feed `pid`'s report lines to the fleet until its pipe closes (it exited); whether
+        it sent any (it served)."""
+        served = False
         try:
             while True:
                 self.fleet.update(pid, await reports.read_until(b"\n", max_bytes=REPORT_MAX_BYTES))
+                served = True
         except StreamClosedError:
             reports.close()
+        return served
 
     async def _drain(self, keepers: list[asyncio.Task[None]]) -> None:
         config = self.config
@@ -279,7 +297,7 @@ class Supervisor:
             waiting,
         )
         await asyncio.sleep(max(0.0, config.shutdown_delay_s - (time.monotonic() - asked_at)))
-        self._stopping = True
+        self._stopping.set()
         self.fleet.accepting = False
         for process in self._processes.values():
             process.send_signal(signal.SIGTERM)

@@ -25,6 +25,7 @@ from tests.faults.conftest import StartEchostat, StartService
 from tests.faults.support import connect, read_until_closed
 from tests.helpers import (
     DEADLINE_S,
+    EchostatProcess,
     fetch_json,
     payload,
     reset_on_close,
@@ -232,18 +233,35 @@ def test_mismatched_key_exits_2_naming_the_key(
     assert "listeners[0].tls" in message and f"with key {other_key}" in message, message
 
 
-def test_a_worker_that_cannot_read_the_certificate_says_so_in_one_line(
+def test_a_worker_that_keeps_failing_to_start_waits_longer_each_time(
     start_echostat: StartEchostat, tls_files: dict[str, Path], tmp_path: Path
 ) -> None:
-    """A worker restarted after its certificate was moved away exits 2 with one line naming
-    the key, as a start does, instead of a traceback at every restart."""
+    """Each restart of a worker that dies as it starts waits twice as long as the last (up to
+    30 s), instead of two log lines every second for ever; SIGTERM ends the wait. The worker
+    exits 2 with one line naming the key, not a traceback."""
+    server, cert = kill_a_worker_without_its_certificate(start_echostat, tls_files, tmp_path)
+    server.wait_for_line(f"tls.cert: file not found: {cert}")
+    pauses = [
+        float(server.wait_for_line("died (exit status 2); restarting it in ").split()[-2])
+        for _ in range(2)
+    ]
+    assert pauses[1] == 2 * pauses[0] <= 30, pauses
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+    assert not [line for line in server.log if "did not exit" in line], server.log
+    assert server.tracebacks() == [], server.log
+
+
+def kill_a_worker_without_its_certificate(
+    start_echostat: StartEchostat, tls_files: dict[str, Path], tmp_path: Path
+) -> tuple[EchostatProcess, Path]:
+    """Two TLS workers; their certificate moved away; one of them killed (restarted at once,
+    at once or after a pause). Returns echostat and the certificate's path."""
     cert = tmp_path / "cert.pem"
     cert.write_bytes(tls_files["cert"].read_bytes())
     server = start_echostat(listeners=tls_listener(cert, tls_files["key"]), workers=2)
     cert.unlink()
     worker = fetch_json(server.status_port)["workers"][0]["pid"]
     os.kill(worker, signal.SIGKILL)
-    server.wait_for_line(f"(pid {worker}) died")
-    server.wait_for_line("died (exit status 2)")
-    assert server.tracebacks() == [], server.log
-    assert [line for line in server.log if f"tls.cert: file not found: {cert}" in line], server.log
+    server.wait_for_line(f"(pid {worker}) died (killed by SIGKILL)")
+    return server, cert
