@@ -28,6 +28,7 @@ from echostat.server.fleet import (
 from echostat.server.messages import (
     CONFIG_MESSAGE_MAX_BYTES,
     QUESTION_MAX_BYTES,
+    WORKER_MODULE,
     WorkerSpec,
     decode_config_message,
     decode_question,
@@ -41,7 +42,7 @@ from echostat.server.signals import catch_reload_signal, catch_stop_signals
 from echostat.server.snapshots import ConnectionsPage
 from echostat.server.sockets import inherited_sockets
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(WORKER_MODULE)  # run as ``python -m``, where __name__ is __main__
 
 EXIT_BAD_CONFIG = 2
 """A worker's exit status when its config can't be used, as for the command."""

@@ -238,9 +238,11 @@ def test_a_worker_that_keeps_failing_to_start_waits_longer_each_time(
 ) -> None:
     """Each restart of a worker that dies as it starts waits twice as long as the last (up to
     30 s), instead of two log lines every second for ever; SIGTERM ends the wait. The worker
-    exits 2 with one line naming the key, not a traceback."""
+    exits 2 with one line naming the key, not a traceback, under its module's logger name
+    (it runs as ``python -m``, whose module is ``__main__``)."""
     server, cert = kill_a_worker_without_its_certificate(start_echostat, tls_files, tmp_path)
-    server.wait_for_line(f"tls.cert: file not found: {cert}")
+    line = server.wait_for_line(f"tls.cert: file not found: {cert}")
+    assert " ERROR echostat.server.worker: worker " in line, line
     pauses = [
         float(server.wait_for_line("died (exit status 2); restarting it in ").split()[-2])
         for _ in range(2)
