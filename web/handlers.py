@@ -11,7 +11,7 @@ from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 from echostat.server import __version__
 from echostat.web.access import COOKIE_NAME, LOGIN_PATH
-from echostat.web.pages import MAX_PAGE_ROWS, encode_rows, page_body, parse_cursor
+from echostat.web.pages import MAX_PAGE_ROWS, encode_rows, is_number, page_body, parse_cursor
 from echostat.web.schema import (
     limits_document,
     peers_document,
@@ -88,7 +88,7 @@ class BaseHandler(RequestHandler):
     def limit_argument(self, most: int = 100_000) -> int:
         """The ``limit`` query argument of a table: 1..`most`, 100 if absent."""
         raw = self.get_query_argument("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= most:
+        if not is_number(raw) or not 1 <= int(raw) <= most:
             raise HTTPError(400, reason=f"limit must be an integer 1..{most}")
         return int(raw)
 
