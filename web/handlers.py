@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 from typing import Any
 
 from prometheus_client.exposition import choose_encoder
@@ -46,6 +47,11 @@ class BaseHandler(RequestHandler):
                 return
             self.set_header("WWW-Authenticate", 'Bearer realm="echostat"')
             self._refuse(401, "missing or wrong token (Authorization: Bearer <token>)")
+
+    def head(self, *args: str, **kwargs: str) -> Awaitable[None] | None:
+        """HEAD is GET without the body (Tornado sends none for HEAD): uptime monitors and
+        ``curl -I`` check with it, and a 405 would read as the service being down."""
+        return self.get(*args, **kwargs)
 
     def _refuse(self, status: int, message: str) -> None:
         """End the request here; unlike raising HTTPError, this keeps the headers set so far."""
@@ -236,9 +242,17 @@ class EventsHandler(BaseHandler):
         finally:
             counters.streams -= 1
 
-    async def _stream(self) -> None:
+    def head(self, *args: str, **kwargs: str) -> None:
+        """The stream's headers, then the end: a HEAD request takes no events."""
+        self._stream_headers()
+        self.finish()
+
+    def _stream_headers(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
+
+    async def _stream(self) -> None:
+        self._stream_headers()
         self.write(b"retry: 1000\n\n")
         shown = self.in_force
         self.write(_config_event(shown))

@@ -1,0 +1,57 @@
+"""The status side speaks HTTP as monitors and scripts expect: HEAD, and 405 with Allow."""
+
+from __future__ import annotations
+
+import pytest
+
+from echostat.server.config import Config, StatusConfig
+from echostat.service import Service
+from tests.conftest import loopback_config
+from tests.helpers import status_fetch
+
+TOKEN = "correct-horse-battery-staple"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def config() -> Config:
+    return loopback_config(
+        status=StatusConfig(
+            host="127.0.0.1", port=0, token=TOKEN, open_paths=("/healthz", "/readyz", "/metrics")
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        *("/healthz", "/readyz", "/metrics", "/api/stats", "/api/connections", "/api/peers"),
+        *("/api/history", "/api/watch", "/login", "/", "/api/nothing"),
+    ],
+)
+async def test_head_answers_as_get_does_without_a_body(service: Service, path: str) -> None:
+    """HEAD, which uptime monitors and ``curl -I`` send, gets GET's status and headers with
+    no body, instead of a 405 that reads as the service being down."""
+    get = await status_fetch(service, path, headers=BEARER)
+    head = await status_fetch(service, path, method="HEAD", headers=BEARER)
+    assert head.code == get.code, path
+    for name in ("Content-Type", "Cache-Control", "Location"):
+        assert head.headers.get(name) == get.headers.get(name), (path, name)
+    assert head.body == b"", path
+
+
+async def test_head_of_the_push_channel_is_its_headers_not_a_stream(service: Service) -> None:
+    """HEAD /api/events answers the stream's headers and ends, holding no stream open."""
+    head = await status_fetch(service, "/api/events", method="HEAD", headers=BEARER)
+    assert head.code == 200
+    assert head.headers["Content-Type"] == "text/event-stream"
+    assert head.body == b""
+    assert service.status.counters.streams == 0
+
+
+async def test_head_without_the_token_is_refused_as_get_is(service: Service) -> None:
+    """HEAD passes the same token check as GET: 401 off the open paths, 200 on them."""
+    refused = await status_fetch(service, "/api/stats", method="HEAD")
+    assert refused.code == 401
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert (await status_fetch(service, "/healthz", method="HEAD")).code == 200
