@@ -63,11 +63,22 @@ class BaseHandler(RequestHandler):
         self.finish(message + "\n")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Under /api/ an error is JSON, ``{"error": reason}``, for scripts; elsewhere a page."""
+        """Under /api/ an error is JSON, ``{"error": reason}``, for scripts; elsewhere a page.
+        A 405 says which methods the path takes (``Allow``), as HTTP requires."""
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self._methods()))
         if self._in_api():
             self.write_json({"error": self._reason})
         else:
             super().write_error(status_code, **kwargs)
+
+    def _methods(self) -> list[str]:
+        """The methods this handler implements, which Tornado's `RequestHandler` leaves 405."""
+        return [
+            method
+            for method in self.SUPPORTED_METHODS
+            if getattr(type(self), method.lower()) is not getattr(RequestHandler, method.lower())
+        ]
 
     def _in_api(self) -> bool:
         return self.request.path.startswith("/api/")

@@ -55,3 +55,25 @@ async def test_head_without_the_token_is_refused_as_get_is(service: Service) -> 
     assert refused.code == 401
     assert refused.headers["WWW-Authenticate"].startswith("Bearer")
     assert (await status_fetch(service, "/healthz", method="HEAD")).code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("POST", "/api/stats", "GET, HEAD"),
+        ("DELETE", "/metrics", "GET, HEAD"),
+        ("PUT", "/healthz", "GET, HEAD"),
+        ("OPTIONS", "/api/events", "GET, HEAD"),
+        ("PUT", "/login", "GET, HEAD, POST"),
+    ],
+)
+async def test_a_wrong_method_gets_405_naming_the_methods_allowed(
+    service: Service, method: str, path: str, allowed: str
+) -> None:
+    """A 405 carries Allow, as HTTP requires of it, so a client learns what to send."""
+    body = b"" if method in ("POST", "PUT") else None
+    response = await status_fetch(
+        service, path, method=method, headers=BEARER, body=body, allow_nonstandard_methods=True
+    )
+    assert response.code == 405
+    assert response.headers.get("Allow") == allowed
