@@ -95,9 +95,7 @@ class BaseHandler(RequestHandler):
         return cookie is not None and self.in_force.policy.session_ok(cookie)
 
     def set_default_headers(self) -> None:
-        self.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "no-referrer")
+        set_security_headers(self)
 
     def write_json(self, document: Any) -> None:
         self.write_bytes(_JSON, json.dumps(document).encode())
@@ -116,9 +114,19 @@ class BaseHandler(RequestHandler):
         self.finish(body)
 
 
+def set_security_headers(handler: RequestHandler) -> None:
+    """The headers every response carries, errors and the page's files too."""
+    handler.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+    handler.set_header("X-Content-Type-Options", "nosniff")
+    handler.set_header("Referrer-Policy", "no-referrer")
+
+
 class StaticHandler(StaticFileHandler):
     """The page's files; scripts always as JavaScript, whatever the host's MIME table says,
     since browsers refuse a module script served under any other type."""
+
+    def set_default_headers(self) -> None:
+        set_security_headers(self)
 
     def get_content_type(self) -> str:
         if self.absolute_path is not None and self.absolute_path.endswith(".js"):

@@ -119,7 +119,13 @@ async def test_login_post_without_xsrf_field_is_refused(service: Service) -> Non
     assert response.code == 403
 
 
-@pytest.mark.parametrize("path", ["/", "/api/stats", "/healthz", "/login", "/nonexistent"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        *("/", "/api/stats", "/healthz", "/login", "/nonexistent"),
+        *("/static/dashboard.js", "/static/no-such-file.js"),
+    ],
+)
 async def test_every_response_carries_security_headers(service: Service, path: str) -> None:
     """CSP limited to our origin, no MIME sniffing, no referrer, even on errors."""
     response = await status_fetch(service, path)
