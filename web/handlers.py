@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable
+from types import TracebackType
 from typing import Any
 
 from prometheus_client.exposition import choose_encoder
@@ -25,8 +27,32 @@ from echostat.web.watch import watch_document
 
 _JSON = "application/json; charset=utf-8"
 
+log = logging.getLogger(__name__)
 
-class BaseHandler(RequestHandler):
+
+class QuietHandler(RequestHandler):
+    """The headers every response carries, the page's files too; an `HTTPError` (the
+    client's mistake) is logged at debug, since the request log already counts it at most
+    every 10 s, where Tornado would warn once per request."""
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(value, HTTPError):
+            log.debug("%s %s: %s", self.request.method, self.request.uri, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+
+class BaseHandler(QuietHandler):
     """Shared state, access control and the headers every response carries."""
 
     state: AppState
@@ -94,9 +120,6 @@ class BaseHandler(RequestHandler):
         cookie = self.get_cookie(COOKIE_NAME)
         return cookie is not None and self.in_force.policy.session_ok(cookie)
 
-    def set_default_headers(self) -> None:
-        set_security_headers(self)
-
     def write_json(self, document: Any) -> None:
         self.write_bytes(_JSON, json.dumps(document).encode())
 
@@ -114,19 +137,9 @@ class BaseHandler(RequestHandler):
         self.finish(body)
 
 
-def set_security_headers(handler: RequestHandler) -> None:
-    """The headers every response carries, errors and the page's files too."""
-    handler.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
-    handler.set_header("X-Content-Type-Options", "nosniff")
-    handler.set_header("Referrer-Policy", "no-referrer")
-
-
-class StaticHandler(StaticFileHandler):
+class StaticHandler(QuietHandler, StaticFileHandler):
     """The page's files; scripts always as JavaScript, whatever the host's MIME table says,
     since browsers refuse a module script served under any other type."""
-
-    def set_default_headers(self) -> None:
-        set_security_headers(self)
 
     def get_content_type(self) -> str:
         if self.absolute_path is not None and self.absolute_path.endswith(".js"):
