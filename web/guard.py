@@ -222,6 +222,11 @@ class _GuardedStream(IOStream):
             self._timer.cancel()
             self._timer = None
 
+    def serve_health_check(self) -> None:
+        """A reserved seat's health request is answered: the connection counts as accepted
+        from now, as a regular one does when it takes its seat."""
+        self._counters.accepted += 1
+
     def refuse(self) -> None:
         """Answer a reserved seat with the 503 naming the cap its connection met, as a
         connection refused at once is answered, and close it."""
@@ -259,10 +264,12 @@ class _HeadersSeen(httputil.HTTPMessageDelegate):
         over = self._stream.over
         path = typing.cast(httputil.RequestStartLine, start_line).path.partition("?")[0]
         self._stream.requests_seen = True
-        if over is not None and path not in HEALTH_PATHS:
-            self._refused = True
-            self._stream.refuse()
-            return None
+        if over is not None:
+            if path not in HEALTH_PATHS:
+                self._refused = True
+                self._stream.refuse()
+                return None
+            self._stream.serve_health_check()
         self._stream.await_part()
         return self._delegate.headers_received(start_line, headers)
 

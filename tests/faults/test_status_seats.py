@@ -148,3 +148,20 @@ async def read_to_close(reader: asyncio.StreamReader) -> tuple[bytes, float]:
     """Everything the server sends until it closes, and when it closed (monotonic)."""
     answer = await asyncio.wait_for(reader.read(), DEADLINE_S)
     return answer, time.monotonic()
+
+
+async def test_health_checks_answered_from_the_reserve_count_as_accepted(
+    start_service: StartService,
+) -> None:
+    """A connection the reserve serves counts in status_connections.accepted, as a refused
+    one at a cap counts in rejected: no connection the status side got goes uncounted."""
+    service = await start_service(status={"host": "127.0.0.1", "port": 0, "max_connections": 1})
+    port = service.status_port
+    held = await open_from(port)
+    counters = service.status.counters
+    await wait_until(lambda: counters.active == 1, "the held connection counted")
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await ask(port, path))[0] == 200, path
+    assert (await ask(port, "/api/stats"))[0] == 503
+    assert (counters.accepted, sum(counters.rejected.values())) == (4, 1)
+    await close_all([held[1]])
