@@ -17,8 +17,9 @@ from prometheus_client.registry import Collector
 from echostat.server import __version__
 from echostat.server.path_quality import RTT_BUCKETS_S, SYN_MSS_BUCKETS, TcpSnapshot
 from echostat.server.registry import REJECT_REASONS, SERVER_CLOSE_REASONS, StatsSource
+from echostat.server.socket_memory import SO_MEMINFO
 from echostat.server.syn import OPTION_NAMES
-from echostat.server.udp_stats import DROP_REASONS, UDPListenerSnapshot
+from echostat.server.udp_stats import DROP_REASONS, RECEIVE_BUFFER, UDPListenerSnapshot
 from echostat.web.counters import STATUS_CLOSE_REASONS, STATUS_REJECT_REASONS, StatusCounters
 
 
@@ -200,6 +201,10 @@ _PER_UDP_LISTENER: tuple[_Column, ...] = (
 )
 
 
+_UDP_DROP_REASONS = (*DROP_REASONS, RECEIVE_BUFFER) if SO_MEMINFO is not None else DROP_REASONS
+"""Every drop reason, the kernel's receive buffer's too where its drop counter is read."""
+
+
 def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric]:
     """Per UDP listener: datagram and byte counters, drops by reason, peers seen lately."""
     if not listeners:
@@ -211,7 +216,7 @@ def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric
         labels=["listener", "reason"],
     )
     for udp in listeners:
-        for reason, count in sorted(_every(DROP_REASONS, udp.dropped).items()):
+        for reason, count in sorted(_every(_UDP_DROP_REASONS, udp.dropped).items()):
             dropped.add_metric([udp.name, reason], count)
     yield dropped
 

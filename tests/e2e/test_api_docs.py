@@ -11,7 +11,7 @@ from tornado.routing import PathMatches
 
 from echostat.server.registry import REJECT_REASONS, SERVER_CLOSE_REASONS, Registry
 from echostat.server.reload import KEPT
-from echostat.server.udp_stats import DROP_REASONS
+from echostat.server.udp_stats import DROP_REASONS, RECEIVE_BUFFER
 from echostat.service import Service
 from echostat.web.app import make_app
 from echostat.web.counters import STATUS_CLOSE_REASONS, STATUS_REJECT_REASONS
@@ -166,5 +166,5 @@ def test_api_md_names_every_reason_each_counter_starts_at_0() -> None:
         "echostat_connections_closed_by_server_total": list(SERVER_CLOSE_REASONS),
         "echostat_status_connections_rejected_total": list(STATUS_REJECT_REASONS),
         "echostat_status_connections_closed_by_server_total": list(STATUS_CLOSE_REASONS),
-        "echostat_udp_datagrams_dropped_total": list(DROP_REASONS),
+        "echostat_udp_datagrams_dropped_total": [*DROP_REASONS, RECEIVE_BUFFER],
     }
