@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tornado.routing import PathMatches
 
+from echostat.server.config import StatusConfig
 from echostat.server.registry import REJECT_REASONS, SERVER_CLOSE_REASONS, Registry
 from echostat.server.reload import KEPT
 from echostat.server.udp_stats import DROP_REASONS, RECEIVE_BUFFER
@@ -168,3 +169,27 @@ def test_api_md_names_every_reason_each_counter_starts_at_0() -> None:
         "echostat_status_connections_closed_by_server_total": list(STATUS_CLOSE_REASONS),
         "echostat_udp_datagrams_dropped_total": [*DROP_REASONS, RECEIVE_BUFFER],
     }
+
+
+async def test_api_md_names_every_path_served_without_the_token() -> None:
+    """With a token, the paths that answer without it are those docs/api.md names: the open
+    paths, the sign-in form and the page's files."""
+    config = loopback_config(
+        status=StatusConfig(host="127.0.0.1", port=0, token="correct-horse-battery-staple")
+    )
+    service = Service(config)
+    await service.start()
+    try:
+        paths = [*sorted(_routes()), "/static/dashboard.js"]
+        answered = [(path, (await status_fetch(service, path)).code) for path in paths]
+    finally:
+        await service.stop()
+    open_without = {
+        path.rsplit("/", 1)[0] + "/" if "." in path else path
+        for path, code in answered
+        if code not in (302, 401)
+    }
+    text = " ".join(API_MD.read_text().split())
+    said = text[text.index("With `status.token` set, every path except") :]
+    named = set(re.findall(r"`(/[a-z/]*)`", said[: said.index(" needs ")]))
+    assert open_without == named | set(config.status.open_paths)
