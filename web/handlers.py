@@ -68,7 +68,7 @@ class BaseHandler(QuietHandler):
         if not self.in_force.policy.host_allowed(self.request.host):
             self._refuse(421, "unknown Host name; add it to status.allowed_hosts")
         elif not self._token_ok():
-            if self.request.method == "GET" and self.request.path == "/":
+            if self.request.method in ("GET", "HEAD") and self.request.path == "/":
                 self.redirect(LOGIN_PATH)
                 return
             self.set_header("WWW-Authenticate", 'Bearer realm="echostat"')

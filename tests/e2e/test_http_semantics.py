@@ -57,6 +57,15 @@ async def test_head_without_the_token_is_refused_as_get_is(service: Service) -> 
     assert (await status_fetch(service, "/healthz", method="HEAD")).code == 200
 
 
+async def test_head_of_the_page_without_a_session_redirects_to_login_as_get_does(
+    service: Service,
+) -> None:
+    """HEAD / without a session gets GET's redirect to the sign-in form, not a 401."""
+    response = await status_fetch(service, "/", method="HEAD")
+    assert response.code == 302
+    assert response.headers["Location"] == "/login"
+
+
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
