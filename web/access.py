@@ -19,6 +19,14 @@ LOGIN_PATH = "/login"
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
+"""What every response carries, so that a browser runs nothing of ours from elsewhere, in a
+frame, or of another type than it says, and sends no page address on."""
+
 
 @dataclass(frozen=True)
 class AccessPolicy:

@@ -37,6 +37,7 @@ from tornado.iostream import IOStream
 from tornado.web import Application
 
 from echostat.server.config import StatusConfig
+from echostat.web.access import SECURITY_HEADERS
 from echostat.web.counters import StatusCloseReason, StatusCounters
 from echostat.web.seats import (
     HEALTH_PATHS,
@@ -77,7 +78,8 @@ def refusal_response(message: str) -> bytes:
         f"Content-Length: {len(body)}\r\n"
         "Cache-Control: no-store\r\n"
         "Retry-After: 1\r\n"
-        "Connection: close\r\n\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS)
+        + "Connection: close\r\n\r\n"
     )
     return head.encode() + body
 

@@ -13,7 +13,7 @@ from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 from echostat.server import __version__
-from echostat.web.access import COOKIE_NAME, LOGIN_PATH
+from echostat.web.access import COOKIE_NAME, LOGIN_PATH, SECURITY_HEADERS
 from echostat.web.pages import MAX_PAGE_ROWS, encode_rows, is_number, page_body, parse_cursor
 from echostat.web.schema import (
     limits_document,
@@ -36,9 +36,8 @@ class QuietHandler(RequestHandler):
     every 10 s, where Tornado would warn once per request."""
 
     def set_default_headers(self) -> None:
-        self.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "no-referrer")
+        for name, value in SECURITY_HEADERS:
+            self.set_header(name, value)
 
     def log_exception(
         self,

@@ -165,3 +165,24 @@ async def test_health_checks_answered_from_the_reserve_count_as_accepted(
     assert (await ask(port, "/api/stats"))[0] == 503
     assert (counters.accepted, sum(counters.rejected.values())) == (4, 1)
     await close_all([held[1]])
+
+
+async def test_a_refusal_at_the_cap_carries_the_headers_every_response_does(
+    start_service: StartService,
+) -> None:
+    """The 503 beyond the cap carries the security headers every other response carries
+    (README, "Limits and security"), nosniff among them."""
+    service = await start_service(status={"host": "127.0.0.1", "port": 0, "max_connections": 1})
+    held = await open_from(service.status_port)
+    await wait_until(lambda: service.status.counters.active == 1, "the held connection counted")
+    reader, writer = await open_from(service.status_port)
+    writer.write(b"GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)).decode()
+    assert head.startswith("HTTP/1.1 503")
+    for header in (
+        "Content-Security-Policy: default-src 'self'",
+        "X-Content-Type-Options: nosniff",
+        "Referrer-Policy: no-referrer",
+    ):
+        assert f"\r\n{header}" in head, head
+    await close_all([writer, held[1]])
