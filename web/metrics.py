@@ -235,6 +235,11 @@ class StatusCollector(Collector):
             "Open connections to the status page, API and metrics.",
             counters.active,
         )
+        yield CounterMetricFamily(
+            "echostat_status_connections_accepted",
+            "Connections to the status page, API and metrics served since start.",
+            counters.accepted,
+        )
         yield _labelled(
             CounterMetricFamily,
             "echostat_status_connections_rejected",

@@ -152,3 +152,13 @@ async def test_the_kernels_receive_buffer_drops_have_a_series_from_the_start() -
     samples = await scrape_new_udp_service()
     label = (("listener", "udp"), ("reason", RECEIVE_BUFFER))
     assert samples[("echostat_udp_datagrams_dropped_total", label)] == 0
+
+
+async def test_status_connections_accepted_has_a_counter_too(service: Service) -> None:
+    """status_connections.accepted is in /metrics too, beside its refusals, so a dashboard can
+    set refused status connections against accepted ones."""
+    samples = await scrape(service)
+    stats = await get_json(service.status_port, "/api/stats")
+    # The scrape came first and took one connection; the API request took the next.
+    accepted = samples[("echostat_status_connections_accepted_total", ())]
+    assert accepted == stats["status_connections"]["accepted"] - 1
