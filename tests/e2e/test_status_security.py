@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from urllib.parse import urlencode
 
@@ -10,7 +11,7 @@ import pytest
 from echostat.server.config import Config, StatusConfig
 from echostat.service import Service
 from tests.conftest import loopback_config
-from tests.helpers import status_fetch
+from tests.helpers import DEADLINE_S, close_all, status_fetch
 
 TOKEN = "correct-horse-battery-staple"
 
@@ -147,3 +148,22 @@ async def test_read_only_endpoints_reject_other_methods_with_405(
         body=b"" if method != "DELETE" else None,
     )
     assert response.code == 405
+
+
+async def test_a_token_beyond_ascii_opens_the_api_as_its_utf8_bytes() -> None:
+    """A token with letters beyond ASCII, which the config accepts and the sign-in form
+    takes, opens the API when a script sends it as curl does, in UTF-8."""
+    token = "pässwörd-pässwörd-1"
+    service = Service(loopback_config(status=StatusConfig(host="127.0.0.1", port=0, token=token)))
+    await service.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.status_port)
+        writer.write(
+            b"GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n"), DEADLINE_S)
+        await close_all([writer])
+        assert head.startswith(b"HTTP/1.1 200"), head
+    finally:
+        await service.stop()
