@@ -325,10 +325,13 @@ class MetricsHandler(BaseHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    """Any other path: 404, with the same headers and access rules as everything else."""
+    """Any other path: 404 whatever the method, with the same headers and access rules as
+    everything else."""
 
-    def get(self) -> None:
-        raise HTTPError(404)
+    def prepare(self) -> None:
+        super().prepare()
+        if not self._finished:
+            raise HTTPError(404)
 
 
 class HealthHandler(BaseHandler):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tornado.httpclient import HTTPResponse
 
 from echostat.server.config import Config, StatusConfig
 from echostat.service import Service
@@ -66,6 +67,14 @@ async def test_head_of_the_page_without_a_session_redirects_to_login_as_get_does
     assert response.headers["Location"] == "/login"
 
 
+async def send(service: Service, method: str, path: str) -> HTTPResponse:
+    """`method` `path` with the token, and an empty body where the method takes one."""
+    body = b"" if method in ("POST", "PUT") else None
+    return await status_fetch(
+        service, path, method=method, headers=BEARER, body=body, allow_nonstandard_methods=True
+    )
+
+
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
@@ -80,9 +89,16 @@ async def test_a_wrong_method_gets_405_naming_the_methods_allowed(
     service: Service, method: str, path: str, allowed: str
 ) -> None:
     """A 405 carries Allow, as HTTP requires of it, so a client learns what to send."""
-    body = b"" if method in ("POST", "PUT") else None
-    response = await status_fetch(
-        service, path, method=method, headers=BEARER, body=body, allow_nonstandard_methods=True
-    )
+    response = await send(service, method, path)
     assert response.code == 405
     assert response.headers.get("Allow") == allowed
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE"])
+async def test_a_path_that_does_not_exist_is_404_whatever_the_method(
+    service: Service, method: str
+) -> None:
+    """A mistyped path is 404 for every method, not a 405 claiming it takes GET."""
+    response = await send(service, method, "/api/statz")
+    assert response.code == 404
+    assert "Allow" not in response.headers
