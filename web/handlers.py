@@ -29,11 +29,14 @@ _JSON = "application/json; charset=utf-8"
 
 log = logging.getLogger(__name__)
 
+_UNKNOWN_HOST = "unknown Host name; add it to status.allowed_hosts"
+
 
 class QuietHandler(RequestHandler):
-    """The headers every response carries, the page's files too; an `HTTPError` (the
-    client's mistake) is logged at debug, since the request log already counts it at most
-    every 10 s, where Tornado would warn once per request."""
+    """What every handler shares, the page's files' too: the headers every response
+    carries, refusals in plain text, and an `HTTPError` (the client's mistake) logged at
+    debug, since the request log already counts it at most every 10 s, where Tornado would
+    warn once per request."""
 
     def set_default_headers(self) -> None:
         for name, value in SECURITY_HEADERS:
@@ -50,6 +53,13 @@ class QuietHandler(RequestHandler):
         else:
             super().log_exception(typ, value, tb)
 
+    def refuse_text(self, status: int, message: str) -> None:
+        """End the request here with `message`; unlike raising HTTPError, this keeps the
+        headers set so far."""
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(message + "\n")
+
 
 class BaseHandler(QuietHandler):
     """Shared state, access control and the headers every response carries."""
@@ -65,7 +75,7 @@ class BaseHandler(QuietHandler):
     def prepare(self) -> None:
         """Refuse unknown Host names (421) and requests without the token (401 or login)."""
         if not self.in_force.policy.host_allowed(self.request.host):
-            self._refuse(421, "unknown Host name; add it to status.allowed_hosts")
+            self._refuse(421, _UNKNOWN_HOST)
         elif not self._token_ok():
             if self.request.method in ("GET", "HEAD") and self.request.path == "/":
                 self.redirect(LOGIN_PATH)
@@ -79,13 +89,12 @@ class BaseHandler(QuietHandler):
         return self.get(*args, **kwargs)
 
     def _refuse(self, status: int, message: str) -> None:
-        """End the request here; unlike raising HTTPError, this keeps the headers set so far."""
-        self.set_status(status)
+        """End the request here, under /api/ with JSON, elsewhere with text."""
         if self._in_api():
+            self.set_status(status)
             self.write_json({"error": message})
             return
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(message + "\n")
+        self.refuse_text(status, message)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Under /api/ an error is JSON, ``{"error": reason}``, for scripts; elsewhere a page.
@@ -139,6 +148,17 @@ class BaseHandler(QuietHandler):
 class StaticHandler(QuietHandler, StaticFileHandler):
     """The page's files; scripts always as JavaScript, whatever the host's MIME table says,
     since browsers refuse a module script served under any other type."""
+
+    state: AppState
+
+    def initialize(self, path: str, state: AppState) -> None:  # type: ignore[override]
+        super().initialize(path)
+        self.state = state
+
+    def prepare(self) -> None:
+        """Unknown Host names get 421 here too, as on every other path."""
+        if not self.state.settings.policy.host_allowed(self.request.host):
+            self.refuse_text(421, _UNKNOWN_HOST)
 
     def get_content_type(self) -> str:
         if self.absolute_path is not None and self.absolute_path.endswith(".js"):

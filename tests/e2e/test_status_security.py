@@ -29,6 +29,17 @@ async def test_unknown_host_header_gets_421(service: Service) -> None:
     assert response.code == 421
 
 
+@pytest.mark.parametrize("path", ["/static/dashboard.js", "/favicon.ico"])
+async def test_unknown_host_header_gets_421_for_the_pages_files_too(
+    service: Service, path: str
+) -> None:
+    """The page's files answer only to allowed Host names too, as README says of every
+    request, naming the key that lets a name in."""
+    response = await status_fetch(service, path, headers={"Host": "attacker.example:7070"})
+    assert response.code == 421
+    assert "status.allowed_hosts" in response.body.decode()
+
+
 @pytest.mark.parametrize("host", ["localhost:7070", "127.0.0.1", "[::1]:7070"])
 async def test_loopback_host_names_are_allowed(service: Service, host: str) -> None:
     """Loopback names, with or without a port, pass the Host check."""
