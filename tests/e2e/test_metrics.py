@@ -162,3 +162,10 @@ async def test_status_connections_accepted_has_a_counter_too(service: Service) -
     # The scrape came first and took one connection; the API request took the next.
     accepted = samples[("echostat_status_connections_accepted_total", ())]
     assert accepted == stats["status_connections"]["accepted"] - 1
+
+
+async def test_without_watch_targets_no_watch_family_is_exposed(service: Service) -> None:
+    """The echostat_watch_* families appear only with watch targets, as docs/api.md says,
+    not as empty families in every scrape."""
+    text = (await status_fetch(service, "/metrics")).body.decode()
+    assert "echostat_watch_" not in text
