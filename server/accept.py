@@ -116,13 +116,32 @@ class RateLimitedLog:
         self._suppressed = 0
 
     def warning(self, message: str, *args: object) -> None:
+        suppressed = self._due()
+        if suppressed is None:
+            return
+        if suppressed:
+            message += " (%s suppressed)"
+            args += (count_of(suppressed, "similar message"),)
+        self._logger.warning(message, *args)
+
+    def admit(self, record: logging.LogRecord) -> bool:
+        """Whether `record`, which another module (a library) logs, may pass now, as a
+        `logging.Filter` decides; one that passes says how many were held back before it."""
+        suppressed = self._due()
+        if suppressed is None:
+            return False
+        if suppressed:
+            record.msg = "%s (%s suppressed)"
+            record.args = (record.getMessage(), count_of(suppressed, "similar message"))
+        return True
+
+    def _due(self) -> int | None:
+        """None within the interval (one more suppressed); else how many were suppressed
+        since the last line, and a new interval starts."""
         now = time.monotonic()
         if now < self._next_at:
             self._suppressed += 1
-            return
-        if self._suppressed:
-            message += " (%s suppressed)"
-            args += (count_of(self._suppressed, "similar message"),)
-        self._logger.warning(message, *args)
+            return None
+        suppressed, self._suppressed = self._suppressed, 0
         self._next_at = now + self._interval_s
-        self._suppressed = 0
+        return suppressed

@@ -19,6 +19,14 @@ LOGIN_PATH = "/login"
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
+"""What every response carries, so that a browser runs nothing of ours from elsewhere, in a
+frame, or of another type than it says, and sends no page address on."""
+
 
 @dataclass(frozen=True)
 class AccessPolicy:
@@ -50,12 +58,22 @@ class AccessPolicy:
         return self.token is not None and path not in self.open_paths and path != LOGIN_PATH
 
     def bearer_ok(self, authorization: str) -> bool:
+        """Whether an ``Authorization`` header carries the token. Header values arrive
+        decoded as Latin-1 (HTTP's octets), so their bytes are compared with the token's
+        UTF-8: a token beyond ASCII works for scripts as for the sign-in form."""
         scheme, _, credential = authorization.partition(" ")
-        return scheme.lower() == "bearer" and self.token_ok(credential.strip())
+        try:
+            sent = credential.strip().encode("latin-1")
+        except UnicodeEncodeError:  # not as a header arrives: not the token's bytes either
+            return False
+        return scheme.lower() == "bearer" and self._bytes_ok(sent)
 
     def token_ok(self, candidate: str) -> bool:
+        return self._bytes_ok(candidate.encode())
+
+    def _bytes_ok(self, candidate: bytes) -> bool:
         assert self.token is not None
-        return hmac.compare_digest(candidate.encode(), self.token.encode())
+        return hmac.compare_digest(candidate, self.token.encode())
 
     def session_value(self) -> str:
         """The cookie value that proves a browser logged in with the current token."""

@@ -80,6 +80,7 @@ def make_app(state: AppState) -> Application:
         template_path=str(_HERE / "templates"),
         static_path=str(_HERE / "static"),
         static_handler_class=StaticHandler,
+        static_handler_args=dict(handler_args),
         autoescape="xhtml_escape",
         compress_response=False,
         default_handler_class=NotFoundHandler,

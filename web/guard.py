@@ -37,6 +37,7 @@ from tornado.iostream import IOStream
 from tornado.web import Application
 
 from echostat.server.config import StatusConfig
+from echostat.web.access import SECURITY_HEADERS
 from echostat.web.counters import StatusCloseReason, StatusCounters
 from echostat.web.seats import (
     HEALTH_PATHS,
@@ -77,7 +78,8 @@ def refusal_response(message: str) -> bytes:
         f"Content-Length: {len(body)}\r\n"
         "Cache-Control: no-store\r\n"
         "Retry-After: 1\r\n"
-        "Connection: close\r\n\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in SECURITY_HEADERS)
+        + "Connection: close\r\n\r\n"
     )
     return head.encode() + body
 
@@ -222,6 +224,11 @@ class _GuardedStream(IOStream):
             self._timer.cancel()
             self._timer = None
 
+    def serve_health_check(self) -> None:
+        """A reserved seat's health request is answered: the connection counts as accepted
+        from now, as a regular one does when it takes its seat."""
+        self._counters.accepted += 1
+
     def refuse(self) -> None:
         """Answer a reserved seat with the 503 naming the cap its connection met, as a
         connection refused at once is answered, and close it."""
@@ -259,10 +266,12 @@ class _HeadersSeen(httputil.HTTPMessageDelegate):
         over = self._stream.over
         path = typing.cast(httputil.RequestStartLine, start_line).path.partition("?")[0]
         self._stream.requests_seen = True
-        if over is not None and path not in HEALTH_PATHS:
-            self._refused = True
-            self._stream.refuse()
-            return None
+        if over is not None:
+            if path not in HEALTH_PATHS:
+                self._refused = True
+                self._stream.refuse()
+                return None
+            self._stream.serve_health_check()
         self._stream.await_part()
         return self._delegate.headers_received(start_line, headers)
 

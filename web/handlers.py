@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Awaitable
+from types import TracebackType
 from typing import Any
 
 from prometheus_client.exposition import choose_encoder
@@ -10,8 +13,8 @@ from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler, StaticFileHandler
 
 from echostat.server import __version__
-from echostat.web.access import COOKIE_NAME, LOGIN_PATH
-from echostat.web.pages import MAX_PAGE_ROWS, encode_rows, page_body, parse_cursor
+from echostat.web.access import COOKIE_NAME, LOGIN_PATH, SECURITY_HEADERS
+from echostat.web.pages import MAX_PAGE_ROWS, encode_rows, is_number, page_body, parse_cursor
 from echostat.web.schema import (
     limits_document,
     peers_document,
@@ -24,8 +27,41 @@ from echostat.web.watch import watch_document
 
 _JSON = "application/json; charset=utf-8"
 
+log = logging.getLogger(__name__)
 
-class BaseHandler(RequestHandler):
+_UNKNOWN_HOST = "unknown Host name; add it to status.allowed_hosts"
+
+
+class QuietHandler(RequestHandler):
+    """What every handler shares, the page's files' too: the headers every response
+    carries, refusals in plain text, and an `HTTPError` (the client's mistake) logged at
+    debug, since the request log already counts it at most every 10 s, where Tornado would
+    warn once per request."""
+
+    def set_default_headers(self) -> None:
+        for name, value in SECURITY_HEADERS:
+            self.set_header(name, value)
+
+    def log_exception(
+        self,
+        typ: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(value, HTTPError):
+            log.debug("%s %s: %s", self.request.method, self.request.uri, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+    def refuse_text(self, status: int, message: str) -> None:
+        """End the request here with `message`; unlike raising HTTPError, this keeps the
+        headers set so far."""
+        self.set_status(status)
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.finish(message + "\n")
+
+
+class BaseHandler(QuietHandler):
     """Shared state, access control and the headers every response carries."""
 
     state: AppState
@@ -39,29 +75,44 @@ class BaseHandler(RequestHandler):
     def prepare(self) -> None:
         """Refuse unknown Host names (421) and requests without the token (401 or login)."""
         if not self.in_force.policy.host_allowed(self.request.host):
-            self._refuse(421, "unknown Host name; add it to status.allowed_hosts")
+            self._refuse(421, _UNKNOWN_HOST)
         elif not self._token_ok():
-            if self.request.method == "GET" and self.request.path == "/":
+            if self.request.method in ("GET", "HEAD") and self.request.path == "/":
                 self.redirect(LOGIN_PATH)
                 return
             self.set_header("WWW-Authenticate", 'Bearer realm="echostat"')
             self._refuse(401, "missing or wrong token (Authorization: Bearer <token>)")
 
+    def head(self, *args: str, **kwargs: str) -> Awaitable[None] | None:
+        """HEAD is GET without the body (Tornado sends none for HEAD): uptime monitors and
+        ``curl -I`` check with it, and a 405 would read as the service being down."""
+        return self.get(*args, **kwargs)
+
     def _refuse(self, status: int, message: str) -> None:
-        """End the request here; unlike raising HTTPError, this keeps the headers set so far."""
-        self.set_status(status)
+        """End the request here, under /api/ with JSON, elsewhere with text."""
         if self._in_api():
+            self.set_status(status)
             self.write_json({"error": message})
             return
-        self.set_header("Content-Type", "text/plain; charset=utf-8")
-        self.finish(message + "\n")
+        self.refuse_text(status, message)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Under /api/ an error is JSON, ``{"error": reason}``, for scripts; elsewhere a page."""
+        """Under /api/ an error is JSON, ``{"error": reason}``, for scripts; elsewhere a page.
+        A 405 says which methods the path takes (``Allow``), as HTTP requires."""
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self._methods()))
         if self._in_api():
             self.write_json({"error": self._reason})
         else:
             super().write_error(status_code, **kwargs)
+
+    def _methods(self) -> list[str]:
+        """The methods this handler implements, which Tornado's `RequestHandler` leaves 405."""
+        return [
+            method
+            for method in self.SUPPORTED_METHODS
+            if getattr(type(self), method.lower()) is not getattr(RequestHandler, method.lower())
+        ]
 
     def _in_api(self) -> bool:
         return self.request.path.startswith("/api/")
@@ -77,18 +128,13 @@ class BaseHandler(RequestHandler):
         cookie = self.get_cookie(COOKIE_NAME)
         return cookie is not None and self.in_force.policy.session_ok(cookie)
 
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "no-referrer")
-
     def write_json(self, document: Any) -> None:
         self.write_bytes(_JSON, json.dumps(document).encode())
 
     def limit_argument(self, most: int = 100_000) -> int:
         """The ``limit`` query argument of a table: 1..`most`, 100 if absent."""
         raw = self.get_query_argument("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= most:
+        if not is_number(raw) or not 1 <= int(raw) <= most:
             raise HTTPError(400, reason=f"limit must be an integer 1..{most}")
         return int(raw)
 
@@ -99,9 +145,20 @@ class BaseHandler(RequestHandler):
         self.finish(body)
 
 
-class StaticHandler(StaticFileHandler):
+class StaticHandler(QuietHandler, StaticFileHandler):
     """The page's files; scripts always as JavaScript, whatever the host's MIME table says,
     since browsers refuse a module script served under any other type."""
+
+    state: AppState
+
+    def initialize(self, path: str, state: AppState) -> None:  # type: ignore[override]
+        super().initialize(path)
+        self.state = state
+
+    def prepare(self) -> None:
+        """Unknown Host names get 421 here too, as on every other path."""
+        if not self.state.settings.policy.host_allowed(self.request.host):
+            self.refuse_text(421, _UNKNOWN_HOST)
 
     def get_content_type(self) -> str:
         if self.absolute_path is not None and self.absolute_path.endswith(".js"):
@@ -236,9 +293,17 @@ class EventsHandler(BaseHandler):
         finally:
             counters.streams -= 1
 
-    async def _stream(self) -> None:
+    def head(self, *args: str, **kwargs: str) -> None:
+        """The stream's headers, then the end: a HEAD request takes no events."""
+        self._stream_headers()
+        self.finish()
+
+    def _stream_headers(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-store")
+
+    async def _stream(self) -> None:
+        self._stream_headers()
         self.write(b"retry: 1000\n\n")
         shown = self.in_force
         self.write(_config_event(shown))
@@ -280,10 +345,13 @@ class MetricsHandler(BaseHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    """Any other path: 404, with the same headers and access rules as everything else."""
+    """Any other path: 404 whatever the method, with the same headers and access rules as
+    everything else."""
 
-    def get(self) -> None:
-        raise HTTPError(404)
+    def prepare(self) -> None:
+        super().prepare()
+        if not self._finished:
+            raise HTTPError(404)
 
 
 class HealthHandler(BaseHandler):

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from echostat.server import __version__
 from echostat.server.path_quality import RTT_BUCKETS_S, SYN_MSS_BUCKETS, TcpSnapshot
 from echostat.server.registry import REJECT_REASONS, SERVER_CLOSE_REASONS, StatsSource
+from echostat.server.socket_memory import SO_MEMINFO
 from echostat.server.syn import OPTION_NAMES
 from echostat.server.udp_stats import DROP_REASONS, RECEIVE_BUFFER, UDPListenerSnapshot
 from echostat.web.counters import STATUS_CLOSE_REASONS, STATUS_REJECT_REASONS, StatusCounters
@@ -200,8 +201,8 @@ _PER_UDP_LISTENER: tuple[_Column, ...] = (
 )
 
 
-_UDP_DROP_REASONS = (*DROP_REASONS, RECEIVE_BUFFER)
-"""echostat's reasons and the kernel's, each with a series from the start."""
+_UDP_DROP_REASONS = (*DROP_REASONS, RECEIVE_BUFFER) if SO_MEMINFO is not None else DROP_REASONS
+"""Every drop reason, the kernel's receive buffer's too where its drop counter is read."""
 
 
 def _udp_families(listeners: tuple[UDPListenerSnapshot, ...]) -> Iterator[Metric]:
@@ -233,6 +234,11 @@ class StatusCollector(Collector):
             "echostat_status_connections_active",
             "Open connections to the status page, API and metrics.",
             counters.active,
+        )
+        yield CounterMetricFamily(
+            "echostat_status_connections_accepted",
+            "Connections to the status page, API and metrics served since start.",
+            counters.accepted,
         )
         yield _labelled(
             CounterMetricFamily,

@@ -25,9 +25,16 @@ def parse_cursor(text: str) -> RowKey | None:
     if text == "0":
         return START
     worker, dash, row = text.partition("-")
-    if not (dash and worker.isdigit() and row.isdigit() and len(text) <= 40):
+    if not (dash and is_number(worker) and is_number(row)):
         return None
     return RowKey(int(worker), int(row))
+
+
+def is_number(text: str) -> bool:
+    """Whether `text` is a whole number of at most 19 ASCII digits, which `int` reads.
+    (`str.isdigit` alone also passes superscript and circled digits, which `int` refuses,
+    and numbers longer than `int` converts.)"""
+    return text.isascii() and text.isdigit() and len(text) <= 19
 
 
 def format_cursor(key: RowKey | None) -> str | None:

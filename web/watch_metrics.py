@@ -27,6 +27,8 @@ class WatchCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         targets = self._source.targets()
+        if not targets:
+            return  # the families appear only with watch targets (docs/api.md)
         up = GaugeMetricFamily(
             "echostat_watch_up",
             "1 when the last watch round verified at least one round trip, else 0.",

@@ -9,10 +9,13 @@ from pathlib import Path
 
 from tornado.routing import PathMatches
 
-from echostat.server.registry import Registry
+from echostat.server.config import StatusConfig
+from echostat.server.registry import REJECT_REASONS, SERVER_CLOSE_REASONS, Registry
 from echostat.server.reload import KEPT
+from echostat.server.udp_stats import DROP_REASONS, RECEIVE_BUFFER
 from echostat.service import Service
 from echostat.web.app import make_app
+from echostat.web.counters import STATUS_CLOSE_REASONS, STATUS_REJECT_REASONS
 from echostat.web.guard import refusal
 from echostat.web.status import StatusSide
 from tests.conftest import loopback_config
@@ -145,3 +148,48 @@ def test_readme_reload_refusal_example_is_what_a_reload_logs() -> None:
     """The refused reload the README quotes is the line the reloader writes."""
     readme = " ".join(README.read_text().split())
     assert f"`reload refused: listeners[0].port: changing this needs a restart; {KEPT}`" in readme
+
+
+def test_api_md_names_every_reason_each_counter_starts_at_0() -> None:
+    """The reasons docs/api.md says each reason-labelled counter shows at 0 from the start
+    are those it shows, so an alert written from the page matches a series."""
+    text = " ".join(_section(API_MD.read_text(), "## `GET /metrics`").split())
+    paragraph = text[text.index("Every counter labelled by `reason`") :]
+    paragraph = paragraph[: paragraph.index(")")]
+    documented = {
+        name: re.findall(r"`([a-z_]+)`", reasons)
+        for name, reasons in re.findall(
+            r"`(echostat_[a-z_]+)`(?:, per listener)?: ([^;]*)", paragraph
+        )
+    }
+    assert documented == {
+        "echostat_connections_rejected_total": list(REJECT_REASONS),
+        "echostat_connections_closed_by_server_total": list(SERVER_CLOSE_REASONS),
+        "echostat_status_connections_rejected_total": list(STATUS_REJECT_REASONS),
+        "echostat_status_connections_closed_by_server_total": list(STATUS_CLOSE_REASONS),
+        "echostat_udp_datagrams_dropped_total": [*DROP_REASONS, RECEIVE_BUFFER],
+    }
+
+
+async def test_api_md_names_every_path_served_without_the_token() -> None:
+    """With a token, the paths that answer without it are those docs/api.md names: the open
+    paths, the sign-in form and the page's files."""
+    config = loopback_config(
+        status=StatusConfig(host="127.0.0.1", port=0, token="correct-horse-battery-staple")
+    )
+    service = Service(config)
+    await service.start()
+    try:
+        paths = [*sorted(_routes()), "/static/dashboard.js"]
+        answered = [(path, (await status_fetch(service, path)).code) for path in paths]
+    finally:
+        await service.stop()
+    open_without = {
+        path.rsplit("/", 1)[0] + "/" if "." in path else path
+        for path, code in answered
+        if code not in (302, 401)
+    }
+    text = " ".join(API_MD.read_text().split())
+    said = text[text.index("With `status.token` set, every path except") :]
+    named = set(re.findall(r"`(/[a-z/]*)`", said[: said.index(" needs ")]))
+    assert open_without == named | set(config.status.open_paths)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from tornado.httpclient import HTTPClientError
 
 from echostat.server import __version__
 from echostat.service import Service
-from tests.helpers import close_all, echo_once, get_json
+from tests.helpers import REPO, close_all, echo_once, get_json
 
 CONNECTION_FIELDS = {
     "id": int,
@@ -239,3 +240,17 @@ async def test_push_channel_sends_limits_history_then_stats_with_table(service: 
     for row in table["connections"]:
         assert_shape(row, CONNECTION_FIELDS)
     await close_all([writer])
+
+
+async def test_each_tick_is_the_stats_document_but_what_docs_api_md_leaves_out(
+    service: Service,
+) -> None:
+    """A pushed tick has every field of /api/stats except those docs/api.md names as left
+    out, so a script reading the stream finds what the page says it finds."""
+    text = " ".join((REPO / "docs" / "api.md").read_text().split())
+    said = re.search(r"the `/api/stats` document without ((?:`\w+`(?:, | and )?)+)", text)
+    assert said is not None
+    left_out = set(re.findall(r"`(\w+)`", said.group(1)))
+    stats = await get_json(service.status_port, "/api/stats")
+    (_, tick), *_ = [event for event in await read_events(service, 3) if event[0] == "message"]
+    assert set(tick) - {"top_connections"} == set(stats) - left_out

@@ -62,6 +62,27 @@ async def test_more_than_a_page_or_a_bad_cursor_is_a_400_naming_it(
     assert error in refused.value.response.body.decode()
 
 
+@pytest.mark.parametrize(
+    ("path", "error"),
+    [
+        ("/api/connections?limit=%C2%B2", "limit must be an integer 1..1000"),
+        ("/api/connections?limit=" + "9" * 5000, "limit must be an integer 1..1000"),
+        ("/api/peers?limit=%E2%91%A0", "limit must be an integer 1..100000"),
+        ("/api/connections?cursor=%C2%B2-1", "cursor must be 0 or the next_cursor of a page"),
+    ],
+)
+async def test_digits_python_reads_but_int_refuses_are_a_400_not_a_500(
+    service: Service, path: str, error: str
+) -> None:
+    """A superscript or circled digit, or a number too long for `int`, is a 400 naming the
+    parameter, not an internal error with a traceback in the log."""
+    with pytest.raises(HTTPClientError) as refused:
+        await get_json(service.status_port, path)
+    assert refused.value.code == 400
+    assert refused.value.response is not None
+    assert error in refused.value.response.body.decode()
+
+
 async def test_busiest_view_has_no_next_cursor(service: Service) -> None:
     """Without a cursor the rows are the busiest, as before, and next_cursor is null."""
     clients = [await echo_once(service.echo_port("main"), b"x" * n) for n in (1, 2, 3)]

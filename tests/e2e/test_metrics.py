@@ -128,15 +128,44 @@ async def test_every_known_reason_has_a_series_from_the_start(service: Service) 
             assert samples[(name, (("reason", reason),))] == 0, (name, reason)
 
 
-async def test_every_udp_drop_reason_has_a_series_from_the_start() -> None:
-    """A UDP listener's drop counter has a series at 0 for every reason before any drop, the
-    kernel's receive_buffer too."""
+async def scrape_new_udp_service() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples of one scrape of a service with a UDP listener, just started."""
     service = Service(udp_config())
     await service.start()
     try:
-        samples = await scrape(service)
+        return await scrape(service)
     finally:
         await service.stop()
-    for reason in (*DROP_REASONS, RECEIVE_BUFFER):
+
+
+async def test_every_udp_drop_reason_has_a_series_from_the_start() -> None:
+    """A UDP listener's drop counter has a series at 0 for every reason before any drop."""
+    samples = await scrape_new_udp_service()
+    for reason in DROP_REASONS:
         label = (("listener", "udp"), ("reason", reason))
         assert samples[("echostat_udp_datagrams_dropped_total", label)] == 0, reason
+
+
+async def test_the_kernels_receive_buffer_drops_have_a_series_from_the_start() -> None:
+    """The drops a flood causes before echostat reads (receive_buffer) have a series at 0
+    too, so an alert on their increase fires on the first flood, not from the second."""
+    samples = await scrape_new_udp_service()
+    label = (("listener", "udp"), ("reason", RECEIVE_BUFFER))
+    assert samples[("echostat_udp_datagrams_dropped_total", label)] == 0
+
+
+async def test_status_connections_accepted_has_a_counter_too(service: Service) -> None:
+    """status_connections.accepted is in /metrics too, beside its refusals, so a dashboard can
+    set refused status connections against accepted ones."""
+    samples = await scrape(service)
+    stats = await get_json(service.status_port, "/api/stats")
+    # The scrape came first and took one connection; the API request took the next.
+    accepted = samples[("echostat_status_connections_accepted_total", ())]
+    assert accepted == stats["status_connections"]["accepted"] - 1
+
+
+async def test_without_watch_targets_no_watch_family_is_exposed(service: Service) -> None:
+    """The echostat_watch_* families appear only with watch targets, as docs/api.md says,
+    not as empty families in every scrape."""
+    text = (await status_fetch(service, "/metrics")).body.decode()
+    assert "echostat_watch_" not in text

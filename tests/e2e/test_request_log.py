@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import signal
+import socket
 
 from tornado.httpclient import AsyncHTTPClient
 
 from tests.e2e.conftest import StartEchostat
-from tests.helpers import LOCAL_PORTS
+from tests.helpers import DEADLINE_S, LOCAL_PORTS, recv_to_eof
 
 REFUSED = [
     ("/api/stats", {"Host": "attacker.example"}, 421),
@@ -51,3 +52,33 @@ async def test_debug_logs_every_request(start_echostat: StartEchostat) -> None:
         "404 GET /no-such-page",
         "400 GET /api/connections?limit=abc",
     ]
+
+
+MISTAKES = [
+    b"GET /static/../config.yaml HTTP/1.1\r\nHost: localhost\r\n",
+    b"GET /static/vendor HTTP/1.1\r\nHost: localhost\r\n",
+    b"POST /login HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n",
+    b"NONSENSE\r\n",
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: x\r\n",
+]
+"""Requests Tornado answers with a line of its own (tornado.general) besides the request log:
+a path outside the page's files, a folder, a form without its XSRF field, a request line that
+isn't one, a Content-Length that isn't a number."""
+
+
+async def test_malformed_and_refused_requests_do_not_flood_tornados_own_log(
+    start_echostat: StartEchostat,
+) -> None:
+    """Fifty requests a scanner might send log a line or two, not a line each: Tornado's
+    own lines about them are left to the rate-limited request log, or rate-limited too."""
+    echostat = start_echostat(*LOCAL_PORTS, "--set", "status.token=correct-horse-battery-staple")
+    for _ in range(10):
+        for request in MISTAKES:
+            with socket.create_connection(("127.0.0.1", echostat.status_port), DEADLINE_S) as sock:
+                sock.sendall(request + b"Connection: close\r\n\r\n")
+                answer = recv_to_eof(sock)
+                assert answer.startswith(b"HTTP/1.1 4"), (request, answer)
+    echostat.signal(signal.SIGHUP)  # its line comes after every request's
+    echostat.wait_for_line("configuration reloaded")
+    tornado_lines = [line for line in echostat.log if " tornado." in line]
+    assert len(tornado_lines) <= 3, tornado_lines

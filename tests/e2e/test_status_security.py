@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from urllib.parse import urlencode
 
@@ -10,7 +11,7 @@ import pytest
 from echostat.server.config import Config, StatusConfig
 from echostat.service import Service
 from tests.conftest import loopback_config
-from tests.helpers import status_fetch
+from tests.helpers import DEADLINE_S, close_all, status_fetch
 
 TOKEN = "correct-horse-battery-staple"
 
@@ -26,6 +27,17 @@ async def test_unknown_host_header_gets_421(service: Service) -> None:
     """A rebinding attack's foreign Host name is refused before anything else."""
     response = await status_fetch(service, "/healthz", headers={"Host": "attacker.example:7070"})
     assert response.code == 421
+
+
+@pytest.mark.parametrize("path", ["/static/dashboard.js", "/favicon.ico"])
+async def test_unknown_host_header_gets_421_for_the_pages_files_too(
+    service: Service, path: str
+) -> None:
+    """The page's files answer only to allowed Host names too, as README says of every
+    request, naming the key that lets a name in."""
+    response = await status_fetch(service, path, headers={"Host": "attacker.example:7070"})
+    assert response.code == 421
+    assert "status.allowed_hosts" in response.body.decode()
 
 
 @pytest.mark.parametrize("host", ["localhost:7070", "127.0.0.1", "[::1]:7070"])
@@ -119,7 +131,13 @@ async def test_login_post_without_xsrf_field_is_refused(service: Service) -> Non
     assert response.code == 403
 
 
-@pytest.mark.parametrize("path", ["/", "/api/stats", "/healthz", "/login", "/nonexistent"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        *("/", "/api/stats", "/healthz", "/login", "/nonexistent"),
+        *("/static/dashboard.js", "/static/no-such-file.js"),
+    ],
+)
 async def test_every_response_carries_security_headers(service: Service, path: str) -> None:
     """CSP limited to our origin, no MIME sniffing, no referrer, even on errors."""
     response = await status_fetch(service, path)
@@ -141,3 +159,22 @@ async def test_read_only_endpoints_reject_other_methods_with_405(
         body=b"" if method != "DELETE" else None,
     )
     assert response.code == 405
+
+
+async def test_a_token_beyond_ascii_opens_the_api_as_its_utf8_bytes() -> None:
+    """A token with letters beyond ASCII, which the config accepts and the sign-in form
+    takes, opens the API when a script sends it as curl does, in UTF-8."""
+    token = "pässwörd-pässwörd-1"
+    service = Service(loopback_config(status=StatusConfig(host="127.0.0.1", port=0, token=token)))
+    await service.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.status_port)
+        writer.write(
+            b"GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Authorization: Bearer " + token.encode() + b"\r\n\r\n"
+        )
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n"), DEADLINE_S)
+        await close_all([writer])
+        assert head.startswith(b"HTTP/1.1 200"), head
+    finally:
+        await service.stop()

@@ -148,3 +148,41 @@ async def read_to_close(reader: asyncio.StreamReader) -> tuple[bytes, float]:
     """Everything the server sends until it closes, and when it closed (monotonic)."""
     answer = await asyncio.wait_for(reader.read(), DEADLINE_S)
     return answer, time.monotonic()
+
+
+async def test_health_checks_answered_from_the_reserve_count_as_accepted(
+    start_service: StartService,
+) -> None:
+    """A connection the reserve serves counts in status_connections.accepted, as a refused
+    one at a cap counts in rejected: no connection the status side got goes uncounted."""
+    service = await start_service(status={"host": "127.0.0.1", "port": 0, "max_connections": 1})
+    port = service.status_port
+    held = await open_from(port)
+    counters = service.status.counters
+    await wait_until(lambda: counters.active == 1, "the held connection counted")
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await ask(port, path))[0] == 200, path
+    assert (await ask(port, "/api/stats"))[0] == 503
+    assert (counters.accepted, sum(counters.rejected.values())) == (4, 1)
+    await close_all([held[1]])
+
+
+async def test_a_refusal_at_the_cap_carries_the_headers_every_response_does(
+    start_service: StartService,
+) -> None:
+    """The 503 beyond the cap carries the security headers every other response carries
+    (README, "Limits and security"), nosniff among them."""
+    service = await start_service(status={"host": "127.0.0.1", "port": 0, "max_connections": 1})
+    held = await open_from(service.status_port)
+    await wait_until(lambda: service.status.counters.active == 1, "the held connection counted")
+    reader, writer = await open_from(service.status_port)
+    writer.write(b"GET /api/stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE_S)).decode()
+    assert head.startswith("HTTP/1.1 503")
+    for header in (
+        "Content-Security-Policy: default-src 'self'",
+        "X-Content-Type-Options: nosniff",
+        "Referrer-Policy: no-referrer",
+    ):
+        assert f"\r\n{header}" in head, head
+    await close_all([writer, held[1]])
