@@ -43,11 +43,23 @@ def add_parser(subcommands: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--pid",
-        type=int,
+        type=_process_id,
         default=DEFAULT_PID,
         help=f"the server's process id (default: {DEFAULT_PID}, echostat in a container)",
     )
     return parser
+
+
+def _process_id(text: str) -> int:
+    """A process id as ``--pid`` takes it: 0 and negative numbers name process groups (-1:
+    every process) to kill(2), never one server, so they are a usage error."""
+    try:
+        pid = int(text)
+    except ValueError:
+        pid = 0
+    if pid < 1:
+        raise argparse.ArgumentTypeError(f"expected a process id (1 or more), got {text!r}")
+    return pid
 
 
 def run(args: argparse.Namespace) -> int:

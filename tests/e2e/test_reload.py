@@ -381,6 +381,15 @@ def test_echostat_reload_refuses_a_process_that_is_not_echostat() -> None:
         other.wait()
 
 
+@pytest.mark.parametrize("pid", ["0", "-1", "x"])
+def test_echostat_reload_refuses_what_is_no_process_id_as_a_usage_error(pid: str) -> None:
+    """0 and -1 name process groups (-1 every process) to kill(2), never one server: like a
+    pid that is no number, exit 2 naming the flag, not exit 1 "no process"."""
+    refused = run_cli("reload", "--pid", pid)
+    assert refused.returncode == 2
+    assert f"argument --pid: expected a process id (1 or more), got '{pid}'" in refused.stderr
+
+
 def test_echostat_reload_of_a_worker_names_its_supervisor(reloadable: Reloadable) -> None:
     """A worker's pid (what ps shows beside the supervisor's) is refused with exit 2 naming
     the supervisor's pid to pass instead, and the worker is not signalled."""
