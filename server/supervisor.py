@@ -290,12 +290,9 @@ class Supervisor:
             if open_now
             else "then stop (no open connections)"
         )
-        log.info(
-            "shutting down: /readyz is 503; %s accept for %g s more, %s",
-            count_of(len(self._processes), "worker"),
-            config.shutdown_delay_s,
-            waiting,
-        )
+        workers, delay_s = count_of(len(self._processes), "worker"), config.shutdown_delay_s
+        accepting = f"accepting for {delay_s:g} s more" if delay_s else "no longer accepting"
+        log.info("shutting down: /readyz is 503; %s %s, %s", workers, accepting, waiting)
         await asyncio.sleep(max(0.0, config.shutdown_delay_s - (time.monotonic() - asked_at)))
         self._stopping.set()
         self.fleet.accepting = False

@@ -101,7 +101,10 @@ async def test_sigterm_drains_every_worker_and_exits_0(start_echostat: StartEcho
     )
     await stats_when(echostat.status_port, lambda s: all(w["active"] for w in s["workers"]))
     echostat.signal(signal.SIGTERM)
-    echostat.wait_for_line("shutting down")
+    line = echostat.wait_for_line("/readyz is 503")
+    assert line.rstrip("\n").endswith(
+        "2 workers no longer accepting, then wait up to 2 s for 10 open connections to close"
+    ), line
     for reader, writer in clients:
         writer.write(b" again")
         assert await within_deadline(reader.readexactly(6)) == b" again"
@@ -200,7 +203,7 @@ def test_a_port_another_fleet_serves_is_in_use(start_echostat: StartEchostat) ->
         second = run_cli(*TWO_WORKERS, *udp, "--set", f"listeners.{index}.port={port}")
         assert second.returncode == 2, second.stderr
         (line,) = second.stderr.splitlines()
-        assert line.endswith(
+        assert line.rstrip("\n").endswith(
             f"listeners[{index}].port: cannot listen on 127.0.0.1:{port}: Address already in use"
             " (another process uses it; pick another port, or 0 for any)"
         ), line
