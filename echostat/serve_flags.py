@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from echostat.server import __version__
-from echostat.server.config_validation import ENV_PREFIX
+from echostat.server.config_overrides import ENV_PREFIX
 
 EPILOG = (
     f"Any key can also be set by an environment variable: {ENV_PREFIX}STATUS__PORT=8080 "

@@ -1,9 +1,10 @@
 """Configuration validation, pure: YAML text, environment and overrides in, a `Config` out.
 
 `validate_config` reads nothing but its arguments: it parses the text, applies ``ECHOSTAT_*``
-variables and ``key=value`` overrides, and checks every key against the schema
-(`server.config`), raising `ConfigError` with one line naming the source, the key path and
-what is wrong, e.g. ``config.yaml: listeners[0].port: expected an integer 0..65535, got 70000``.
+variables and ``key=value`` overrides (`server.config_overrides`), and checks every key
+against the schema (`server.config`), raising `ConfigError` with one line naming the source,
+the key path and what is wrong, e.g.
+``config.yaml: listeners[0].port: expected an integer 0..65535, got 70000``.
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ from typing import Any, Literal
 import yaml
 
 from echostat.server.config import Config, ConfigError, ListenerConfig, WatchConfig
-from echostat.server.config_yaml import parse_yaml, yaml_problem
+from echostat.server.config_overrides import SECRET_KEY, apply_overrides
+from echostat.server.config_yaml import format_number, parse_yaml, show_value, yaml_problem
 from echostat.server.sockets import url_host
 from echostat.server.wording import count_of
-
-ENV_PREFIX = "ECHOSTAT_"
-"""Environment variables ``ECHOSTAT_<KEY>`` override single keys; ``__`` separates levels."""
 
 
 @dataclass(frozen=True)
@@ -58,17 +57,7 @@ def validate_config(
     raw = _parse_config(Path(source), text)
     origins: dict[str, str] = {}
     """Key path (``listeners[0].port``) -> where its value came from, if not the file."""
-    for name, value in sorted((env or {}).items()):
-        if name.startswith(ENV_PREFIX):
-            key = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-            origins[_key_path(key)] = f"environment variable {name}"
-            raw = _override(raw, key, value, origins)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. status.port=8080")
-        origins[_key_path(key.strip())] = f"--set {key.strip()}"
-        raw = _override(raw, key.strip(), value, origins)
+    raw = apply_overrides(raw, env or {}, overrides, origins)
     limits = raw.get("limits")
     explicit = isinstance(limits, dict) and limits.get("max_connections") is not None
     if isinstance(limits, dict) and not explicit:
@@ -80,11 +69,6 @@ def validate_config(
         raise _blame_origin(exc, source, origins) from None
     origin = origins.get("limits.max_connections", source) if explicit else None
     return ValidatedConfig(config, origin, origins)
-
-
-def _key_path(dotted: str) -> str:
-    """``listeners.0.port`` as error messages spell it: ``listeners[0].port``."""
-    return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", dotted)
 
 
 def _blame_origin(exc: ConfigError, source: str, origins: Mapping[str, str]) -> ConfigError:
@@ -127,79 +111,12 @@ def _any_address_hint(exc: yaml.YAMLError, text: str) -> str:
     return '; write the address :: in quotes: host: "::"' if _LONE_DOUBLE_COLON.search(line) else ""
 
 
-_BRACKETED_ADDRESS = re.compile(r"\[[0-9A-Fa-f:.]+\](?::\d+)?")
-"""``[IPv6]:PORT`` (a watch target) or ``[IPv6]`` (a host, refused later with a hint)."""
-SECRET_KEY = "status.token"
-"""Taken as written when YAML would read it otherwise: a message naming its value would leak it."""
-
-
-_LEFT_OUT: dict[str, list[dict[str, Any]]] = {"listeners": [{} for _ in Config().listeners]}
-"""Lists that hold items by default, as a file would write them (each item its defaults), so
-that ``listeners.1.*`` adds a listener beside the default one when the file names none."""
-
-
-def _override(
-    raw: dict[str, Any], dotted: str, text: str, origins: dict[str, str]
-) -> dict[str, Any]:
-    """Return a copy of `raw` with the key at `dotted` (``listeners.0.port``) set to `text`.
-
-    The value is parsed as a YAML scalar, so ``8080`` is a number and ``null`` is None; list
-    items are addressed by index, and the index one past the end appends a new item. Sections
-    it makes take the origin of `dotted` in `origins`, so errors inside them name it."""
-    origin = origins[_key_path(dotted)]
-    secret = _key_path(dotted) == SECRET_KEY
-    try:
-        value = parse_yaml(text)
-    except yaml.YAMLError as exc:
-        if not secret and _BRACKETED_ADDRESS.fullmatch(text) is None:
-            raise ConfigError(f"{origin}: invalid value {text!r}: {yaml_problem(exc)}") from None
-        value = text  # a token, or ``[IPv6]:PORT``: YAML reads a list then a colon
-    if secret and not isinstance(value, str | None):
-        value = text  # a token is text, and an error about it would print it
-    if isinstance(value, dict) and not text.lstrip().startswith("{"):
-        # A mapping is written in braces here; YAML alone reads ``::`` (every interface) as one.
-        value = text
-    parts = dotted.split(".")
-    root: dict[str, Any] = dict(raw)
-    node: Any = root
-    for depth, part in enumerate(parts):
-        last = depth == len(parts) - 1
-        if isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                child = node.get(part)
-                if child is None:
-                    # A section the file leaves out: what the defaults hold there (the one
-                    # listener), else a list when the next part is an index.
-                    child = _LEFT_OUT.get(part, []) if parts[depth + 1].isdecimal() else {}
-                    origins[_key_path(".".join(parts[: depth + 1]))] = origin
-                elif not isinstance(child, list | dict):
-                    path, shown = ".".join(parts[: depth + 1]), _show(child)
-                    raise ConfigError(f"{origin}: cannot set {dotted!r}: {path!r} is {shown}")
-                child = list(child) if isinstance(child, list) else dict(child)
-                node[part] = child
-                node = child
-        elif isinstance(node, list) and part.isdecimal() and int(part) <= len(node):
-            index = int(part)
-            if index == len(node):
-                node.append({})
-                origins[_key_path(".".join(parts[: depth + 1]))] = origin
-            if last:
-                node[index] = value
-            else:
-                node[index] = dict(node[index]) if isinstance(node[index], dict) else {}
-                node = node[index]
-        else:
-            path = ".".join(parts[:depth])
-            raise ConfigError(f"{origin}: cannot set {dotted!r}: {path!r} has no item {part!r}")
-    return root
-
-
 def _build(cls: Any, raw: Any, source: str, path: str) -> Any:
     """Validate the mapping `raw` against dataclass `cls`, recursively."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: {path or 'top level'}: expected a mapping, got {_show(raw)}")
+        raise ConfigError(
+            f"{source}: {path or 'top level'}: expected a mapping, got {show_value(raw)}"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(str(key) for key in raw if key not in fields)
@@ -235,15 +152,17 @@ def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, source: str, pa
                 return _convert(inner, fld, value, source, path)
             except ConfigError as exc:
                 wanted.append(str(exc).partition(": expected ")[2].rpartition(", got ")[0])
-        raise ConfigError(f"{source}: {path}: expected {' or '.join(wanted)}, got {_show(value)}")
+        raise ConfigError(
+            f"{source}: {path}: expected {' or '.join(wanted)}, got {show_value(value)}"
+        )
     if origin is tuple and dataclasses.is_dataclass(args[0]):
         if not isinstance(value, list) or not (value or fld.metadata.get("may_be_empty")):
             kind = "a list" if fld.metadata.get("may_be_empty") else "a non-empty list"
-            raise ConfigError(f"{source}: {path}: expected {kind}, got {_show(value)}")
+            raise ConfigError(f"{source}: {path}: expected {kind}, got {show_value(value)}")
         return tuple(_build(args[0], item, source, f"{path}[{i}]") for i, item in enumerate(value))
     if origin is tuple:
         if not isinstance(value, list):
-            raise ConfigError(f"{source}: {path}: expected a list, got {_show(value)}")
+            raise ConfigError(f"{source}: {path}: expected a list, got {show_value(value)}")
         return tuple(
             _convert(args[0], fld, item, source, f"{path}[{i}]") for i, item in enumerate(value)
         )
@@ -252,17 +171,19 @@ def _convert(hint: Any, fld: dataclasses.Field[Any], value: Any, source: str, pa
     if origin is Literal:
         if value not in args:
             choices = " | ".join(str(a) for a in args)
-            raise ConfigError(f"{source}: {path}: expected one of {choices}, got {_show(value)}")
+            raise ConfigError(
+                f"{source}: {path}: expected one of {choices}, got {show_value(value)}"
+            )
         return value
     if hint is str:
         if not isinstance(value, str) or not value:
             secret = path == SECRET_KEY and value != ""  # a number YAML read: show none of it
-            shown = "no text (a secret, not shown); quote it" if secret else _show(value)
+            shown = "no text (a secret, not shown); quote it" if secret else show_value(value)
             raise ConfigError(f"{source}: {path}: expected a non-empty string, got {shown}")
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{source}: {path}: expected true or false, got {_show(value)}")
+            raise ConfigError(f"{source}: {path}: expected true or false, got {show_value(value)}")
         return value
     return _convert_number(hint, fld, value, source, path)
 
@@ -272,15 +193,15 @@ def _convert_number(
 ) -> int | float:
     kind = "an integer" if hint is int else "a number"
     low, high = fld.metadata.get("range", (-math.inf, math.inf))
-    span = f" {_fmt(low)}..{_fmt(high)}" if "range" in fld.metadata else ""
+    span = f" {format_number(low)}..{format_number(high)}" if "range" in fld.metadata else ""
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
     wrong_kind = hint is int and not isinstance(value, int)
     if not numeric or wrong_kind or (isinstance(value, float) and math.isnan(value)):
         hint = _number_hint(value)
-        raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {_show(value)}{hint}")
+        raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {show_value(value)}{hint}")
     # Compared exactly: an integer of hundreds of digits has no float to convert to.
     if not low <= value <= high:
-        shown = _show(value) if isinstance(value, int) else _fmt(value)
+        shown = show_value(value) if isinstance(value, int) else format_number(value)
         raise ConfigError(f"{source}: {path}: expected {kind}{span}, got {shown}")
     return hint(value)  # type: ignore[no-any-return]
 
@@ -291,7 +212,9 @@ def _number_hint(value: Any) -> str:
         number = float(value) if isinstance(value, str) else math.nan
     except ValueError:
         return ""
-    return f" (YAML reads it as text; write {_fmt(number)})" if math.isfinite(number) else ""
+    return (
+        f" (YAML reads it as text; write {format_number(number)})" if math.isfinite(number) else ""
+    )
 
 
 MIN_TOKEN_CHARS = 16
@@ -421,27 +344,3 @@ def _check_udp_listener(listener: ListenerConfig, where: str) -> None:
                 f"{where}.{key}: not available with protocol: udp; remove it, or use a"
                 " separate tcp listener"
             )
-
-
-def _fmt(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else str(number)
-
-
-_SHOWN_DIGITS = 20
-"""Integers longer than this are shown by their first digits and length, on one short line."""
-
-
-def _show(value: Any) -> str:
-    """A value as the user wrote it, in YAML terms."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list" if value else "an empty list"
-    if isinstance(value, int) and len(digits := str(abs(value))) > _SHOWN_DIGITS:
-        sign = "-" if value < 0 else ""
-        return f"{sign}{digits[:_SHOWN_DIGITS]}... ({len(digits)} digits)"
-    return repr(value)

@@ -1,7 +1,8 @@
 """YAML text to Python values, strictly: what PyYAML's safe loader reads, less duplicate keys.
 
-Every fault is a `yaml.YAMLError`, which `yaml_problem` puts on one line; nothing here knows
-the config's keys (`server.config_validation` does).
+Every fault is a `yaml.YAMLError`, which `yaml_problem` puts on one line, and `show_value`
+names a value in YAML's words for an error; nothing here knows the config's keys
+(`server.config_validation` does).
 """
 
 from __future__ import annotations
@@ -55,3 +56,28 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def format_number(number: float) -> str:
+    """A number as YAML would write it: ``5`` for 5.0, else as it is."""
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+_SHOWN_DIGITS = 20
+"""Integers longer than this are shown by their first digits and length, on one short line."""
+
+
+def show_value(value: Any) -> str:
+    """A value as the user wrote it, in YAML terms."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    if isinstance(value, int) and len(digits := str(abs(value))) > _SHOWN_DIGITS:
+        sign = "-" if value < 0 else ""
+        return f"{sign}{digits[:_SHOWN_DIGITS]}... ({len(digits)} digits)"
+    return repr(value)

@@ -189,6 +189,19 @@ def test_set_listener_port_works_without_a_listeners_section(write_config: Path)
     assert config.listeners == (ListenerConfig(port=0),)
 
 
+def test_environment_variables_for_listener_10_come_after_listener_2(
+    write_config: Path,
+) -> None:
+    """Variables for 12 listeners make 12: list indexes are taken in number order (as text,
+    ``__10__`` came before ``__2__`` and failed, "'listeners' has no item '10'")."""
+    env = {f"ECHOSTAT_LISTENERS__{i}__NAME": f"l{i}" for i in range(12)}
+    env |= {f"ECHOSTAT_LISTENERS__{i}__PORT": str(7100 + i) for i in range(12)}
+    config = _load(write_config, "", env)
+    assert [(listener.name, listener.port) for listener in config.listeners] == [
+        (f"l{i}", 7100 + i) for i in range(12)
+    ]
+
+
 def test_set_adds_a_listener_beside_the_default_one(write_config: Path) -> None:
     """With no listeners section (or no file at all), listeners.1.* adds a second listener to
     the default one, as it would to a file's one listener, instead of "no item '1'"."""
