@@ -123,6 +123,11 @@ def check_systemd_sockets(sockets: Mapping[str, list[socket.socket]], config: Co
     """Refuse inherited sockets that nothing would serve right: a name that is no listener's
     (its clients would wait in a backlog no one accepts from) or the wrong kind of socket."""
     kinds = {f"listeners[{n}]": (lst.name, lst.protocol) for n, lst in enumerate(config.listeners)}
+    if sockets and (taken := next((k for k, (n, _) in kinds.items() if n == "status"), None)):
+        raise ConfigError(
+            f'{taken}.name: "status" names the status page\'s inherited socket; give the'
+            " listener (and its socket unit's FileDescriptorName=) another name"
+        )
     kinds["status"] = ("status", "tcp")
     for key, (name, protocol) in kinds.items():
         for sock in sockets.get(name, []):

@@ -177,6 +177,18 @@ def test_an_inherited_socket_that_names_no_listener_is_refused(
     ), line
 
 
+def test_a_listener_named_status_is_refused_under_socket_activation(
+    activation_sockets: dict[str, socket.socket],
+) -> None:
+    """A listener named "status" would take the status page's inherited socket (and the
+    status page the listener's): exit 2 naming the listener's key, not a page served as echo."""
+    line = refused_start(activation_sockets, "--set", "listeners.0.name=status")
+    assert line.endswith(
+        'listeners[0].name: "status" names the status page\'s inherited socket; give the'
+        " listener (and its socket unit's FileDescriptorName=) another name"
+    ), line
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_the_startup_line_and_the_api_name_the_inherited_sockets_addresses(workers: int) -> None:
     """Socket units on ::1 where config.yaml says 127.0.0.1: the startup lines, the page's URL
