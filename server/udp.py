@@ -309,7 +309,9 @@ class UDPEchoServer:
                 UDPEchoProtocol, sock, stats, self.config, budget, self.clock
             )
             if report:
-                transport: asyncio.BaseTransport = ReportingTransport(loop, sock, protocol())
+                transport: asyncio.BaseTransport = ReportingTransport(
+                    loop, sock, protocol(), stats.answered_shorter
+                )
             else:
                 transport, _ = await loop.create_datagram_endpoint(protocol, sock=sock)
             self._transports.append(transport)

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from echostat.server.report import address_name, report_line
@@ -85,8 +86,8 @@ class ReportingTransport(asyncio.DatagramTransport):
 
     It reads `sock` with the loop's reader callbacks and hands each datagram to `protocol`;
     when the protocol echoes the datagram it is handling and that datagram is a report
-    request, the report goes out instead, with the request's DSCP. `close` stops reading and
-    closes the socket.
+    request, the report goes out instead, with the request's DSCP, and `on_shorter` learns
+    by how many bytes the answer was shorter. `close` stops reading and closes the socket.
     """
 
     def __init__(
@@ -94,8 +95,10 @@ class ReportingTransport(asyncio.DatagramTransport):
         loop: asyncio.AbstractEventLoop,
         sock: socket.socket,
         protocol: asyncio.DatagramProtocol,
+        on_shorter: Callable[[Any, int], None],
     ) -> None:
         super().__init__({"socket": sock, "sockname": sock.getsockname()})
+        self._on_shorter = on_shorter
         self._loop = loop
         self._sock = sock
         self._protocol = protocol
@@ -171,3 +174,5 @@ class ReportingTransport(asyncio.DatagramTransport):
             self._sock.sendmsg([answer], marks, 0, addr)
         except OSError as exc:
             log.debug("udp report listener: cannot answer %s: %s", addr, exc)
+            return
+        self._on_shorter(addr, len(request) - len(answer))

@@ -68,6 +68,7 @@ class Peer:
         "bytes",
         "dropped",
         "dropped_bytes",
+        "answered_short",
         "credit",
         "granted",
         "byte_credit",
@@ -89,6 +90,8 @@ class Peer:
         self.bytes = 0
         self.dropped = 0
         self.dropped_bytes = 0
+        self.answered_short = 0
+        """Bytes by which path reports sent to it were shorter than its report requests."""
         self.credit = self.granted = 0
         self.byte_credit = self.byte_granted = 0
         self.last_grant = 0
@@ -148,6 +151,9 @@ class UDPListenerStats:
     sources: dict[str, Source] = field(default_factory=dict)
     unlisted_drops: Counter[str] = field(default_factory=Counter)
     """Drops by source IP of datagrams refused before the peers table (privileged ports)."""
+    answered_short: int = 0
+    """Bytes by which path reports were shorter than the requests they answered: what was
+    sent is what arrived, less what was dropped, less this."""
     receive_buffer_drops: int = 0
     """Datagrams the kernel dropped for this listener's sockets before echostat could read
     them (a full receive buffer), as last read from the kernel's per-socket counters."""
@@ -158,6 +164,12 @@ class UDPListenerStats:
         if self.receive_buffer_drops:
             dropped[RECEIVE_BUFFER] = self.receive_buffer_drops
         return dropped
+
+    def answered_shorter(self, key: Any, saved: int) -> None:
+        """A path report `saved` bytes shorter than its request went to the peer at `key`."""
+        self.answered_short += saved
+        if (peer := self.peers.get(key)) is not None:
+            peer.answered_short += saved
 
     def forget(self, key: Any) -> None:
         """Remove the peer at `key`, and its source once no peer of it remains."""
@@ -189,7 +201,7 @@ class UDPListenerStats:
             datagrams_received=datagrams,
             datagrams_sent=datagrams - sum(self.dropped.values()),
             bytes_received=byte_count,
-            bytes_sent=byte_count - self.dropped_bytes,
+            bytes_sent=byte_count - self.dropped_bytes - self.answered_short,
             dropped=self.dropped_by_reason(),
             peers=len(self.peers),
             peers_evicted=self.peers_evicted,
@@ -243,5 +255,5 @@ def peer_snapshot(
         datagrams_received=peer.datagrams_received,
         datagrams_sent=peer.datagrams_received - peer.dropped,
         bytes_received=peer.bytes_received,
-        bytes_sent=peer.bytes_received - peer.dropped_bytes,
+        bytes_sent=peer.bytes_received - peer.dropped_bytes - peer.answered_short,
     )

@@ -15,7 +15,16 @@ from echostat.server import __version__
 from echostat.server.config import Config, ListenerConfig
 from echostat.service import Service
 from tests.conftest import loopback_config, udp_config
-from tests.helpers import DEADLINE_S, close_all, echo_once, round_trip, udp_socket, within_deadline
+from tests.helpers import (
+    DEADLINE_S,
+    close_all,
+    echo_once,
+    get_json,
+    round_trip,
+    stats_when,
+    udp_socket,
+    within_deadline,
+)
 
 
 def with_report_listeners(base: Config) -> Config:
@@ -108,6 +117,32 @@ async def test_udp_report_request_is_answered_with_what_arrived(service: Service
         }
         (tos,) = [data[0] for level, kind, data in ancillary if kind == socket.IP_TOS]
         assert tos >> 2 == 10
+
+
+async def test_udp_bytes_sent_count_the_report_not_the_request(service: Service) -> None:
+    """A 600-byte request answered with a shorter report, then a 5-byte echo: the listener's
+    and the peer's bytes_sent are the report's length plus 5, what really went back, not 605."""
+    address = ("127.0.0.1", service.echo_port("udp-report"))
+    with udp_socket() as client:
+        client.connect(address)
+        client.send(request(600))
+        client.settimeout(DEADLINE_S)
+        answer = await asyncio.to_thread(client.recv, 70000)
+        assert answer.startswith(b"ECHOSTAT-REPORT {") and len(answer) < 600
+        client.setblocking(False)  # round_trip reads it on this loop
+        assert await round_trip(client, address, b"hello") == b"hello"
+    stats = await stats_when(
+        service.status_port,
+        lambda s: any(u["bytes_received"] == 605 for u in s["udp_listeners"]),
+    )
+    (listener,) = [u for u in stats["udp_listeners"] if u["name"] == "udp-report"]
+    assert (listener["bytes_received"], listener["bytes_sent"]) == (605, len(answer) + 5)
+    (peer,) = [
+        p
+        for p in (await get_json(service.status_port, "/api/peers"))["peers"]
+        if p["listener"] == "udp-report"
+    ]
+    assert (peer["bytes_received"], peer["bytes_sent"]) == (605, len(answer) + 5)
 
 
 @pytest.mark.parametrize(
