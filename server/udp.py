@@ -248,12 +248,14 @@ class UDPEchoProtocol(asyncio.DatagramProtocol):
         """Add a peer, evicting the least recently seen one if the table is full."""
         stats, clock = self._stats, self._clock
         if len(stats.peers) >= self._config.max_peers:
-            stats.forget(next(iter(stats.peers)))
+            stats.forget(next(iter(stats.peers)), clock.now, self._source_rate)
             stats.peers_evicted += 1
         ip = addr[0]
         source = stats.sources.get(ip)
         if source is None:
-            source = stats.sources[ip] = Source(ip, self._source_capacity, clock.now)
+            # One that still owes tokens comes back with its bucket as it left it.
+            source = stats.owing.pop(ip, None) or Source(ip, self._source_capacity, clock.now)
+            stats.sources[ip] = source
         source.peers += 1
         peer = stats.peers[addr] = Peer(ip, addr[1], source, clock.tick, clock.now)
         return peer
@@ -337,7 +339,8 @@ class UDPEchoServer:
             budget.refill(elapsed_s)
             self._read_kernel_drops(stats)
             if sweep:
-                stats.expire(self.clock.now, self.config.peer_idle_s)
+                rate = self.config.max_datagrams_per_s_per_ip
+                stats.expire(self.clock.now, self.config.peer_idle_s, rate)
                 self._report_drops(stats, self.clock.now)
 
     def _read_kernel_drops(self, stats: UDPListenerStats) -> None:

@@ -49,6 +49,11 @@ class Source:
         self.peers = 0
         self.dropped = 0
 
+    def owes(self, now: float, rate: float) -> bool:
+        """Whether the bucket is still short of full at `now`, refilling at `rate` tokens a
+        second up to one second's worth (0: no limit, never short)."""
+        return bool(rate) and self.tokens + rate * (now - self.refilled_at) < rate
+
 
 class Peer:
     """One source address (IP and port) in the peers table; times are monotonic seconds.
@@ -149,6 +154,10 @@ class UDPListenerStats:
     dropped: Counter[str] = field(default_factory=Counter)
     peers: dict[Any, Peer] = field(default_factory=dict)
     sources: dict[str, Source] = field(default_factory=dict)
+    owing: dict[str, Source] = field(default_factory=dict)
+    """Sources with no peer left whose bucket is not full again yet, oldest first: kept until
+    it is, so that pushing a source's peers out of the table (by sending from many other
+    addresses) never hands it a full bucket again. Each leaves within a second."""
     unlisted_drops: Counter[str] = field(default_factory=Counter)
     """Drops by source IP of datagrams refused before the peers table (privileged ports)."""
     answered_short: int = 0
@@ -171,23 +180,31 @@ class UDPListenerStats:
         if (peer := self.peers.get(key)) is not None:
             peer.answered_short += saved
 
-    def forget(self, key: Any) -> None:
-        """Remove the peer at `key`, and its source once no peer of it remains."""
+    def forget(self, key: Any, now: float = 0.0, rate: float = 0.0) -> None:
+        """Remove the peer at `key`, and its source once no peer of it remains; a source
+        whose bucket (refilling at `rate`) is short of full at `now` waits in `owing`."""
         peer = self.peers.pop(key)
         self.off_table_datagrams += peer.datagrams_received
         self.off_table_bytes += peer.bytes_received
-        peer.source.peers -= 1
-        if not peer.source.peers:
+        source = peer.source
+        source.peers -= 1
+        if not source.peers:
             del self.sources[peer.ip]
+            if source.owes(now, rate):
+                self.owing[peer.ip] = source
 
-    def expire(self, now: float, idle_s: float) -> None:
-        """Forget the peers not seen for `idle_s` (oldest first, so this stops early)."""
+    def expire(self, now: float, idle_s: float, rate: float = 0.0) -> None:
+        """Let go of the sources in `owing` whose buckets (refilling at `rate`) are full again,
+        and forget the peers not seen for `idle_s`; both oldest first, so this stops early."""
+        owing = self.owing
+        while owing and not (source := next(iter(owing.values()))).owes(now, rate):
+            del owing[source.ip]
         peers = self.peers
         while peers:
             key = next(iter(peers))
             if now - peers[key].last_seen < idle_s:
                 return
-            self.forget(key)
+            self.forget(key, now, rate)
 
     def snapshot(self) -> UDPListenerSnapshot:
         datagrams, byte_count = self.off_table_datagrams, self.off_table_bytes

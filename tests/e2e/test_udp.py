@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +196,42 @@ async def test_flood_from_one_address_is_cut_to_its_rate_while_another_is_served
     stats = udp_stats(service)
     assert stats["dropped"] == {"source_rate": 1000 - echoed}
     assert stats["datagrams_sent"] == echoed + 20
+
+
+def has_read(service: Service, count: int) -> Callable[[], bool]:
+    """Whether the `udp` listener of `service` has read `count` datagrams."""
+    return lambda: bool(udp_stats(service)["datagrams_received"] == count)
+
+
+async def test_pushing_a_source_out_of_the_peers_table_gives_it_no_new_bucket() -> None:
+    """50 datagrams/s per IP and a table of 100 peers: 5 rounds of 50 datagrams from
+    127.0.0.1, each followed by one from each of 100 other addresses, which push it out of the
+    table. 127.0.0.1 still gets at most 50 plus the refill over the run; before, its bucket
+    went with its last peer and came back full each round: all 250."""
+    rate, rounds, others = 50, 5, 100
+    service = Service(udp_config(max_datagrams_per_s_per_ip=rate, max_peers=others))
+    await service.start()
+    address = ("127.0.0.1", service.echo_port("udp"))
+    crowd = [udp_socket(bind=(f"127.0.1.{n}", 0)) for n in range(1, others + 1)]
+    try:
+        with udp_socket() as target:
+            started = time.monotonic()
+            for round_ in range(1, rounds + 1):
+                for _ in range(rate):
+                    target.sendto(b"t", address)
+                for sock in crowd:
+                    sock.sendto(b"o", address)
+                await wait_until(has_read(service, round_ * (rate + others)))
+            elapsed_s = time.monotonic() - started
+            stats = udp_stats(service)
+    finally:
+        for sock in crowd:
+            sock.close()
+        await service.stop()
+    assert stats["peers_evicted"] >= rounds, stats
+    target_echoes = rounds * rate - stats["dropped"].get("source_rate", 0)
+    assert stats["datagrams_sent"] == target_echoes + rounds * others, stats
+    assert rate <= target_echoes <= rate + rate * elapsed_s + 1, (target_echoes, elapsed_s)
 
 
 async def test_listener_rate_drops_beyond_its_budget() -> None:

@@ -44,6 +44,22 @@ def test_forgetting_the_last_peer_of_an_address_forgets_its_source() -> None:
     assert stats.sources == {}
 
 
+def test_a_source_that_owes_waits_outside_the_table_until_its_bucket_is_full() -> None:
+    """At 10 datagrams/s, a source with 1 token left when its last peer goes waits in `owing`
+    (0.9 s from full): still there 0.5 s later, gone 1 s later. At 1/s the same token is a
+    full bucket: that source goes at once."""
+    stats = UDPListenerStats("udp", "127.0.0.1", 7)
+    add_peer(stats, "10.0.0.1", 5000, 0.0)
+    add_peer(stats, "10.0.0.2", 5000, 0.0)
+    stats.forget(("10.0.0.1", 5000), now=0.0, rate=10)
+    stats.forget(("10.0.0.2", 5000), now=0.0, rate=1)
+    assert (list(stats.sources), list(stats.owing)) == ([], ["10.0.0.1"])
+    stats.expire(now=0.5, idle_s=30.0, rate=10)
+    assert list(stats.owing) == ["10.0.0.1"]
+    stats.expire(now=1.0, idle_s=30.0, rate=10)
+    assert stats.owing == {}
+
+
 def test_expire_forgets_idle_peers_oldest_first() -> None:
     """Peers last seen 40 s and 35 s ago go with a 30 s idle time; one seen 10 s ago stays."""
     stats = UDPListenerStats("udp", "127.0.0.1", 7)
