@@ -212,9 +212,13 @@ async def test_pushing_a_source_out_of_the_peers_table_gives_it_no_new_bucket() 
     service = Service(udp_config(max_datagrams_per_s_per_ip=rate, max_peers=others))
     await service.start()
     address = ("127.0.0.1", service.echo_port("udp"))
-    crowd = [udp_socket(bind=(f"127.0.1.{n}", 0)) for n in range(1, others + 1)]
     try:
-        with udp_socket() as target:
+        with contextlib.ExitStack() as sockets:
+            crowd = [
+                sockets.enter_context(udp_socket(bind=(f"127.0.1.{n}", 0)))
+                for n in range(1, others + 1)
+            ]
+            target = sockets.enter_context(udp_socket())
             started = time.monotonic()
             for round_ in range(1, rounds + 1):
                 for _ in range(rate):
@@ -225,8 +229,6 @@ async def test_pushing_a_source_out_of_the_peers_table_gives_it_no_new_bucket() 
             elapsed_s = time.monotonic() - started
             stats = udp_stats(service)
     finally:
-        for sock in crowd:
-            sock.close()
         await service.stop()
     assert stats["peers_evicted"] >= rounds, stats
     target_echoes = rounds * rate - stats["dropped"].get("source_rate", 0)
