@@ -282,6 +282,16 @@ def test_socat_echo_passes_every_check(socat_echo: int) -> None:
         (["127.0.0.1"], "'127.0.0.1': expected HOST:PORT, e.g. 127.0.0.1:7007"),
         (["::1:7007"], "'::1:7007': an IPv6 address goes in brackets, e.g. [::1]:7007"),
         (["127.0.0.1:0"], "'127.0.0.1:0': port must be 1..65535, got '0'"),
+        (
+            ["echo..example:7"],
+            "'echo..example:7': 'echo..example' is not a host name:"
+            " each label between its dots has 1 to 63 characters",
+        ),
+        (
+            ["udp://" + "a" * 64 + ".example:7"],
+            f"'udp://{'a' * 64}.example:7': '{'a' * 64}.example' is not a host name:"
+            " each label between its dots has 1 to 63 characters",
+        ),
         (["127.0.0.1:7", "--count", "-1"], "--count: expected 0..1000000, got -1"),
         (["127.0.0.1:7", "--size", "0"], "--size: expected 1..1048576, got 0"),
         (
