@@ -24,7 +24,7 @@ def parse_host_port(text: str) -> tuple[str, int]:
             raise ValueError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:7007")
         if ":" in host:
             raise ValueError(f"{text!r}: an IPv6 address goes in brackets, e.g. [::1]:7007")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not is_decimal(port) or not 1 <= int(port) <= 65535:
         raise ValueError(f"{text!r}: port must be 1..65535, got {port!r}")
     return host, int(port)
 
@@ -36,9 +36,15 @@ def parse_ip_port(text: str) -> tuple[IPAddress, int]:
         address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
     except ValueError:
         raise ValueError(f"{text!r}: expected IP:PORT, e.g. 203.0.113.7:40000") from None
-    if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not colon or not is_decimal(port) or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r}: port must be 0..65535, got {port!r}")
     return address, int(port)
+
+
+def is_decimal(text: str) -> bool:
+    """Whether `text` is digits 0-9 that int() reads (str.isdigit also takes "²", which it
+    does not)."""
+    return text.isascii() and text.isdigit()
 
 
 def host_port(host: str, port: int) -> str:

@@ -282,6 +282,15 @@ def test_socat_echo_passes_every_check(socat_echo: int) -> None:
         (["127.0.0.1"], "'127.0.0.1': expected HOST:PORT, e.g. 127.0.0.1:7007"),
         (["::1:7007"], "'::1:7007': an IPv6 address goes in brackets, e.g. [::1]:7007"),
         (["127.0.0.1:0"], "'127.0.0.1:0': port must be 1..65535, got '0'"),
+        (["127.0.0.1:\u00b2"], "'127.0.0.1:\u00b2': port must be 1..65535, got '\u00b2'"),
+        (
+            ["127.0.0.1:7", "--dscp", "\u00b2"],
+            "--dscp: expected 0..63 or a name (EF, AF11..AF43, CS0..CS7), got '\u00b2'",
+        ),
+        (
+            ["127.0.0.1:7", "--proxy-header", "v1", "--proxy-source", "10.0.0.1:\u00b2"],
+            "'10.0.0.1:\u00b2': port must be 0..65535, got '\u00b2'",
+        ),
         (
             ["echo..example:7"],
             "'echo..example:7': 'echo..example' is not a host name:"
