@@ -113,10 +113,10 @@ def _refuse_given(args: argparse.Namespace, flags: tuple[str, ...], why: str) ->
             raise ValueError(f"{flag}: {why}")
 
 
-def _host_and_port(target: str, address: str) -> tuple[str, int]:
-    """`address` (`target` without its scheme) as host and port; ValueError naming `target`
-    when it is no address, or names a host no resolver could look up."""
-    host, port = parse_host_port(address)
+def _host_and_port(target: str, scheme: str = "") -> tuple[str, int]:
+    """`target`'s host and port after its `scheme`; ValueError naming `target` when it is no
+    address, or names a host no resolver could look up."""
+    host, port = parse_host_port(target.removeprefix(scheme), scheme)
     try:
         host.encode("idna")  # as the resolver does first, which raises UnicodeError
     except UnicodeError:
@@ -128,7 +128,7 @@ def _host_and_port(target: str, address: str) -> tuple[str, int]:
 
 
 def _tcp_options(args: argparse.Namespace) -> Options:
-    host, port = _host_and_port(args.target, args.target)
+    host, port = _host_and_port(args.target)
     load_flags = [
         flag
         for flag, value in (
@@ -247,7 +247,7 @@ def _number(value: float) -> str:
 
 
 def _udp_options(args: argparse.Namespace) -> UDPOptions:
-    host, port = _host_and_port(args.target, args.target[len(UDP_SCHEME) :])
+    host, port = _host_and_port(args.target, UDP_SCHEME)
     _refuse_given(args, TCP_ONLY_FLAGS, "not available for udp:// targets")
     interval_s = _or(args.interval, DEFAULT_INTERVAL_S)
     if args.rate is not None:

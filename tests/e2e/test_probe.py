@@ -282,6 +282,12 @@ def test_socat_echo_passes_every_check(socat_echo: int) -> None:
         (["127.0.0.1"], "'127.0.0.1': expected HOST:PORT, e.g. 127.0.0.1:7007"),
         (["::1:7007"], "'::1:7007': an IPv6 address goes in brackets, e.g. [::1]:7007"),
         (["127.0.0.1:0"], "'127.0.0.1:0': port must be 1..65535, got '0'"),
+        (
+            ["udp://127.0.0.1"],
+            "'udp://127.0.0.1': expected udp://HOST:PORT, e.g. udp://127.0.0.1:7007",
+        ),
+        (["udp://[::1]:0"], "'udp://[::1]:0': port must be 1..65535, got '0'"),
+        (["udp://::1:7"], "'udp://::1:7': an IPv6 address goes in brackets, e.g. udp://[::1]:7007"),
         (["127.0.0.1:\u00b2"], "'127.0.0.1:\u00b2': port must be 1..65535, got '\u00b2'"),
         (
             ["127.0.0.1:7", "--dscp", "\u00b2"],
