@@ -52,6 +52,18 @@ class PingLike(PingPong):
         self.on_lost(self)
         self.next(time.perf_counter_ns())
 
+    def abandon(self) -> None:
+        """Ctrl-C: stop at once, as ping does, without waiting for the round trip in flight,
+        which is left out of the counts (it neither came back nor timed out) and, the
+        connection closed, can no longer come back or fail it."""
+        self.run.running = False
+        if self.in_flight:
+            self.in_flight = False
+            self.round_trip -= 1
+            self.verified -= self.received
+        if self.transport is not None:
+            self.transport.close()
+
     def data_received(self, data: bytes) -> None:
         if self.late and not (data := self._take_late(data)):
             return
@@ -117,6 +129,8 @@ async def round_trips(
     started = time.perf_counter()
     session.start()
     await first_of(client.idle, interrupted.wait())
+    if interrupted.is_set():
+        client.abandon()
     await session.stop()
     elapsed = time.perf_counter() - started
     session.close()

@@ -40,6 +40,7 @@ from tests.helpers import (
     fetch_json,
     probe_here,
     probe_json,
+    recv_exactly,
     run_probe,
     wait_for,
 )
@@ -334,3 +335,27 @@ def test_runs_with_their_own_seeds_are_not_crossed_unseen() -> None:
         ("mismatch", 0)
     ] * 2
     assert [result.failures for result in same_seed] == [[], []]
+
+
+def test_ctrl_c_reports_at_once_without_waiting_out_the_round_trip_in_flight() -> None:
+    """Ctrl-C while round trip 2's echo never comes, with an hour's --timeout: the summary comes
+    at once, as ping's, counting the round trips that ended; the one in flight is left out, so
+    the run neither waits out the hour nor fails for it."""
+    second_came = threading.Event()
+
+    def answers_only_the_first(sock: socket.socket) -> None:
+        sock.sendall(recv_exactly(sock, 64))
+        recv_exactly(sock, 64)
+        second_came.set()
+        while sock.recv(65536):
+            pass
+
+    with faulty_server(answers_only_the_first) as port:
+        probe = RunningProbe(f"127.0.0.1:{port}", "--timeout", "3600")
+        try:
+            assert second_came.wait(DEADLINE_S)
+            status, out, errors = probe.interrupt()
+        finally:
+            probe.process.kill()
+    assert status == 0, errors
+    assert re.search(r"\n1 sent, 1 verified, 0 failed, connect [\d.]+ ms, 0% loss, time", out), out
