@@ -144,7 +144,7 @@ class Client(asyncio.Protocol):
                 self.fail("reset", f"reset by the server: {self.overdue()}")
             elif isinstance(exc, BrokenPipeError):  # closed, then reset what was written after
                 self.fail("eof", f"server closed the connection: {self.overdue()}")
-            else:
+            elif exc is not None:  # None: the probe closed it itself (Ctrl-C), no fault
                 self.fail("eof", f"lost while the run was active ({exc}): {self.overdue()}")
         _settle(self.closed)
         _settle(self.idle)

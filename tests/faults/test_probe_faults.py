@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import signal
 import socket
 import threading
 from pathlib import Path
@@ -42,6 +44,7 @@ from tests.helpers import (
     probe_json,
     recv_exactly,
     run_probe,
+    start_probe,
     wait_for,
 )
 
@@ -359,3 +362,34 @@ def test_ctrl_c_reports_at_once_without_waiting_out_the_round_trip_in_flight() -
             probe.process.kill()
     assert status == 0, errors
     assert re.search(r"\n1 sent, 1 verified, 0 failed, connect [\d.]+ ms, 0% loss, time", out), out
+
+
+def test_ctrl_c_while_a_half_close_waits_for_eof_is_no_failure() -> None:
+    """Ctrl-C while the half-close waits for an EOF the server holds back: the probe stops and
+    reports the run interrupted, not as a connection "lost while the run was active (None)"
+    when it was the probe that closed it."""
+    got_eof, released = threading.Event(), threading.Event()
+
+    def echoes_but_keeps_open(sock: socket.socket) -> None:
+        while data := sock.recv(65536):
+            sock.sendall(data)
+        got_eof.set()
+        released.wait(DEADLINE_S)
+
+    with faulty_server(echoes_but_keeps_open) as port:
+        probe = start_probe(f"127.0.0.1:{port}", "--half-close", "--timeout", "3600", "--json")
+        try:
+            assert got_eof.wait(DEADLINE_S)
+            probe.send_signal(signal.SIGINT)
+            out, errors = probe.communicate(timeout=DEADLINE_S)
+        finally:
+            released.set()
+            probe.kill()
+    report = json.loads(out)
+    assert (probe.returncode, errors) == (0, ""), report
+    assert (report["ok"], report["interrupted"], report["eof_ms"], report["error"]) == (
+        True,
+        True,
+        None,
+        None,
+    )
