@@ -208,22 +208,30 @@ def _refuse(check: Check, args: argparse.Namespace) -> None:
         raise ValueError("--proxy-header and --proxy-source go together")
 
 
+INTERVAL_RANGE_S = (0, 3600)
+TIMEOUT_RANGE_S = (0.01, 3600)
+"""--interval and --timeout take the same seconds for TCP and udp:// targets."""
+
+
 def _check_ranges(options: Options) -> None:
     ranges: list[tuple[str, float, float, float]] = [
         ("--count", options.count, 0, MAX_COUNT),
-        ("--interval", options.interval_s, 0, 3600),
+        ("--interval", options.interval_s, *INTERVAL_RANGE_S),
         ("--size", options.size, 1, SPAN),
         ("--connections", options.connections, 1, 10_000),
         ("--duration", options.duration_s, 0.1, MAX_DURATION_S),
         ("--window", options.window, 1, SPAN),
-        ("--timeout", options.timeout_s, 0.01, 3600),
+        ("--timeout", options.timeout_s, *TIMEOUT_RANGE_S),
     ]
     for flag, value, low, high in ranges:
-        if not low <= value <= high:
-            raise ValueError(
-                f"{flag}: expected {_number(low)}..{_number(high)}, got {_number(value)}"
-            )
+        _check_range(flag, value, low, high)
     _check_endless(options.count, options.interval_s)
+
+
+def _check_range(flag: str, value: float, low: float, high: float) -> None:
+    """ValueError naming `flag` unless low <= `value` <= high (NaN is not)."""
+    if not low <= value <= high:
+        raise ValueError(f"{flag}: expected {_number(low)}..{_number(high)}, got {_number(value)}")
 
 
 def _check_endless(count: int, interval_s: float, by_rate: bool = False) -> None:
@@ -270,13 +278,10 @@ def _udp_options(args: argparse.Namespace) -> UDPOptions:
         raise ValueError(f"--size: expected {MIN_SIZE}..{MAX_SIZE} for udp://, got {options.size}")
     if not 0 <= options.count <= MAX_COUNT:
         raise ValueError(f"--count: expected 0 (until Ctrl-C)..{MAX_COUNT}, got {options.count}")
-    if not interval_s >= 0:
-        raise ValueError(f"--interval: expected 0 or more seconds, got {interval_s:g}")
+    if args.rate is None:
+        _check_range("--interval", interval_s, *INTERVAL_RANGE_S)
     _check_endless(options.count, interval_s, by_rate=args.rate is not None)
-    if not options.timeout_s > 0:
-        raise ValueError(
-            f"--timeout: expected a positive number of seconds, got {options.timeout_s:g}"
-        )
+    _check_range("--timeout", options.timeout_s, *TIMEOUT_RANGE_S)
     if not 0 <= options.max_loss_percent <= 100:
         raise ValueError(f"--max-loss: expected 0..100, got {options.max_loss_percent:g}")
     return options

@@ -282,6 +282,9 @@ def test_socat_echo_passes_every_check(socat_echo: int) -> None:
         (["127.0.0.1"], "'127.0.0.1': expected HOST:PORT, e.g. 127.0.0.1:7007"),
         (["::1:7007"], "'::1:7007': an IPv6 address goes in brackets, e.g. [::1]:7007"),
         (["127.0.0.1:0"], "'127.0.0.1:0': port must be 1..65535, got '0'"),
+        (["udp://127.0.0.1:7", "--timeout", "inf"], "--timeout: expected 0.01..3600, got inf"),
+        (["udp://127.0.0.1:7", "--timeout", "0.001"], "--timeout: expected 0.01..3600, got 0.001"),
+        (["udp://127.0.0.1:7", "--interval", "4000"], "--interval: expected 0..3600, got 4000"),
         (
             ["udp://127.0.0.1"],
             "'udp://127.0.0.1': expected udp://HOST:PORT, e.g. udp://127.0.0.1:7007",
