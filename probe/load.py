@@ -139,13 +139,19 @@ def _load_table(
         rows += [
             ("round trips", f"{figures.sent} sent, {figures.verified} verified"),
             ("round trips/s", rate),
-            (
-                "rtt ms",
-                f"min {rtt.min_ms:.3f}  avg {rtt.avg_ms:.3f}  max {rtt.max_ms:.3f}  "
-                f"mdev {rtt.mdev_ms:.3f}",
-            ),
-            ("rtt ms", "  ".join(f"p{p.percentile:g} {p.ms:.3f}" for p in figures.rtt_percentiles)),
         ]
+        if figures.verified:  # no times to show: zeros would read as measured ones
+            rows += [
+                (
+                    "rtt ms",
+                    f"min {rtt.min_ms:.3f}  avg {rtt.avg_ms:.3f}  max {rtt.max_ms:.3f}  "
+                    f"mdev {rtt.mdev_ms:.3f}",
+                ),
+                (
+                    "rtt ms",
+                    "  ".join(f"p{p.percentile:g} {p.ms:.3f}" for p in figures.rtt_percentiles),
+                ),
+            ]
     rows += [
         ("bytes", f"{figures.bytes_sent} sent, {figures.bytes_verified} verified"),
         ("MB/s", f"{figures.mb_per_s:.3f} verified, in {figures.seconds:.2f} s"),

@@ -112,6 +112,18 @@ def test_load_run_counts_each_connection_that_fails() -> None:
     assert "(and 2 more failures)" in done.stderr
 
 
+def test_a_load_run_with_no_round_trip_back_prints_no_round_trip_times(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A server that never answers: the table says 0 verified and gives no rtt rows of zeros,
+    as the ping-like summary leaves its rtt lines out."""
+    with faulty_server(never_answers) as port:
+        done = probe_here(capsys, f"127.0.0.1:{port}", "--duration", "0.2", "--timeout", "0.5")
+    assert done.status == 1
+    assert "round trips    1 sent, 0 verified\n" in done.out
+    assert "rtt ms" not in done.out, done.out
+
+
 def test_a_server_that_mixes_up_connections_is_caught() -> None:
     """Each connection's payload differs from the others', so bytes that come back on the
     wrong connection fail both at their first byte."""
