@@ -81,6 +81,24 @@ def test_a_report_listener_without_path_is_named_with_the_fix(
     assert "; the server sent an echostat report first: add --path to read it" in done.err
 
 
+def test_a_stream_load_on_a_report_listener_is_named_with_the_fix(capsys: Capsys) -> None:
+    """In stream mode the report comes before anything was sent: the failure names it and the
+    flag to add too, not only a byte that was never sent."""
+    with faulty_server(reports_peer("127.0.0.1:1")) as port:
+        done = probe_here(
+            capsys,
+            f"127.0.0.1:{port}",
+            "--connections",
+            "3",
+            "--duration",
+            "0.5",
+            "--mode",
+            "stream",
+        )
+    assert done.status == 1
+    assert "; the server sent an echostat report first: add --path to read it" in done.err
+
+
 def test_mss_above_what_linux_takes_is_a_usage_error(capsys: Capsys) -> None:
     """Linux refuses a TCP_MAXSEG above 32767 (MAX_TCP_WINDOW): the flag's range says so,
     instead of a connect that fails with "invalid argument"."""
