@@ -274,6 +274,7 @@ def _udp_options(args: argparse.Namespace) -> UDPOptions:
         seed=seed_from(args),
         percentiles=percentiles_from(args),
     )
+    _check_source(options.source)
     if not MIN_SIZE <= options.size <= MAX_SIZE:
         raise ValueError(f"--size: expected {MIN_SIZE}..{MAX_SIZE} for udp://, got {options.size}")
     if not 0 <= options.count <= MAX_COUNT:
@@ -301,11 +302,7 @@ def _parse_rate(text: str, what: str) -> float:
 def endpoint_for(options: Options) -> Endpoint:
     """The `Endpoint` the options describe: TLS context, source, PROXY header."""
     tls = client_context(options.ca, options.insecure) if options.tls else None
-    if options.source is not None:
-        try:
-            ip_of(options.source)
-        except ValueError:
-            raise ValueError(f"--source {options.source!r}: expected an IP address") from None
+    _check_source(options.source)
     preamble = b""
     if options.proxy_header and options.proxy_source:
         source = parse_ip_port(options.proxy_source)
@@ -318,6 +315,15 @@ def endpoint_for(options: Options) -> Endpoint:
         source_host=options.source,
         preamble=preamble,
     )
+
+
+def _check_source(source: str | None) -> None:
+    """ValueError naming --source unless it is an IP address (or not given)."""
+    if source is not None:
+        try:
+            ip_of(source)
+        except ValueError:
+            raise ValueError(f"--source {source!r}: expected an IP address") from None
 
 
 def _target_ip(options: Options) -> IPAddress:

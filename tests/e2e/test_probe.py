@@ -285,6 +285,7 @@ def test_socat_echo_passes_every_check(socat_echo: int) -> None:
         (["udp://127.0.0.1:7", "--timeout", "inf"], "--timeout: expected 0.01..3600, got inf"),
         (["udp://127.0.0.1:7", "--timeout", "0.001"], "--timeout: expected 0.01..3600, got 0.001"),
         (["udp://127.0.0.1:7", "--interval", "4000"], "--interval: expected 0..3600, got 4000"),
+        (["udp://127.0.0.1:7", "--source", "junk"], "--source 'junk': expected an IP address"),
         (
             ["udp://127.0.0.1"],
             "'udp://127.0.0.1': expected udp://HOST:PORT, e.g. udp://127.0.0.1:7007",
