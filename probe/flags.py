@@ -274,7 +274,7 @@ def _udp_options(args: argparse.Namespace) -> UDPOptions:
         seed=seed_from(args),
         percentiles=percentiles_from(args),
     )
-    _check_source(options.source)
+    _check_source(options.source, host)
     if not MIN_SIZE <= options.size <= MAX_SIZE:
         raise ValueError(f"--size: expected {MIN_SIZE}..{MAX_SIZE} for udp://, got {options.size}")
     if not 0 <= options.count <= MAX_COUNT:
@@ -302,7 +302,7 @@ def _parse_rate(text: str, what: str) -> float:
 def endpoint_for(options: Options) -> Endpoint:
     """The `Endpoint` the options describe: TLS context, source, PROXY header."""
     tls = client_context(options.ca, options.insecure) if options.tls else None
-    _check_source(options.source)
+    _check_source(options.source, options.host)
     preamble = b""
     if options.proxy_header and options.proxy_source:
         source = parse_ip_port(options.proxy_source)
@@ -317,13 +317,24 @@ def endpoint_for(options: Options) -> Endpoint:
     )
 
 
-def _check_source(source: str | None) -> None:
-    """ValueError naming --source unless it is an IP address (or not given)."""
-    if source is not None:
-        try:
-            ip_of(source)
-        except ValueError:
-            raise ValueError(f"--source {source!r}: expected an IP address") from None
+def _check_source(source: str | None, host: str) -> None:
+    """ValueError naming --source unless it is an IP address (or not given) of the family of
+    `host`, when `host` is an address too (a name's family is known once it resolves)."""
+    if source is None:
+        return
+    try:
+        source_ip = ip_of(source)
+    except ValueError:
+        raise ValueError(f"--source {source!r}: expected an IP address") from None
+    try:
+        target_ip = ip_of(host)
+    except ValueError:
+        return
+    if source_ip.version != target_ip.version:
+        raise ValueError(
+            f"--source {source} is IPv{source_ip.version} but the target {host} is "
+            f"IPv{target_ip.version}; use a source of the target's family"
+        )
 
 
 def _target_ip(options: Options) -> IPAddress:

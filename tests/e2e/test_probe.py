@@ -287,6 +287,16 @@ def test_socat_echo_passes_every_check(socat_echo: int) -> None:
         (["udp://127.0.0.1:7", "--interval", "4000"], "--interval: expected 0..3600, got 4000"),
         (["udp://127.0.0.1:7", "--source", "junk"], "--source 'junk': expected an IP address"),
         (
+            ["127.0.0.1:7", "--source", "::1"],
+            "--source ::1 is IPv6 but the target 127.0.0.1 is IPv4;"
+            " use a source of the target's family",
+        ),
+        (
+            ["udp://[::1]:7", "--source", "127.0.0.1"],
+            "--source 127.0.0.1 is IPv4 but the target ::1 is IPv6;"
+            " use a source of the target's family",
+        ),
+        (
             ["udp://127.0.0.1"],
             "'udp://127.0.0.1': expected udp://HOST:PORT, e.g. udp://127.0.0.1:7007",
         ),
