@@ -21,7 +21,7 @@ from echostat.probe.results import (
     TLSFigures,
 )
 from echostat.probe.session import Endpoint, Session
-from echostat.probe.steps import connect, first_of, session_for, tls_figures
+from echostat.probe.steps import abandon, connect, first_of, session_for, tls_figures
 
 STREAM_CHUNK_BYTES = 64 * 1024
 """Largest single write of the stream mode."""
@@ -69,6 +69,8 @@ async def load(
     sampling = asyncio.create_task(sampler.run())
     all_idle = asyncio.gather(*(client.idle for client in session.clients))
     await first_of(asyncio.sleep(options.duration_s), all_idle, interrupted.wait())
+    if interrupted.is_set():
+        abandon(session)
     await session.stop()
     sampling.cancel()
     sampler.sample()

@@ -12,7 +12,14 @@ from echostat.probe.figures import Timing, milliseconds, percentiles_of
 from echostat.probe.options import Options
 from echostat.probe.results import Result, RoundTripFigures
 from echostat.probe.session import Endpoint
-from echostat.probe.steps import connect, connected_line, first_of, session_for, tls_figures
+from echostat.probe.steps import (
+    abandon,
+    connect,
+    connected_line,
+    first_of,
+    session_for,
+    tls_figures,
+)
 
 
 class PingLike(PingPong):
@@ -51,18 +58,6 @@ class PingLike(PingPong):
         self.late.append((self.offset + self.received, self.size - self.received))
         self.on_lost(self)
         self.next(time.perf_counter_ns())
-
-    def abandon(self) -> None:
-        """Ctrl-C: stop at once, as ping does, without waiting for the round trip in flight,
-        which is left out of the counts (it neither came back nor timed out) and, the
-        connection closed, can no longer come back or fail it."""
-        self.run.running = False
-        if self.in_flight:
-            self.in_flight = False
-            self.round_trip -= 1
-            self.verified -= self.received
-        if self.transport is not None:
-            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self.late and not (data := self._take_late(data)):
@@ -130,7 +125,7 @@ async def round_trips(
     session.start()
     await first_of(client.idle, interrupted.wait())
     if interrupted.is_set():
-        client.abandon()
+        abandon(session)
     await session.stop()
     elapsed = time.perf_counter() - started
     session.close()

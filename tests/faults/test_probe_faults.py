@@ -7,6 +7,7 @@ import json
 import re
 import signal
 import socket
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -376,6 +377,18 @@ def test_ctrl_c_reports_at_once_without_waiting_out_the_round_trip_in_flight() -
     assert re.search(r"\n1 sent, 1 verified, 0 failed, connect [\d.]+ ms, 0% loss, time", out), out
 
 
+def interrupted_once(ready: threading.Event, probe: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGINT to `probe` once `ready` is set; its stdout and stderr, once it exited 0."""
+    try:
+        assert ready.wait(DEADLINE_S)
+        probe.send_signal(signal.SIGINT)
+        out, errors = probe.communicate(timeout=DEADLINE_S)
+    finally:
+        probe.kill()
+    assert probe.returncode == 0, errors
+    return out, errors
+
+
 def test_ctrl_c_while_a_half_close_waits_for_eof_is_no_failure() -> None:
     """Ctrl-C while the half-close waits for an EOF the server holds back: the probe stops and
     reports the run interrupted, not as a connection "lost while the run was active (None)"
@@ -391,17 +404,33 @@ def test_ctrl_c_while_a_half_close_waits_for_eof_is_no_failure() -> None:
     with faulty_server(echoes_but_keeps_open) as port:
         probe = start_probe(f"127.0.0.1:{port}", "--half-close", "--timeout", "3600", "--json")
         try:
-            assert got_eof.wait(DEADLINE_S)
-            probe.send_signal(signal.SIGINT)
-            out, errors = probe.communicate(timeout=DEADLINE_S)
+            out, errors = interrupted_once(got_eof, probe)
         finally:
             released.set()
-            probe.kill()
     report = json.loads(out)
-    assert (probe.returncode, errors) == (0, ""), report
+    assert errors == "", report
     assert (report["ok"], report["interrupted"], report["eof_ms"], report["error"]) == (
         True,
         True,
         None,
         None,
     )
+
+
+@pytest.mark.parametrize("mode", ["pingpong", "stream"])
+def test_ctrl_c_ends_a_load_run_at_once_without_waiting_out_what_is_in_flight(mode: str) -> None:
+    """Ctrl-C a load run whose echoes never come, with an hour's --timeout: its table comes at
+    once, as the ping-like check's summary does; what was in flight is left out of it."""
+    first_came = threading.Event()
+
+    def reads_and_never_answers(sock: socket.socket) -> None:
+        sock.recv(65536)
+        first_came.set()
+        never_answers(sock)
+
+    with faulty_server(reads_and_never_answers) as port:
+        flags = ["--duration", "600", "--mode", mode, "--timeout", "3600"]
+        out, errors = interrupted_once(first_came, start_probe(f"127.0.0.1:{port}", *flags))
+    assert errors == ""
+    assert re.search(r"load statistics, interrupted after [\d.]+ s ---", out), out
+    assert re.search(r"\nbytes +0 sent, 0 verified\n", out), out
