@@ -13,9 +13,11 @@ import asyncio
 import dataclasses
 import datetime
 import enum
+import errno
 import functools
 import importlib.metadata
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -57,6 +59,8 @@ class Exit(enum.IntEnum):
     PATH_FAILED = 1
     USAGE = 2
 
+
+_CANNOT_WRITE = "cannot write to stdout"
 
 Probe = Callable[[Console, asyncio.Event], Awaitable[Result | UDPResult]]
 """A check, its options bound: runs until done or the event is set, prints to the console."""
@@ -261,6 +265,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"echostat probe: {exc}", file=sys.stderr)
         return Exit.USAGE
+    if sys.stdout is None:  # started with stdout closed (`>&-`): nowhere to report to
+        print(
+            f"echostat probe: {_CANNOT_WRITE}: {os.strerror(errno.EBADF).lower()}", file=sys.stderr
+        )
+        return Exit.PATH_FAILED
     console = Console(quiet=args.json, brief=args.quiet)
     started_at = datetime.datetime.now(datetime.UTC)
     result = uvloop.run(_interruptible(probe, console))
@@ -274,8 +283,10 @@ def run(args: argparse.Namespace) -> int:
         )
         try:
             print(json.dumps(document(options, path, result, facts), indent=2), flush=True)
-        except BrokenPipeError:
-            console.close()
+        except OSError as exc:
+            console.close(exc)
+    if console.write_error is not None:
+        print(f"echostat probe: {_CANNOT_WRITE}: {console.write_error}", file=sys.stderr)
     if console.closed:
         return Exit.PATH_FAILED  # as other tools whose reader went away, without a word
     if problem is not None:

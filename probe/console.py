@@ -28,6 +28,9 @@ class Console:
         self.live = not quiet and self.stream.isatty()
         self.closed = False
         """The reader closed its end: the run is stopped and reported by exit status only."""
+        self.write_error: str | None = None
+        """Why stdout could not be written (a full disk), when that, not a reader that went
+        away, closed it: said on stderr."""
         self.on_closed: Callable[[], None] | None = None
         self._progress_shown = False
 
@@ -37,17 +40,20 @@ class Console:
         self.clear_progress()
         try:
             print(text, file=self.stream, flush=True)
-        except BrokenPipeError:
-            self.close()
+        except OSError as exc:
+            self.close(exc)
 
     def detail(self, text: str) -> None:
         """A line per round trip, datagram or connect: left out when `brief` (``-q``)."""
         if not self.brief:
             self.line(text)
 
-    def close(self) -> None:
-        """The reader is gone: write nothing more, and stop the run."""
+    def close(self, exc: OSError | None = None) -> None:
+        """The reader is gone, or writing failed with `exc`: write nothing more, and stop
+        the run."""
         self.closed = True
+        if exc is not None and not isinstance(exc, BrokenPipeError):
+            self.write_error = os.strerror(exc.errno).lower() if exc.errno else str(exc)
         mute(self.stream)
         if self.on_closed is not None:
             self.on_closed()

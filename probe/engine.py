@@ -144,7 +144,7 @@ class Client(asyncio.Protocol):
                 self.fail("reset", f"reset by the server: {self.overdue()}")
             elif isinstance(exc, BrokenPipeError):  # closed, then reset what was written after
                 self.fail("eof", f"server closed the connection: {self.overdue()}")
-            else:
+            elif exc is not None:  # None: the probe closed it itself (Ctrl-C), no fault
                 self.fail("eof", f"lost while the run was active ({exc}): {self.overdue()}")
         _settle(self.closed)
         _settle(self.idle)
@@ -181,22 +181,19 @@ class Client(asyncio.Protocol):
         beyond the first `expected_bytes` were never sent."""
         index = first_difference(data[:expected_bytes], pattern_offset, self.pattern)
         index = expected_bytes if index < 0 else index
-        offset = self.verified + index
-        received = data[index]
+        offset, received = self.verified + index, data[index]
+        where = {"offset": offset, "received": received}
         if index >= expected_bytes:
-            what = (
-                f"byte {offset} came back but was never sent (received {received:#04x}, {context})"
-            )
-            self.fail("mismatch", what, offset=offset, received=received)
-            return
-        expected = self.pattern[pattern_offset + index]
-        what = (
-            f"byte {offset} differs from what was sent: expected {expected:#04x}, "
-            f"received {received:#04x} ({context})"
-        )
+            what = f"byte {offset} came back but was never sent (received {received:#04x}, "
+            what += f"{context})"
+        else:
+            where["expected"] = expected = self.pattern[pattern_offset + index]
+            what = f"byte {offset} differs from what was sent: expected {expected:#04x}, "
+            what += f"received {received:#04x} ({context})"
+        # A report (or an echoed PROXY header) may come first, even before anything was sent.
         if self.verified == 0 and (hint := first_reply_hint(self.preamble, data, self.transport)):
             what += f"; {hint}"
-        self.fail("mismatch", what, offset=offset, expected=expected, received=received)
+        self.fail("mismatch", what, **where)
 
 
 RoundTripHook = Callable[["PingPong", int], None]

@@ -113,8 +113,22 @@ def _refuse_given(args: argparse.Namespace, flags: tuple[str, ...], why: str) ->
             raise ValueError(f"{flag}: {why}")
 
 
+def _host_and_port(target: str, scheme: str = "") -> tuple[str, int]:
+    """`target`'s host and port after its `scheme`; ValueError naming `target` when it is no
+    address, or names a host no resolver could look up."""
+    host, port = parse_host_port(target.removeprefix(scheme), scheme)
+    try:
+        host.encode("idna")  # as the resolver does first, which raises UnicodeError
+    except UnicodeError:
+        raise ValueError(
+            f"{target!r}: {host!r} is not a host name: "
+            "each label between its dots has 1 to 63 characters"
+        ) from None
+    return host, port
+
+
 def _tcp_options(args: argparse.Namespace) -> Options:
-    host, port = parse_host_port(args.target)
+    host, port = _host_and_port(args.target)
     load_flags = [
         flag
         for flag, value in (
@@ -194,22 +208,30 @@ def _refuse(check: Check, args: argparse.Namespace) -> None:
         raise ValueError("--proxy-header and --proxy-source go together")
 
 
+INTERVAL_RANGE_S = (0, 3600)
+TIMEOUT_RANGE_S = (0.01, 3600)
+"""--interval and --timeout take the same seconds for TCP and udp:// targets."""
+
+
 def _check_ranges(options: Options) -> None:
     ranges: list[tuple[str, float, float, float]] = [
         ("--count", options.count, 0, MAX_COUNT),
-        ("--interval", options.interval_s, 0, 3600),
+        ("--interval", options.interval_s, *INTERVAL_RANGE_S),
         ("--size", options.size, 1, SPAN),
         ("--connections", options.connections, 1, 10_000),
         ("--duration", options.duration_s, 0.1, MAX_DURATION_S),
         ("--window", options.window, 1, SPAN),
-        ("--timeout", options.timeout_s, 0.01, 3600),
+        ("--timeout", options.timeout_s, *TIMEOUT_RANGE_S),
     ]
     for flag, value, low, high in ranges:
-        if not low <= value <= high:
-            raise ValueError(
-                f"{flag}: expected {_number(low)}..{_number(high)}, got {_number(value)}"
-            )
+        _check_range(flag, value, low, high)
     _check_endless(options.count, options.interval_s)
+
+
+def _check_range(flag: str, value: float, low: float, high: float) -> None:
+    """ValueError naming `flag` unless low <= `value` <= high (NaN is not)."""
+    if not low <= value <= high:
+        raise ValueError(f"{flag}: expected {_number(low)}..{_number(high)}, got {_number(value)}")
 
 
 def _check_endless(count: int, interval_s: float, by_rate: bool = False) -> None:
@@ -233,7 +255,7 @@ def _number(value: float) -> str:
 
 
 def _udp_options(args: argparse.Namespace) -> UDPOptions:
-    host, port = parse_host_port(args.target[len(UDP_SCHEME) :])
+    host, port = _host_and_port(args.target, UDP_SCHEME)
     _refuse_given(args, TCP_ONLY_FLAGS, "not available for udp:// targets")
     interval_s = _or(args.interval, DEFAULT_INTERVAL_S)
     if args.rate is not None:
@@ -252,17 +274,15 @@ def _udp_options(args: argparse.Namespace) -> UDPOptions:
         seed=seed_from(args),
         percentiles=percentiles_from(args),
     )
+    _check_source(options.source, host)
     if not MIN_SIZE <= options.size <= MAX_SIZE:
         raise ValueError(f"--size: expected {MIN_SIZE}..{MAX_SIZE} for udp://, got {options.size}")
     if not 0 <= options.count <= MAX_COUNT:
         raise ValueError(f"--count: expected 0 (until Ctrl-C)..{MAX_COUNT}, got {options.count}")
-    if not interval_s >= 0:
-        raise ValueError(f"--interval: expected 0 or more seconds, got {interval_s:g}")
+    if args.rate is None:
+        _check_range("--interval", interval_s, *INTERVAL_RANGE_S)
     _check_endless(options.count, interval_s, by_rate=args.rate is not None)
-    if not options.timeout_s > 0:
-        raise ValueError(
-            f"--timeout: expected a positive number of seconds, got {options.timeout_s:g}"
-        )
+    _check_range("--timeout", options.timeout_s, *TIMEOUT_RANGE_S)
     if not 0 <= options.max_loss_percent <= 100:
         raise ValueError(f"--max-loss: expected 0..100, got {options.max_loss_percent:g}")
     return options
@@ -282,11 +302,7 @@ def _parse_rate(text: str, what: str) -> float:
 def endpoint_for(options: Options) -> Endpoint:
     """The `Endpoint` the options describe: TLS context, source, PROXY header."""
     tls = client_context(options.ca, options.insecure) if options.tls else None
-    if options.source is not None:
-        try:
-            ip_of(options.source)
-        except ValueError:
-            raise ValueError(f"--source {options.source!r}: expected an IP address") from None
+    _check_source(options.source, options.host)
     preamble = b""
     if options.proxy_header and options.proxy_source:
         source = parse_ip_port(options.proxy_source)
@@ -299,6 +315,26 @@ def endpoint_for(options: Options) -> Endpoint:
         source_host=options.source,
         preamble=preamble,
     )
+
+
+def _check_source(source: str | None, host: str) -> None:
+    """ValueError naming --source unless it is an IP address (or not given) of the family of
+    `host`, when `host` is an address too (a name's family is known once it resolves)."""
+    if source is None:
+        return
+    try:
+        source_ip = ip_of(source)
+    except ValueError:
+        raise ValueError(f"--source {source!r}: expected an IP address") from None
+    try:
+        target_ip = ip_of(host)
+    except ValueError:
+        return
+    if source_ip.version != target_ip.version:
+        raise ValueError(
+            f"--source {source} is IPv{source_ip.version} but the target {host} is "
+            f"IPv{target_ip.version}; use a source of the target's family"
+        )
 
 
 def _target_ip(options: Options) -> IPAddress:

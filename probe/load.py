@@ -21,7 +21,7 @@ from echostat.probe.results import (
     TLSFigures,
 )
 from echostat.probe.session import Endpoint, Session
-from echostat.probe.steps import connect, first_of, session_for, tls_figures
+from echostat.probe.steps import abandon, connect, first_of, session_for, tls_figures
 
 STREAM_CHUNK_BYTES = 64 * 1024
 """Largest single write of the stream mode."""
@@ -69,6 +69,8 @@ async def load(
     sampling = asyncio.create_task(sampler.run())
     all_idle = asyncio.gather(*(client.idle for client in session.clients))
     await first_of(asyncio.sleep(options.duration_s), all_idle, interrupted.wait())
+    if interrupted.is_set():
+        abandon(session)
     await session.stop()
     sampling.cancel()
     sampler.sample()
@@ -139,13 +141,19 @@ def _load_table(
         rows += [
             ("round trips", f"{figures.sent} sent, {figures.verified} verified"),
             ("round trips/s", rate),
-            (
-                "rtt ms",
-                f"min {rtt.min_ms:.3f}  avg {rtt.avg_ms:.3f}  max {rtt.max_ms:.3f}  "
-                f"mdev {rtt.mdev_ms:.3f}",
-            ),
-            ("rtt ms", "  ".join(f"p{p.percentile:g} {p.ms:.3f}" for p in figures.rtt_percentiles)),
         ]
+        if figures.verified:  # no times to show: zeros would read as measured ones
+            rows += [
+                (
+                    "rtt ms",
+                    f"min {rtt.min_ms:.3f}  avg {rtt.avg_ms:.3f}  max {rtt.max_ms:.3f}  "
+                    f"mdev {rtt.mdev_ms:.3f}",
+                ),
+                (
+                    "rtt ms",
+                    "  ".join(f"p{p.percentile:g} {p.ms:.3f}" for p in figures.rtt_percentiles),
+                ),
+            ]
     rows += [
         ("bytes", f"{figures.bytes_sent} sent, {figures.bytes_verified} verified"),
         ("MB/s", f"{figures.mb_per_s:.3f} verified, in {figures.seconds:.2f} s"),

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from echostat.probe.address import is_decimal
+
 DSCP_NAMES: dict[str, int] = {
     "EF": 46,
     **{f"AF{klass}{drop}": 8 * klass + 2 * drop for klass in range(1, 5) for drop in range(1, 4)},
@@ -45,7 +47,7 @@ def parse_dscp(text: str) -> int:
     name = text.strip().upper()
     if name in DSCP_NAMES:
         return DSCP_NAMES[name]
-    if name.isdigit() and 0 <= int(name) <= 63:
+    if is_decimal(name) and 0 <= int(name) <= 63:
         return int(name)
     raise ValueError(f"--dscp: expected 0..63 or a name (EF, AF11..AF43, CS0..CS7), got {text!r}")
 

@@ -105,7 +105,7 @@ async def _idle_check(
         options.seed,
     )
     console.line(f"--- {endpoint.label} idle timeout ---")
-    console.line(idle_summary(figures, max_s))
+    console.line(idle_summary(figures, max_s, interrupted.is_set()))
     return Result(None, interrupted=interrupted.is_set(), path=view, idle=figures)
 
 
@@ -116,9 +116,12 @@ def path_failure(endpoint: Endpoint, exc: BaseException, timeout_s: float) -> Fa
     return connect_failure(endpoint, exc, timeout_s)
 
 
-def idle_summary(figures: IdleFigures, max_s: float) -> str:
-    """One line for people: what survived, what failed and how."""
+def idle_summary(figures: IdleFigures, max_s: float, interrupted: bool = False) -> str:
+    """One line for people: what survived, what failed and how; a search Ctrl-C stopped
+    before anything failed never waited the longest periods, so it claims nothing of them."""
     survived = "nothing" if figures.survived_s is None else f"{figures.survived_s:g} s"
+    if figures.failed_s is None and interrupted:
+        return f"longest idle survived {survived}: none failed before the search was stopped"
     if figures.failed_s is None:
         return f"longest idle survived {survived}: no timeout up to {max_s:g} s"
     how = {

@@ -12,7 +12,14 @@ from echostat.probe.figures import Timing, milliseconds, percentiles_of
 from echostat.probe.options import Options
 from echostat.probe.results import Result, RoundTripFigures
 from echostat.probe.session import Endpoint
-from echostat.probe.steps import connect, connected_line, first_of, session_for, tls_figures
+from echostat.probe.steps import (
+    abandon,
+    connect,
+    connected_line,
+    first_of,
+    session_for,
+    tls_figures,
+)
 
 
 class PingLike(PingPong):
@@ -117,6 +124,8 @@ async def round_trips(
     started = time.perf_counter()
     session.start()
     await first_of(client.idle, interrupted.wait())
+    if interrupted.is_set():
+        abandon(session)
     await session.stop()
     elapsed = time.perf_counter() - started
     session.close()

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from echostat.probe.console import Console
-from echostat.probe.engine import Client, Failure, Run
+from echostat.probe.engine import Client, Failure, PingPong, Run, Stream
 from echostat.probe.figures import milliseconds
 from echostat.probe.options import Options
 from echostat.probe.results import Result, TLSFigures
@@ -86,3 +86,19 @@ def session_for(endpoint: Endpoint, timeout_s: float, seed: int) -> Session:
     run = Run(stop_on_failure=False, seed=seed)
     run.measuring = True
     return Session(endpoint, run, timeout_s)
+
+
+def abandon(session: Session) -> None:
+    """Ctrl-C: stop at once, as ping does, without waiting for what is in flight (a round
+    trip, a stream's window), which is left out of the counts: it neither came back nor
+    timed out. The connections are closed, so none of it can come back or fail them."""
+    session.run.running = False
+    for client in session.clients:
+        if isinstance(client, PingPong) and client.in_flight:
+            client.in_flight = False
+            client.round_trip -= 1
+            client.verified -= client.received
+        elif isinstance(client, Stream):
+            client.sent = client.verified
+        if client.transport is not None:
+            client.transport.close()

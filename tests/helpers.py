@@ -447,19 +447,23 @@ def wait_for(condition: Callable[[], T | None], what: str, timeout_s: float = DE
     return value
 
 
+def start_probe(*args: str) -> subprocess.Popen[str]:
+    """``python -m echostat probe ARGS`` in the background, its stdout and stderr piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "echostat", "probe", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 class RunningProbe:
     """``echostat probe TARGET --count 0 ARGS`` in the background (round trips every 0.1 s
     until Ctrl-C); `interrupt` sends SIGINT and returns its exit status, stdout and stderr."""
 
     def __init__(self, target: str, *args: str) -> None:
-        command = [sys.executable, "-m", "echostat", "probe", target, "--count", "0"]
-        self.process = subprocess.Popen(
-            [*command, "--interval", "0.1", *args],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.process = start_probe(target, "--count", "0", "--interval", "0.1", *args)
 
     def read_line(self) -> str:
         assert self.process.stdout is not None

@@ -282,6 +282,45 @@ def test_socat_echo_passes_every_check(socat_echo: int) -> None:
         (["127.0.0.1"], "'127.0.0.1': expected HOST:PORT, e.g. 127.0.0.1:7007"),
         (["::1:7007"], "'::1:7007': an IPv6 address goes in brackets, e.g. [::1]:7007"),
         (["127.0.0.1:0"], "'127.0.0.1:0': port must be 1..65535, got '0'"),
+        (["udp://127.0.0.1:7", "--timeout", "inf"], "--timeout: expected 0.01..3600, got inf"),
+        (["udp://127.0.0.1:7", "--timeout", "0.001"], "--timeout: expected 0.01..3600, got 0.001"),
+        (["udp://127.0.0.1:7", "--interval", "4000"], "--interval: expected 0..3600, got 4000"),
+        (["udp://127.0.0.1:7", "--source", "junk"], "--source 'junk': expected an IP address"),
+        (
+            ["127.0.0.1:7", "--source", "::1"],
+            "--source ::1 is IPv6 but the target 127.0.0.1 is IPv4;"
+            " use a source of the target's family",
+        ),
+        (
+            ["udp://[::1]:7", "--source", "127.0.0.1"],
+            "--source 127.0.0.1 is IPv4 but the target ::1 is IPv6;"
+            " use a source of the target's family",
+        ),
+        (
+            ["udp://127.0.0.1"],
+            "'udp://127.0.0.1': expected udp://HOST:PORT, e.g. udp://127.0.0.1:7007",
+        ),
+        (["udp://[::1]:0"], "'udp://[::1]:0': port must be 1..65535, got '0'"),
+        (["udp://::1:7"], "'udp://::1:7': an IPv6 address goes in brackets, e.g. udp://[::1]:7007"),
+        (["127.0.0.1:\u00b2"], "'127.0.0.1:\u00b2': port must be 1..65535, got '\u00b2'"),
+        (
+            ["127.0.0.1:7", "--dscp", "\u00b2"],
+            "--dscp: expected 0..63 or a name (EF, AF11..AF43, CS0..CS7), got '\u00b2'",
+        ),
+        (
+            ["127.0.0.1:7", "--proxy-header", "v1", "--proxy-source", "10.0.0.1:\u00b2"],
+            "'10.0.0.1:\u00b2': port must be 0..65535, got '\u00b2'",
+        ),
+        (
+            ["echo..example:7"],
+            "'echo..example:7': 'echo..example' is not a host name:"
+            " each label between its dots has 1 to 63 characters",
+        ),
+        (
+            ["udp://" + "a" * 64 + ".example:7"],
+            f"'udp://{'a' * 64}.example:7': '{'a' * 64}.example' is not a host name:"
+            " each label between its dots has 1 to 63 characters",
+        ),
         (["127.0.0.1:7", "--count", "-1"], "--count: expected 0..1000000, got -1"),
         (["127.0.0.1:7", "--size", "0"], "--size: expected 1..1048576, got 0"),
         (

@@ -184,24 +184,48 @@ def test_interrupted_load_run_says_so(echostat: EchostatProcess) -> None:
     assert re.search(r"load statistics, interrupted after [\d.]+ s ---", out), out
 
 
-def test_a_reader_that_goes_away_ends_the_probe_quietly(echostat: EchostatProcess) -> None:
-    """`echostat probe ... | head -1`: the pipe closes after the first line; exit 1, no
-    traceback, and the run stops instead of going on until Ctrl-C."""
+def probe_in_bash(echostat: EchostatProcess, rest: str) -> subprocess.CompletedProcess[str]:
+    """``echostat probe`` of the echo listener in bash, `rest` after the target (its flags,
+    then redirections or a pipeline), to completion."""
     command = [sys.executable, "-m", "echostat", "probe", f"127.0.0.1:{echostat.echo_port}"]
-    pipeline = subprocess.run(
-        ["bash", "-c", f"{' '.join(command)} -c 0 -i 0.05 | head -1; exit ${{PIPESTATUS[0]}}"],
+    return subprocess.run(
+        ["bash", "-c", f"{' '.join(command)} {rest}"],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=DEADLINE_S,
         check=False,
     )
+
+
+def test_a_reader_that_goes_away_ends_the_probe_quietly(echostat: EchostatProcess) -> None:
+    """`echostat probe ... | head -1`: the pipe closes after the first line; exit 1, no
+    traceback, and the run stops instead of going on until Ctrl-C."""
+    pipeline = probe_in_bash(echostat, "-c 0 -i 0.05 | head -1; exit ${PIPESTATUS[0]}")
     assert pipeline.returncode == 1
     assert pipeline.stdout == (
         f"PROBE 127.0.0.1:{echostat.echo_port}: "
         "round trips of 64 bytes until Ctrl-C, every 0.05 s\n"
     )
     assert pipeline.stderr == ""
+
+
+@pytest.mark.parametrize("output", ["--json", "-q"])
+@pytest.mark.parametrize(
+    ("redirect", "why"),
+    [(">/dev/full", "no space left on device"), (">&-", "bad file descriptor")],
+    ids=["full", "closed"],
+)
+def test_a_stdout_that_cannot_be_written_is_named_without_a_traceback(
+    echostat: EchostatProcess, output: str, redirect: str, why: str
+) -> None:
+    """Output to a full disk (/dev/full) or to a closed stdout: exit 1 and one line saying
+    so, as for a reader that went away, not a traceback."""
+    done = probe_in_bash(echostat, f"-c 1 {output} {redirect}")
+    assert (done.returncode, done.stderr) == (
+        1,
+        f"echostat probe: cannot write to stdout: {why}\n",
+    )
 
 
 @pytest.mark.parametrize(

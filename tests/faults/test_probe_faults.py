@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import signal
 import socket
+import subprocess
 import threading
 from pathlib import Path
 from typing import Any
@@ -40,7 +43,9 @@ from tests.helpers import (
     fetch_json,
     probe_here,
     probe_json,
+    recv_exactly,
     run_probe,
+    start_probe,
     wait_for,
 )
 
@@ -106,6 +111,18 @@ def test_load_run_counts_each_connection_that_fails() -> None:
     assert report["connections"] == {"opened": 3, "failed": 3}
     assert report["first_failure"]["offset"] == 1000
     assert "(and 2 more failures)" in done.stderr
+
+
+def test_a_load_run_with_no_round_trip_back_prints_no_round_trip_times(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A server that never answers: the table says 0 verified and gives no rtt rows of zeros,
+    as the ping-like summary leaves its rtt lines out."""
+    with faulty_server(never_answers) as port:
+        done = probe_here(capsys, f"127.0.0.1:{port}", "--duration", "0.2", "--timeout", "0.5")
+    assert done.status == 1
+    assert "round trips    1 sent, 0 verified\n" in done.out
+    assert "rtt ms" not in done.out, done.out
 
 
 def test_a_server_that_mixes_up_connections_is_caught() -> None:
@@ -334,3 +351,86 @@ def test_runs_with_their_own_seeds_are_not_crossed_unseen() -> None:
         ("mismatch", 0)
     ] * 2
     assert [result.failures for result in same_seed] == [[], []]
+
+
+def test_ctrl_c_reports_at_once_without_waiting_out_the_round_trip_in_flight() -> None:
+    """Ctrl-C while round trip 2's echo never comes, with an hour's --timeout: the summary comes
+    at once, as ping's, counting the round trips that ended; the one in flight is left out, so
+    the run neither waits out the hour nor fails for it."""
+    second_came = threading.Event()
+
+    def answers_only_the_first(sock: socket.socket) -> None:
+        sock.sendall(recv_exactly(sock, 64))
+        recv_exactly(sock, 64)
+        second_came.set()
+        while sock.recv(65536):
+            pass
+
+    with faulty_server(answers_only_the_first) as port:
+        probe = RunningProbe(f"127.0.0.1:{port}", "--timeout", "3600")
+        try:
+            assert second_came.wait(DEADLINE_S)
+            status, out, errors = probe.interrupt()
+        finally:
+            probe.process.kill()
+    assert status == 0, errors
+    assert re.search(r"\n1 sent, 1 verified, 0 failed, connect [\d.]+ ms, 0% loss, time", out), out
+
+
+def interrupted_once(ready: threading.Event, probe: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGINT to `probe` once `ready` is set; its stdout and stderr, once it exited 0."""
+    try:
+        assert ready.wait(DEADLINE_S)
+        probe.send_signal(signal.SIGINT)
+        out, errors = probe.communicate(timeout=DEADLINE_S)
+    finally:
+        probe.kill()
+    assert probe.returncode == 0, errors
+    return out, errors
+
+
+def test_ctrl_c_while_a_half_close_waits_for_eof_is_no_failure() -> None:
+    """Ctrl-C while the half-close waits for an EOF the server holds back: the probe stops and
+    reports the run interrupted, not as a connection "lost while the run was active (None)"
+    when it was the probe that closed it."""
+    got_eof, released = threading.Event(), threading.Event()
+
+    def echoes_but_keeps_open(sock: socket.socket) -> None:
+        while data := sock.recv(65536):
+            sock.sendall(data)
+        got_eof.set()
+        released.wait(DEADLINE_S)
+
+    with faulty_server(echoes_but_keeps_open) as port:
+        probe = start_probe(f"127.0.0.1:{port}", "--half-close", "--timeout", "3600", "--json")
+        try:
+            out, errors = interrupted_once(got_eof, probe)
+        finally:
+            released.set()
+    report = json.loads(out)
+    assert errors == "", report
+    assert (report["ok"], report["interrupted"], report["eof_ms"], report["error"]) == (
+        True,
+        True,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize("mode", ["pingpong", "stream"])
+def test_ctrl_c_ends_a_load_run_at_once_without_waiting_out_what_is_in_flight(mode: str) -> None:
+    """Ctrl-C a load run whose echoes never come, with an hour's --timeout: its table comes at
+    once, as the ping-like check's summary does; what was in flight is left out of it."""
+    first_came = threading.Event()
+
+    def reads_and_never_answers(sock: socket.socket) -> None:
+        sock.recv(65536)
+        first_came.set()
+        never_answers(sock)
+
+    with faulty_server(reads_and_never_answers) as port:
+        flags = ["--duration", "600", "--mode", mode, "--timeout", "3600"]
+        out, errors = interrupted_once(first_came, start_probe(f"127.0.0.1:{port}", *flags))
+    assert errors == ""
+    assert re.search(r"load statistics, interrupted after [\d.]+ s ---", out), out
+    assert re.search(r"\nbytes +0 sent, 0 verified\n", out), out

@@ -4,6 +4,7 @@ and flag combinations that mean nothing."""
 from __future__ import annotations
 
 import re
+import signal
 import socket
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from tests.faults.conftest import StartEchostat
 from tests.faults.test_tls import tls_listener
 from tests.faulty_servers import echoes, faulty_server, reports_peer
-from tests.helpers import probe_here
+from tests.helpers import DEADLINE_S, probe_here, start_probe
 
 Capsys = pytest.CaptureFixture[str]
 
@@ -77,6 +78,24 @@ def test_a_report_listener_without_path_is_named_with_the_fix(
         done = probe_here(capsys, f"127.0.0.1:{port}", *check)
     assert done.status == 1
     assert done.err.startswith("echostat probe: connection 0: byte 0 differs"), done.err
+    assert "; the server sent an echostat report first: add --path to read it" in done.err
+
+
+def test_a_stream_load_on_a_report_listener_is_named_with_the_fix(capsys: Capsys) -> None:
+    """In stream mode the report comes before anything was sent: the failure names it and the
+    flag to add too, not only a byte that was never sent."""
+    with faulty_server(reports_peer("127.0.0.1:1")) as port:
+        done = probe_here(
+            capsys,
+            f"127.0.0.1:{port}",
+            "--connections",
+            "3",
+            "--duration",
+            "0.5",
+            "--mode",
+            "stream",
+        )
+    assert done.status == 1
     assert "; the server sent an echostat report first: add --path to read it" in done.err
 
 
@@ -186,3 +205,21 @@ def test_fail_on_a_finding_the_target_can_never_show_is_a_usage_error(
     done = probe_here(capsys, target, "--path", "--fail-on", f"nat,{finding}")
     assert done.status == 2
     assert done.err.startswith(f"echostat probe: --fail-on: {finding} can't be found here: {why}")
+
+
+def test_an_interrupted_idle_search_does_not_claim_the_periods_it_never_waited() -> None:
+    """Ctrl-C a minute's search at its first round: the summary says the search was stopped,
+    not that nothing timed out up to a minute, which it never waited."""
+    with faulty_server(echoes) as port:
+        probe = start_probe(f"127.0.0.1:{port}", "--idle-timeout", "60")
+        assert probe.stdout is not None
+        while not (line := probe.stdout.readline()).startswith("idling "):
+            assert line, probe.communicate(timeout=DEADLINE_S)
+        probe.send_signal(signal.SIGINT)
+        out, errors = probe.communicate(timeout=DEADLINE_S)
+    assert probe.returncode == 0, errors
+    summary = out.splitlines()[-1]
+    assert re.fullmatch(
+        r"longest idle survived (nothing|[\d.]+ s): none failed before the search was stopped",
+        summary,
+    ), out
