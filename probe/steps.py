@@ -91,10 +91,16 @@ def session_for(endpoint: Endpoint, timeout_s: float, seed: int) -> Session:
 def abandon(session: Session) -> None:
     """Ctrl-C: stop at once, as ping does, without waiting for what is in flight (a round
     trip, a stream's window), which is left out of the counts: it neither came back nor
-    timed out. The connections are closed, so none of it can come back or fail them."""
+    timed out. The connections are closed, so none of it can come back or fail them.
+
+    A connection on which nothing at all has come back fails instead, as ping's run with no
+    reply does: else a server that never answers would pass whenever the run is interrupted
+    before the first timeout."""
     session.run.running = False
     for client in session.clients:
-        if isinstance(client, PingPong) and client.in_flight:
+        if not client.failed and not client.verified and client.waiting_since_ns() is not None:
+            client.fail("timeout", f"{client.overdue()} before the interrupt")
+        elif isinstance(client, PingPong) and client.in_flight:
             client.in_flight = False
             client.round_trip -= 1
             client.verified -= client.received

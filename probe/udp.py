@@ -247,7 +247,8 @@ async def _exchange(
         receiver.expect(counts.sent)
         if not interrupted.is_set():
             await _set_within(receiver.all_back, options.timeout_s)
-        else:  # Ctrl-C: what is still within its timeout is in flight, not lost: left out
+        elif counts.received:  # Ctrl-C: what is still within its timeout is in flight, not
+            # lost: left out; with no reply at all it counts lost, as ping's run then fails
             since_ns = time.monotonic_ns() - round(options.timeout_s * 1e9)
             in_flight = receiver.unanswered_since(sent_ns, since_ns)
             counts.sent -= max(0, min(in_flight, counts.lost - counts.icmp_errors))

@@ -3,6 +3,7 @@ server: loss, duplicates and order counted exactly, exit codes by --max-loss."""
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import threading
@@ -233,3 +234,29 @@ def test_ctrl_c_leaves_out_the_datagram_still_within_its_timeout() -> None:
         server.close()
     assert status == 0, errors
     assert "\n1 sent, 1 received, 0 lost (0.0%)," in out, out
+
+
+class AnswersNothing(UDPFaultyServer):
+    """Answers no datagram; `first_came` is set once one has arrived."""
+
+    def __init__(self) -> None:
+        self.first_came = threading.Event()
+        super().__init__()
+
+    def answer(self, data: bytes, address: tuple[str, int]) -> None:
+        self.first_came.set()
+
+
+def test_ctrl_c_before_any_reply_counts_what_was_sent_lost() -> None:
+    """Ctrl-C before any reply, with an hour's --timeout: as ping's run with no reply, what
+    was sent counts lost and the run fails, instead of "0 sent" and exit 0."""
+    server = AnswersNothing()
+    probe = RunningProbe(f"udp://127.0.0.1:{server.port}", "--timeout", "3600")
+    try:
+        assert server.first_came.wait(DEADLINE_S)
+        status, out, errors = probe.interrupt()
+    finally:
+        probe.process.kill()
+        server.close()
+    assert status == 1, errors
+    assert re.search(r"\n(\d+) sent, 0 received, \1 lost \(100\.0%\),", out), out

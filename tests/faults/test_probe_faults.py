@@ -377,6 +377,30 @@ def test_ctrl_c_reports_at_once_without_waiting_out_the_round_trip_in_flight() -
     assert re.search(r"\n1 sent, 1 verified, 0 failed, connect [\d.]+ ms, 0% loss, time", out), out
 
 
+def test_ctrl_c_before_anything_came_back_fails_the_run() -> None:
+    """A server that never answers, Ctrl-C before an hour's --timeout: as ping's run with no
+    reply, the run fails naming the round trip, instead of "0 sent" and exit 0."""
+    arrived = threading.Event()
+
+    def swallows(sock: socket.socket) -> None:
+        sock.recv(1)
+        arrived.set()
+        never_answers(sock)
+
+    with faulty_server(swallows) as port:
+        probe = RunningProbe(f"127.0.0.1:{port}", "--timeout", "3600")
+        try:
+            assert arrived.wait(DEADLINE_S)
+            status, out, errors = probe.interrupt()
+        finally:
+            probe.process.kill()
+    assert status == 1, errors
+    assert re.search(r"\n1 sent, 0 verified, 1 failed, connect [\d.]+ ms, 100% loss, time", out)
+    assert errors == (
+        "echostat probe: connection 0: round trip 1: 0 of 64 bytes came back before the interrupt\n"
+    )
+
+
 def interrupted_once(ready: threading.Event, probe: subprocess.Popen[str]) -> tuple[str, str]:
     """SIGINT to `probe` once `ready` is set; its stdout and stderr, once it exited 0."""
     try:
@@ -417,10 +441,17 @@ def test_ctrl_c_while_a_half_close_waits_for_eof_is_no_failure() -> None:
     )
 
 
-@pytest.mark.parametrize("mode", ["pingpong", "stream"])
-def test_ctrl_c_ends_a_load_run_at_once_without_waiting_out_what_is_in_flight(mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "what"),
+    [
+        ("pingpong", "round trip 1: 0 of 64 bytes came back"),
+        ("stream", "262144 bytes in flight did not come back"),
+    ],
+)
+def test_ctrl_c_ends_a_load_run_at_once_failing_what_never_answered(mode: str, what: str) -> None:
     """Ctrl-C a load run whose echoes never come, with an hour's --timeout: its table comes at
-    once, as the ping-like check's summary does; what was in flight is left out of it."""
+    once, as the ping-like check's summary does, and as ping's run with no reply, the run
+    fails naming what never came back (not "0 sent" and exit 0)."""
     first_came = threading.Event()
 
     def reads_and_never_answers(sock: socket.socket) -> None:
@@ -430,7 +461,14 @@ def test_ctrl_c_ends_a_load_run_at_once_without_waiting_out_what_is_in_flight(mo
 
     with faulty_server(reads_and_never_answers) as port:
         flags = ["--duration", "600", "--mode", mode, "--timeout", "3600"]
-        out, errors = interrupted_once(first_came, start_probe(f"127.0.0.1:{port}", *flags))
-    assert errors == ""
+        probe = start_probe(f"127.0.0.1:{port}", *flags)
+        try:
+            assert first_came.wait(DEADLINE_S)
+            probe.send_signal(signal.SIGINT)
+            out, errors = probe.communicate(timeout=DEADLINE_S)
+        finally:
+            probe.kill()
+    assert probe.returncode == 1, errors
     assert re.search(r"load statistics, interrupted after [\d.]+ s ---", out), out
-    assert re.search(r"\nbytes +0 sent, 0 verified\n", out), out
+    assert re.search(r"\nconnections +1 opened, 1 failed\n", out), out
+    assert errors == f"echostat probe: connection 0: {what} before the interrupt\n"
