@@ -207,56 +207,53 @@ def test_path_to_a_closed_port_says_port_unreachable(capsys: pytest.CaptureFixtu
 
 
 class AnswersOnlyTheFirst(UDPFaultyServer):
-    """Echoes the first probe datagram; `second_came` is set once a second has arrived, which
+    """Echoes the first probe datagram; `unanswered` is set once a second has arrived, which
     it never answers."""
 
     def __init__(self) -> None:
-        self.second_came = threading.Event()
+        self.unanswered = threading.Event()
         super().__init__()
 
     def answer(self, data: bytes, address: tuple[str, int]) -> None:
         if self.received == 1:
             self.sock.sendto(data, address)
         else:
-            self.second_came.set()
-
-
-def test_ctrl_c_leaves_out_the_datagram_still_within_its_timeout() -> None:
-    """Ctrl-C while datagram 2 has an hour left to come back: it is not counted lost, as the
-    TCP checks leave out their round trip in flight, so the run passes on what did end."""
-    server = AnswersOnlyTheFirst()
-    probe = RunningProbe(f"udp://127.0.0.1:{server.port}", "--timeout", "3600")
-    try:
-        assert server.second_came.wait(DEADLINE_S)
-        status, out, errors = probe.interrupt()
-    finally:
-        probe.process.kill()
-        server.close()
-    assert status == 0, errors
-    assert "\n1 sent, 1 received, 0 lost (0.0%)," in out, out
+            self.unanswered.set()
 
 
 class AnswersNothing(UDPFaultyServer):
-    """Answers no datagram; `first_came` is set once one has arrived."""
+    """Answers no datagram; `unanswered` is set once one has arrived."""
 
     def __init__(self) -> None:
-        self.first_came = threading.Event()
+        self.unanswered = threading.Event()
         super().__init__()
 
     def answer(self, data: bytes, address: tuple[str, int]) -> None:
-        self.first_came.set()
+        self.unanswered.set()
 
 
-def test_ctrl_c_before_any_reply_counts_what_was_sent_lost() -> None:
-    """Ctrl-C before any reply, with an hour's --timeout: as ping's run with no reply, what
-    was sent counts lost and the run fails, instead of "0 sent" and exit 0."""
-    server = AnswersNothing()
-    probe = RunningProbe(f"udp://127.0.0.1:{server.port}", "--timeout", "3600")
+@pytest.mark.parametrize(
+    ("server", "status", "summary"),
+    [
+        (AnswersOnlyTheFirst, 0, r"\n1 sent, 1 received, 0 lost \(0\.0%\),"),
+        (AnswersNothing, 1, r"\n(\d+) sent, 0 received, \1 lost \(100\.0%\),"),
+    ],
+    ids=["after-a-reply", "before-any-reply"],
+)
+def test_ctrl_c_leaves_out_what_is_within_its_timeout_once_a_reply_came(
+    server: type[AnswersOnlyTheFirst | AnswersNothing], status: int, summary: str
+) -> None:
+    """Ctrl-C while a datagram has an hour left to come back: once a reply came it is left
+    out, not counted lost, as the TCP checks leave out their round trip in flight, so the run
+    passes on what did end; with no reply at all it counts lost and the run fails, as ping's
+    run with no reply does (not "0 sent" and exit 0)."""
+    running = server()
+    probe = RunningProbe(f"udp://127.0.0.1:{running.port}", "--timeout", "3600")
     try:
-        assert server.first_came.wait(DEADLINE_S)
-        status, out, errors = probe.interrupt()
+        assert running.unanswered.wait(DEADLINE_S)
+        done, out, errors = probe.interrupt()
     finally:
         probe.process.kill()
-        server.close()
-    assert status == 1, errors
-    assert re.search(r"\n(\d+) sent, 0 received, \1 lost \(100\.0%\),", out), out
+        running.close()
+    assert done == status, errors
+    assert re.search(summary, out), out

@@ -377,40 +377,15 @@ def test_ctrl_c_reports_at_once_without_waiting_out_the_round_trip_in_flight() -
     assert re.search(r"\n1 sent, 1 verified, 0 failed, connect [\d.]+ ms, 0% loss, time", out), out
 
 
-def test_ctrl_c_before_anything_came_back_fails_the_run() -> None:
-    """A server that never answers, Ctrl-C before an hour's --timeout: as ping's run with no
-    reply, the run fails naming the round trip, instead of "0 sent" and exit 0."""
-    arrived = threading.Event()
-
-    def swallows(sock: socket.socket) -> None:
-        sock.recv(1)
-        arrived.set()
-        never_answers(sock)
-
-    with faulty_server(swallows) as port:
-        probe = RunningProbe(f"127.0.0.1:{port}", "--timeout", "3600")
-        try:
-            assert arrived.wait(DEADLINE_S)
-            status, out, errors = probe.interrupt()
-        finally:
-            probe.process.kill()
-    assert status == 1, errors
-    assert re.search(r"\n1 sent, 0 verified, 1 failed, connect [\d.]+ ms, 100% loss, time", out)
-    assert errors == (
-        "echostat probe: connection 0: round trip 1: 0 of 64 bytes came back before the interrupt\n"
-    )
-
-
-def interrupted_once(ready: threading.Event, probe: subprocess.Popen[str]) -> tuple[str, str]:
-    """SIGINT to `probe` once `ready` is set; its stdout and stderr, once it exited 0."""
+def interrupted_once(ready: threading.Event, probe: subprocess.Popen[str]) -> tuple[int, str, str]:
+    """SIGINT to `probe` once `ready` is set; its exit status, stdout and stderr."""
     try:
         assert ready.wait(DEADLINE_S)
         probe.send_signal(signal.SIGINT)
         out, errors = probe.communicate(timeout=DEADLINE_S)
     finally:
         probe.kill()
-    assert probe.returncode == 0, errors
-    return out, errors
+    return probe.returncode, out, errors
 
 
 def test_ctrl_c_while_a_half_close_waits_for_eof_is_no_failure() -> None:
@@ -428,9 +403,10 @@ def test_ctrl_c_while_a_half_close_waits_for_eof_is_no_failure() -> None:
     with faulty_server(echoes_but_keeps_open) as port:
         probe = start_probe(f"127.0.0.1:{port}", "--half-close", "--timeout", "3600", "--json")
         try:
-            out, errors = interrupted_once(got_eof, probe)
+            status, out, errors = interrupted_once(got_eof, probe)
         finally:
             released.set()
+    assert status == 0, errors
     report = json.loads(out)
     assert errors == "", report
     assert (report["ok"], report["interrupted"], report["eof_ms"], report["error"]) == (
@@ -442,16 +418,28 @@ def test_ctrl_c_while_a_half_close_waits_for_eof_is_no_failure() -> None:
 
 
 @pytest.mark.parametrize(
-    ("mode", "what"),
+    ("flags", "summary", "what"),
     [
-        ("pingpong", "round trip 1: 0 of 64 bytes came back"),
-        ("stream", "262144 bytes in flight did not come back"),
+        ((), r"\n1 sent, 0 verified, 1 failed, connect [\d.]+ ms, 100% loss, time", "round trip 1"),
+        (
+            ("--duration", "600", "--mode", "pingpong"),
+            r"load statistics, interrupted after [\d.]+ s ---\nconnections +1 opened, 1 failed\n",
+            "round trip 1",
+        ),
+        (
+            ("--duration", "600", "--mode", "stream"),
+            r"load statistics, interrupted after [\d.]+ s ---\nconnections +1 opened, 1 failed\n",
+            "262144 bytes in flight",
+        ),
     ],
+    ids=["round-trips", "load-pingpong", "load-stream"],
 )
-def test_ctrl_c_ends_a_load_run_at_once_failing_what_never_answered(mode: str, what: str) -> None:
-    """Ctrl-C a load run whose echoes never come, with an hour's --timeout: its table comes at
-    once, as the ping-like check's summary does, and as ping's run with no reply, the run
-    fails naming what never came back (not "0 sent" and exit 0)."""
+def test_ctrl_c_before_anything_came_back_fails_the_run_at_once(
+    flags: tuple[str, ...], summary: str, what: str
+) -> None:
+    """A server that never answers, Ctrl-C with an hour's --timeout: the summary or table
+    comes at once, and as ping's run with no reply, the run fails naming what never came
+    back (before, "0 sent" and exit 0)."""
     first_came = threading.Event()
 
     def reads_and_never_answers(sock: socket.socket) -> None:
@@ -460,15 +448,9 @@ def test_ctrl_c_ends_a_load_run_at_once_failing_what_never_answered(mode: str, w
         never_answers(sock)
 
     with faulty_server(reads_and_never_answers) as port:
-        flags = ["--duration", "600", "--mode", mode, "--timeout", "3600"]
-        probe = start_probe(f"127.0.0.1:{port}", *flags)
-        try:
-            assert first_came.wait(DEADLINE_S)
-            probe.send_signal(signal.SIGINT)
-            out, errors = probe.communicate(timeout=DEADLINE_S)
-        finally:
-            probe.kill()
-    assert probe.returncode == 1, errors
-    assert re.search(r"load statistics, interrupted after [\d.]+ s ---", out), out
-    assert re.search(r"\nconnections +1 opened, 1 failed\n", out), out
-    assert errors == f"echostat probe: connection 0: {what} before the interrupt\n"
+        probe = start_probe(f"127.0.0.1:{port}", "--timeout", "3600", *flags)
+        status, out, errors = interrupted_once(first_came, probe)
+    assert status == 1, errors
+    assert re.search(summary, out), out
+    assert errors.startswith(f"echostat probe: connection 0: {what}"), errors
+    assert errors.endswith(" before the interrupt\n"), errors
