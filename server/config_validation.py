@@ -305,6 +305,14 @@ def _check_watch(watch: WatchConfig, where: str) -> None:
                 raise ConfigError(
                     f"{here}.target: {match['v6']!r} in brackets is not an IPv6 address"
                 ) from None
+        else:
+            try:
+                match["host"].encode("idna")  # as the resolver does first, every round
+            except UnicodeError:
+                raise ConfigError(
+                    f"{here}.target: {match['host']!r} is not a host name: each label between"
+                    " its dots has 1 to 63 characters"
+                ) from None
         if match["udp"] and target.size < UDP_PROBE_MIN_SIZE:
             raise ConfigError(
                 f"{here}.size: expected at least {UDP_PROBE_MIN_SIZE} for a udp:// target"

@@ -32,6 +32,12 @@ def test_fractional_intervals_down_to_a_tenth_of_a_second() -> None:
         ("[{name: a, target: 'b:0'}]", r"targets\[0\]\.target: .*port 1\.\.65535"),
         ("[{name: a, target: '::1:7'}]", r"targets\[0\]\.target: .*IPv6 in brackets"),
         ("[{name: a, target: '[abc]:7'}]", r"targets\[0\]\.target: 'abc' in brackets is not"),
+        # The resolver refuses it with a UnicodeError at every round: an error with a traceback
+        ("[{name: a, target: 'a..b:7'}]", r"targets\[0\]\.target: 'a\.\.b' is not a host name"),
+        (
+            "[{name: a, target: 'udp://%s.b:7'}]" % ("x" * 64),
+            r"targets\[0\]\.target: 'x+\.b' is not",
+        ),
         ("[{name: a, target: 'udp://b:7', size: 20}]", r"targets\[0\]\.size: expected at least 28"),
         ("[{name: a, target: 'b:7'}, {name: a, target: 'c:7'}]", r"targets\[1\]\.name: duplicate"),
         ("[{target: 'b:7'}]", r"targets\[0\]\.name: missing"),
