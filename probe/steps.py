@@ -74,10 +74,12 @@ async def first_of(*waits: Awaitable[Any]) -> None:
     """Return as soon as one of `waits` is done; cancel those of them that are coroutines
     (a future passed in belongs to its owner and is left alone)."""
     tasks = [asyncio.ensure_future(wait) for wait in waits]
-    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for wait, task in zip(waits, tasks, strict=True):
-        if task is not wait:
-            task.cancel()
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when the caller is cancelled: no task of ours is left pending
+        for wait, task in zip(waits, tasks, strict=True):
+            if task is not wait:
+                task.cancel()
 
 
 def session_for(endpoint: Endpoint, timeout_s: float, seed: int) -> Session:

@@ -146,11 +146,14 @@ class Watcher:
             del self._states[key]
 
     async def _watch(self, target: WatchTarget) -> None:
-        """One round per interval, each at a random moment of its interval."""
+        """One round per interval, each at a random moment of its interval, for as long as it
+        is the target's task: the loop ends even if a cancellation is lost (Python 3.11's
+        `asyncio.wait_for` returns its result instead when both come in one turn)."""
         loop = asyncio.get_running_loop()
         interval_s = target.interval_s
         slot = loop.time()
-        while True:
+        this = asyncio.current_task()
+        while self._running and self._tasks.get(target.name) is this:
             await asyncio.sleep(max(0.0, slot + random.uniform(0, interval_s) - loop.time()))
             try:
                 await self._round(target)

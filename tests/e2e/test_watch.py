@@ -22,7 +22,7 @@ from echostat.service import Service
 from tests.conftest import loopback_config
 from tests.e2e.conftest import StartEchostat
 from tests.faulty_servers import DropsEveryNth, faulty_server, flips_byte
-from tests.helpers import LOCAL_PORTS, get_json, wait_until
+from tests.helpers import DEADLINE_S, LOCAL_PORTS, get_json, wait_until
 
 INTERVAL_S = 0.5
 WITHIN_TWO_ROUNDS_S = 2 * INTERVAL_S + 2.0
@@ -286,3 +286,23 @@ async def test_with_workers_only_the_supervisor_watches(start_echostat: StartEch
         assert before - 1 <= seen <= connections
     finally:
         target.close()
+
+
+async def test_a_stop_in_the_turn_a_name_resolves_still_ends_the_watch(free_port: int) -> None:
+    """A stop whose cancellation comes in the very turn the resolver answers: Python 3.11's
+    `asyncio.wait_for` then returns the answer and the cancellation is lost. The watch still
+    ends after that round, and the stop returns (it used to wait for ever, the round loop
+    going on)."""
+    asked, answer = asyncio.Event(), asyncio.Event()
+
+    async def resolve(host: str, port: int, protocol: str) -> list[str]:
+        asked.set()
+        await answer.wait()
+        return ["127.0.0.1"]
+
+    target = WatchTarget.parse("t", f"name.invalid:{free_port}", 0.1, 1, 64, 2.0)
+    watcher = Watcher([target], 64, resolve)
+    watcher.start()
+    await asyncio.wait_for(asked.wait(), DEADLINE_S)
+    answer.set()  # the resolver's task runs first in the next turn, then the cancelled round
+    await asyncio.wait_for(watcher.stop(), DEADLINE_S)
