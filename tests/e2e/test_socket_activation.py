@@ -150,43 +150,43 @@ def refused_start(activation: dict[str, socket.socket], *flags: str) -> str:
     return line
 
 
-def test_a_stream_socket_for_a_udp_listener_is_refused_naming_the_fix(
+@pytest.mark.parametrize(
+    ("names", "flags", "refusal"),
+    [
+        (
+            {"udp": "main", "status": "status"},
+            ("--set", "listeners.1.protocol=udp", "--set", "listeners.1.name=udp"),
+            'listeners[1]: the inherited socket "udp" is a stream socket, but the listener is'
+            " UDP; give its socket unit ListenDatagram= instead of ListenStream=",
+        ),
+        (
+            {"reprot": "main", "status": "status"},
+            (),
+            'the inherited socket "reprot" (FileDescriptorName=) names no listener;'
+            " name it after one of: main, report, status",
+        ),
+        (
+            {"main": "main", "status": "status"},
+            ("--set", "listeners.0.name=status"),
+            'listeners[0].name: "status" names the status page\'s inherited socket; give the'
+            " listener (and its socket unit's FileDescriptorName=) another name",
+        ),
+    ],
+    ids=["stream-socket-for-udp", "names-no-listener", "listener-named-status"],
+)
+def test_inherited_sockets_nothing_would_serve_right_are_refused_naming_the_fix(
     activation_sockets: dict[str, socket.socket],
+    names: dict[str, str],
+    flags: tuple[str, ...],
+    refusal: str,
 ) -> None:
-    """A socket unit with ListenStream= where the listener is UDP exits 2 naming the
-    listener and ListenDatagram=, instead of a traceback."""
-    flags = ("--set", "listeners.1.protocol=udp", "--set", "listeners.1.name=udp")
-    sockets = {"udp": activation_sockets["main"], "status": activation_sockets["status"]}
+    """Exit 2 with one line naming the key and the fix, where echostat would otherwise crash
+    (a stream socket for a UDP listener: uvloop's traceback), hold clients in a backlog no
+    one accepts from (a FileDescriptorName= that is no listener's, nor status), or serve the
+    status page's socket as echo (a listener named "status")."""
+    sockets = {name: activation_sockets[held] for name, held in names.items()}
     line = refused_start(sockets, *flags)
-    assert line.endswith(
-        'listeners[1]: the inherited socket "udp" is a stream socket, but the listener is UDP;'
-        " give its socket unit ListenDatagram= instead of ListenStream="
-    ), line
-
-
-def test_an_inherited_socket_that_names_no_listener_is_refused(
-    activation_sockets: dict[str, socket.socket],
-) -> None:
-    """A socket whose FileDescriptorName= matches no listener (nor status) would hold its
-    clients in a backlog no one accepts from: exit 2 naming it and the names there are."""
-    sockets = {"reprot": activation_sockets["main"], "status": activation_sockets["status"]}
-    line = refused_start(sockets)
-    assert line.endswith(
-        'the inherited socket "reprot" (FileDescriptorName=) names no listener;'
-        " name it after one of: main, report, status"
-    ), line
-
-
-def test_a_listener_named_status_is_refused_under_socket_activation(
-    activation_sockets: dict[str, socket.socket],
-) -> None:
-    """A listener named "status" would take the status page's inherited socket (and the
-    status page the listener's): exit 2 naming the listener's key, not a page served as echo."""
-    line = refused_start(activation_sockets, "--set", "listeners.0.name=status")
-    assert line.endswith(
-        'listeners[0].name: "status" names the status page\'s inherited socket; give the'
-        " listener (and its socket unit's FileDescriptorName=) another name"
-    ), line
+    assert line.endswith(refusal), line
 
 
 @pytest.mark.parametrize("workers", [1, 2])
