@@ -73,15 +73,22 @@ class BaseHandler(QuietHandler):
         self.in_force = state.settings
 
     def prepare(self) -> None:
-        """Refuse unknown Host names (421) and requests without the token (401 or login)."""
+        self.let_in()
+
+    def let_in(self) -> bool:
+        """Refuse unknown Host names (421) and requests without the token (401 or login),
+        ending the request; whether it goes on, for a handler that checks more after."""
         if not self.in_force.policy.host_allowed(self.request.host):
             self._refuse(421, _UNKNOWN_HOST)
-        elif not self._token_ok():
+            return False
+        if not self._token_ok():
             if self.request.method in ("GET", "HEAD") and self.request.path == "/":
                 self.redirect(LOGIN_PATH)
-                return
+                return False
             self.set_header("WWW-Authenticate", 'Bearer realm="echostat"')
             self._refuse(401, "missing or wrong token (Authorization: Bearer <token>)")
+            return False
+        return True
 
     def head(self, *args: str, **kwargs: str) -> Awaitable[None] | None:
         """HEAD is GET without the body (Tornado sends none for HEAD): uptime monitors and
@@ -176,8 +183,7 @@ class LoginHandler(BaseHandler):
     """``/login``: a form that trades the token for a session cookie, for browsers."""
 
     def prepare(self) -> None:
-        super().prepare()
-        if not self._finished and self.in_force.policy.token is None:
+        if self.let_in() and self.in_force.policy.token is None:
             self.redirect("/")  # nothing to sign in to
 
     def get(self) -> None:
@@ -349,8 +355,7 @@ class NotFoundHandler(BaseHandler):
     everything else."""
 
     def prepare(self) -> None:
-        super().prepare()
-        if not self._finished:
+        if self.let_in():
             raise HTTPError(404)
 
 
