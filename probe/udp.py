@@ -12,10 +12,10 @@ where D compares consecutive replies' round-trip times: sender and receiver shar
 from __future__ import annotations
 
 import asyncio
-import itertools
+import collections
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,12 +109,9 @@ class _Receiver(asyncio.DatagramProtocol):
         self._expected = count
         self._check_all_back()
 
-    def unanswered_since(self, sent_ns: list[int], since_ns: int) -> int:
-        """Datagrams sent after `since_ns` (`sent_ns` holds each one's send time) that no
-        reply has answered yet."""
-        seqs = range(len(sent_ns) - 1, -1, -1)
-        recent = itertools.takewhile(lambda seq: sent_ns[seq] > since_ns, seqs)
-        return sum(seq not in self._seen for seq in recent)
+    def unanswered(self, seqs: Iterable[int]) -> int:
+        """How many of the datagrams `seqs` no reply has answered yet."""
+        return sum(seq not in self._seen for seq in seqs)
 
     def _check_all_back(self) -> None:
         counts = self._counts
@@ -235,22 +232,27 @@ async def _exchange(
     try:
         start = time.monotonic()
         seq = 0
-        sent_ns: list[int] = []
+        timeout_ns = round(options.timeout_s * 1e9)
+        recent: collections.deque[tuple[int, int]] = collections.deque()
+        """(sequence number, send time) of the datagrams sent within the last `--timeout`."""
         while (options.count == 0 or seq < options.count) and not interrupted.is_set():
             delay = start + seq * options.interval_s - time.monotonic()
             if delay > 0 and await _set_within(interrupted, delay):
                 break
             counts.sent += 1  # before sending: a fast reply must find it counted
-            sent_ns.append(time.monotonic_ns())
-            transport.sendto(datagram(run_id, seq, options.size, sent_ns[-1]))
+            sent_ns = time.monotonic_ns()
+            recent.append((seq, sent_ns))
+            while recent[0][1] <= sent_ns - timeout_ns:
+                recent.popleft()
+            transport.sendto(datagram(run_id, seq, options.size, sent_ns))
             seq += 1
         receiver.expect(counts.sent)
         if not interrupted.is_set():
             await _set_within(receiver.all_back, options.timeout_s)
         elif counts.received:  # Ctrl-C: what is still within its timeout is in flight, not
             # lost: left out; with no reply at all it counts lost, as ping's run then fails
-            since_ns = time.monotonic_ns() - round(options.timeout_s * 1e9)
-            in_flight = receiver.unanswered_since(sent_ns, since_ns)
+            since_ns = time.monotonic_ns() - timeout_ns
+            in_flight = receiver.unanswered(number for number, at in recent if at > since_ns)
             counts.sent -= max(0, min(in_flight, counts.lost - counts.icmp_errors))
     finally:
         transport.close()
