@@ -197,10 +197,7 @@ function rowOf(t, now) {
 
 function renderRows(targets, now) {
   const tbody = byId("watch-targets");
-  const wanted = targets.map((t) => rowOf(t, now));
-  if (wanted.length !== tbody.rows.length || wanted.some((tr, i) => tbody.rows[i] !== tr)) {
-    replaceRows(tbody, () => wanted);
-  }
+  replaceRows(tbody, () => targets.map((t) => rowOf(t, now)));
 }
 
 async function fetchHistory() {
