@@ -17,15 +17,13 @@ from echostat.server.config_loading import (
     reread_config_text,
 )
 from echostat.server.resources import ResourceError, describe_max_connections
-from echostat.server.runtime import configure_logging, run
+from echostat.server.runtime import EXIT_BAD_CONFIG, configure_logging, run
 from echostat.server.sockets import check_systemd_sockets, systemd_sockets
 from echostat.server.supervisor import Supervisor
 from echostat.service import serve
 from echostat.watching import WatchingStatusSide
 
 log = logging.getLogger(__name__)
-
-EXIT_BAD_CONFIG = 2
 
 
 def serve_from(args: argparse.Namespace) -> int:

@@ -11,6 +11,9 @@ import uvloop
 
 from echostat.server.config import Config
 
+EXIT_BAD_CONFIG = 2
+"""The exit status of a process whose config can't be used: the command's, and a worker's."""
+
 
 def configure_logging(config: Config, prefix: str = "") -> None:
     """One line per record to stderr; `prefix` tells processes apart (``worker 1: ``)."""

@@ -36,16 +36,13 @@ from echostat.server.messages import (
 )
 from echostat.server.registry import Registry
 from echostat.server.resources import ResourceError
-from echostat.server.runtime import configure_logging, run
+from echostat.server.runtime import EXIT_BAD_CONFIG, configure_logging, run
 from echostat.server.service import Service
 from echostat.server.signals import catch_reload_signal, catch_stop_signals
 from echostat.server.snapshots import ConnectionsPage
 from echostat.server.sockets import inherited_sockets
 
 log = logging.getLogger(WORKER_MODULE)  # run as ``python -m``, where __name__ is __main__
-
-EXIT_BAD_CONFIG = 2
-"""A worker's exit status when its config can't be used, as for the command."""
 
 
 def read_first_config_message(fd: int) -> str:
