@@ -8,8 +8,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def parse_host_port(text: str, scheme: str = "") -> tuple[str, int]:
-    """``HOST:PORT`` or ``[IPv6]:PORT`` as (host, port); ValueError says what is wrong, naming
-    the target as typed with its `scheme` (``udp://``) before `text`."""
+    """``HOST:PORT`` or ``[IPv6]:PORT`` as (host, port); ValueError says what is wrong (also a
+    host name no resolver could look up), naming the target as typed with its `scheme`
+    (``udp://``) before `text`."""
     typed = repr(scheme + text)
     if text.startswith("["):
         host, closed, rest = text[1:].partition("]")
@@ -28,6 +29,13 @@ def parse_host_port(text: str, scheme: str = "") -> tuple[str, int]:
             raise ValueError(f"{typed}: an IPv6 address goes in brackets, e.g. {scheme}[::1]:7007")
     if not is_decimal(port) or not 1 <= int(port) <= 65535:
         raise ValueError(f"{typed}: port must be 1..65535, got {port!r}")
+    try:
+        host.encode("idna")  # as the resolver does first, which raises UnicodeError
+    except UnicodeError:
+        raise ValueError(
+            f"{typed}: {host!r} is not a host name: each label between its dots has 1 to 63"
+            " characters"
+        ) from None
     return host, int(port)
 
 

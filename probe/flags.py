@@ -113,22 +113,8 @@ def _refuse_given(args: argparse.Namespace, flags: tuple[str, ...], why: str) ->
             raise ValueError(f"{flag}: {why}")
 
 
-def _host_and_port(target: str, scheme: str = "") -> tuple[str, int]:
-    """`target`'s host and port after its `scheme`; ValueError naming `target` when it is no
-    address, or names a host no resolver could look up."""
-    host, port = parse_host_port(target.removeprefix(scheme), scheme)
-    try:
-        host.encode("idna")  # as the resolver does first, which raises UnicodeError
-    except UnicodeError:
-        raise ValueError(
-            f"{target!r}: {host!r} is not a host name: "
-            "each label between its dots has 1 to 63 characters"
-        ) from None
-    return host, port
-
-
 def _tcp_options(args: argparse.Namespace) -> Options:
-    host, port = _host_and_port(args.target)
+    host, port = parse_host_port(args.target)
     load_flags = [
         flag
         for flag, value in (
@@ -255,7 +241,7 @@ def _number(value: float) -> str:
 
 
 def _udp_options(args: argparse.Namespace) -> UDPOptions:
-    host, port = _host_and_port(args.target, UDP_SCHEME)
+    host, port = parse_host_port(args.target.removeprefix(UDP_SCHEME), UDP_SCHEME)
     _refuse_given(args, TCP_ONLY_FLAGS, "not available for udp:// targets")
     interval_s = _or(args.interval, DEFAULT_INTERVAL_S)
     if args.rate is not None:
